@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The lab's single entry point. On first use it creates a virtual environment in .venv and installs the
+# project into it (editable, with the test extras); afterwards it reuses it, reinstalling only when
+# setup.cfg or pyproject.toml change. Then it runs the `lab` command line with the arguments given:
+#   ./lab.sh run all     train every experiment at the default `cpu` preset and write results/REPORT.md
+#   ./lab.sh test        ruff check + the whole pytest suite
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${LAB_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "lab: $python not found; install Python 3.10 or newer (or set PYTHON=/path/to/python3)" >&2
+  exit 2
+fi
+if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+  echo "lab: $("$python" --version 2>&1) is too old; Python 3.10 or newer is required (set PYTHON=...)" >&2
+  exit 2
+fi
+
+stamp="$venv/.lab-install-stamp"
+want="$(cat "$root/setup.cfg" "$root/pyproject.toml" | cksum)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "lab: setting up $venv (first use or changed dependencies) ..." >&2
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test]" >&2
+  echo "$want" >"$stamp"
+fi
+cd "$root"
+exec "$venv/bin/python" -m lab.cli "$@"

@@ -1,0 +1,1 @@
+"""Seed statistics and findings: what the numbers say, with their uncertainty."""

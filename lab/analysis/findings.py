@@ -1,0 +1,53 @@
+"""Findings: the claim an experiment tests, its verdict and the numbers behind it.
+
+findings.json (written by `lab analyze`, rendered by `lab report`):
+    {"experiment", "title", "claim", "verdict", "summary",
+     "findings": [{"claim", "verdict", "evidence"}],   # sub-claims, each with numbers
+     "tables": [relative paths of Markdown tables], "plots": [relative paths of PNGs],
+     "seeds", "preset", "generated_by"}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+VERDICTS = ("supported", "qualified", "refuted", "inconclusive")
+
+
+@dataclass
+class Finding:
+    claim: str
+    verdict: str
+    evidence: str
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+
+
+@dataclass
+class Findings:
+    experiment: str
+    title: str
+    claim: str
+    verdict: str
+    summary: str
+    findings: list[Finding] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    seeds: int = 0
+    preset: str = ""
+    generated_by: str = ""
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Findings:
+        d = dict(d)
+        d["findings"] = [Finding(**f) for f in d.get("findings", [])]
+        return cls(**d)

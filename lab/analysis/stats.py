@@ -1,0 +1,110 @@
+"""Statistics over seeds: mean ± sample standard deviation, and Welch's t-test between two groups.
+
+With 3 seeds a test has little power, so the lab reports the difference of means with its 95% interval
+next to every p-value and never reads "not significant" as "equal" without looking at the interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    sd: float  # sample standard deviation (ddof=1); NaN for a single value
+    n: int  # finite values counted
+    n_nonfinite: int  # diverged runs, excluded from mean and sd
+
+    def fmt(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return "diverged" if self.n_nonfinite else "n/a"
+        s = f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}" if self.n > 1 else f"{self.mean:.{digits}f}"
+        return s + (f" ({self.n_nonfinite} diverged)" if self.n_nonfinite else "")
+
+
+def summarize(values) -> Summary:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    finite = x[np.isfinite(x)]
+    n = int(finite.size)
+    mean = float(finite.mean()) if n else math.nan
+    sd = float(finite.std(ddof=1)) if n > 1 else math.nan
+    return Summary(mean, sd, n, int(x.size - n))
+
+
+def _t_sf(t: float, dof: float) -> float:
+    """P(T > t) for Student's t with `dof` degrees of freedom (t >= 0), via the regularized incomplete
+    beta function: P(|T| > t) = I_{dof/(dof+t^2)}(dof/2, 1/2)."""
+    from jax.scipy.special import betainc
+
+    x = dof / (dof + t * t)
+    return 0.5 * float(betainc(dof / 2.0, 0.5, x))
+
+
+def t_quantile(p: float, dof: float) -> float:
+    """The t value with P(T > t) = 1 - p, by bisection on the survival function (p in (0.5, 1))."""
+    lo, hi = 0.0, 1e3
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _t_sf(mid, dof) > 1 - p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    diff: float  # mean(b) - mean(a)
+    ci95: tuple[float, float]
+    t: float
+    dof: float
+    p: float  # two-sided
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return bool(np.isfinite(self.p) and self.p < alpha)
+
+
+def welch(a, b) -> Comparison:
+    """Welch's unequal-variance t-test of mean(b) - mean(a) over the finite values of each group."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:
+        d = float(b.mean() - a.mean()) if a.size and b.size else math.nan
+        return Comparison(d, (math.nan, math.nan), math.nan, math.nan, math.nan)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(b.mean() - a.mean())
+    se = math.sqrt(va + vb)
+    if se == 0:
+        p = 1.0 if diff == 0 else 0.0
+        return Comparison(diff, (diff, diff), math.copysign(math.inf, diff) if diff else 0.0, math.nan, p)
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    t = diff / se
+    p = min(1.0, 2.0 * _t_sf(abs(t), dof))
+    q = t_quantile(0.975, dof)
+    return Comparison(diff, (diff - q * se, diff + q * se), t, dof, p)
+
+
+def paired(a, b) -> Comparison:
+    """Paired t-test of mean(b - a) over pairs where both are finite (e.g. one model before and after an
+    intervention, per seed)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = b[ok] - a[ok]
+    if d.size < 2:
+        m = float(d.mean()) if d.size else math.nan
+        return Comparison(m, (math.nan, math.nan), math.nan, math.nan, math.nan)
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+    dof = float(d.size - 1)
+    if se == 0:
+        return Comparison(
+            mean, (mean, mean), math.copysign(math.inf, mean) if mean else 0.0, dof, 1.0 if mean == 0 else 0.0
+        )
+    t = mean / se
+    q = t_quantile(0.975, dof)
+    return Comparison(mean, (mean - q * se, mean + q * se), t, dof, min(1.0, 2.0 * _t_sf(abs(t), dof)))

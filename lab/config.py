@@ -1,0 +1,173 @@
+"""Generic machinery for frozen-dataclass configs.
+
+Every config in the lab is a frozen (hence hashable) dataclass, so it can be a static argument to
+`jax.jit`. Nested configs are fields that are themselves dataclasses. This module turns command-line
+overrides such as ``--set train.steps=500 --set model.n_layers=2`` into a new config, checking each key
+against the dataclass fields and each value against the field's annotated type; out-of-range values are
+refused by the dataclasses' own ``__post_init__`` checks. Errors are `ConfigError`s that name the key and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Literal, Union
+
+from lab.errors import ConfigError
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def keys(cfg: Any, prefix: str = "") -> list[str]:
+    """All dotted keys of a (nested) config, in field order."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.extend(keys(value, prefix + f.name + "."))
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def describe_type(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a comma-separated list of " + describe_type(typing.get_args(tp)[0])
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Parse the command-line text for `key` into a value of type `tp`, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        for a in allowed:
+            if str(a) == text:
+                return a
+        raise ConfigError(f"{key}={text!r} is not allowed; {key} must be {describe_type(tp)}")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and text.lower() in ("none", "null", ""):
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return parse_value(text, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be {describe_type(tp)}")
+    if origin is tuple:
+        (elem, *_rest) = typing.get_args(tp)
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return tuple(parse_value(p, elem, key) for p in parts)
+    if tp is bool:
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be true or false")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be an integer") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be a number") from None
+    if tp is str:
+        return text
+    raise ConfigError(f"{key} cannot be set from the command line (type {describe_type(tp)})")
+
+
+def override(cfg: Any, key: str, text: str) -> Any:
+    """Return a copy of `cfg` with the dotted `key` set from `text`."""
+    head, _, rest = key.partition(".")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if head not in names:
+        raise ConfigError(f"unknown config key {key!r}; allowed keys: {', '.join(keys(cfg))}")
+    current = getattr(cfg, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            raise ConfigError(
+                f"{key!r} is a section; set one of its keys: {', '.join(keys(current, head + '.'))}"
+            )
+        try:
+            value = override(current, rest, text)
+        except ConfigError as e:
+            msg = str(e).replace("unknown config key '", f"unknown config key '{head}.", 1)
+            if "allowed keys:" in msg:
+                msg = msg.split("allowed keys:")[0] + "allowed keys: " + ", ".join(keys(current, head + "."))
+            raise ConfigError(msg) from None
+    else:
+        if rest:
+            raise ConfigError(f"unknown config key {key!r}; {head!r} has no sub-keys")
+        value = parse_value(text, _hints(type(cfg))[head], key)
+    try:
+        return dataclasses.replace(cfg, **{head: value})
+    except ConfigError as e:
+        raise ConfigError(f"{key}={text}: {e}") from None
+
+
+def apply_overrides(cfg: Any, assignments: list[str]) -> Any:
+    """Apply ``key=value`` strings in order."""
+    for a in assignments:
+        if "=" not in a:
+            raise ConfigError(f"--set expects key=value, got {a!r}")
+        key, _, text = a.partition("=")
+        cfg = override(cfg, key.strip(), text.strip())
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config written by `to_dict`; unknown keys are an error."""
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        if name not in hints:
+            raise ConfigError(f"unknown config key {name!r} for {cls.__name__}")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            value = from_dict(tp, value)
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two config dicts, e.g. ``model.n_layers: 2 vs 4``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(diff(va, vb, prefix + k + "."))
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
+    return out
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ConfigError(message) unless condition holds; used in ``__post_init__`` range checks."""
+    if not condition:
+        raise ConfigError(message)

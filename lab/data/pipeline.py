@@ -1,0 +1,63 @@
+"""From a data config to token streams on which a TextWindows task samples batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from lab.config import check
+from lab.data.corpora import load_corpus
+from lab.data.tokenize import make_tokenizer, split
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, how it becomes ids, and how it is split.
+
+    name: "pydocs" | "pystdlib" (need no network) | "tinyshakespeare" (downloaded once, sha256-checked)
+          | "file:PATH"
+    tokenizer: "byte" (UTF-8 bytes, vocabulary 256) or "char" (the corpus's characters, as nanoGPT's
+          shakespeare_char); a BPE tokenizer arrives with project 1.
+    """
+
+    name: str = "pydocs"
+    tokenizer: Literal["byte", "char"] = "byte"
+    val_fraction: float = 0.1  # the last 10% of the stream is validation (nanoGPT's split)
+
+    def __post_init__(self):
+        check(0 < self.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TextData:
+    train: np.ndarray  # int32 token ids
+    val: np.ndarray
+    tokenizer: object
+    info: dict  # recorded in config.json: corpus name, sha256, source, tokenizer, sizes
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"train": self.train, "val": self.val}
+
+
+def load_text_data(dcfg: DataConfig) -> TextData:
+    corpus = load_corpus(dcfg.name)
+    tok = make_tokenizer(dcfg.tokenizer, corpus.text)
+    ids = tok.encode(corpus.text)
+    train, val = split(ids, dcfg.val_fraction)
+    # Small vocabularies fit in int32 either way; keep the stream compact on device.
+    dtype = np.uint8 if tok.vocab_size <= 256 else np.int32
+    info = {
+        "corpus": corpus.name,
+        "sha256": corpus.sha256,
+        "source": corpus.source,
+        "documents": corpus.n_documents,
+        "characters": len(corpus.text),
+        "tokenizer": tok.to_dict(),
+        "vocab_size": tok.vocab_size,
+        "train_tokens": int(train.size),
+        "val_tokens": int(val.size),
+    }
+    return TextData(train.astype(dtype), val.astype(dtype), tok, info)

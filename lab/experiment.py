@@ -1,0 +1,147 @@
+"""The experiment contract and registry.
+
+An experiment is a module `experiments/eNN_name.py` that defines a module-level ``EXPERIMENT``:
+
+    EXPERIMENT = Experiment(
+        name="e04_qkv", title=..., claim=...,          # the claim it tests, in one line
+        config_class=E04Config,                        # a frozen dataclass with `seeds` and `data` fields
+        presets={"smoke": ..., "cpu": ..., "gpu": ...}, # instances of config_class; sizes only
+        run=run,                                       # run(cfg, out: Path, opts: RunOptions) -> None
+        analyze=analyze,                               # analyze(cfg, out: Path) -> Findings
+        check=check,                                   # optional: check(cfg) raises on bad data, early
+    )
+
+`run` trains and writes checkpoints and metrics under `out` (= results/<name>); `analyze` reads only
+files under `out`, draws plots, writes tables and returns findings, which this module writes to
+`out/findings.json` for `lab report`. The registry finds experiment modules by listing the `experiments`
+package, so `lab` never imports a particular experiment by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import config as config_lib
+from lab.analysis.findings import Findings
+from lab.errors import CheckpointError, ConfigError
+from lab.fileio import atomic_write_json, read_json
+
+DEFAULT_PRESET = "cpu"
+RESULTS = Path("results")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    strategy: str = "auto"  # sweep strategy (lab.train.sweep): auto | vmap | shard | loop
+    fresh: bool = False  # discard what is on disk for this experiment and start over
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    claim: str
+    config_class: type
+    presets: dict[str, Any]
+    run: Callable[[Any, Path, RunOptions], None]
+    analyze: Callable[[Any, Path], Findings]
+    check: Callable[[Any], None] | None = None  # validate data etc. before anything is written
+
+    @property
+    def id(self) -> str:
+        return self.name.split("_", 1)[0]
+
+    def out_dir(self, results: Path = RESULTS) -> Path:
+        return Path(results) / self.name
+
+
+_NAME = re.compile(r"^e\d\d_\w+$")
+
+
+def registry() -> dict[str, Experiment]:
+    """All experiments, keyed by short id ("e04"), in id order."""
+    import experiments
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda i: i.name):
+        if not _NAME.match(info.name):
+            continue
+        module = importlib.import_module(f"experiments.{info.name}")
+        exp = getattr(module, "EXPERIMENT", None)
+        if not isinstance(exp, Experiment):
+            raise TypeError(f"experiments/{info.name}.py must define EXPERIMENT = Experiment(...)")
+        found[exp.id] = exp
+    return found
+
+
+def find(name: str) -> list[Experiment]:
+    """The experiments a command-line name selects: "all", a short id ("e04") or a full name."""
+    reg = registry()
+    if name == "all":
+        return list(reg.values())
+    for exp in reg.values():
+        if name in (exp.id, exp.name):
+            return [exp]
+    allowed = ", ".join([*(f"{e.id} ({e.name})" for e in reg.values()), "all"])
+    raise ConfigError(f"unknown experiment {name!r}; allowed: {allowed}")
+
+
+def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None):
+    """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated."""
+    if preset not in exp.presets:
+        raise ConfigError(f"unknown preset {preset!r} for {exp.id}; allowed: {', '.join(exp.presets)}")
+    cfg = exp.presets[preset]
+    cfg = config_lib.apply_overrides(cfg, list(sets))
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        cfg = dataclasses.replace(cfg, seeds=seeds)
+    if data is not None:
+        cfg = config_lib.override(cfg, "data.name", data)
+    return cfg
+
+
+def write_config(exp: Experiment, cfg, out: Path, preset: str, fresh: bool = False) -> None:
+    """Record the experiment's resolved config; refuse to mix results of two configs in one directory."""
+    from lab.train.loop import check_or_write_config
+
+    check_or_write_config(out, {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}, fresh)
+
+
+def load_config(exp: Experiment, out: Path):
+    """(preset, config) recorded by `lab run` in out/config.json."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; run `lab run {exp.id}` first")
+    try:
+        stored = dict(read_json(path)["config"])
+        stored.pop("experiment", None)
+        preset = stored.pop("preset", "")
+        return preset, config_lib.from_dict(exp.config_class, stored)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a config written by this version of lab ({e})") from None
+
+
+def analyze(exp: Experiment, out: Path) -> Findings:
+    preset, cfg = load_config(exp, out)
+    findings = exp.analyze(cfg, Path(out))
+    findings.preset = preset
+    findings.seeds = cfg.seeds
+    findings.generated_by = f"lab analyze {exp.id}"
+    atomic_write_json(Path(out) / "findings.json", findings.to_dict())
+    return findings
+
+
+def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOptions()) -> Findings:
+    out = Path(out)
+    write_config(exp, cfg, out, preset, fresh=opts.fresh)
+    exp.run(cfg, out, opts)
+    return analyze(exp, out)

@@ -1,0 +1,55 @@
+"""Plain autoregressive generation: each new token recomputes the model over a window of the context.
+
+No KV cache (project 6 adds one): the point here is the simplest correct loop. The token buffer has a
+fixed shape and the loop is a `lax.fori_loop`, so a call compiles once per (config, prompt length,
+number of new tokens) and not once per token. When the context grows past `cfg.max_len` the window
+slides, keeping the last `max_len` tokens.
+
+temperature == 0 is greedy (argmax); temperature > 0 samples from softmax(logits / temperature).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lab.model import ModelConfig, apply
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "n_new"))
+def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key):
+    b, p = prompt_BP.shape
+    total = p + n_new
+    w = min(cfg.max_len, total)
+    buf = jnp.zeros((b, total), jnp.int32).at[:, :p].set(prompt_BP.astype(jnp.int32))
+
+    def body(i, carry):
+        buf, key = carry
+        cur = p + i  # tokens already in the buffer
+        start = jnp.clip(cur - w, 0, total - w)
+        window = jax.lax.dynamic_slice(buf, (0, start), (b, w))
+        # Positions after `cur` in the window hold zeros; the causal mask hides them from position cur-1.
+        logits = jax.lax.dynamic_index_in_dim(apply(cfg, params, window), cur - 1 - start, 1, keepdims=False)
+        key, sub = jax.random.split(key)
+        t = jnp.maximum(temperature, 1e-6)
+        sampled = jax.random.categorical(sub, logits.astype(jnp.float32) / t, axis=-1)
+        tok = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+        return jax.lax.dynamic_update_slice(buf, tok[:, None], (0, cur)), key
+
+    buf, _ = jax.lax.fori_loop(0, n_new, body, (buf, key))
+    return buf
+
+
+def generate(cfg: ModelConfig, params, prompt_BP, n_new: int, *, temperature: float = 0.0, key=None):
+    """(B, P + n_new) tokens: the prompt followed by `n_new` generated tokens."""
+    if cfg.mask != "causal":
+        raise ValueError(f"generation needs a causal model, got model.mask={cfg.mask!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    prompt_BP = jnp.asarray(prompt_BP)
+    if prompt_BP.ndim != 2 or prompt_BP.shape[1] < 1:
+        raise ValueError(f"prompt must be (batch, length >= 1) token ids, got shape {prompt_BP.shape}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    return _generate(cfg, params, prompt_BP, n_new, jnp.float32(temperature), key)

@@ -1,0 +1,29 @@
+"""Model FLOPs per token (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022, appendix B).
+
+A training step costs about 6 FLOPs per parameter per token (2 forward, 4 backward) for the matmuls
+with weights, plus the attention score and value products, 12 * n_layers * T * d_model per token
+(for causal attention XLA computes the full T x T product; the masked half is not skipped).
+Embedding lookups are gathers, not matmuls; a tied unembedding *is* a matmul and is counted.
+"""
+
+from __future__ import annotations
+
+from lab.model.config import ModelConfig
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Parameters that take part in a matmul per token: attention and MLP weights and the unembedding."""
+    d, e = cfg.d_model, cfg.head_dim
+    attn = d * cfg.n_heads * e * 2 + d * cfg.kv_heads * e * 2  # wq, wo; wk, wv
+    mlp = 2 * d * cfg.ff_dim
+    return cfg.n_layers * (attn + mlp) + d * cfg.vocab_size
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
+    t = cfg.max_len if seq_len is None else seq_len
+    return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * t * cfg.d_model
+
+
+def train_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int | None = None) -> float:
+    t = cfg.max_len if seq_len is None else seq_len
+    return train_flops_per_token(cfg, t) * batch_size * t

@@ -1,0 +1,152 @@
+"""Thin Linen modules: they declare parameters and call `lab.ops`; the math lives in `lab.ops`.
+
+The variant dispatch dicts below are the single place where a config string becomes code:
+POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cfg.mask] and
+QKV_VARIANTS[cfg.qkv]. Parameters are float32; computation runs in `cfg.dtype`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lab import ops
+from lab.model.config import ModelConfig
+
+normal = nn.initializers.normal
+
+
+def _dtype(cfg: ModelConfig):
+    return jnp.dtype(cfg.dtype)
+
+
+# --- positions: add (or not) a position signal to the token embeddings -----------------------------------
+def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+    return x_BTD
+
+
+def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+    t = x_BTD.shape[1]
+    if t > cfg.max_len:  # a static shape: this raises at trace time, never silently wraps around
+        raise ValueError(f"sequence length {t} exceeds model.max_len={cfg.max_len} (learned positions)")
+    wpe = mod.param("wpe", normal(cfg.init_std), (cfg.max_len, cfg.d_model))
+    return x_BTD + wpe[:t].astype(x_BTD.dtype)
+
+
+POSITIONAL: dict[str, Callable] = {"none": _no_position, "learned": _learned_position}
+
+
+# --- normalization --------------------------------------------------------------------------------------
+class LayerNorm(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],)) if self.cfg.bias else None
+        return ops.layer_norm(x, scale, bias)
+
+
+class NoNorm(nn.Module):
+    cfg: ModelConfig
+
+    def __call__(self, x):
+        return x
+
+
+NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "none": NoNorm}
+
+ACTIVATIONS: dict[str, Callable] = {"gelu": ops.gelu, "gelu_tanh": ops.gelu_tanh, "relu": ops.relu}
+
+
+# --- attention masks: (T, prefix_len_B) -> boolean mask broadcastable to (B, H, T, T) -------------------
+def _prefix(t, prefix_len_B):
+    if prefix_len_B is None:
+        raise ValueError("model.mask='prefix' needs prefix_len (one prefix length per example)")
+    return ops.prefix_lm_mask(prefix_len_B, t)
+
+
+MASKS: dict[str, Callable] = {
+    "causal": lambda t, prefix_len_B: ops.causal_mask(t),
+    "bidirectional": lambda t, prefix_len_B: ops.bidirectional_mask(t),
+    "prefix": _prefix,
+}
+
+# --- project 4: rewire the three attention projections (q, k, v) -> (q', k', v') ------------------------
+QKV_VARIANTS: dict[str, Callable] = {
+    "intact": lambda q, k, v: (q, k, v),
+    "swap_qk": lambda q, k, v: (k, q, v),
+    "swap_qv": lambda q, k, v: (v, k, q),
+    "swap_kv": lambda q, k, v: (q, v, k),
+    "zero_q": lambda q, k, v: (jnp.zeros_like(q), k, v),
+    "zero_k": lambda q, k, v: (q, jnp.zeros_like(k), v),
+    "zero_v": lambda q, k, v: (q, k, jnp.zeros_like(v)),
+    "tie_qk": lambda q, k, v: (k, k, v),
+}
+
+
+def _out_init(cfg: ModelConfig):
+    # GPT-2: residual-branch output projections start at std / sqrt(2 * n_layers), so the residual
+    # stream's variance does not grow with depth at initialization.
+    return normal(cfg.init_std / (2 * cfg.n_layers) ** 0.5)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, mask):
+        c, dt = self.cfg, _dtype(self.cfg)
+        h, k, e, d = c.n_heads, c.kv_heads, c.head_dim, c.d_model
+        w_init = normal(c.init_std)
+        p = lambda name, shape, init=w_init: self.param(name, init, shape).astype(dt)
+        biases = {}
+        if c.bias:
+            zeros = nn.initializers.zeros
+            biases = dict(
+                bq_HE=p("bq", (h, e), zeros),
+                bk_KE=p("bk", (k, e), zeros),
+                bv_KE=p("bv", (k, e), zeros),
+                bo_D=p("bo", (d,), zeros),
+            )
+        return ops.multi_head_attention(
+            x_BTD,
+            p("wq", (d, h, e)),
+            p("wk", (d, k, e)),
+            p("wv", (d, k, e)),
+            p("wo", (h, e, d), _out_init(c)),
+            mask,
+            qkv_fn=QKV_VARIANTS[c.qkv],
+            **biases,
+        )
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        c, dt = self.cfg, _dtype(self.cfg)
+        w1 = self.param("w1", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt)
+        w2 = self.param("w2", _out_init(c), (c.ff_dim, c.d_model)).astype(dt)
+        hid = x_BTD @ w1
+        if c.bias:
+            hid = hid + self.param("b1", nn.initializers.zeros, (c.ff_dim,)).astype(dt)
+        y = ACTIVATIONS[c.activation](hid) @ w2
+        if c.bias:
+            y = y + self.param("b2", nn.initializers.zeros, (c.d_model,)).astype(dt)
+        return y
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, mask):
+        norm = NORMS[self.cfg.norm]
+        x_BTD = x_BTD + Attention(self.cfg, name="attn")(norm(self.cfg, name="norm1")(x_BTD), mask)
+        return x_BTD + MLP(self.cfg, name="mlp")(norm(self.cfg, name="norm2")(x_BTD))

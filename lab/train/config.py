@@ -1,0 +1,53 @@
+"""The training config: a frozen dataclass, hashable, so train steps can take it as a static argument."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lab.config import check
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with linear warmup, cosine decay and global-norm gradient clipping.
+
+    Defaults follow nanoGPT's shakespeare_char recipe (lr 1e-3, beta2 0.99, warmup 100, min lr = lr/10,
+    weight decay 0.1 on matrices, clip 1.0).
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3  # peak learning rate (a sweep can give each member its own)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clipping threshold; 0 turns clipping off
+    init_scale: float = 1.0  # multiplies every initial weight matrix (a sweep can vary it)
+    log_every: int = 10  # steps per compiled call (lax.scan); one metrics row per member per call
+    eval_every: int = 100  # validation loss every this many steps (a multiple of log_every)
+    eval_batches: int = 8
+    ckpt_every: int = 500  # checkpoint every this many steps (a multiple of log_every), and at the end
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "ckpt_every"):
+            check(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
+        check(self.eps > 0, f"train.eps must be > 0, got {self.eps}")
+        check(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        check(self.init_scale > 0, f"train.init_scale must be > 0, got {self.init_scale}")
+        for name in ("eval_every", "ckpt_every"):
+            check(
+                getattr(self, name) % self.log_every == 0,
+                f"train.{name} ({getattr(self, name)}) must be a multiple of train.log_every ({self.log_every})",
+            )
+
+    def replace(self, **kw) -> TrainConfig:
+        return dataclasses.replace(self, **kw)

@@ -1,0 +1,306 @@
+"""The one impure driver: trains a sweep with progress, metrics, checkpoints and resume.
+
+    result = train_sweep(run_dir, cfg=..., tcfg=..., task=..., data=..., members=[...])
+
+writes under `run_dir`:
+    config.json      the resolved config (model, train, task, members, data) and provenance
+    metrics.jsonl    one row per member every `log_every` steps (mean train loss of those steps,
+                     mean gradient norm, learning rate) and, every `eval_every` steps, val loss/accuracy
+    checkpoints/     Orbax checkpoints of the stacked train states (every `ckpt_every` steps and the end)
+    timing.json      compile time and throughput of the last session (kept out of metrics.jsonl so that
+                     metrics are reproducible bit for bit)
+
+Re-running with the same config resumes from the newest checkpoint: the metrics rows written after it
+are dropped and recomputed, so a run killed at any moment and resumed writes the same metrics.jsonl as
+an uninterrupted run (bitwise on CPU). A different config in the same directory is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from lab import config as config_lib
+from lab.errors import CheckpointError
+from lab.fileio import atomic_write_json, read_json
+from lab.model import ModelConfig
+from lab.provenance import provenance
+from lab.train import checkpoint as ckpt
+from lab.train.config import TrainConfig
+from lab.train.metrics import MetricsWriter, truncate_after
+from lab.train.state import init_state
+from lab.train.sweep import Member, SweepRunner, init_sweep
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    steps: int
+    resumed_from: int | None
+    diverged_at: list[int]  # per member, -1 if never
+    final_val_loss: list[float]
+    compile_seconds: float
+    train_seconds: float
+    tokens_per_second: float
+    strategy: str
+    skipped: bool = False  # already complete on disk
+
+
+def run_config(cfg, tcfg, task, members, extra: dict | None = None, forward=None) -> dict:
+    """The part of config.json that must match for a resume."""
+    d = {
+        "model": config_lib.to_dict(cfg),
+        "train": config_lib.to_dict(tcfg),
+        "task": {"kind": task.kind, **config_lib.to_dict(task)},
+        "members": [m.to_dict() for m in members],
+        "forward": None if forward is None else f"{forward.__module__}.{forward.__qualname__}",
+    }
+    if extra:
+        d["data"] = extra
+    return d
+
+
+def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False) -> None:
+    """Write config.json, or refuse if `run_dir` already holds a run of a different config."""
+    want = json.loads(json.dumps(want))  # compare as JSON sees it: tuples are lists
+    path = run_dir / "config.json"
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if path.exists():
+        try:
+            have = read_json(path).get("config", {})
+        except (ValueError, OSError):
+            raise CheckpointError(f"{path} is unreadable or corrupted; pass --fresh to start over") from None
+        if have != want:
+            d = config_lib.diff(have, want)
+            shown = "; ".join(d[:3]) + (f"; and {len(d) - 3} more" if len(d) > 3 else "")
+            raise CheckpointError(
+                f"{run_dir} holds a run with a different config ({shown}; on disk vs now); "
+                "pass --fresh to replace it or --out DIR to write elsewhere"
+            )
+    atomic_write_json(path, {"config": want, "provenance": provenance()})
+
+
+def abstract_sweep(cfg, tcfg, members: list[Member]):
+    """Shapes and dtypes of the stacked train states of `members` (the target checkpoints restore into)."""
+    one = jax.eval_shape(lambda: init_state(cfg, tcfg, 0, 1.0, 1.0, members[0].extra))
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((len(members), *x.shape), x.dtype), one)
+
+
+def train_sweep(
+    run_dir,
+    *,
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    task,
+    data: dict[str, np.ndarray],
+    members: list[Member],
+    data_info: dict | None = None,
+    strategy: str = "auto",
+    fresh: bool = False,
+    progress: bool = True,
+    desc: str | None = None,
+    forward=None,
+    on_checkpoint=None,
+) -> SweepResult:
+    """Train `members` as one sweep under `run_dir`, resuming if it holds a run of the same config.
+
+    forward: optional module-level `forward(cfg, params, batch, extra) -> logits` (see lab.train.step).
+    on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
+    """
+    run_dir = Path(run_dir)
+    want = run_config(cfg, tcfg, task, members, data_info, forward)
+    task.check_data(data, tcfg.batch_size)
+    check_or_write_config(run_dir, want, fresh=fresh)
+
+    n = len(members)
+    metrics_path = run_dir / "metrics.jsonl"
+    mngr = ckpt.manager(run_dir / "checkpoints")
+    try:
+        latest = mngr.latest_step()
+        runner = SweepRunner(cfg, tcfg, task, n, strategy, forward=forward)
+        if latest is not None:
+            real = ckpt.restore(mngr, latest, abstract_sweep(cfg, tcfg, members))
+            if latest >= tcfg.steps:
+                return _finished(run_dir, tcfg, real, latest, runner, data, skipped=True)
+            truncate_after(metrics_path, latest)
+        else:
+            real = init_sweep(cfg, tcfg, members)
+            if metrics_path.exists():
+                metrics_path.unlink()
+        state = runner.place(real)
+        dev_data = runner.place_data(data)
+        start = latest or 0
+        return _loop(
+            run_dir,
+            tcfg,
+            members,
+            runner,
+            state,
+            dev_data,
+            start,
+            mngr,
+            metrics_path,
+            progress,
+            desc or run_dir.name,
+            resumed_from=latest,
+            on_checkpoint=on_checkpoint,
+        )
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
+
+
+def _rows(step: int, members, values: dict[str, np.ndarray]) -> list[dict]:
+    out = []
+    for i, _m in enumerate(members):
+        row = {"step": step, "member": i}
+        for k, v in values.items():
+            row[k] = int(v[i]) if k == "diverged_at" else float(v[i])
+        out.append(row)
+    return out
+
+
+def _loop(
+    run_dir,
+    tcfg,
+    members,
+    runner,
+    state,
+    data,
+    start,
+    mngr,
+    metrics_path,
+    progress,
+    desc,
+    resumed_from,
+    on_checkpoint,
+):
+    n = len(members)
+    tokens_per_step = n * tcfg.batch_size * runner.task.seq_len
+    writer = MetricsWriter(metrics_path)
+    bar = tqdm(
+        total=tcfg.steps,
+        initial=start,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    pending: list = []  # (step, device metrics): read one chunk late so the host never stalls the device
+
+    def flush():
+        while pending:
+            step, train_m, eval_m = pending.pop(0)
+            rows = []
+            if train_m is not None:
+                host = jax.device_get(train_m)
+                loss = np.asarray(host["loss"])[:n]
+                vals = {
+                    # mean over the chunk's steps; NaN if the member diverged within it
+                    "loss": loss.mean(axis=1),
+                    "grad_norm": np.asarray(host["grad_norm"])[:n].mean(axis=1),
+                    "lr": np.asarray(host["lr"])[:n, -1],
+                    "diverged_at": np.asarray(host["diverged_at"])[:n, -1],
+                }
+                rows = _rows(step, members, vals)
+                alive = np.isfinite(vals["loss"])
+                bar.set_postfix(
+                    loss=f"{np.mean(vals['loss'][alive]):.3f}" if alive.any() else "nan",
+                    tok_s=f"{tokens_per_step * max(step - start, 1) / max(time.perf_counter() - t_run, 1e-9):.3g}",
+                    diverged=f"{int((vals['diverged_at'] >= 0).sum())}/{n}",
+                )
+            if eval_m is not None:
+                ev = {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()}
+                ev_rows = _rows(step, members, ev)
+                if rows:
+                    rows = [{**r, **e} for r, e in zip(rows, ev_rows)]
+                else:
+                    rows = ev_rows
+            writer.write(rows)
+
+    t_run = time.perf_counter()
+    try:
+        if start == 0:
+            pending.append((0, None, runner.evaluate(state, data)))
+        step = start
+        while step < tcfg.steps:
+            k = min(tcfg.log_every, tcfg.steps - step)
+            state, m = runner.train(state, data, k)
+            if step == start:
+                t_run = time.perf_counter()  # throughput excludes compilation
+            step += k
+            ev = runner.evaluate(state, data) if (step % tcfg.eval_every == 0 or step == tcfg.steps) else None
+            flush()  # the previous chunk's metrics: ready by now, while this chunk runs
+            pending.append((step, m, ev))
+            bar.update(k)
+            if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+                flush()  # rows up to this step are on disk before the checkpoint that covers them
+                ckpt.save(mngr, step, runner.take(state))
+                if on_checkpoint is not None:
+                    on_checkpoint(step)
+        flush()
+        jax.block_until_ready(state)
+    finally:
+        bar.close()
+        writer.close()
+    train_s = time.perf_counter() - t_run
+    result = _finished(run_dir, tcfg, runner.take(state), tcfg.steps, runner, data, resumed_from=resumed_from)
+    result.train_seconds = train_s
+    result.tokens_per_second = tokens_per_step * (tcfg.steps - start) / max(train_s, 1e-9)
+    atomic_write_json(
+        run_dir / "timing.json",
+        {
+            "strategy": runner.strategy,
+            "devices": len(runner.devices),
+            "members": n,
+            "padded_members": runner.n_padded,
+            "compile_seconds": runner.compile_seconds,
+            "train_seconds": train_s,
+            "steps": tcfg.steps - start,
+            "tokens_per_second": result.tokens_per_second,
+            "ms_per_step": 1000 * train_s / max(tcfg.steps - start, 1),
+        },
+    )
+    return result
+
+
+def _finished(run_dir, tcfg, real_state, step, runner, data, skipped=False, resumed_from=None) -> SweepResult:
+    from lab.train.metrics import read_rows
+
+    rows = [r for r in read_rows(run_dir / "metrics.jsonl") if "val_loss" in r and r["step"] == step]
+    val = [math.nan] * runner.n
+    for r in rows:
+        val[r["member"]] = r["val_loss"]
+    return SweepResult(
+        run_dir=run_dir,
+        steps=step,
+        resumed_from=resumed_from,
+        diverged_at=[int(x) for x in np.asarray(jax.device_get(real_state.diverged_at))],
+        final_val_loss=val,
+        compile_seconds=runner.compile_seconds,
+        train_seconds=0.0,
+        tokens_per_second=0.0,
+        strategy=runner.strategy,
+        skipped=skipped,
+    )
+
+
+def latest_state(run_dir, cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]):
+    """(step, stacked train states) of the newest checkpoint of a sweep, for analysis."""
+    return ckpt.restore_latest(Path(run_dir) / "checkpoints", abstract_sweep(cfg, tcfg, members))
+
+
+def remove_run(run_dir) -> None:
+    if os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)

@@ -1,0 +1,97 @@
+"""Pure train and eval steps for one model. Sweeps vmap these (lab.train.sweep); nothing here knows
+about devices, files or experiments.
+
+    state, metrics = train_step(state, data, cfg=..., tcfg=..., task=...)
+
+`metrics` is a flat dict of scalars. A non-finite loss or gradient norm marks the state diverged at
+that step; from then on its parameters and optimizer state are frozen and its reported loss is NaN,
+while the other members of a sweep go on training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lab import ops
+from lab.model import ModelConfig, apply
+from lab.train.config import TrainConfig
+from lab.train.optimizer import apply_updates, make_optimizer, unit_schedule
+from lab.train.state import TrainState
+
+# Validation batches come from this fixed seed, so every member and every evaluation sees the same windows.
+# (A seed, not a key: creating a key at import time would start JAX's backends before lab.runtime can
+# configure them.)
+EVAL_SEED = 20_240_917
+
+
+def default_forward(cfg: ModelConfig, params, batch, extra):
+    """The model's logits for a batch; `extra` (per-member hyperparameters) is unused."""
+    return apply(cfg, params, batch["inputs"], batch.get("prefix_len"))
+
+
+def loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
+    logits = (forward or default_forward)(cfg, params, batch, extra)
+    loss, _ = ops.cross_entropy(logits, batch["targets"], batch["mask"])
+    return loss, logits
+
+
+def train_step(state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, forward=None):
+    """One AdamW step on the batch that (data_key, step) selects.
+
+    `forward(cfg, params, batch, extra) -> logits` replaces the plain model call when an experiment
+    trains something other than `apply(cfg, params, tokens)`, e.g. a reparametrized model whose variant
+    is the per-member hyperparameter `state.extra` (so variants of equal shape share one program).
+    It must be a module-level function (hashable: it is a static argument).
+    """
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), state.step)
+    batch = task.sample(data, "train", key, tcfg.batch_size)
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, cfg, batch, state.extra, forward
+    )
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+    updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
+    params = apply_updates(state.params, updates, state.lr)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    alive = state.diverged_at < 0
+    keep_new = finite & alive
+    pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+    diverged_at = jnp.where(alive & ~finite, state.step, state.diverged_at)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=pick(params, state.params),
+        opt_state=pick(opt_state, state.opt_state),
+        diverged_at=diverged_at,
+    )
+    metrics = {
+        "loss": jnp.where(alive, loss, jnp.nan),  # the non-finite loss itself at the divergence step
+        "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
+        "lr": state.lr * unit_schedule(tcfg)(state.step),
+        "diverged_at": diverged_at,
+    }
+    return new_state, metrics
+
+
+def train_steps(state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None):
+    """`n_steps` train steps in one `lax.scan`; metrics come back stacked with a leading (n_steps,) axis."""
+    step = lambda s, _: train_step(s, data, cfg=cfg, tcfg=tcfg, task=task, forward=forward)
+    return jax.lax.scan(step, state, None, length=n_steps)
+
+
+def eval_step(
+    params, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, split: str = "val", extra=None, forward=None
+):
+    """Mean loss and next-token accuracy over `tcfg.eval_batches` fixed batches of `split`."""
+
+    def one(i):
+        batch = task.sample(
+            data, split, jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i), tcfg.batch_size
+        )
+        loss, logits = loss_fn(params, cfg, batch, extra, forward)
+        m = batch["mask"].astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+        return loss, jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+    losses, accs = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
+    return {"val_loss": jnp.mean(losses), "val_accuracy": jnp.mean(accs)}

@@ -1,0 +1,204 @@
+"""Sweeps: N seeds and scalar hyperparameters trained as one compiled program.
+
+The members' states are stacked along a leading "sweep" axis and trained by
+``jax.jit(jax.vmap(train_steps))`` (as purejaxrl trains many agents). The sweep axis is placed on a
+one-dimensional device mesh whose axis is named ``"sweep"``, so a pod trains its slice of the sweep on
+each device; on a CPU the cores are exposed as host devices (lab.runtime) and each core trains its slice.
+
+Strategies (``strategy=``):
+  "vmap"   one device, one vmapped program;
+  "shard"  the vmapped program with the sweep axis sharded over all devices (padded to a multiple of the
+           device count by repeating the first member; padded results are discarded);
+  "loop"   one member at a time, each a separately compiled call, for comparison;
+  "auto"   on accelerators, "shard" when there are several devices and members; on CPU, "shard" only
+           for small members (see CPU_SHARD_MAX_FLOPS) and modest padding, else "vmap".
+The measured trade-offs are in results/benchmarks.md (scripts/bench_sweep.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lab.model import ModelConfig
+from lab.model.flops import train_flops_per_step
+from lab.train.config import TrainConfig
+from lab.train.state import TrainState, init_state
+from lab.train.step import eval_step, train_steps
+
+Strategy = Literal["auto", "vmap", "shard", "loop"]
+STRATEGIES = ("auto", "vmap", "shard", "loop")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a sweep: its seed and its scalar hyperparameters."""
+
+    seed: int
+    lr: float
+    init_scale: float = 1.0
+    extra: tuple[float, ...] = ()  # experiment-defined hyperparameters, read by a custom forward function
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def members_grid(seeds, lrs, init_scales=(1.0,)) -> list[Member]:
+    """The product seeds x lrs x init_scales, seeds varying fastest."""
+    return [Member(s, float(lr), float(sc)) for sc in init_scales for lr in lrs for s in seeds]
+
+
+def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]) -> TrainState:
+    """Stacked fresh states, one per member (leading axis = member)."""
+    seeds = jnp.asarray([m.seed for m in members], jnp.int32)
+    lrs = jnp.asarray([m.lr for m in members], jnp.float32)
+    scales = jnp.asarray([m.init_scale for m in members], jnp.float32)
+    if len({len(m.extra) for m in members}) > 1:
+        raise ValueError("every member of a sweep needs the same number of extra hyperparameters")
+    extra = jnp.asarray([m.extra or (0.0,) for m in members], jnp.float32).reshape(len(members), -1)
+    f = jax.vmap(functools.partial(init_state, cfg, tcfg))
+    return jax.jit(f)(seeds, lrs, scales, extra)
+
+
+# On CPU, sharding the sweep over host devices pays when one member's step is too small for XLA to spread
+# over the cores by itself; past about this much work per member-step a single device's intra-op
+# threads already use the cores, and sharding only adds padding and per-device overhead
+# (measured: results/benchmarks.md, scripts/bench_sweep.py).
+CPU_SHARD_MAX_FLOPS = 2e9
+MAX_PADDING = 4 / 3  # shard only if padding to a multiple of the devices adds at most a third
+
+
+def resolve(strategy: str, n_members: int, devices=None, flops_per_member_step: float | None = None):
+    """(strategy, devices) actually used for `n_members` members."""
+    devices = list(jax.devices() if devices is None else devices)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown sweep strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if strategy == "auto":
+        strategy = "vmap"
+        if len(devices) > 1 and n_members > 1:
+            used = min(len(devices), n_members)
+            small = flops_per_member_step is None or flops_per_member_step <= CPU_SHARD_MAX_FLOPS
+            cheap_pad = padded_size(n_members, used) / n_members <= MAX_PADDING
+            if devices[0].platform != "cpu" or (small and cheap_pad):
+                strategy = "shard"
+    if strategy == "shard":
+        return strategy, devices[: min(len(devices), n_members)]
+    return strategy, devices[:1]
+
+
+def padded_size(n_members: int, n_devices: int) -> int:
+    return -(-n_members // n_devices) * n_devices
+
+
+def pad(tree, n: int):
+    """Pad the leading axis to n by repeating member 0 (so padded members are valid, finite runs)."""
+
+    def one(x):
+        extra = n - x.shape[0]
+        if extra == 0:
+            return x
+        return jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)], axis=0)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def unpad(tree, n: int):
+    return jax.tree_util.tree_map(lambda x: x[:n], tree)
+
+
+class SweepRunner:
+    """Compiled train and eval calls for a sweep, for one (model, train, task) config and strategy.
+
+    runner = SweepRunner(cfg, tcfg, task, n_members, strategy="auto")
+    state = runner.place(init_sweep(...))         # pad + put on the mesh
+    state, metrics = runner.train(state, data, n)  # n steps; metrics (n_members, n) per key
+    evals = runner.evaluate(state, data)           # (n_members,) per key
+    real = runner.take(state)                      # unpadded, for checkpoints
+    """
+
+    def __init__(self, cfg, tcfg, task, n_members: int, strategy: str = "auto", devices=None, forward=None):
+        self.cfg, self.tcfg, self.task, self.n = cfg, tcfg, task, n_members
+        work = train_flops_per_step(cfg, tcfg.batch_size, task.seq_len)
+        self.strategy, self.devices = resolve(strategy, n_members, devices, work)
+        self.n_padded = padded_size(n_members, len(self.devices)) if self.strategy == "shard" else n_members
+        self._train_cache: dict[int, object] = {}
+        self.compile_seconds = 0.0
+        if self.strategy == "shard":
+            mesh = jax.make_mesh(
+                (len(self.devices),),
+                ("sweep",),
+                axis_types=(jax.sharding.AxisType.Auto,),
+                devices=self.devices,
+            )
+            self.state_sharding = NamedSharding(mesh, P("sweep"))
+            self.data_sharding = NamedSharding(mesh, P())
+        else:
+            self.state_sharding = self.data_sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
+        kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward)
+        self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
+        self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
+
+    # -- placement -------------------------------------------------------------------------------------
+    def place(self, state):
+        """Pad a stacked (unpadded) state to the strategy's layout and put it on its devices."""
+        return jax.device_put(pad(state, self.n_padded), self.state_sharding)
+
+    def place_data(self, data: dict[str, np.ndarray]):
+        return jax.device_put({k: jnp.asarray(v) for k, v in data.items()}, self.data_sharding)
+
+    def take(self, state):
+        """The real members of a placed state (drops padding)."""
+        return unpad(state, self.n) if self.n_padded != self.n else state
+
+    # -- compiled calls ----------------------------------------------------------------------------------
+    def _compiled_train(self, n_steps: int, state, data):
+        if n_steps not in self._train_cache:
+            import time
+
+            t0 = time.perf_counter()
+            if self.strategy == "loop":
+                fn = jax.jit(self._train_one(n_steps), donate_argnums=0)
+                one = jax.tree_util.tree_map(lambda x: x[0], state)
+                compiled = fn.lower(one, data).compile()
+            else:
+                fn = jax.jit(
+                    jax.vmap(self._train_one(n_steps), in_axes=(0, None)),
+                    in_shardings=(self.state_sharding, self.data_sharding),
+                    out_shardings=(self.state_sharding, self.state_sharding),
+                    donate_argnums=0,
+                )
+                compiled = fn.lower(state, data).compile()
+            self.compile_seconds += time.perf_counter() - t0
+            self._train_cache[n_steps] = compiled
+        return self._train_cache[n_steps]
+
+    def train(self, state, data, n_steps: int):
+        """Advance every member `n_steps` steps. Returns (state, metrics with arrays (n_padded, n_steps))."""
+        fn = self._compiled_train(n_steps, state, data)
+        if self.strategy != "loop":
+            return fn(state, data)
+        outs = [fn(jax.tree_util.tree_map(lambda x, i=i: x[i], state), data) for i in range(self.n)]
+        stack = lambda *xs: jnp.stack(xs)
+        return (
+            jax.tree_util.tree_map(stack, *[o[0] for o in outs]),
+            jax.tree_util.tree_map(stack, *[o[1] for o in outs]),
+        )
+
+    def evaluate(self, state, data) -> dict:
+        if not hasattr(self, "_eval"):
+            if self.strategy == "loop":
+                self._eval = jax.jit(jax.vmap(self._eval_one, in_axes=(0, None)))
+            else:
+                self._eval = jax.jit(
+                    jax.vmap(self._eval_one, in_axes=(0, None)),
+                    in_shardings=(self.state_sharding, self.data_sharding),
+                    out_shardings=self.state_sharding,
+                )
+        return self._eval(state, data)

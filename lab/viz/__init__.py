@@ -1,0 +1,1 @@
+"""Plots drawn from files on disk (metrics.jsonl, checkpoints), never from objects still in memory."""

@@ -1,0 +1,76 @@
+"""Matplotlib helpers: one house style, mean ± sd bands over seeds, and atomic PNG writes.
+
+Every figure gets a title, axis labels with units and a legend; `finish` refuses to save one without.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lab.fileio import atomic_write_bytes  # noqa: E402
+
+STYLE = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "font.size": 9,
+    "legend.fontsize": 8,
+}
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 3.8):
+    """A new figure with the house style and a (nrows, ncols) array of axes."""
+    plt.rcParams.update(STYLE)
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+
+
+def band(ax, x, ys, label: str, color=None, marker=None):
+    """Mean line with a ± 1 sd band over the rows of `ys` (seeds x points); NaNs (diverged) are skipped."""
+    ys = np.asarray(ys, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        n = np.sum(np.isfinite(ys), axis=0)
+        mean = np.where(n > 0, np.nanmean(np.where(np.isfinite(ys), ys, np.nan), axis=0), np.nan)
+        sd = np.where(n > 1, np.nanstd(np.where(np.isfinite(ys), ys, np.nan), axis=0, ddof=1), 0.0)
+    (line,) = ax.plot(
+        x, mean, label=f"{label} (n={int(n.max()) if n.size else 0})", color=color, marker=marker
+    )
+    ax.fill_between(x, mean - sd, mean + sd, alpha=0.2, color=line.get_color(), linewidth=0)
+    return line
+
+
+def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if legend:
+        handles, _ = ax.get_legend_handles_labels()
+        if not handles:
+            raise ValueError(f"plot {title!r} has nothing to put in its legend")
+        ax.legend(loc="best", frameon=False)
+
+
+def save(fig, path: str | Path) -> Path:
+    """Write a PNG atomically and close the figure."""
+    for ax in fig.axes:
+        if (
+            ax.get_visible()
+            and ax.has_data()
+            and not (ax.get_title() and ax.get_xlabel() and ax.get_ylabel())
+        ):
+            if not getattr(ax, "_lab_colorbar", False):
+                raise ValueError(f"refusing to save {path}: every plot needs a title and labelled axes")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
