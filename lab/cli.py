@@ -150,8 +150,10 @@ def cmd_test(args) -> int:
     for cmd in (["check"], ["format", "--check"]):
         rc = subprocess.call([sys.executable, "-m", "ruff", *cmd, str(ROOT)], cwd=ROOT)
         if rc != 0:
-            print(f"lab test: `ruff {' '.join(cmd)}` failed; `ruff check --fix` / `ruff format` repair most of it",
-                  file=sys.stderr)
+            print(
+                f"lab test: `ruff {' '.join(cmd)}` failed; `ruff check --fix` / `ruff format` repair most of it",
+                file=sys.stderr,
+            )
             return rc
     extra = [a for a in args.pytest_args if a != "--"]
     return subprocess.call([sys.executable, "-m", "pytest", *extra], cwd=ROOT)

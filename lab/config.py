@@ -95,33 +95,30 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key} cannot be set from the command line (type {describe_type(tp)})")
 
 
-def override(cfg: Any, key: str, text: str) -> Any:
+def override(cfg: Any, key: str, text: str, _prefix: str = "") -> Any:
     """Return a copy of `cfg` with the dotted `key` set from `text`."""
     head, _, rest = key.partition(".")
+    full = _prefix + head
     names = [f.name for f in dataclasses.fields(cfg)]
     if head not in names:
-        raise ConfigError(f"unknown config key {key!r}; allowed keys: {', '.join(keys(cfg))}")
+        raise ConfigError(
+            f"unknown config key {_prefix + key!r}; allowed keys: {', '.join(keys(cfg, _prefix))}"
+        )
     current = getattr(cfg, head)
     if dataclasses.is_dataclass(current):
         if not rest:
             raise ConfigError(
-                f"{key!r} is a section; set one of its keys: {', '.join(keys(current, head + '.'))}"
+                f"{full!r} is a section; set one of its keys: {', '.join(keys(current, full + '.'))}"
             )
-        try:
-            value = override(current, rest, text)
-        except ConfigError as e:
-            msg = str(e).replace("unknown config key '", f"unknown config key '{head}.", 1)
-            if "allowed keys:" in msg:
-                msg = msg.split("allowed keys:")[0] + "allowed keys: " + ", ".join(keys(current, head + "."))
-            raise ConfigError(msg) from None
+        value = override(current, rest, text, full + ".")
     else:
         if rest:
-            raise ConfigError(f"unknown config key {key!r}; {head!r} has no sub-keys")
-        value = parse_value(text, _hints(type(cfg))[head], key)
+            raise ConfigError(f"unknown config key {_prefix + key!r}; {full!r} has no sub-keys")
+        value = parse_value(text, _hints(type(cfg))[head], full)
     try:
         return dataclasses.replace(cfg, **{head: value})
     except ConfigError as e:
-        raise ConfigError(f"{key}={text}: {e}") from None
+        raise ConfigError(f"{full}={text}: {e}") from None
 
 
 def apply_overrides(cfg: Any, assignments: list[str]) -> Any:

@@ -35,13 +35,43 @@ def summarize(values) -> Summary:
     return Summary(mean, sd, n, int(x.size - n))
 
 
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) in float64, by its continued fraction (modified Lentz).
+
+    I_x(a, b) = x^a (1-x)^b / (a B(a, b)) * 1 / (1 + d1 / (1 + d2 / (1 + ...))), with
+    d_{2m+1} = -(a+m)(a+b+m) x / ((a+2m)(a+2m+1)) and d_{2m} = m(b-m) x / ((a+2m-1)(a+2m));
+    it converges fast for x < (a+1)/(a+b+2), and the symmetry I_x(a,b) = 1 - I_{1-x}(b,a) covers the rest.
+    """
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 10_000):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * f / a
+
+
 def _t_sf(t: float, dof: float) -> float:
     """P(T > t) for Student's t with `dof` degrees of freedom (t >= 0), via the regularized incomplete
     beta function: P(|T| > t) = I_{dof/(dof+t^2)}(dof/2, 1/2)."""
-    from jax.scipy.special import betainc
-
-    x = dof / (dof + t * t)
-    return 0.5 * float(betainc(dof / 2.0, 0.5, x))
+    return 0.5 * _betainc(dof / 2.0, 0.5, dof / (dof + t * t))
 
 
 def t_quantile(p: float, dof: float) -> float:

@@ -34,7 +34,7 @@ class TextWindows:
     kind = "text"
 
     def sample(self, data, split, key, batch_size):
-        tokens = data[split]
+        tokens = jnp.asarray(data[split])
         starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - self.seq_len)
         window = tokens[starts[:, None] + jnp.arange(self.seq_len + 1)[None, :]].astype(jnp.int32)
         return {

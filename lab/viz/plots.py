@@ -6,6 +6,7 @@ Every figure gets a title, axis labels with units and a legend; `finish` refuses
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -36,7 +37,8 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 3
 def band(ax, x, ys, label: str, color=None, marker=None):
     """Mean line with a ± 1 sd band over the rows of `ys` (seeds x points); NaNs (diverged) are skipped."""
     ys = np.asarray(ys, dtype=np.float64)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (every seed diverged) are expected
         n = np.sum(np.isfinite(ys), axis=0)
         mean = np.where(n > 0, np.nanmean(np.where(np.isfinite(ys), ys, np.nan), axis=0), np.nan)
         sd = np.where(n > 1, np.nanstd(np.where(np.isfinite(ys), ys, np.nan), axis=0, ddof=1), 0.0)

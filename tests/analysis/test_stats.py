@@ -1,0 +1,52 @@
+"""Seed statistics against closed forms: Student's t tails for 1 and 2 degrees of freedom are elementary."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lab.analysis.stats import _t_sf, paired, summarize, t_quantile, welch
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 10.0])
+def test_t_tail_matches_closed_forms(t):
+    # dof 1 is the Cauchy distribution; dof 2 has P(T > t) = 1/2 - t / (2 sqrt(2 + t^2))
+    assert _t_sf(t, 1.0) == pytest.approx(0.5 - math.atan(t) / math.pi, abs=1e-6)
+    assert _t_sf(t, 2.0) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), abs=1e-6)
+
+
+def test_t_tail_approaches_normal_for_large_dof():
+    for t in (0.5, 1.96, 3.0):
+        assert _t_sf(t, 1e6) == pytest.approx(0.5 * math.erfc(t / math.sqrt(2)), abs=1e-5)
+
+
+def test_t_quantile_inverts_tail():
+    # 97.5% quantiles from any t table: dof 2 -> 4.303, dof 4 -> 2.776
+    assert t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)
+
+
+def test_summarize_excludes_nonfinite_and_uses_sample_sd():
+    s = summarize([1.0, 2.0, 3.0, float("nan"), float("inf")])
+    assert (s.mean, s.n, s.n_nonfinite) == (2.0, 3, 2)
+    assert s.sd == pytest.approx(1.0)
+    assert "2 diverged" in s.fmt()
+
+
+def test_welch_against_hand_computation():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0])
+    va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 3
+    t = (b.mean() - a.mean()) / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    c = welch(a, b)
+    assert c.t == pytest.approx(t) and c.dof == pytest.approx(dof)
+    assert c.p == pytest.approx(2 * _t_sf(abs(t), dof))
+    lo, hi = c.ci95
+    assert lo < c.diff < hi and (hi - c.diff) == pytest.approx(t_quantile(0.975, dof) * math.sqrt(va + vb))
+
+
+def test_paired_detects_consistent_shift_that_welch_misses():
+    base = np.array([1.0, 5.0, 9.0])
+    after = base + np.array([0.10, 0.11, 0.09])
+    assert paired(base, after).p < 0.01
+    assert welch(base, after).p > 0.5

@@ -1,0 +1,105 @@
+"""Bad input on the command line: one line on stderr, exit status 2, and nothing written or lost."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lab import experiment as E
+from lab.cli import main
+
+
+def run_cli(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, fragment):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lab: error: ") and fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "e99"], "unknown experiment 'e99'; allowed: e04 (e04_qkv), all"),
+        (["run", "e04", "--preset", "huge"], "unknown preset 'huge' for e04; allowed: smoke, cpu, gpu"),
+        (
+            ["run", "e04", "--set", "train.stepz=5"],
+            "unknown config key 'train.stepz'; allowed keys: train.steps",
+        ),
+        (["run", "e04", "--set", "train.steps=many"], "train.steps='many' has the wrong type"),
+        (["run", "e04", "--set", "train.lr=-1"], "train.lr must be > 0, got -1.0"),
+        (["run", "e04", "--set", "model.position=rope"], "must be one of 'none', 'learned'"),
+        (["run", "e04", "--set", "variants=intact,swap_xy"], "variants: unknown ['swap_xy']"),
+        (["run", "e04", "--seeds", "0"], "--seeds must be >= 1"),
+        (["run", "e04", "--seeds", "three"], "invalid int value: 'three'"),
+        (["run", "e04", "--strategy", "fastest"], "invalid choice: 'fastest'"),
+        (["run", "e04", "--data", "wikipedia"], "unknown corpus 'wikipedia'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments(capsys, tmp_path, args, fragment):
+    code, _, err = run_cli(capsys, *args, *(["--results", str(tmp_path / "r")] if args[0] == "run" else []))
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "does not exist"),
+        (b"", "empty"),
+        (b"   \n\t\n", "empty"),
+        (b"caf\xc3\xa9 \xff\xfe broken", "not valid UTF-8"),
+        (b"too short", "fewer than one window"),
+    ],
+)
+def test_bad_corpus_files(capsys, tmp_path, content, fragment):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    code, _, err = run_cli(
+        capsys, "run", "e04", "--preset", "smoke", "--data", f"file:{path}", "--results", str(tmp_path / "r")
+    )
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_results_of_another_config_are_refused_and_kept(capsys, tmp_path):
+    (exp,) = E.find("e04")
+    results = tmp_path / "r"
+    out = exp.out_dir(results)
+    E.write_config(exp, E.resolve_config(exp, "smoke"), out, "smoke")
+    before = (out / "config.json").read_bytes()
+    code, _, err = run_cli(
+        capsys, "run", "e04", "--preset", "smoke", "--seeds", "3", "--results", str(results)
+    )
+    assert_one_line_error(code, err, "holds a run with a different config (seeds: 2 vs 3")
+    assert (out / "config.json").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+
+
+def test_analyze_before_run_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "analyze", "e04", "--results", str(tmp_path))
+    assert_one_line_error(code, err, "run `lab run e04` first")
+
+
+def test_list_and_config(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and out.startswith("e04  e04_qkv") and "not interchangeable" in out
+    code, out, _ = run_cli(capsys, "config", "e04", "--preset", "smoke", "--set", "train.steps=7")
+    assert code == 0 and "train.steps = 7\n" in out and "model.n_layers = 1\n" in out
+
+
+def test_exit_status_from_a_real_process():
+    p = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "run", "nope"], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unknown experiment 'nope'" in p.stderr

@@ -1,0 +1,47 @@
+"""Batch samplers: windows are real slices of the stream, the sort task's answer is sorted and masked."""
+
+import jax
+import numpy as np
+import pytest
+
+from lab.data.tasks import Sort, TextWindows
+from lab.errors import DataError
+
+
+def test_text_windows_are_contiguous_slices_shifted_by_one():
+    stream = np.arange(1000, dtype=np.int32) % 251
+    task = TextWindows(seq_len=16, vocab_size=256)
+    b = jax.jit(lambda d, k: task.sample(d, "train", k, 8))({"train": stream}, jax.random.PRNGKey(3))
+    x, y = np.asarray(b["inputs"]), np.asarray(b["targets"])
+    for row_x, row_y in zip(x, y):
+        start = int(np.where(stream == row_x[0])[0][0])  # values are unique within the first 251
+        if start + 17 > 251:
+            continue
+        np.testing.assert_array_equal(row_x, stream[start : start + 16])
+        np.testing.assert_array_equal(row_y, stream[start + 1 : start + 17])
+    assert np.asarray(b["mask"]).all()
+
+
+def test_text_windows_same_key_same_batch_and_stay_in_range():
+    stream = np.arange(50, dtype=np.int32)
+    task = TextWindows(seq_len=8, vocab_size=64)
+    f = jax.jit(lambda k: task.sample({"v": stream}, "v", k, 256))
+    a, b = f(jax.random.PRNGKey(0)), f(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    assert int(np.asarray(a["targets"]).max()) == 49  # the last token is reachable, never past the end
+
+
+def test_text_windows_refuse_short_streams():
+    with pytest.raises(DataError, match="fewer than one window"):
+        TextWindows(seq_len=64, vocab_size=256).check_data({"train": np.zeros(64, np.int32)}, 4)
+
+
+def test_sort_targets_are_sorted_inputs_and_mask_covers_answers():
+    task = Sort(n_items=5, n_symbols=7)
+    b = task.sample({}, "train", jax.random.PRNGKey(1), 32)
+    x, y, m = (np.asarray(b[k]) for k in ("inputs", "targets", "mask"))
+    assert x.shape == (32, 10) and task.vocab_size == 8
+    np.testing.assert_array_equal(x[:, 5], np.full(32, task.sep))
+    np.testing.assert_array_equal(y[:, 5:], np.sort(x[:, :5], axis=1))
+    np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+    assert m[:, :5].sum() == 0 and m[:, 5:].all()

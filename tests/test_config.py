@@ -1,0 +1,90 @@
+"""Command-line overrides of frozen-dataclass configs: keys, types, ranges, and JSON round trips."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from lab import config as C
+from lab.errors import ConfigError
+from lab.model import ModelConfig
+from lab.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Inner:
+    n: int = 1
+    x: float = 0.5
+    flag: bool = False
+    kind: Literal["a", "b"] = "a"
+    opt: int | None = None
+    xs: tuple[float, ...] = (1.0, 2.0)
+
+    def __post_init__(self):
+        C.check(self.n >= 1, f"inner.n must be >= 1, got {self.n}")
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner = Inner()
+    name: str = "z"
+
+
+def test_override_parses_each_type():
+    cfg = C.apply_overrides(
+        Outer(),
+        [
+            "inner.n=3",
+            "inner.x=1e-3",
+            "inner.flag=true",
+            "inner.kind=b",
+            "inner.opt=none",
+            "inner.xs=1,2.5,3",
+            "name=q",
+        ],
+    )
+    assert cfg == Outer(Inner(3, 1e-3, True, "b", None, (1.0, 2.5, 3.0)), "q")
+    assert C.apply_overrides(Outer(), ["inner.opt=4"]).inner.opt == 4
+
+
+@pytest.mark.parametrize(
+    "assignment, fragment",
+    [
+        ("inner.nn=3", "unknown config key 'inner.nn'; allowed keys: inner.n, inner.x"),
+        ("nope=1", "unknown config key 'nope'"),
+        ("inner.n=three", "must be an integer"),
+        ("inner.x=fast", "must be a number"),
+        ("inner.flag=maybe", "must be true or false"),
+        ("inner.kind=c", "must be one of 'a', 'b'"),
+        ("inner.n=0", "inner.n must be >= 1, got 0"),
+        ("inner=3", "is a section"),
+        ("inner.n", "expects key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(assignment, fragment):
+    with pytest.raises(ConfigError) as e:
+        C.apply_overrides(Outer(), [assignment])
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_round_trip_through_json_dict():
+    cfg = C.apply_overrides(Outer(), ["inner.xs=4,5", "inner.kind=b"])
+    assert C.from_dict(Outer, C.to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError):
+        C.from_dict(Outer, {"bogus": 1})
+
+
+def test_diff_lists_changed_keys():
+    a = C.to_dict(Outer())
+    b = C.to_dict(C.apply_overrides(Outer(), ["inner.n=2"]))
+    assert C.diff(a, b) == ["inner.n: 1 vs 2"]
+
+
+def test_real_configs_are_hashable_static_args():
+    # frozen dataclasses: usable as jax.jit static arguments and as dict keys
+    for cfg in (ModelConfig(), TrainConfig()):
+        assert hash(cfg) == hash(dataclasses.replace(cfg))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.__setattr__("steps" if isinstance(cfg, TrainConfig) else "n_layers", 3)

@@ -1,0 +1,93 @@
+"""The training driver: files it writes, refusal to mix configs, and kill -9 + resume == uninterrupted."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lab.errors import CheckpointError
+from lab.train import members_grid, train_sweep
+from lab.train.metrics import read_rows
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from lab.runtime import init_jax
+    init_jax(2)
+    from lab.data.tasks import Sort
+    from lab.model import ModelConfig
+    from lab.train import TrainConfig, members_grid, train_sweep
+
+    run_dir, kill_at = sys.argv[1], int(sys.argv[2])
+    task = Sort(n_items=4, n_symbols=6)
+    cfg = ModelConfig(vocab_size=task.vocab_size, max_len=task.seq_len, n_layers=1, d_model=16, n_heads=2)
+    tcfg = TrainConfig(steps=40, batch_size=4, warmup_steps=2, log_every=5, eval_every=10, eval_batches=2,
+                       ckpt_every=10)
+
+    def on_checkpoint(step):
+        if step == kill_at:  # a real kill -9, while Orbax may still be writing this checkpoint
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train_sweep(run_dir, cfg=cfg, tcfg=tcfg, task=task, data={}, members=members_grid([0, 1, 2], [3e-3]),
+                progress=False, on_checkpoint=on_checkpoint)
+    """
+)
+
+
+def _child(tmp_path, run_dir, kill_at):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return subprocess.run(
+        [sys.executable, str(script), str(run_dir), str(kill_at)], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_writes_the_same_metrics_bitwise(tmp_path):
+    full = _child(tmp_path, tmp_path / "full", -1)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _child(tmp_path, tmp_path / "resumed", 20)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    rows_at_kill = read_rows(tmp_path / "resumed" / "metrics.jsonl")
+    assert max(r["step"] for r in rows_at_kill) <= 20  # it really stopped part-way
+    resumed = _child(tmp_path, tmp_path / "resumed", -1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    timing = json.loads((tmp_path / "resumed" / "timing.json").read_text())
+    assert timing["steps"] < 40  # it resumed from a checkpoint rather than starting over
+    a = (tmp_path / "full" / "metrics.jsonl").read_bytes()
+    b = (tmp_path / "resumed" / "metrics.jsonl").read_bytes()
+    assert a == b and len(a.splitlines()) == 3 * (1 + 40 // 5)
+
+
+def test_run_files_skip_when_complete_and_refuse_other_configs(tmp_path, tiny):
+    cfg, tcfg, task = tiny
+    members = members_grid([0, 1], [3e-3])
+    r = train_sweep(tmp_path / "run", cfg=cfg, tcfg=tcfg, task=task, data={}, members=members, progress=False)
+    assert not r.skipped and r.steps == 20 and r.diverged_at == [-1, -1]
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["config"]["train"]["steps"] == 20 and stored["provenance"]["packages"]["jax"]
+    rows = read_rows(tmp_path / "run" / "metrics.jsonl")
+    # step 0 eval, then a train row every 5 steps (with val at 10 and 20), per member
+    assert [r["step"] for r in rows if r["member"] == 0] == [0, 5, 10, 15, 20]
+    assert {"loss", "grad_norm", "lr", "val_loss", "val_accuracy"} <= set(rows[-1])
+    assert r.final_val_loss == [x["val_loss"] for x in rows[-2:]]
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    again = train_sweep(
+        tmp_path / "run", cfg=cfg, tcfg=tcfg, task=task, data={}, members=members, progress=False
+    )
+    assert again.skipped and (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    with pytest.raises(CheckpointError, match=r"different config \(model.n_layers: 1 vs 2"):
+        train_sweep(
+            tmp_path / "run",
+            cfg=cfg.replace(n_layers=2),
+            tcfg=tcfg,
+            task=task,
+            data={},
+            members=members,
+            progress=False,
+        )
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["10", "20"]

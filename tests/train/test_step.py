@@ -1,0 +1,57 @@
+"""Train steps: learning happens, divergence is recorded per member and does not stop the others."""
+
+import functools
+
+import jax
+import numpy as np
+
+from lab.train import init_state, init_sweep, members_grid
+from lab.train.step import eval_step, train_steps
+from lab.train.sweep import Member, SweepRunner
+
+
+def test_training_lowers_the_loss(tiny):
+    cfg, tcfg, task = tiny
+    tcfg = tcfg.replace(steps=120, warmup_steps=10)
+    state = init_state(cfg, tcfg, 0, 1e-2, 1.0)
+    ev = jax.jit(functools.partial(eval_step, cfg=cfg, tcfg=tcfg, task=task))
+    before = float(ev(state.params, {})["val_loss"])
+    state, m = jax.jit(functools.partial(train_steps, n_steps=120, cfg=cfg, tcfg=tcfg, task=task))(state, {})
+    after = float(ev(state.params, {})["val_loss"])
+    assert before > np.log(task.vocab_size) - 0.3  # an untrained model is near chance
+    assert after < before - 0.4, (before, after)
+    assert int(state.step) == 120 and int(state.diverged_at) == -1
+    assert np.all(np.isfinite(np.asarray(m["loss"])))
+
+
+def test_divergence_is_recorded_and_the_rest_of_the_sweep_goes_on(tiny):
+    cfg, tcfg, task = tiny
+    # member 1's learning rate blows its weights up at the first step; its next loss is not finite
+    members = [Member(0, 1e-3), Member(1, 1e30)]
+    runner = SweepRunner(cfg, tcfg, task, 2, "vmap")
+    state = runner.place(init_sweep(cfg, tcfg, members))
+    state, m = runner.train(state, {}, 10)
+    loss, div = np.asarray(m["loss"]), np.asarray(m["diverged_at"])
+    d = int(state.diverged_at[1])
+    assert 0 <= d < 10 and int(state.diverged_at[0]) == -1
+    gnorm = np.asarray(m["grad_norm"])
+    assert not (np.isfinite(loss[1, d]) and np.isfinite(gnorm[1, d]))  # the step that tripped it
+    assert np.all(np.isnan(loss[1, d + 1 :]))  # reported as NaN afterwards, never as a stale number
+    assert np.all(div[1, d:] == d) and np.all(div[0] == -1)
+    frozen = jax.tree_util.tree_map(lambda x: np.asarray(x[1]), state.params)
+    state2, _ = runner.train(state, {}, 5)
+    # the diverged member's parameters no longer change, its step counter still advances with the sweep
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_array_equal(a, np.asarray(b[1])), frozen, state2.params
+    )
+    assert int(state2.step[1]) == 15
+    # the healthy member trains exactly as it would alone
+    alone = SweepRunner(cfg, tcfg, task, 1, "vmap")
+    s1, m1 = alone.train(alone.place(init_sweep(cfg, tcfg, members[:1])), {}, 10)
+    np.testing.assert_allclose(loss[0], np.asarray(m1["loss"][0]), rtol=1e-5, atol=1e-6)
+
+
+def test_members_grid_order():
+    g = members_grid([0, 1], [1e-3, 1e-2], [1.0, 2.0])
+    assert [(m.seed, m.lr, m.init_scale) for m in g[:3]] == [(0, 1e-3, 1.0), (1, 1e-3, 1.0), (0, 1e-2, 1.0)]
+    assert len(g) == 8
