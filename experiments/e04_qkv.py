@@ -517,9 +517,15 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
             + ": either way every score q·k is 0, so attention is a uniform average over the visible prefix"
         )
     if "tie_qk" in rem_run:
+        tie = [verdicts[(t, "tie_qk", "train")][0] for t in TASKS]
         ev.append(
-            "tie_qk makes scores symmetric (k_i·k_j), yet the causal mask and per-row softmax still let "
-            "a query attend unlike its keys, which is why tying costs little"
+            "tie_qk makes every score symmetric (k_i·k_j = k_j·k_i); "
+            + (
+                "it hurt where marked, since a query can no longer look for something unlike itself"
+                if "hurts" in tie
+                else "it cost little here: the causal mask and the row-wise softmax still make attention "
+                "asymmetric, so a symmetric score matrix constrains less than it seems"
+            )
         )
     findings.append(
         Finding(

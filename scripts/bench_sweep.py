@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per timed call")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--devices", type=int, default=None, help="host CPU devices (default: cores, max 8)")
-    p.add_argument("--strategies", default="loop,vmap,shard,auto")
+    p.add_argument("--strategies", default="loop,vmap,shard,auto", help="loop first: ratios are vs loop")
+    p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
+    p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     args = p.parse_args(argv)
 
     from lab.runtime import default_cpu_devices, init_jax
@@ -46,18 +48,30 @@ def main(argv=None) -> int:
     from lab.model import ModelConfig
     from lab.model.flops import train_flops_per_step
     from lab.train import TrainConfig, init_sweep, members_grid
-    from lab.train.sweep import SweepRunner, resolve
+    from lab.train.sweep import SweepRunner
 
-    print(
-        f"# jax {jax.__version__}, {len(jax.devices())} {jax.devices()[0].platform} devices, "
-        f"{os.cpu_count()} cores; {args.members} members, {args.steps} steps per call"
+    lines = []
+
+    def say(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    say(
+        f"JAX {jax.__version__}, {len(jax.devices())} {jax.devices()[0].platform} devices on {os.cpu_count()} cores; "
+        f"{args.members} members (seeds) per sweep; median of {args.repeats} calls of {args.steps} steps each."
     )
+    say()
+    say(
+        "| shape | GFLOP per member-step | strategy | devices | padded | compile (s) | ms/step (sweep) | tokens/s | vs loop |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
     shapes = list(SHAPES) if args.shape == "both" else [args.shape]
     rng = np.random.default_rng(0)
     data = {
         "train": rng.integers(0, 65, 200_000).astype(np.uint8),
         "val": rng.integers(0, 65, 20_000).astype(np.uint8),
     }
+    strategies = args.strategies.split(",")
     for shape in shapes:
         s = SHAPES[shape]
         cfg = ModelConfig(
@@ -71,8 +85,9 @@ def main(argv=None) -> int:
         task = TextWindows(cfg.max_len, cfg.vocab_size)
         members = members_grid(range(args.members), [1e-3])
         tokens = args.members * s["batch"] * cfg.max_len * args.steps
-        results = {}
-        for strategy in args.strategies.split(","):
+        work = train_flops_per_step(cfg, s["batch"], cfg.max_len)
+        base = None
+        for strategy in strategies:
             runner = SweepRunner(cfg, tcfg, task, len(members), strategy)
             state = runner.place(init_sweep(cfg, tcfg, members))
             d = runner.place_data(data)
@@ -85,22 +100,18 @@ def main(argv=None) -> int:
                 jax.block_until_ready((state, m))
                 times.append(time.perf_counter() - t0)
             t = statistics.median(times)
-            results[strategy] = t
-            print(
-                f"{shape:8s} {strategy:6s} devices={len(runner.devices)} padded={runner.n_padded:2d} "
-                f"compile={runner.compile_seconds:5.1f}s  {1000 * t / args.steps:7.2f} ms/step  "
-                f"{tokens / t:10.0f} tok/s",
-                flush=True,
+            base = t if strategy == "loop" else base
+            name = f"auto -> {runner.strategy}" if strategy == "auto" else strategy
+            ratio = f"{base / t:.2f}x" if base else "n/a"
+            say(
+                f"| {shape} | {work / 1e9:.2f} | {name} | {len(runner.devices)} | {runner.n_padded} | "
+                f"{runner.compile_seconds:.1f} | {1000 * t / args.steps:.1f} | {tokens / t:,.0f} | {ratio} |"
             )
-        base = results.get("loop")
-        if base:
-            ratios = "  ".join(f"{k}={base / v:.2f}x" for k, v in results.items())
-            work = train_flops_per_step(cfg, s["batch"], cfg.max_len)
-            print(
-                f"{shape:8s} throughput vs loop: {ratios}; {work / 1e9:.2f} GFLOP per member-step, auto picks "
-                f"{resolve('auto', len(members), None, work)[0]}",
-                flush=True,
-            )
+    if args.write:
+        from lab.report import update_benchmarks
+
+        cmd = "python scripts/bench_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        update_benchmarks("sweep", f"## Sweep strategies\n\n`{cmd.strip()}`\n\n" + "\n".join(lines))
     return 0
 
 

@@ -19,6 +19,7 @@ metrics, checkpoints) and reports the validation loss over --eval-batches batche
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -108,12 +109,19 @@ def bench_jax(train, val, vocab, args):
     return cfg, compile_s, t
 
 
-def bench_torch(train, vocab, args):
+def val_windows(val: np.ndarray, t_len: int) -> np.ndarray:
+    """Every non-overlapping (t_len + 1)-token window of the validation split: the exact val loss."""
+    n = (len(val) - 1) // t_len
+    return np.stack([val[i * t_len : i * t_len + t_len + 1] for i in range(n)])
+
+
+def torch_model(vocab, seed: int = 1337):
+    """nanoGPT's GPT at this shape in PyTorch eager, with its optimizer and lr schedule."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    torch.manual_seed(1337)
+    torch.manual_seed(seed)
     d, h, n_layers, t_len = SHAPE["d_model"], SHAPE["n_heads"], SHAPE["n_layers"], SHAPE["max_len"]
 
     class Block(nn.Module):
@@ -137,13 +145,21 @@ def bench_torch(train, vocab, args):
             self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(t_len, d)
             self.blocks = nn.ModuleList(Block() for _ in range(n_layers))
             self.ln_f = nn.LayerNorm(d, bias=False)
+            for name, p in self.named_parameters():  # nanoGPT's init: N(0, 0.02), residual outputs scaled
+                if p.dim() >= 2:
+                    std = (
+                        0.02 / math.sqrt(2 * n_layers)
+                        if name.endswith(("proj.weight", "out.weight"))
+                        else 0.02
+                    )
+                    nn.init.normal_(p, 0.0, std)
 
         def forward(self, idx, targets):
             x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
             for blk in self.blocks:
                 x = blk(x)
             logits = self.ln_f(x) @ self.wte.weight.t()  # tied, as nanoGPT
-            return F.cross_entropy(logits.view(-1, vocab), targets.view(-1))
+            return F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
 
     model = GPT()
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -153,9 +169,28 @@ def bench_torch(train, vocab, args):
         lr=1e-3,
         betas=(0.9, 0.99),
     )
-    data = torch.from_numpy(train.astype(np.int64))
+    return model, opt
 
-    def step():
+
+def nanogpt_lr(it: int, steps: int) -> float:
+    if it < 100:
+        return 1e-3 * (it + 1) / 101
+    ratio = min(1.0, (it - 100) / max(steps - 100, 1))
+    return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1e-3 - 1e-4)
+
+
+def torch_steps(train, vocab, n_steps, time_steps, total_steps=2000, seed: int = 1337):
+    """Train the PyTorch model; returns (median seconds per step over the first time_steps, model)."""
+    import torch
+
+    model, opt = torch_model(vocab, seed)
+    t_len = SHAPE["max_len"]
+    data = torch.from_numpy(train.astype(np.int64))
+    times = []
+    for it in range(n_steps):
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = nanogpt_lr(it, total_steps)
         ix = torch.randint(len(data) - t_len, (BATCH,))
         x = torch.stack([data[i : i + t_len] for i in ix])
         y = torch.stack([data[i + 1 : i + 1 + t_len] for i in ix])
@@ -164,21 +199,32 @@ def bench_torch(train, vocab, args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-
-    for _ in range(5):
-        step()
-    return timed(step, args.time_steps)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[5 : 5 + time_steps] or times), model
 
 
-def train_to_the_end(train, val, vocab, args) -> tuple[float, float]:
-    """Train through lab's real driver; (final val loss over eval_batches fixed batches, seconds)."""
+def torch_val_loss(model, windows) -> float:
+    import torch
+
+    w = torch.from_numpy(windows.astype(np.int64))
+    with torch.no_grad():
+        losses = [
+            float(model(w[i : i + 64, :-1], w[i : i + 64, 1:])) * len(w[i : i + 64])
+            for i in range(0, len(w), 64)
+        ]
+    return sum(losses) / len(w)
+
+
+def train_to_the_end(train, val, vocab, args) -> tuple[list[float], float]:
+    """Train --seeds models through lab's real driver (one vmapped sweep); (exact val loss per seed, seconds)."""
     import jax
+    import jax.numpy as jnp
 
+    from lab import ops
     from lab.data.tasks import TextWindows
-    from lab.model import ModelConfig
-    from lab.train import Member, TrainConfig, train_sweep
+    from lab.model import ModelConfig, apply
+    from lab.train import TrainConfig, members_grid, train_sweep
     from lab.train.loop import latest_state
-    from lab.train.step import eval_step
 
     cfg = ModelConfig(vocab_size=vocab, **SHAPE)
     tcfg = TrainConfig(
@@ -189,10 +235,9 @@ def train_to_the_end(train, val, vocab, args) -> tuple[float, float]:
         log_every=args.chunk,
         eval_every=max(args.chunk, (args.steps // 10) // args.chunk * args.chunk),
         ckpt_every=args.steps,
-        eval_batches=args.eval_batches,
     )
     task = TextWindows(cfg.max_len, vocab)
-    members = [Member(1337, 1e-3)]
+    members = members_grid(range(1337, 1337 + args.seeds), [1e-3])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         train_sweep(
@@ -206,9 +251,16 @@ def train_to_the_end(train, val, vocab, args) -> tuple[float, float]:
         )
         seconds = time.perf_counter() - t0
         _, state = latest_state(d, cfg, tcfg, members)
-    params = jax.tree_util.tree_map(lambda x: x[0], state.params)
-    ev = jax.jit(lambda p: eval_step(p, {"val": val}, cfg=cfg, tcfg=tcfg, task=task, split="val"))(params)
-    return float(ev["val_loss"]), seconds
+    w = jnp.asarray(val_windows(val, cfg.max_len))
+
+    @jax.jit
+    def exact(params):
+        logits = apply(cfg, params, w[:, :-1])
+        return ops.cross_entropy(logits, w[:, 1:])[0]
+
+    return [
+        float(exact(jax.tree_util.tree_map(lambda x, i=i: x[i], state.params))) for i in range(args.seeds)
+    ], seconds
 
 
 def main(argv=None) -> int:
@@ -217,7 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=0, help="also train this many steps and report val loss")
     p.add_argument("--time-steps", type=int, default=200, help="steps timed for ms/step")
     p.add_argument("--chunk", type=int, default=10, help="train steps per compiled call (lax.scan)")
-    p.add_argument("--eval-batches", type=int, default=200, help="val batches of 12 x 64 for the final loss")
+    p.add_argument("--seeds", type=int, default=3, help="models trained for --steps (one vmapped sweep)")
     p.add_argument("--devices", type=int, default=1, help="host CPU devices to expose (default 1)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
@@ -259,18 +311,29 @@ def main(argv=None) -> int:
             say("- PyTorch: not installed (pip install torch to compare)")
         else:
             tc, tn = torch_ceiling()
-            t_torch = bench_torch(train, vocab, args)
+            t_torch, tmodel = torch_steps(
+                train, vocab, max(args.steps, args.time_steps + 5), args.time_steps, args.steps or 2000
+            )
             say(
                 f"- PyTorch {torch.__version__} eager ({torch.get_num_threads()} threads): {1000 * t_torch:.1f} ms/step, "
                 f"{tokens / t_torch:,.0f} tokens/s, MFU {flops / t_torch / 1e9 / tc:.1%} of its own ceiling "
                 f"({tc:.0f} GFLOP/s at size {tn})"
             )
             say(f"- JAX step time / PyTorch step time = {t_jax / t_torch:.2f} (below 1: JAX is faster)")
+            if args.steps:
+                say(
+                    f"- PyTorch trained {args.steps} steps (seed 1337): exact val loss "
+                    f"{torch_val_loss(tmodel, val_windows(val, SHAPE['max_len'])):.4f}"
+                )
     if args.steps:
-        loss, seconds = train_to_the_end(train, val, vocab, args)
+        from lab.analysis.stats import summarize
+
+        losses, seconds = train_to_the_end(train, val, vocab, args)
         say(
-            f"- trained {args.steps} steps on {args.data or 'synthetic data'} in {seconds:.0f} s: val loss "
-            f"{loss:.4f} (mean over {args.eval_batches} batches of {BATCH} x {cfg.max_len}); nanoGPT's recipe: 1.88"
+            f"- JAX trained {args.steps} steps on {args.data or 'synthetic data'}, {args.seeds} seeds as one sweep, "
+            f"in {seconds:.0f} s: exact val loss {summarize(losses).fmt(4)} (per seed: "
+            + ", ".join(f"{x:.4f}" for x in losses)
+            + "); nanoGPT's recipe reports 1.886"
         )
     if args.write:
         from lab.report import update_benchmarks
