@@ -23,8 +23,13 @@ want="$(cat "$root/setup.cfg" "$root/pyproject.toml" | cksum)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "lab: setting up $venv (first use or changed dependencies) ..." >&2
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test]" >&2
+  log="$venv/install.log"
+  if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "lab: installing into $venv failed (full log: $log)" >&2
+    exit 2
+  fi
   echo "$want" >"$stamp"
 fi
 cd "$root"

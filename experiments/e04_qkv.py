@@ -463,9 +463,7 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
             jump = (per_head[v] - intact_after[None, None, :]).mean(axis=-1)  # (layers, heads)
             ax = axes[row, col]
             im = ax.imshow(jump, cmap="magma", aspect="auto")
-            cb = fig.colorbar(im, ax=ax)
-            cb.set_label("Δ val loss (nats/token)")
-            cb.ax._lab_colorbar = True
+            plots.colorbar(fig, im, ax, "Δ val loss (nats/token)")
             ax.grid(False)
             ax.set_xticks(range(jump.shape[1]))
             ax.set_yticks(range(jump.shape[0]))
@@ -480,34 +478,35 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
     fig.suptitle("e04: loss jump when one head of the trained model is rewired (mean over seeds)")
     plot_files.append(str(plots.save(fig, out / "plots" / "head_interventions.png").relative_to(out)))
 
+    fmt = lambda x: summarize(x).fmt()
+
+    def evidence(variants, phase, describe):
+        """(classes, evidence strings) for `variants` on both tasks, before or after training."""
+        classes, ev = [], []
+        for t in TASKS:
+            for v in variants:
+                cls, c = verdicts[(t, v, phase)]
+                classes.append(cls)
+                ev.append(f"{t} {v}: {describe(t, v)} ({_fmt_cmp(c)}; {cls})")
+        return classes, ev
+
     # ---- finding 1: swaps before training are relabelings ------------------------------------------------
     swaps_run = [v for v in SWAPS if v in cfg.variants]
-    ev, classes = [], []
-    for t in TASKS:
-        for v in swaps_run:
-            cls, c = verdicts[(t, v, "train")]
-            classes.append(cls)
-            ev.append(
-                f"{t} {v}: {summarize(finals[(t, v)]).fmt()} vs intact "
-                f"{summarize(finals[(t, 'intact')]).fmt()} ({_fmt_cmp(c)}; {cls})"
-            )
+    classes, ev = evidence(
+        swaps_run, "train", lambda t, v: f"{fmt(finals[(t, v)])} vs intact {fmt(finals[(t, 'intact')])}"
+    )
     f1 = _verdict_all(classes, "harmless", "hurts")
     findings.append(
         Finding(
             "Swapping two projections before training costs nothing (a relabeling)",
             f1,
-            "; ".join(ev) or "no swap variant was run",
+            "; ".join(ev) or "not run",
         )
     )
 
     # ---- finding 2: removing or tying a projection hurts -------------------------------------------------
     rem_run = [v for v in REMOVALS if v in cfg.variants]
-    ev, classes = [], []
-    for t in TASKS:
-        for v in rem_run:
-            cls, c = verdicts[(t, v, "train")]
-            classes.append(cls)
-            ev.append(f"{t} {v}: {summarize(finals[(t, v)]).fmt()} ({_fmt_cmp(c)}; {cls})")
+    classes, ev = evidence(rem_run, "train", lambda t, v: fmt(finals[(t, v)]))
     f2 = _verdict_all(classes, "hurts", "harmless")
     if "zero_q" in rem_run and "zero_k" in rem_run:
         same = all(np.array_equal(finals[(t, "zero_q")], finals[(t, "zero_k")]) for t in TASKS)
@@ -528,23 +527,12 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
             )
         )
     findings.append(
-        Finding(
-            "Zeroing Q, K or V, or tying Q = K, at training time hurts",
-            f2,
-            "; ".join(ev) or "no removal variant was run",
-        )
+        Finding("Zeroing Q, K or V, or tying Q = K, at training time hurts", f2, "; ".join(ev) or "not run")
     )
 
     # ---- finding 3: the same swaps on a trained model hurt ----------------------------------------------
-    ev, classes = [], []
-    for t in TASKS:
-        for v in SWAPS:
-            cls, c = verdicts[(t, v, "after")]
-            classes.append(cls)
-            ev.append(
-                f"{t} {v}: {summarize(trained[t][0]['intact']).fmt()} → "
-                f"{summarize(trained[t][0][v]).fmt()} ({_fmt_cmp(c)}; {cls})"
-            )
+    whole = {t: trained[t][0] for t in TASKS}
+    classes, ev = evidence(SWAPS, "after", lambda t, v: f"{fmt(whole[t]['intact'])} → {fmt(whole[t][v])}")
     f3 = _verdict_all(classes, "hurts", "harmless")
     findings.append(
         Finding(
@@ -670,14 +658,7 @@ def _lr_findings(cfg: E04Config, out: Path, run) -> tuple[Finding, str, str]:
     )
     ax = axes[0, 1]
     means = [summarize(run.final_val_loss[lrs == lr]) for lr in levels]
-    ax.errorbar(
-        levels,
-        [m.mean for m in means],
-        yerr=[m.sd for m in means],
-        marker="o",
-        capsize=3,
-        label="final val loss (finite runs)",
-    )
+    plots.points(ax, levels, [run.final_val_loss[lrs == lr] for lr in levels], "final val loss (finite runs)")
     ax.axhline(initial, color="grey", linestyle="--", label="untrained model")
     ax.set_xscale("log")
     plots.finish(
@@ -721,14 +702,7 @@ def _depth_findings(cfg: E04Config, out: Path, intact_finals) -> tuple[Finding, 
     fig, axes = plots.figure()
     ax = axes[0, 0]
     s = [summarize(finals[d]) for d in depths]
-    ax.errorbar(
-        depths,
-        [x.mean for x in s],
-        yerr=[x.sd for x in s],
-        marker="o",
-        capsize=3,
-        label=f"intact model, {cfg.train.steps} steps",
-    )
+    plots.points(ax, depths, [finals[d] for d in depths], f"intact model, {cfg.train.steps} steps")
     ax.set_xticks(depths)
     plots.finish(
         ax,

@@ -35,7 +35,6 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, default=None, help="host CPU devices (default: cores, max 8)")
     p.add_argument("--strategies", default="loop,vmap,shard,auto", help="loop first: ratios are vs loop")
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
-    p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     args = p.parse_args(argv)
 
     from lab.runtime import default_cpu_devices, init_jax

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from lab.model import ModelConfig
 from lab.provenance import provenance
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
-from lab.train.metrics import MetricsWriter, truncate_after
+from lab.train.metrics import MetricsWriter, read_rows, truncate_after
 from lab.train.state import init_state
 from lab.train.sweep import Member, SweepRunner, init_sweep
 
@@ -188,6 +188,7 @@ def _loop(
     n = len(members)
     tokens_per_step = n * tcfg.batch_size * runner.task.seq_len
     writer = MetricsWriter(metrics_path)
+    # In a log file rather than a terminal, a bar redrawn ten times a second is noise: every 10 s there.
     bar = tqdm(
         total=tcfg.steps,
         initial=start,
@@ -196,6 +197,7 @@ def _loop(
         disable=not progress,
         dynamic_ncols=True,
         leave=False,
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,
     )
     pending: list = []  # (step, device metrics): read one chunk late so the host never stalls the device
 
@@ -276,8 +278,6 @@ def _loop(
 
 
 def _finished(run_dir, tcfg, real_state, step, runner, data, skipped=False, resumed_from=None) -> SweepResult:
-    from lab.train.metrics import read_rows
-
     rows = [r for r in read_rows(run_dir / "metrics.jsonl") if "val_loss" in r and r["step"] == step]
     val = [math.nan] * runner.n
     for r in rows:
@@ -299,8 +299,3 @@ def _finished(run_dir, tcfg, real_state, step, runner, data, skipped=False, resu
 def latest_state(run_dir, cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]):
     """(step, stacked train states) of the newest checkpoint of a sweep, for analysis."""
     return ckpt.restore_latest(Path(run_dir) / "checkpoints", abstract_sweep(cfg, tcfg, members))
-
-
-def remove_run(run_dir) -> None:
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)

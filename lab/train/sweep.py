@@ -18,6 +18,7 @@ The measured trade-offs are in results/benchmarks.md (scripts/bench_sweep.py).
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -160,8 +161,6 @@ class SweepRunner:
     # -- compiled calls ----------------------------------------------------------------------------------
     def _compiled_train(self, n_steps: int, state, data):
         if n_steps not in self._train_cache:
-            import time
-
             t0 = time.perf_counter()
             if self.strategy == "loop":
                 fn = jax.jit(self._train_one(n_steps), donate_argnums=0)

@@ -49,6 +49,14 @@ def band(ax, x, ys, label: str, color=None, marker=None):
     return line
 
 
+def points(ax, x, groups, label: str):
+    """Mean ± sd (error bars) of each group of per-seed values, one point per x."""
+    from lab.analysis.stats import summarize
+
+    s = [summarize(g) for g in groups]
+    return ax.errorbar(x, [v.mean for v in s], yerr=[v.sd for v in s], marker="o", capsize=3, label=label)
+
+
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -60,16 +68,24 @@ def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
         ax.legend(loc="best", frameon=False)
 
 
+def colorbar(fig, mappable, ax, label: str):
+    """A colorbar with its quantity and unit as label."""
+    cb = fig.colorbar(mappable, ax=ax)
+    cb.set_label(label)
+    return cb
+
+
 def save(fig, path: str | Path) -> Path:
     """Write a PNG atomically and close the figure."""
     for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":  # matplotlib's name for colorbar axes; labelled via `colorbar`
+            continue
         if (
             ax.get_visible()
             and ax.has_data()
             and not (ax.get_title() and ax.get_xlabel() and ax.get_ylabel())
         ):
-            if not getattr(ax, "_lab_colorbar", False):
-                raise ValueError(f"refusing to save {path}: every plot needs a title and labelled axes")
+            raise ValueError(f"refusing to save {path}: every plot needs a title and labelled axes")
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
