@@ -147,6 +147,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_test(args) -> int:
+    return run_tests(args.pytest_args)
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """ruff check, ruff format --check, then pytest with `pytest_args`, from the repository root."""
     for cmd in (["check"], ["format", "--check"]):
         rc = subprocess.call([sys.executable, "-m", "ruff", *cmd, str(ROOT)], cwd=ROOT)
         if rc != 0:
@@ -155,11 +160,14 @@ def cmd_test(args) -> int:
                 file=sys.stderr,
             )
             return rc
-    extra = [a for a in args.pytest_args if a != "--"]
+    extra = [a for a in pytest_args if a != "--"]
     return subprocess.call([sys.executable, "-m", "pytest", *extra], cwd=ROOT)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["test"] and not {"-h", "--help"} & set(argv[1:2]):
+        return run_tests(argv[1:])  # everything after `test` goes to pytest, options included
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -221,6 +221,7 @@ def _loop(
                     loss=f"{np.mean(vals['loss'][alive]):.3f}" if alive.any() else "nan",
                     tok_s=f"{tokens_per_step * max(step - start, 1) / max(time.perf_counter() - t_run, 1e-9):.3g}",
                     diverged=f"{int((vals['diverged_at'] >= 0).sum())}/{n}",
+                    refresh=False,  # the bar redraws at its own pace (mininterval)
                 )
             if eval_m is not None:
                 ev = {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()}
