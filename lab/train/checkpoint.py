@@ -37,7 +37,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint {mngr.directory}/{step} cannot be restored into this config ({first}); "
-            "pass --fresh to start over or --out DIR to write elsewhere"
+            "pass --fresh to start over or --results DIR to write elsewhere"
         ) from None
 
 

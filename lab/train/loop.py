@@ -85,7 +85,7 @@ def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False) -> Non
             shown = "; ".join(d[:3]) + (f"; and {len(d) - 3} more" if len(d) > 3 else "")
             raise CheckpointError(
                 f"{run_dir} holds a run with a different config ({shown}; on disk vs now); "
-                "pass --fresh to replace it or --out DIR to write elsewhere"
+                "pass --fresh to replace it or --results DIR to write elsewhere"
             )
     atomic_write_json(path, {"config": want, "provenance": provenance()})
 
@@ -131,7 +131,7 @@ def train_sweep(
         if latest is not None:
             real = ckpt.restore(mngr, latest, abstract_sweep(cfg, tcfg, members))
             if latest >= tcfg.steps:
-                return _finished(run_dir, tcfg, real, latest, runner, data, skipped=True)
+                return _finished(run_dir, real, latest, runner, skipped=True)
             truncate_after(metrics_path, latest)
         else:
             real = init_sweep(cfg, tcfg, members)
@@ -160,9 +160,10 @@ def train_sweep(
         mngr.close()
 
 
-def _rows(step: int, members, values: dict[str, np.ndarray]) -> list[dict]:
+def _rows(step: int, n: int, values: dict[str, np.ndarray]) -> list[dict]:
+    """One metrics row per member from arrays of shape (n,)."""
     out = []
-    for i, _m in enumerate(members):
+    for i in range(n):
         row = {"step": step, "member": i}
         for k, v in values.items():
             row[k] = int(v[i]) if k == "diverged_at" else float(v[i])
@@ -215,7 +216,7 @@ def _loop(
                     "lr": np.asarray(host["lr"])[:n, -1],
                     "diverged_at": np.asarray(host["diverged_at"])[:n, -1],
                 }
-                rows = _rows(step, members, vals)
+                rows = _rows(step, n, vals)
                 alive = np.isfinite(vals["loss"])
                 bar.set_postfix(
                     loss=f"{np.mean(vals['loss'][alive]):.3f}" if alive.any() else "nan",
@@ -225,7 +226,7 @@ def _loop(
                 )
             if eval_m is not None:
                 ev = {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()}
-                ev_rows = _rows(step, members, ev)
+                ev_rows = _rows(step, n, ev)
                 if rows:
                     rows = [{**r, **e} for r, e in zip(rows, ev_rows)]
                 else:
@@ -258,7 +259,7 @@ def _loop(
         bar.close()
         writer.close()
     train_s = time.perf_counter() - t_run
-    result = _finished(run_dir, tcfg, runner.take(state), tcfg.steps, runner, data, resumed_from=resumed_from)
+    result = _finished(run_dir, runner.take(state), tcfg.steps, runner, resumed_from=resumed_from)
     result.train_seconds = train_s
     result.tokens_per_second = tokens_per_step * (tcfg.steps - start) / max(train_s, 1e-9)
     atomic_write_json(
@@ -278,7 +279,7 @@ def _loop(
     return result
 
 
-def _finished(run_dir, tcfg, real_state, step, runner, data, skipped=False, resumed_from=None) -> SweepResult:
+def _finished(run_dir, real_state, step, runner, skipped=False, resumed_from=None) -> SweepResult:
     rows = [r for r in read_rows(run_dir / "metrics.jsonl") if "val_loss" in r and r["step"] == step]
     val = [math.nan] * runner.n
     for r in rows:
