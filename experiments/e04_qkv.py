@@ -236,19 +236,24 @@ def _variant_of(run) -> np.ndarray:
     return np.array([ALL_VARIANTS[int(m["extra"][0])] for m in run.members])
 
 
-def _params(run, model, tcfg, variant: str):
-    """Stacked trained parameters of the members of `variant` (seed order), from the newest checkpoint."""
+def _restore_params(run, model, tcfg):
+    """Stacked trained parameters of every member of a variant sweep, from its newest checkpoint."""
     _, state = latest_state(run.run_dir, model, tcfg, _members_of(run))
+    return state.params
+
+
+def _of(run, params, variant: str):
+    """The members of `variant` (in seed order) from stacked parameters."""
     idx = np.where(_variant_of(run) == variant)[0]
-    return jax.tree_util.tree_map(lambda x: x[idx], state.params)
+    return jax.tree_util.tree_map(lambda x: x[idx], params)
 
 
-def _trained_interventions(cfg, run, model, task, tcfg, data):
+def _trained_interventions(cfg, run, params, model, task, tcfg, data):
     """Validation loss of the trained intact model after each rewiring, per seed, without retraining.
 
     Returns (whole: {variant: (seeds,)}, per_head: {variant: (layers, heads, seeds)}, intact: (seeds,)).
     """
-    params = _params(run, model, tcfg, "intact")
+    params = _of(run, params, "intact")
     plans = [(v, None, None) for v in ALL_VARIANTS]
     head_variants = ("zero_v", "swap_qk")
     plans += [(v, l, h) for v in head_variants for l in range(model.n_layers) for h in range(model.n_heads)]
@@ -271,7 +276,7 @@ def _trained_interventions(cfg, run, model, task, tcfg, data):
     return whole, per_head, whole["intact"]
 
 
-def _samples(cfg, runs, text, tmodel, smodel, stask, stcfg):
+def _samples(cfg, runs, params, text, tmodel, smodel, stask):
     """Generated text per variant (seed 0), and sorting outputs, as Markdown."""
     lines = ["### Samples", ""]
     prompt_ids = text.val[:32].astype(np.int32)[None]
@@ -279,8 +284,8 @@ def _samples(cfg, runs, text, tmodel, smodel, stask, stcfg):
     key = jax.random.PRNGKey(0)
     first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
     # Every variant is run as the intact model on rewired weights, so one compiled generator serves all.
-    trained = [rewire(first(_params(runs["text"], tmodel, cfg.train, v)), v) for v in cfg.variants]
-    intact0 = first(_params(runs["text"], tmodel, cfg.train, "intact"))
+    trained = [rewire(first(_of(runs["text"], params["text"], v)), v) for v in cfg.variants]
+    intact0 = first(_of(runs["text"], params["text"], "intact"))
     after = [rewire(intact0, v) for v in cfg.variants]
     stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(trained + after))
     gen = jax.vmap(lambda p: _generate(tmodel, p, jnp.asarray(prompt_ids), cfg.sample_tokens, 0.8, key)[0])
@@ -300,7 +305,7 @@ def _samples(cfg, runs, text, tmodel, smodel, stask, stcfg):
     # Sorting: greedy completion of two fixed inputs by the seed-0 model of each variant.
     batch = stask.sample({}, "val", jax.random.PRNGKey(7), 2)
     prefix = batch["inputs"][:, : stask.n_items + 1]
-    sorters = [rewire(first(_params(runs["sort"], smodel, stcfg, v)), v) for v in cfg.variants]
+    sorters = [rewire(first(_of(runs["sort"], params["sort"], v)), v) for v in cfg.variants]
     stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *sorters)
     outs = np.asarray(jax.vmap(lambda p: _generate(smodel, p, prefix, stask.n_items, 0.0, key))(stack))
     lines += [
@@ -357,9 +362,15 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
     tables, plot_files, findings = [], [], []
 
     # ---- (b) trained-model interventions --------------------------------------------------------------
+    params = {  # each checkpoint restored once; every variant and seed is a slice of it
+        "text": _restore_params(runs["text"], tmodel, cfg.train),
+        "sort": _restore_params(runs["sort"], smodel, stcfg),
+    }
     trained = {
-        "text": _trained_interventions(cfg, runs["text"], tmodel, ttask, cfg.train, text.arrays),
-        "sort": _trained_interventions(cfg, runs["sort"], smodel, stask, stcfg, {}),
+        "text": _trained_interventions(
+            cfg, runs["text"], params["text"], tmodel, ttask, cfg.train, text.arrays
+        ),
+        "sort": _trained_interventions(cfg, runs["sort"], params["sort"], smodel, stask, stcfg, {}),
     }
 
     # The equivalence margin: a tenth of what removing V costs at training time (zero_v leaves attention
@@ -556,7 +567,7 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
     plot_files.append(depth_plot)
 
     # ---- samples ----------------------------------------------------------------------------------------
-    atomic_write_text(out / "tables" / "samples.md", _samples(cfg, runs, text, tmodel, smodel, stask, stcfg))
+    atomic_write_text(out / "tables" / "samples.md", _samples(cfg, runs, params, text, tmodel, smodel, stask))
     tables.append("tables/samples.md")
 
     # ---- headline ---------------------------------------------------------------------------------------
