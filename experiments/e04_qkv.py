@@ -39,20 +39,21 @@ from lab.data.tasks import Sort, TextWindows
 from lab.errors import CheckpointError
 from lab.experiment import Experiment
 from lab.fileio import atomic_write_text
-from lab.infer.generate import _generate
+from lab.infer import generate
 from lab.model import PRESETS, ModelConfig, apply
 from lab.model.config import QKV
-from lab.model.surgery import ROUTES, mix, rewire
+from lab.model.surgery import ROUTES, VARIANTS, mix, rewire
 from lab.train import Member, TrainConfig, members_grid, train_sweep
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
 from lab.viz import plots
 
 ALL_VARIANTS = typing.get_args(QKV)
-VARIANT_INDEX = {v: i for i, v in enumerate(ALL_VARIANTS)}
+VARIANT_INDEX = {v: VARIANTS.index(v) for v in ALL_VARIANTS}  # row of surgery.ROUTES
 SWAPS = ("swap_qk", "swap_qv", "swap_kv")
 REMOVALS = ("zero_q", "zero_k", "zero_v", "tie_qk")
 TASKS = ("text", "sort")
+INTERVENTION_CHUNK = 8  # trained-model rewirings evaluated per compiled call (x seeds parameter sets)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,15 @@ class E04Config:
             self.model.qkv == "intact",
             "model.qkv must stay 'intact' here; use `variants` to choose ablations",
         )
+        check(
+            self.model.kv_heads == self.model.n_heads,
+            "e04 rewires Q, K and V into each other, so model.n_kv_heads must equal model.n_heads (or be none)",
+        )
+        check(self.model.mask == "causal", "e04 trains causal language models; model.mask must be 'causal'")
+        for name in ("variants", "lr_sweep", "depths"):
+            values = getattr(self, name)
+            check(len(values) > 0, f"{name} must not be empty")
+            check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
         check(all(lr > 0 for lr in self.lr_sweep), "lr_sweep values must be > 0")
         check(self.lr_sweep_steps >= 1, "lr_sweep_steps must be >= 1")
         check(all(d >= 1 for d in self.depths), "depths must be >= 1")
@@ -149,8 +159,8 @@ def _lr_train(cfg: E04Config) -> TrainConfig:
 
 
 def check_config(cfg: E04Config) -> None:
-    text, model, task = _text(cfg)  # raises DataError for a missing, empty, non-UTF-8 or unknown corpus
-    task.check_data(text.arrays, cfg.train.batch_size)
+    text, _, task = _text(cfg)  # raises DataError for a missing, empty, non-UTF-8 or unknown corpus
+    task.check_data(text.arrays)
 
 
 def variant_forward(cfg: ModelConfig, params, batch, extra):
@@ -165,7 +175,7 @@ def variant_forward(cfg: ModelConfig, params, batch, extra):
 
 def _variant_members(cfg: E04Config) -> list[Member]:
     return [
-        Member(seed, cfg.train.lr, 1.0, (float(VARIANT_INDEX[v]),))
+        Member(seed, cfg.train.lr, cfg.train.init_scale, (float(VARIANT_INDEX[v]),))
         for v in cfg.variants
         for seed in range(cfg.seeds)
     ]
@@ -205,7 +215,7 @@ def run(cfg: E04Config, out: Path, opts) -> None:
         tcfg=_lr_train(cfg),
         task=ttask,
         data=text.arrays,
-        members=members_grid(range(cfg.seeds), cfg.lr_sweep),
+        members=members_grid(range(cfg.seeds), cfg.lr_sweep, [cfg.train.init_scale]),
         data_info=text.info,
         desc="e04 lr sweep",
         **kw,
@@ -219,7 +229,7 @@ def run(cfg: E04Config, out: Path, opts) -> None:
             tcfg=cfg.train,
             task=ttask,
             data=text.arrays,
-            members=members_grid(range(cfg.seeds), [cfg.train.lr]),
+            members=members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]),
             data_info=text.info,
             desc=f"e04 depth {depth}",
             **kw,
@@ -257,12 +267,20 @@ def _trained_interventions(cfg, run, params, model, task, tcfg, data):
     plans = [(v, None, None) for v in ALL_VARIANTS]
     head_variants = ("zero_v", "swap_qk")
     plans += [(v, l, h) for v in head_variants for l in range(model.n_layers) for h in range(model.n_heads)]
-    # One stacked batch of (plan x seed) parameter sets, evaluated by one compiled, vmapped eval.
-    stacked = [jax.vmap(lambda p, v=v, l=l, h=h: rewire(p, v, l, h))(params) for v, l, h in plans]
-    batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *stacked)
+    # Stacks of (plan x seed) parameter sets, CHUNK plans at a time (the last chunk padded, so one compiled,
+    # vmapped eval serves all) to bound memory at large presets.
     ev = jax.jit(jax.vmap(lambda p, d: eval_step(p, d, cfg=model, tcfg=tcfg, task=task), in_axes=(0, None)))
-    losses = np.asarray(ev(batch, {k: jnp.asarray(v) for k, v in data.items()})["val_loss"])
-    losses = losses.reshape(len(plans), cfg.seeds)
+    data = {k: jnp.asarray(v) for k, v in data.items()}
+    chunk = min(INTERVENTION_CHUNK, len(plans))
+    losses = []
+    for i in range(0, len(plans), chunk):
+        group = plans[i : i + chunk]
+        padded = group + [group[-1]] * (chunk - len(group))
+        stacked = [jax.vmap(lambda p, v=v, l=l, h=h: rewire(p, v, l, h))(params) for v, l, h in padded]
+        batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *stacked)
+        out = np.asarray(ev(batch, data)["val_loss"]).reshape(chunk, cfg.seeds)
+        losses.append(out[: len(group)])
+    losses = np.concatenate(losses)
     whole = {v: losses[i] for i, (v, l, _h) in enumerate(plans) if l is None}
     per_head = {
         v: np.stack(
@@ -288,7 +306,7 @@ def _samples(cfg, runs, params, text, tmodel, smodel, stask):
     intact0 = first(_of(runs["text"], params["text"], "intact"))
     after = [rewire(intact0, v) for v in cfg.variants]
     stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(trained + after))
-    gen = jax.vmap(lambda p: _generate(tmodel, p, jnp.asarray(prompt_ids), cfg.sample_tokens, 0.8, key)[0])
+    gen = jax.vmap(lambda p: generate(tmodel, p, prompt_ids, cfg.sample_tokens, temperature=0.8, key=key)[0])
     toks = np.asarray(gen(stack))
     lines += [
         f"Text, temperature 0.8, seed-0 model, {cfg.sample_tokens} new tokens after the prompt "
@@ -307,7 +325,7 @@ def _samples(cfg, runs, params, text, tmodel, smodel, stask):
     prefix = batch["inputs"][:, : stask.n_items + 1]
     sorters = [rewire(first(_of(runs["sort"], params["sort"], v)), v) for v in cfg.variants]
     stack = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *sorters)
-    outs = np.asarray(jax.vmap(lambda p: _generate(smodel, p, prefix, stask.n_items, 0.0, key))(stack))
+    outs = np.asarray(jax.vmap(lambda p: generate(smodel, p, prefix, stask.n_items))(stack))
     lines += [
         "",
         "Sorting, greedy, seed-0 model of each training-time variant.",

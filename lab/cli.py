@@ -22,6 +22,7 @@ from pathlib import Path
 from lab import config as config_lib
 from lab import experiment as E
 from lab.errors import LabError
+from lab.train.sweep import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "vmap", "shard", "loop"],
+        choices=STRATEGIES,
         help="how sweeps use devices (default: auto)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -114,6 +115,7 @@ def cmd_run(args) -> int:
     # Resolve and check every config before anything trains or writes.
     resolved = [(exp, E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)) for exp in exps]
     for exp, cfg in resolved:
+        E.write_config(exp, cfg, exp.out_dir(args.results), args.preset, args.fresh, write=False)
         if exp.check is not None:
             exp.check(cfg)
     from lab.runtime import init_jax

@@ -115,10 +115,8 @@ def override(cfg: Any, key: str, text: str, _prefix: str = "") -> Any:
         if rest:
             raise ConfigError(f"unknown config key {_prefix + key!r}; {full!r} has no sub-keys")
         value = parse_value(text, _hints(type(cfg))[head], full)
-    try:
-        return dataclasses.replace(cfg, **{head: value})
-    except ConfigError as e:
-        raise ConfigError(f"{full}={text}: {e}") from None
+    # A __post_init__ check that fails here names its own key(s) in its message.
+    return dataclasses.replace(cfg, **{head: value})
 
 
 def apply_overrides(cfg: Any, assignments: list[str]) -> Any:

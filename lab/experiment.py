@@ -109,11 +109,17 @@ def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds
     return cfg
 
 
-def write_config(exp: Experiment, cfg, out: Path, preset: str, fresh: bool = False) -> None:
-    """Record the experiment's resolved config; refuse to mix results of two configs in one directory."""
+def write_config(
+    exp: Experiment, cfg, out: Path, preset: str, fresh: bool = False, write: bool = True
+) -> None:
+    """Record the experiment's resolved config; refuse to mix results of two configs in one directory.
+
+    With write=False, only check (so `lab run all` can refuse before any experiment trains).
+    """
     from lab.train.loop import check_or_write_config
 
-    check_or_write_config(out, {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}, fresh)
+    want = {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}
+    check_or_write_config(out, want, fresh, write=write)
 
 
 def load_config(exp: Experiment, out: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tiktoken", "matplotlib")
 
 
+@functools.cache
 def git_commit(root: Path | None = None) -> str | None:
     root = root or Path(__file__).resolve().parent.parent
     try:

@@ -13,13 +13,6 @@ from lab.analysis.findings import Findings
 from lab.errors import DataError
 from lab.fileio import atomic_write_text, read_json
 
-_BADGE = {
-    "supported": "SUPPORTED",
-    "qualified": "QUALIFIED",
-    "refuted": "REFUTED",
-    "inconclusive": "INCONCLUSIVE",
-}
-
 
 def render(experiments, results: Path) -> str:
     results = Path(results)
@@ -42,7 +35,7 @@ def render(experiments, results: Path) -> str:
             f = Findings.from_dict(read_json(path))
         except (ValueError, TypeError, KeyError) as e:
             raise DataError(f"{path} is corrupted ({e}); rerun `lab analyze {exp.id}`") from None
-        lines.append(f"| [{exp.id}](#{exp.name}) | {f.claim} | **{_BADGE[f.verdict]}** |")
+        lines.append(f"| [{exp.id}](#{exp.name}) | {f.claim} | **{f.verdict.upper()}** |")
         sections.append(_section(exp, f, results))
     return "\n".join(lines + [""] + sections) + "\n"
 
@@ -54,7 +47,7 @@ def _section(exp, f: Findings, results: Path) -> str:
         "",
         f"**Claim.** {f.claim}",
         "",
-        f"**Verdict: {_BADGE[f.verdict]}.** {f.summary}",
+        f"**Verdict: {f.verdict.upper()}.** {f.summary}",
         "",
         f"Preset `{f.preset}`, {f.seeds} seeds per variant; reproduce with `lab run {exp.id} --preset {f.preset}`.",
         "",

@@ -17,7 +17,11 @@ _DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "LAB_DISTR
 def default_cpu_devices() -> int:
     env = os.environ.get("LAB_CPU_DEVICES")
     if env:
-        return max(1, int(env))
+        if not env.isdigit() or int(env) < 1:
+            from lab.errors import ConfigError
+
+            raise ConfigError(f"LAB_CPU_DEVICES={env!r} must be a whole number >= 1")
+        return int(env)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS

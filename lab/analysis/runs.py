@@ -32,15 +32,6 @@ class RunData:
         v[self.diverged_at >= 0] = np.nan
         return v
 
-    @property
-    def final_val_accuracy(self) -> np.ndarray:
-        v = self.val_accuracy[:, -1].copy()
-        v[self.diverged_at >= 0] = np.nan
-        return v
-
-    def seeds(self) -> list[int]:
-        return [m["seed"] for m in self.members]
-
 
 def _grid(rows, key, members, steps):
     out = np.full((members, len(steps)), np.nan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +43,7 @@ class TextData:
         return {"train": self.train, "val": self.val}
 
 
+@functools.lru_cache(maxsize=2)  # an experiment's check, run and analyze share one tokenized corpus
 def load_text_data(dcfg: DataConfig) -> TextData:
     corpus = load_corpus(dcfg.name)
     tok = make_tokenizer(dcfg.tokenizer, corpus.text)

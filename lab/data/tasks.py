@@ -14,7 +14,6 @@ inside the compiled step, so no data crosses from host to device while training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +42,10 @@ class TextWindows:
             "mask": jnp.ones((batch_size, self.seq_len), bool),
         }
 
-    def check_data(self, data: dict[str, np.ndarray], batch_size: int) -> None:
+    def check_data(self, data: dict[str, np.ndarray]) -> None:
         """Refuse streams too short to cut one window from (before anything compiles)."""
         for split, tokens in data.items():
-            if tokens.shape[0] <= self.seq_len + 1:
+            if tokens.shape[0] < self.seq_len + 1:
                 raise DataError(
                     f"the {split} split has {tokens.shape[0]} tokens, fewer than one window of "
                     f"{self.seq_len + 1}; use a larger corpus or a smaller model.max_len"
@@ -96,11 +95,8 @@ class Sort:
             "mask": jnp.broadcast_to(t >= self.n_items, (batch_size, self.seq_len)),
         }
 
-    def check_data(self, data, batch_size) -> None:
+    def check_data(self, data) -> None:
         return None
 
     def decode(self, ids) -> str:
         return " ".join("|" if int(i) == self.sep else str(int(i)) for i in ids)
-
-
-TaskName = Literal["text", "sort"]

@@ -75,16 +75,29 @@ MASKS: dict[str, Callable] = {
 }
 
 # --- project 4: rewire the three attention projections (q, k, v) -> (q', k', v') ------------------------
-QKV_VARIANTS: dict[str, Callable] = {
-    "intact": lambda q, k, v: (q, k, v),
-    "swap_qk": lambda q, k, v: (k, q, v),
-    "swap_qv": lambda q, k, v: (v, k, q),
-    "swap_kv": lambda q, k, v: (q, v, k),
-    "zero_q": lambda q, k, v: (jnp.zeros_like(q), k, v),
-    "zero_k": lambda q, k, v: (q, jnp.zeros_like(k), v),
-    "zero_v": lambda q, k, v: (q, k, jnp.zeros_like(v)),
-    "tie_qk": lambda q, k, v: (k, k, v),
+# Each variant says where q', k' and v' come from ("q", "k", "v") or None for zeros. lab.model.surgery
+# applies the same table to trained weights.
+QKV_ROUTES: dict[str, tuple[str | None, str | None, str | None]] = {
+    "intact": ("q", "k", "v"),
+    "swap_qk": ("k", "q", "v"),
+    "swap_qv": ("v", "k", "q"),
+    "swap_kv": ("q", "v", "k"),
+    "zero_q": (None, "k", "v"),
+    "zero_k": ("q", None, "v"),
+    "zero_v": ("q", "k", None),
+    "tie_qk": ("k", "k", "v"),
 }
+
+
+def _rewire_fn(route):
+    def fn(q, k, v):
+        src = {"q": q, "k": k, "v": v}
+        return tuple(jnp.zeros_like(x) if r is None else src[r] for x, r in zip((q, k, v), route))
+
+    return fn
+
+
+QKV_VARIANTS: dict[str, Callable] = {name: _rewire_fn(route) for name, route in QKV_ROUTES.items()}
 
 
 def _out_init(cfg: ModelConfig):

@@ -12,18 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# variant -> (source of q, source of k, source of v); None = zero
-_ROUTES = {
-    "intact": ("q", "k", "v"),
-    "swap_qk": ("k", "q", "v"),
-    "swap_qv": ("v", "k", "q"),
-    "swap_kv": ("q", "v", "k"),
-    "zero_q": (None, "k", "v"),
-    "zero_k": ("q", None, "v"),
-    "zero_v": ("q", "k", None),
-    "tie_qk": ("k", "k", "v"),
-}
-
+from lab.model.layers import QKV_ROUTES as _ROUTES  # variant -> (source of q', k', v'); None = zero
 
 VARIANTS = tuple(_ROUTES)
 # ROUTES[i] is variant i as a 0/1 matrix: (q', k', v') = ROUTES[i] @ (q, k, v), rows = destination.

@@ -11,7 +11,6 @@ import logging
 import os
 from pathlib import Path
 
-import jax
 import orbax.checkpoint as ocp
 
 from lab.errors import CheckpointError
@@ -54,8 +53,3 @@ def restore_latest(directory: str | os.PathLike, abstract_state):
         return step, restore(mngr, step, abstract_state)
     finally:
         mngr.close()
-
-
-def abstract(tree):
-    """Shapes and dtypes of a pytree of arrays (or of a function's output via jax.eval_shape)."""
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)

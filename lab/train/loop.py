@@ -30,14 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lab import config as config_lib
-from lab.errors import CheckpointError
+from lab.errors import CheckpointError, ConfigError
 from lab.fileio import atomic_write_json, read_json
 from lab.model import ModelConfig
 from lab.provenance import provenance
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
 from lab.train.metrics import MetricsWriter, read_rows, truncate_after
-from lab.train.state import init_state
 from lab.train.sweep import Member, SweepRunner, init_sweep
 
 
@@ -69,12 +68,18 @@ def run_config(cfg, tcfg, task, members, extra: dict | None = None, forward=None
     return d
 
 
-def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False) -> None:
-    """Write config.json, or refuse if `run_dir` already holds a run of a different config."""
+def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False, write: bool = True) -> None:
+    """Write config.json, or refuse if `run_dir` already holds a run of a different config.
+
+    With write=False only the check is made (nothing is created or removed).
+    """
     want = json.loads(json.dumps(want))  # compare as JSON sees it: tuples are lists
     path = run_dir / "config.json"
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if fresh:
+        if write and run_dir.exists():
+            shutil.rmtree(run_dir)
+        elif not write:
+            return
     if path.exists():
         try:
             have = read_json(path).get("config", {})
@@ -87,13 +92,22 @@ def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False) -> Non
                 f"{run_dir} holds a run with a different config ({shown}; on disk vs now); "
                 "pass --fresh to replace it or --results DIR to write elsewhere"
             )
-    atomic_write_json(path, {"config": want, "provenance": provenance()})
+        return  # same config: keep the provenance of the session that started it
+    if write:
+        atomic_write_json(path, {"config": want, "provenance": provenance()})
 
 
 def abstract_sweep(cfg, tcfg, members: list[Member]):
-    """Shapes and dtypes of the stacked train states of `members` (the target checkpoints restore into)."""
-    one = jax.eval_shape(lambda: init_state(cfg, tcfg, 0, 1.0, 1.0, members[0].extra))
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((len(members), *x.shape), x.dtype), one)
+    """Shapes and dtypes of the stacked train states of `members`: the target checkpoints restore into.
+
+    Every leaf is placed on one device, whatever layout saved it, so a checkpoint written by a sweep
+    sharded over 8 devices restores on a machine with 1 (the runner re-places it for its own layout).
+    """
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shapes = jax.eval_shape(lambda: init_sweep(cfg, tcfg, members))
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), shapes
+    )
 
 
 def train_sweep(
@@ -118,8 +132,10 @@ def train_sweep(
     on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
     """
     run_dir = Path(run_dir)
+    if not members:
+        raise ConfigError("a sweep needs at least one member (seed and hyperparameters)")
     want = run_config(cfg, tcfg, task, members, data_info, forward)
-    task.check_data(data, tcfg.batch_size)
+    task.check_data(data)
     check_or_write_config(run_dir, want, fresh=fresh)
 
     n = len(members)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from lab import ops
 from lab.model import ModelConfig, apply
@@ -49,7 +50,7 @@ def train_step(state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, cfg, batch, state.extra, forward
     )
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
     params = apply_updates(state.params, updates, state.lr)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,6 @@ from lab.train.config import TrainConfig
 from lab.train.state import TrainState, init_state
 from lab.train.step import eval_step, train_steps
 
-Strategy = Literal["auto", "vmap", "shard", "loop"]
 STRATEGIES = ("auto", "vmap", "shard", "loop")
 
 
@@ -152,7 +150,7 @@ class SweepRunner:
         return jax.device_put(pad(state, self.n_padded), self.state_sharding)
 
     def place_data(self, data: dict[str, np.ndarray]):
-        return jax.device_put({k: jnp.asarray(v) for k, v in data.items()}, self.data_sharding)
+        return jax.device_put(dict(data), self.data_sharding)
 
     def take(self, state):
         """The real members of a placed state (drops padding)."""

@@ -32,8 +32,12 @@ def test_text_windows_same_key_same_batch_and_stay_in_range():
 
 
 def test_text_windows_refuse_short_streams():
+    task = TextWindows(seq_len=64, vocab_size=256)
     with pytest.raises(DataError, match="fewer than one window"):
-        TextWindows(seq_len=64, vocab_size=256).check_data({"train": np.zeros(64, np.int32)}, 4)
+        task.check_data({"train": np.zeros(64, np.int32)})
+    task.check_data({"train": np.zeros(65, np.int32)})  # exactly one window fits
+    b = task.sample({"train": np.arange(65, dtype=np.int32)}, "train", jax.random.PRNGKey(0), 2)
+    np.testing.assert_array_equal(b["targets"][0], np.arange(1, 65))
 
 
 def test_sort_targets_are_sorted_inputs_and_mask_covers_answers():

@@ -91,3 +91,61 @@ def test_run_files_skip_when_complete_and_refuse_other_configs(tmp_path, tiny):
         )
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["10", "20"]
+
+
+RESTORE_CHILD = textwrap.dedent(
+    """
+    import sys
+    from lab.runtime import init_jax
+    init_jax(1)
+    import jax
+    from lab.data.tasks import Sort
+    from lab.model import ModelConfig
+    from lab.train import TrainConfig, members_grid
+    from lab.train.loop import latest_state
+
+    task = Sort(n_items=4, n_symbols=6)
+    cfg = ModelConfig(vocab_size=task.vocab_size, max_len=task.seq_len, n_layers=1, d_model=16, n_heads=2)
+    tcfg = TrainConfig(steps=20, batch_size=4, warmup_steps=2, log_every=5, eval_every=10, eval_batches=2,
+                       ckpt_every=10)
+    step, state = latest_state(sys.argv[1], cfg, tcfg, members_grid(range(8), [3e-3]))
+    assert len(jax.devices()) == 1 and step == 20
+    import numpy as np
+    np.save(sys.argv[2], np.asarray(jax.device_get(state.params["wte"])))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_a_sharded_sweep_restores_on_one_device(tmp_path, tiny):
+    import jax
+    import numpy as np
+
+    cfg, tcfg, task = tiny
+    members = members_grid(range(8), [3e-3])
+    train_sweep(
+        tmp_path / "run",
+        cfg=cfg,
+        tcfg=tcfg,
+        task=task,
+        data={},
+        members=members,
+        progress=False,
+        strategy="shard",
+    )
+    assert json.loads((tmp_path / "run" / "timing.json").read_text())["devices"] == 8
+    script = tmp_path / "restore.py"
+    script.write_text(RESTORE_CHILD)
+    p = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), str(tmp_path / "wte.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    from lab.train.loop import latest_state
+
+    _, state = latest_state(tmp_path / "run", cfg, tcfg, members)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "wte.npy"), np.asarray(jax.device_get(state.params["wte"]))
+    )
