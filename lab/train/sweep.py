@@ -143,6 +143,16 @@ class SweepRunner:
         kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward)
         self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
         self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
+        # jax.jit compiles on first call, so building the evaluator here costs nothing until it is used.
+        vmapped_eval = jax.vmap(self._eval_one, in_axes=(0, None))
+        if self.strategy == "loop":
+            self._eval = jax.jit(vmapped_eval)
+        else:
+            self._eval = jax.jit(
+                vmapped_eval,
+                in_shardings=(self.state_sharding, self.data_sharding),
+                out_shardings=self.state_sharding,
+            )
 
     # -- placement -------------------------------------------------------------------------------------
     def place(self, state):
@@ -189,13 +199,4 @@ class SweepRunner:
         )
 
     def evaluate(self, state, data) -> dict:
-        if not hasattr(self, "_eval"):
-            if self.strategy == "loop":
-                self._eval = jax.jit(jax.vmap(self._eval_one, in_axes=(0, None)))
-            else:
-                self._eval = jax.jit(
-                    jax.vmap(self._eval_one, in_axes=(0, None)),
-                    in_shardings=(self.state_sharding, self.data_sharding),
-                    out_shardings=self.state_sharding,
-                )
         return self._eval(state, data)
