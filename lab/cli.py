@@ -7,6 +7,10 @@
     lab report                                 assemble results/REPORT.md
     lab config e04 [--preset P] [--set ...]    print the resolved config (every settable key)
     lab test [PYTEST ARGS]                     ruff check + the test suite
+    lab tokenizer train --data NAME --vocab-size N --out DIR [--pattern gpt2|gpt4|REGEX] [--special S]
+    lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed)
+    lab tokenizer decode --tokenizer DIR       ids on stdin -> text
+    lab tokenizer show --tokenizer DIR "text"  each token of "text" with its id
 
 Bad input (unknown experiment, key or value, missing or bad data, a results directory written by a
 different config) is reported in one line on stderr with exit status 2, before anything is written.
@@ -21,20 +25,18 @@ from pathlib import Path
 
 from lab import config as config_lib
 from lab import experiment as E
-from lab.errors import LabError
-from lab.train.sweep import STRATEGIES
+from lab.errors import ConfigError, DataError, LabError
+
+# Kept here rather than imported from lab.train.sweep so that `lab tokenizer ...` never imports JAX (a
+# process with JAX loaded must not fork, and tokenizer training forks workers); a test holds it equal.
+STRATEGIES = ("auto", "vmap", "shard", "loop")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints the whole usage first)
-        self.exit(
-            2,
-            f"lab: error: {message} (see `lab {self.prog.split()[-1]} --help`)\n"
-            if " " in self.prog
-            else f"lab: error: {message} (see `lab --help`)\n",
-        )
+        self.exit(2, f"lab: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _common_results(p):
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         default="auto",
         choices=STRATEGIES,
-        help="how sweeps use devices (default: auto)",
+        help="how sweeps use devices: auto (default), vmap, shard or loop",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -86,10 +88,135 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p)
     p.set_defaults(func=cmd_config)
 
+    add_tokenizer_commands(sub)
+
     p = sub.add_parser("test", help="ruff check, then pytest (extra arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_test)
     return parser
+
+
+def add_tokenizer_commands(sub) -> None:
+    tok = sub.add_parser("tokenizer", help="train, inspect and use byte-level BPE tokenizers")
+    tsub = tok.add_subparsers(dest="tokenizer_command", required=True, parser_class=_Parser)
+
+    p = tsub.add_parser("train", help="train a byte-level BPE on a corpus and save it to a directory")
+    p.add_argument("--data", required=True, help="corpus: pydocs | pystdlib | tinyshakespeare | file:PATH")
+    p.add_argument("--vocab-size", type=int, required=True, help="256 bytes + merges + special tokens")
+    p.add_argument("--out", type=Path, required=True, help="new directory to write the tokenizer to")
+    p.add_argument("--pattern", default="gpt2", help="split pattern: gpt2 (default), gpt4, or a regex")
+    p.add_argument("--special", action="append", default=[], help="a special token, e.g. '<|endoftext|>'")
+    p.add_argument(
+        "--workers", type=int, default=None, help="processes for pre-tokenization (default: cores)"
+    )
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    for name, helptext, func in (
+        ("encode", "encode stdin to token ids (streamed)", cmd_tokenizer_encode),
+        ("decode", "decode token ids on stdin to text", cmd_tokenizer_decode),
+        ("show", "show each token of a text with its id", cmd_tokenizer_show),
+    ):
+        p = tsub.add_parser(name, help=helptext)
+        p.add_argument(
+            "--tokenizer", type=Path, required=True, help="a directory from `train` or a .tiktoken file"
+        )
+        if name == "show":
+            p.add_argument("text", help="the text to tokenize")
+        if name != "decode":
+            p.add_argument(
+                "--allow-special", action="store_true", help="encode special-token strings as one token"
+            )
+        p.set_defaults(func=func)
+
+
+def cmd_tokenizer_train(args) -> int:
+    import time
+
+    from lab.data.corpora import load_corpus
+    from lab.tokenizer import compile_pattern, describe, save, train_bpe
+
+    # Everything that can be refused is refused before the (long) training starts.
+    if args.vocab_size < 256 + len(set(args.special)):
+        raise ConfigError(
+            f"--vocab-size {args.vocab_size} is too small: at least 256 bytes + {len(set(args.special))} "
+            f"special tokens = {256 + len(set(args.special))}"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    compile_pattern(args.pattern)
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ConfigError(f"--out {args.out} already exists and is not empty; choose a new directory")
+    corpus = load_corpus(args.data)
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=args.vocab_size, desc="merges", unit="tok", disable=not sys.stderr.isatty()) as bar:
+        tok = train_bpe(
+            corpus.text,
+            args.vocab_size,
+            pattern=args.pattern,
+            special_tokens=args.special,
+            workers=args.workers,
+            name=args.out.name,
+            progress=lambda done, total: bar.update(256 + done - bar.n),
+        )
+    seconds = time.perf_counter() - t0
+    save(tok, args.out)
+    info = describe(tok)
+    print(
+        f"trained {info['vocab_size']} tokens ({len(tok.merges)} merges, pattern {info['pattern']}) on "
+        f"{corpus.name} ({len(corpus.text) / 1e6:.1f}M characters) in {seconds:.1f} s -> {args.out}"
+    )
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: the corpus ran out of pairs; {tok.vocab_size} < --vocab-size {args.vocab_size}")
+    return 0
+
+
+def _load_tokenizer(path):
+    from lab.tokenizer import load
+
+    return load(path)
+
+
+def cmd_tokenizer_encode(args) -> int:
+    tok = _load_tokenizer(args.tokenizer)
+    allowed = "all" if args.allow_special else "none"
+    out, line = sys.stdout, []
+    try:
+        for i in tok.encode_iterable(iter(lambda: sys.stdin.read(1 << 16), ""), allowed_special=allowed):
+            line.append(str(i))
+            if len(line) >= 4096:
+                out.write(" ".join(line) + " ")
+                line = []
+    except DataError as e:
+        raise DataError(f"{e} (on the command line: --allow-special)") from None
+    out.write(" ".join(line) + "\n")
+    return 0
+
+
+def cmd_tokenizer_decode(args) -> int:
+    tok = _load_tokenizer(args.tokenizer)
+    words = sys.stdin.read().split()
+    try:
+        ids = [int(w) for w in words]
+    except ValueError:
+        bad = next(w for w in words if not w.lstrip("-").isdigit())
+        raise ConfigError(f"token ids must be integers separated by spaces, got {bad[:30]!r}") from None
+    try:
+        sys.stdout.write(tok.decode(ids))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def cmd_tokenizer_show(args) -> int:
+    tok = _load_tokenizer(args.tokenizer)
+    pieces = tok.tokens(args.text, allowed_special="all" if args.allow_special else "none")
+    for i, b in pieces:
+        print(f"{i:>7}  {b.decode('utf-8', errors='backslashreplace')!r}")
+    n_bytes = len(args.text.encode("utf-8", errors="replace"))
+    print(f"{len(pieces)} tokens, {n_bytes} bytes, {n_bytes / max(len(pieces), 1):.2f} bytes/token ({tok!r})")
+    return 0
 
 
 def cmd_list(args) -> int:
