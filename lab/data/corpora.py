@@ -88,6 +88,17 @@ DOWNLOADS: dict[str, Download] = {
 }
 
 
+# Files that are not corpora but are fetched the same way (once, sha256-checked, cached).
+ASSETS: dict[str, Download] = {
+    # OpenAI's published GPT-2 ranks (r50k_base = GPT-2's vocabulary); the hash is the one tiktoken pins.
+    "gpt2.tiktoken": Download(
+        url="https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+        sha256="306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+        filename="gpt2.tiktoken",
+    ),
+}
+
+
 def corpus_names() -> list[str]:
     """The named corpus specs (sorted); `file:PATH` is accepted besides these."""
     return sorted({*_EMBEDDED, *DOWNLOADS})
@@ -302,9 +313,10 @@ def fetch(name: str, cache_dir: str | os.PathLike[str] | None = None) -> pathlib
     a temporary file in the cache directory and renamed into place only once its hash is right, so a
     failed or interrupted download never leaves a file behind under the final name or a temporary one.
     """
-    if name not in DOWNLOADS:
-        raise _fail(f"unknown download {name!r}; allowed: {', '.join(sorted(DOWNLOADS))}")
-    download = DOWNLOADS[name]
+    known = {**DOWNLOADS, **ASSETS}
+    if name not in known:
+        raise _fail(f"unknown download {name!r}; allowed: {', '.join(sorted(known))}")
+    download = known[name]
     directory = pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = directory / download.filename
     if target.exists():

@@ -19,16 +19,23 @@ class DataConfig:
 
     name: "pydocs" | "pystdlib" (need no network) | "tinyshakespeare" (downloaded once, sha256-checked)
           | "file:PATH"
-    tokenizer: "byte" (UTF-8 bytes, vocabulary 256) or "char" (the corpus's characters, as nanoGPT's
-          shakespeare_char); a BPE tokenizer arrives with project 1.
+    tokenizer: "byte" (UTF-8 bytes, vocabulary 256), "char" (the corpus's characters, as nanoGPT's
+          shakespeare_char) or "bpe" (a byte-level BPE of `bpe_vocab_size` ids with split pattern
+          `bpe_pattern`, trained on the training part of the text only, so validation text is unseen)
     """
 
     name: str = "pydocs"
-    tokenizer: Literal["byte", "char"] = "byte"
+    tokenizer: Literal["byte", "char", "bpe"] = "byte"
     val_fraction: float = 0.1  # the last 10% of the stream is validation (nanoGPT's split)
+    bpe_vocab_size: int = 4096
+    bpe_pattern: Literal["gpt2", "gpt4"] = "gpt2"
 
     def __post_init__(self):
         check(0 < self.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        check(
+            self.bpe_vocab_size >= 256,
+            f"data.bpe_vocab_size must be >= 256 (one id per byte), got {self.bpe_vocab_size}",
+        )
 
 
 @dataclass
@@ -43,10 +50,17 @@ class TextData:
         return {"train": self.train, "val": self.val}
 
 
-@functools.lru_cache(maxsize=2)  # an experiment's check, run and analyze share one tokenized corpus
+@functools.lru_cache(maxsize=8)  # an experiment's check, run and analyze share one tokenized corpus
 def load_text_data(dcfg: DataConfig) -> TextData:
     corpus = load_corpus(dcfg.name)
-    tok = make_tokenizer(dcfg.tokenizer, corpus.text)
+    # BPE is fitted on the training part of the text only (the split below is on ids, so its cut lands
+    # within a token of this one), so validation measures text the tokenizer has not seen. The char
+    # tokenizer keeps nanoGPT's convention of a vocabulary over the whole text (it cannot encode unseen
+    # characters, and its vocabulary is not something validation could overfit).
+    fit_on = corpus.text
+    if dcfg.tokenizer == "bpe":
+        fit_on = corpus.text[: int(len(corpus.text) * (1.0 - dcfg.val_fraction))] or corpus.text
+    tok = make_tokenizer(dcfg.tokenizer, fit_on, dcfg.bpe_vocab_size, dcfg.bpe_pattern)
     ids = tok.encode(corpus.text)
     train, val = split(ids, dcfg.val_fraction)
     # Small vocabularies fit in int32 either way; keep the stream compact on device.
@@ -61,5 +75,8 @@ def load_text_data(dcfg: DataConfig) -> TextData:
         "vocab_size": tok.vocab_size,
         "train_tokens": int(train.size),
         "val_tokens": int(val.size),
+        # UTF-8 bytes the validation ids stand for: loss per token * val_tokens / val_bytes / ln 2 is
+        # bits per byte, the measure that compares models with different tokenizers.
+        "val_bytes": tok.n_bytes(val),
     }
     return TextData(train.astype(dtype), val.astype(dtype), tok, info)

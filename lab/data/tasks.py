@@ -100,3 +100,61 @@ class Sort:
 
     def decode(self, ids) -> str:
         return " ".join("|" if int(i) == self.sep else str(int(i)) for i in ids)
+
+
+@dataclass(frozen=True)
+class PromptAnswer:
+    """Fixed prompt -> answer examples (padded to one length), the loss on the answer tokens only.
+
+    data[split] is an (N, seq_len + 1) int32 array of examples `prompt ids + answer ids + padding`, and
+    data[split + "_mask"] an (N, seq_len) bool array that is True where the *target* is an answer token.
+    A batch is `batch_size` examples drawn uniformly with replacement. A model whose argmax is right at
+    every answer position under teacher forcing generates the answer exactly under greedy decoding, so
+    the per-example "all answer tokens right" rate (see `lab.train.step.eval_step`'s val_accuracy for the
+    per-token rate) is greedy exact-match accuracy.
+    """
+
+    seq_len: int
+    vocab_size: int
+    kind = "prompt_answer"
+
+    def sample(self, data, split, key, batch_size):
+        rows = jax.random.randint(key, (batch_size,), 0, data[split].shape[0])
+        seq = jnp.asarray(data[split])[rows].astype(jnp.int32)
+        return {
+            "inputs": seq[:, :-1],
+            "targets": seq[:, 1:],
+            "mask": jnp.asarray(data[split + "_mask"])[rows],
+        }
+
+    def check_data(self, data) -> None:
+        for split in ("train", "val"):
+            if split not in data or split + "_mask" not in data:
+                raise DataError(f"a prompt/answer task needs arrays {split!r} and {split + '_mask'!r}")
+            seq, mask = data[split], data[split + "_mask"]
+            if (
+                seq.ndim != 2
+                or seq.shape[1] != self.seq_len + 1
+                or mask.shape != (seq.shape[0], self.seq_len)
+            ):
+                raise DataError(
+                    f"{split}: examples must be (N, {self.seq_len + 1}) with a (N, {self.seq_len}) mask, got "
+                    f"{seq.shape} and {mask.shape}"
+                )
+            if seq.shape[0] == 0 or not mask.any(axis=1).all():
+                raise DataError(f"{split}: needs at least one example, each with at least one answer token")
+
+
+def pack_examples(pairs: list[tuple[list[int], list[int]]], pad: int, seq_len: int | None = None):
+    """(examples (N, L + 1) int32, mask (N, L) bool) from (prompt ids, answer ids) pairs; L is the longest
+    example minus one unless `seq_len` is given (longer examples are an error, never silently cut)."""
+    longest = max(len(p) + len(a) for p, a in pairs)
+    L = longest - 1 if seq_len is None else seq_len
+    if longest > L + 1:
+        raise DataError(f"an example has {longest} tokens, more than seq_len + 1 = {L + 1}")
+    seqs = np.full((len(pairs), L + 1), pad, dtype=np.int32)
+    mask = np.zeros((len(pairs), L), dtype=bool)
+    for i, (p, a) in enumerate(pairs):
+        seqs[i, : len(p) + len(a)] = p + a
+        mask[i, len(p) - 1 : len(p) + len(a) - 1] = True  # targets at t are tokens t + 1
+    return seqs, mask

@@ -1,10 +1,11 @@
 """Byte- and character-level tokenization of a corpus into int32 ids, and the train/validation split.
 
-These stand in until the byte-level BPE tokenizer of `lab/tokenizer` lands:
+Three kinds, chosen by `DataConfig.tokenizer`:
 
   ByteTokenizer   ids are the UTF-8 bytes of the text (vocab 256); any text, no fitting
   CharTokenizer   ids index the sorted set of characters of the training text, as nanoGPT's
                   `data/shakespeare_char/prepare.py` does (Karpathy, nanoGPT, 2022)
+  BPETokenizer    a byte-level BPE (lab.tokenizer) trained on the training text to a given vocabulary
 
 `split` is nanoGPT's contiguous split: the first (1 - f) of the ids train, the last f validate.
 Encoding is vectorised with numpy so a 30 MB corpus takes well under a second. No JAX here.
@@ -23,6 +24,7 @@ from lab.errors import ConfigError, DataError
 __all__ = [
     "ByteTokenizer",
     "CharTokenizer",
+    "BPETokenizer",
     "Tokenizer",
     "TOKENIZERS",
     "make_tokenizer",
@@ -82,6 +84,10 @@ class ByteTokenizer:
     def decode(self, ids: Any) -> str:
         """The text of bytes `ids`; invalid UTF-8 (a window can cut a multi-byte char) becomes U+FFFD."""
         return _as_ids(ids, 256).astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+    def n_bytes(self, ids: Any) -> int:
+        """UTF-8 bytes of the text `ids` stand for."""
+        return int(np.asarray(ids).size)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind}
@@ -148,24 +154,78 @@ class CharTokenizer:
         codepoints = self._codepoints[_as_ids(ids, self.vocab_size)]
         return codepoints.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
+    def n_bytes(self, ids: Any) -> int:
+        """UTF-8 bytes of the text `ids` stand for (lone surrogates count as the 3 bytes surrogatepass writes)."""
+        lengths = np.array([len(c.encode("utf-8", "surrogatepass")) for c in self.chars], dtype=np.int64)
+        return int(lengths[_as_ids(ids, self.vocab_size)].sum())
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "chars": "".join(self.chars)}
 
 
-Tokenizer = ByteTokenizer | CharTokenizer
+@dataclass(frozen=True)
+class BPETokenizer:
+    """A byte-level BPE from `lab.tokenizer`, with the same array interface as the other two.
 
-# One dispatch table (DESIGN convention 3): kind -> how to build it from the training text.
-TOKENIZERS: dict[str, Callable[[str], Tokenizer]] = {
-    "byte": lambda text: ByteTokenizer(),
-    "char": CharTokenizer.fit,
+    Any text encodes (lone surrogates become U+FFFD, as `lab.tokenizer` documents); special-token strings
+    in a corpus are encoded as ordinary text, so a corpus can never inject a control token.
+    """
+
+    kind: ClassVar[str] = "bpe"
+    bpe: Any  # lab.tokenizer.Tokenizer
+
+    @classmethod
+    def fit(cls, text: str, vocab_size: int = 4096, pattern: str = "gpt2") -> BPETokenizer:
+        from lab.tokenizer import train_bpe
+
+        return cls(train_bpe(text, vocab_size, pattern=pattern, name=f"bpe{vocab_size}-{pattern}"))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bpe.vocab_size
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.bpe.encode_ordinary(text), dtype=np.int32)
+
+    def decode(self, ids: Any) -> str:
+        return self.bpe.decode(_as_ids(ids, self.vocab_size).tolist())
+
+    def n_bytes(self, ids: Any) -> int:
+        """UTF-8 bytes of the text `ids` stand for."""
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        for b, r in self.bpe.ranks.items():
+            lengths[r] = len(b)
+        return int(lengths[_as_ids(ids, self.vocab_size)].sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        import hashlib
+
+        # The hash of the ranks in tiktoken's file format: two fits that agree here encode identically.
+        ranks = "".join(f"{b.hex()} {r}\n" for b, r in sorted(self.bpe.ranks.items(), key=lambda kv: kv[1]))
+        return {
+            "kind": self.kind,
+            "vocab_size": self.vocab_size,
+            "pattern": self.bpe.pattern_name or self.bpe.pattern,
+            "ranks_sha256": hashlib.sha256(ranks.encode("ascii")).hexdigest(),
+        }
+
+
+Tokenizer = ByteTokenizer | CharTokenizer | BPETokenizer
+
+# One dispatch table (DESIGN convention 3): kind -> how to build it from the training text and the
+# BPE options (vocabulary size, split pattern), which the other kinds ignore.
+TOKENIZERS: dict[str, Callable[[str, int, str], Tokenizer]] = {
+    "byte": lambda text, vocab_size, pattern: ByteTokenizer(),
+    "char": lambda text, vocab_size, pattern: CharTokenizer.fit(text),
+    "bpe": BPETokenizer.fit,
 }
 
 
-def make_tokenizer(kind: str, text: str) -> Tokenizer:
-    """A tokenizer of `kind` ("byte" or "char") for training text `text`."""
+def make_tokenizer(kind: str, text: str, vocab_size: int = 4096, pattern: str = "gpt2") -> Tokenizer:
+    """A tokenizer of `kind` ("byte", "char" or "bpe") for training text `text`."""
     if kind not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {kind!r}; allowed: {', '.join(sorted(TOKENIZERS))}")
-    return TOKENIZERS[kind](text)
+    return TOKENIZERS[kind](text, vocab_size, pattern)
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
@@ -178,6 +238,12 @@ def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
         if not isinstance(chars, str):
             raise ConfigError("a char tokenizer description needs 'chars', a string of its vocabulary")
         return CharTokenizer(tuple(chars))
+    if kind == "bpe":
+        raise ConfigError(
+            "a BPE tokenizer is not rebuilt from its description (which records only its hash); retrain it "
+            "with make_tokenizer('bpe', text, vocab_size, pattern), which is deterministic, or load a saved "
+            "one with lab.tokenizer.load"
+        )
     raise ConfigError(f"unknown tokenizer kind {kind!r}; allowed: {', '.join(sorted(TOKENIZERS))}")
 
 

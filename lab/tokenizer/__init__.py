@@ -19,7 +19,7 @@ from lab.tokenizer.io import (
     save,
 )
 from lab.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, compile_pattern
-from lab.tokenizer.train import count_pretokens, split_for_workers, train_bpe
+from lab.tokenizer.train import count_pretokens, split_for_workers, train_bpe, truncate
 
 __all__ = [
     "GPT2_PATTERN",
@@ -39,4 +39,5 @@ __all__ = [
     "save",
     "split_for_workers",
     "train_bpe",
+    "truncate",
 ]

@@ -32,7 +32,7 @@ from lab.errors import ConfigError, DataError
 from lab.tokenizer.bpe import Tokenizer, clean_surrogates
 from lab.tokenizer.patterns import compile_pattern, pattern_name, resolve_pattern
 
-__all__ = ["count_pretokens", "train_bpe", "split_for_workers"]
+__all__ = ["count_pretokens", "train_bpe", "split_for_workers", "truncate"]
 
 # Below this many characters one process counts faster than starting a second one.
 PARALLEL_MIN_CHARS = 4_000_000
@@ -248,3 +248,22 @@ def _learn_merges(counts: Counter, n_merges: int, progress=None) -> list[tuple[i
         if progress is not None and len(merges) % 256 == 0:
             progress(len(merges), n_merges)
     return merges
+
+
+def truncate(tok: Tokenizer, vocab_size: int) -> Tokenizer:
+    """The tokenizer `train_bpe` would have produced with the smaller `vocab_size` on the same text.
+
+    Training is greedy and deterministic, so the first k merges of a long run are exactly the merges of a
+    run stopped at k (the tests check it); one training run thus yields every smaller vocabulary.
+    Special tokens are dropped (their ids would otherwise collide).
+    """
+    if tok.merges is None:
+        raise ConfigError("only a trained tokenizer (one that records its merges) can be truncated")
+    n = vocab_size - 256
+    if not 0 <= n <= len(tok.merges):
+        raise ConfigError(
+            f"vocab_size {vocab_size} is outside [256, {256 + len(tok.merges)}] for this tokenizer"
+        )
+    merges = tok.merges[:n]
+    ranks = {b: r for b, r in tok.ranks.items() if r < vocab_size}
+    return Tokenizer(ranks, tok.pattern, {}, merges=merges, name=f"{tok.name}-{vocab_size}")

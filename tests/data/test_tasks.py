@@ -49,3 +49,44 @@ def test_sort_targets_are_sorted_inputs_and_mask_covers_answers():
     np.testing.assert_array_equal(y[:, 5:], np.sort(x[:, :5], axis=1))
     np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
     assert m[:, :5].sum() == 0 and m[:, 5:].all()
+
+
+def test_pack_examples_masks_exactly_the_answer_targets():
+    from lab.data.tasks import pack_examples
+
+    seqs, mask = pack_examples([([5, 6], [7, 8, 9]), ([1], [2])], pad=0)
+    np.testing.assert_array_equal(seqs, [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]])
+    # targets are seqs[:, 1:]; the mask is True where a target is an answer token
+    np.testing.assert_array_equal(mask, [[False, True, True, True], [True, False, False, False]])
+    with pytest.raises(DataError, match="more than seq_len"):
+        pack_examples([([1, 2, 3], [4])], pad=0, seq_len=2)
+
+
+def test_prompt_answer_teacher_forced_all_correct_is_greedy_exact_match():
+    """The analysis's exact-match rule: if greedy decoding produces answer A, then teacher forcing on A is
+    right at every answer position (so the mask lines up with what generation predicts)."""
+    from lab.data.tasks import PromptAnswer, pack_examples
+    from lab.infer import generate
+    from lab.model import PRESETS, init
+    from lab.train.evaluate import token_scores
+
+    cfg = PRESETS["smoke"].replace(vocab_size=11, max_len=8)
+    params = init(cfg, jax.random.PRNGKey(1))
+    prompts = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    answers = []
+    for p in prompts:
+        out = np.asarray(generate(cfg, params, np.array([p], np.int32), 4))[0]
+        answers.append(out[len(p) :].tolist())
+    seqs, mask = pack_examples(list(zip(prompts, answers)), pad=0, seq_len=8)
+    _, correct = token_scores(cfg, params, seqs[:, :-1], seqs[:, 1:])
+    assert np.all(correct[mask])
+    task = PromptAnswer(8, 11)
+    data = {"train": seqs, "train_mask": mask, "val": seqs, "val_mask": mask}
+    task.check_data(data)
+    b = task.sample(data, "train", jax.random.PRNGKey(0), 5)
+    for x, y, m in zip(np.asarray(b["inputs"]), np.asarray(b["targets"]), np.asarray(b["mask"])):
+        row = next(i for i in range(3) if (seqs[i, :-1] == x).all())
+        np.testing.assert_array_equal(y, seqs[row, 1:])
+        np.testing.assert_array_equal(m, mask[row])
+    with pytest.raises(DataError, match="val_mask"):
+        task.check_data({"train": seqs, "train_mask": mask, "val": seqs})

@@ -145,8 +145,8 @@ def test_to_dict_round_trips_through_json(text):
 
 def test_unknown_tokenizer_kinds():
     with pytest.raises(ConfigError) as err:
-        make_tokenizer("bpe", "text")
-    assert "'bpe'" in str(err.value) and "byte" in str(err.value) and "char" in str(err.value)
+        make_tokenizer("wordpiece", "text")
+    assert "'wordpiece'" in str(err.value) and "allowed: bpe, byte, char" in str(err.value)
     assert isinstance(err.value, ValueError)
     for bad in ({"kind": "bpe"}, {}, {"kind": "char"}, {"kind": "char", "chars": "ba"}):
         with pytest.raises(ConfigError):
@@ -193,3 +193,44 @@ def test_split_refuses_bad_inputs():
             split(np.arange(100), fraction)
     with pytest.raises(ValueError):
         split(np.zeros((2, 50), dtype=np.int32), 0.1)
+
+
+# -------------------------------------------------------------------------------------------- bpe
+
+
+def test_bpe_adapter_round_trips_and_counts_bytes():
+    text = "The cat sat on the mat; the cat's hat. Ünïcödé 東京 😀 " * 40
+    tok = make_tokenizer("bpe", text, vocab_size=280, pattern="gpt4")
+    assert tok.vocab_size == 280 and tok.to_dict()["pattern"] == "gpt4"
+    ids = tok.encode(text)
+    assert ids.dtype == np.int32 and len(ids) < len(text.encode("utf-8"))
+    assert tok.decode(ids) == text
+    assert tok.n_bytes(ids) == len(text.encode("utf-8"))
+    assert tok.n_bytes(ids[:7]) == len(tok.bpe.decode_bytes(ids[:7].tolist()))
+    again = make_tokenizer("bpe", text, vocab_size=280, pattern="gpt4")
+    assert again.to_dict() == tok.to_dict()  # the ranks hash identifies the fit
+    assert (
+        make_tokenizer("bpe", text, vocab_size=270).to_dict()["ranks_sha256"] != tok.to_dict()["ranks_sha256"]
+    )
+    with pytest.raises(ConfigError, match="not rebuilt"):
+        tokenizer_from_dict(tok.to_dict())
+
+
+def test_byte_and_char_count_bytes():
+    text = "héllo 東京"
+    assert ByteTokenizer().n_bytes(ByteTokenizer().encode(text)) == len(text.encode("utf-8"))
+    char = CharTokenizer.fit(text)
+    assert char.n_bytes(char.encode(text)) == len(text.encode("utf-8"))
+
+
+def test_bpe_data_pipeline_fits_on_training_text_only(tmp_path):
+    from lab.data.pipeline import DataConfig, load_text_data
+
+    path = tmp_path / "c.txt"
+    # the held-out tail is a word never seen in training; a BPE fitted on everything would learn it
+    path.write_text("alpha beta gamma delta. " * 200 + "zyzzyva " * 60)
+    data = load_text_data(DataConfig(f"file:{path}", "bpe", 0.1, bpe_vocab_size=265))
+    assert data.info["vocab_size"] == 265 and data.info["tokenizer"]["kind"] == "bpe"
+    assert b"zyzzyva" not in data.tokenizer.bpe.ranks and b" zyzzyva" not in data.tokenizer.bpe.ranks
+    assert data.info["val_bytes"] == data.tokenizer.n_bytes(data.val)
+    assert data.tokenizer.decode(np.concatenate([data.train, data.val])) == path.read_text()

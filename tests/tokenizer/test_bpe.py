@@ -348,3 +348,15 @@ def test_ranks_must_cover_every_byte():
     assert base64.b64encode(b"x")  # keep the import honest
     with pytest.raises(ConfigError, match="already a token's id"):
         Tokenizer(ok, special_tokens={"<s>": 3})
+
+
+def test_truncating_a_long_run_equals_training_a_short_one(trained):
+    from lab.data.corpora import load_corpus
+    from lab.tokenizer import truncate
+
+    text = load_corpus("pydocs").text[:300_000]
+    short = train_bpe(text, 400)
+    cut = truncate(trained["gpt2"], 400)
+    assert cut.merges == short.merges and cut.ranks == short.ranks and cut.special_tokens == {}
+    with pytest.raises(ConfigError, match="outside"):
+        truncate(trained["gpt2"], 10_000)
