@@ -32,5 +32,18 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   fi
   echo "$want" >"$stamp"
 fi
+# The dashboard's browser test drives a real Chromium. Playwright is a Python test dependency, but its own
+# browser download needs the internet, so the test uses the system's Chromium: on Debian/Ubuntu as root
+# (CI), install the distribution's package once; elsewhere install it yourself or set LAB_CHROMIUM.
+if [ "${1:-}" = "test" ] && [ -z "${LAB_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 &&
+   ! command -v chromium-browser >/dev/null 2>&1 && [ ! -e "$venv/.chromium-tried" ] &&
+   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "lab: installing Debian's chromium for the dashboard's browser test (once) ..." >&2
+  touch "$venv/.chromium-tried"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+       >"$venv/chromium-install.log" 2>&1; then
+    echo "lab: installing chromium failed (log: $venv/chromium-install.log); the browser test will skip" >&2
+  fi
+fi
 cd "$root"
 exec "$venv/bin/python" -m lab.cli "$@"

@@ -7,6 +7,7 @@
     lab report                                 assemble results/REPORT.md
     lab config e04 [--preset P] [--set ...]    print the resolved config (every settable key)
     lab test [PYTEST ARGS]                     ruff check + the test suite
+    lab dashboard [--checkpoint RUN_DIR] [--port 8765]  the sampler dashboard on http://127.0.0.1:8765
     lab tokenizer train --data NAME --vocab-size N --out DIR [--pattern gpt2|gpt4|REGEX] [--special S]
     lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed)
     lab tokenizer decode --tokenizer DIR       ids on stdin -> text
@@ -89,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     add_tokenizer_commands(sub)
+
+    p = sub.add_parser("dashboard", help="serve the interactive sampler dashboard on 127.0.0.1")
+    p.add_argument("--checkpoint", type=Path, default=None, help="a run directory of a text model (default: "
+                   "e05's language model if trained, else a small model trained on first use)")  # fmt: skip
+    p.add_argument("--member", type=int, default=0, help="which member (seed) of the run's sweep")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    p.add_argument("--max-tokens", type=int, default=256, help="longest generation a request may ask for")
+    p.add_argument("--max-concurrent", type=int, default=2, help="generations allowed at once")
+    _common_results(p)
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("test", help="ruff check, then pytest (extra arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
@@ -216,6 +230,48 @@ def cmd_tokenizer_show(args) -> int:
         print(f"{i:>7}  {b.decode('utf-8', errors='backslashreplace')!r}")
     n_bytes = len(args.text.encode("utf-8", errors="replace"))
     print(f"{len(pieces)} tokens, {n_bytes} bytes, {n_bytes / max(len(pieces), 1):.2f} bytes/token ({tok!r})")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
+    if not 1 <= args.max_tokens <= 4096:
+        raise ConfigError(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
+    if not 1 <= args.max_concurrent <= 64:
+        raise ConfigError(f"--max-concurrent must be in [1, 64], got {args.max_concurrent}")
+    from lab.runtime import init_jax
+
+    init_jax()
+    from lab.infer.dashboard import make_server
+    from lab.infer.load import load_text_model, train_default_model
+
+    run_dir = args.checkpoint
+    if run_dir is None:
+        e05 = args.results / "e05_sampling" / "runs" / "lm"
+        run_dir = e05 if (e05 / "checkpoints").is_dir() else args.results / "dashboard" / "model"
+        if run_dir != e05 and not (run_dir / "checkpoints").is_dir():
+            print(f"no trained model yet: training a small one into {run_dir} (about a minute, once)")
+            train_default_model(run_dir)
+    model = load_text_model(run_dir, args.member)
+    try:
+        server = make_server(model, args.host, args.port, args.max_tokens, args.max_concurrent)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); try another --port"
+        ) from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
+    print(
+        f"serving {model.description}\nopen http://{args.host}:{server.server_port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 

@@ -72,6 +72,7 @@ def load_text_data(dcfg: DataConfig) -> TextData:
         "documents": corpus.n_documents,
         "characters": len(corpus.text),
         "tokenizer": tok.to_dict(),
+        "val_fraction": dcfg.val_fraction,
         "vocab_size": tok.vocab_size,
         "train_tokens": int(train.size),
         "val_tokens": int(val.size),

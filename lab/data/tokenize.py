@@ -89,6 +89,9 @@ class ByteTokenizer:
         """UTF-8 bytes of the text `ids` stand for."""
         return int(np.asarray(ids).size)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([int(_as_ids(token_id, 256)[0])])
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind}
 
@@ -154,6 +157,9 @@ class CharTokenizer:
         codepoints = self._codepoints[_as_ids(ids, self.vocab_size)]
         return codepoints.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.chars[int(_as_ids(token_id, self.vocab_size)[0])].encode("utf-8", "surrogatepass")
+
     def n_bytes(self, ids: Any) -> int:
         """UTF-8 bytes of the text `ids` stand for (lone surrogates count as the 3 bytes surrogatepass writes)."""
         lengths = np.array([len(c.encode("utf-8", "surrogatepass")) for c in self.chars], dtype=np.int64)
@@ -189,6 +195,9 @@ class BPETokenizer:
 
     def decode(self, ids: Any) -> str:
         return self.bpe.decode(_as_ids(ids, self.vocab_size).tolist())
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.bpe.token_bytes(int(token_id))
 
     def n_bytes(self, ids: Any) -> int:
         """UTF-8 bytes of the text `ids` stand for."""

@@ -1,0 +1,195 @@
+"""The sampler dashboard: a small HTTP server (standard library only) and one self-contained page.
+
+    lab dashboard [--checkpoint RUN_DIR] [--member 0] [--port 8765] [--host 127.0.0.1]
+
+GET  /              the page (HTML, CSS and JavaScript inline: works offline, no CDN)
+GET  /api/info      the model being served and the request limits
+POST /api/generate  {"prompt": str, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
+                     "repetition_penalty": float, "seed": int, "max_tokens": int}
+                    -> {"tokens": [{"id", "text", "prob", "entropy_before", "entropy_after", "kept",
+                        "top": [{"id", "text", "before", "after"}]}], "stats": {...}}
+
+Every field is checked (type and range, unknown fields refused); a bad request gets a 400 with a JSON
+{"error": "..."} naming the field and what is allowed, and the server keeps serving. The prompt and body
+are bounded in size, `max_tokens` by the server's limit, and at most `max_concurrent` generations run at
+once (others get a 429 and can retry). The server binds 127.0.0.1 unless another host is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from lab.analysis.diversity import distinct_n, loop, repeated_ngram_fraction
+from lab.infer.dashboard_page import PAGE
+from lab.infer.load import TextModel
+from lab.infer.sampler import sample_trace
+from lab.ops.sampling import SamplingParams
+
+MAX_BODY = 64 * 1024  # bytes of request JSON
+MAX_PROMPT_CHARS = 4000
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _number(
+    body: dict, name: str, default, lo: float, hi: float, integer: bool = False, lo_open: bool = False
+):
+    value = body.get(name, default)
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise BadRequest(f"{name} must be {kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
+    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+        raise BadRequest(f"{name} must be {kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
+    return value
+
+
+FIELDS = ("prompt", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "max_tokens")
+
+
+def parse_request(raw: bytes, vocab_size: int, max_new: int):
+    """(prompt, SamplingParams, seed, max_tokens) from a request body, or BadRequest naming the problem."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"the request body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+        raise BadRequest(f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
+    params = SamplingParams(
+        temperature=_number(body, "temperature", 1.0, 0.0, 10.0),
+        top_k=_number(body, "top_k", 0, 0, vocab_size, integer=True),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
+        min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
+        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, 10.0, lo_open=True),
+    )
+    seed = _number(body, "seed", 0, 0, 2**31 - 1, integer=True)
+    max_tokens = _number(body, "max_tokens", 64, 1, max_new, integer=True)
+    return prompt, params, seed, max_tokens
+
+
+def generate_response(model: TextModel, prompt: str, params: SamplingParams, seed: int, n: int, max_new: int):
+    ids = model.tokenizer.encode(prompt).tolist() if prompt else []
+    if not ids:
+        ids = model.tokenizer.encode("\n").tolist()  # an empty prompt starts from a newline
+    t0 = time.perf_counter()
+    rec = sample_trace(
+        model.cfg, model.params, np.array([ids]), n, params, seed=seed, max_new=max_new, top_n=10
+    )
+    ms = (time.perf_counter() - t0) * 1e3
+    toks = rec["tokens"][0].tolist()
+    texts = model.pieces(toks, context=ids)
+    out = []
+    for i, tok in enumerate(toks):
+        top = [
+            {
+                "id": int(j),
+                "text": model.pieces([j], context=ids + toks[:i])[0],
+                "before": float(b),
+                "after": float(a),
+            }  # fmt: skip
+            for j, b, a in zip(rec["top_ids"][0, i], rec["top_before"][0, i], rec["top_after"][0, i])
+        ]
+        out.append({
+            "id": tok, "text": texts[i], "prob": float(rec["prob"][0, i]),
+            "entropy_before": float(rec["entropy_before"][0, i]), "entropy_after": float(rec["entropy_after"][0, i]),
+            "kept": int(rec["kept"][0, i]), "top": top,
+        })  # fmt: skip
+    lp = loop(toks)
+    stats = {
+        "distinct_1": distinct_n([toks], 1),
+        "distinct_2": distinct_n([toks], 2),
+        "repeated_4gram_fraction": repeated_ngram_fraction(toks, 4),
+        "mean_entropy_after": float(np.mean(rec["entropy_after"][0])) if toks else 0.0,
+        "loop_period": lp[0] if lp else None,
+        "loop_start": lp[1] if lp else None,
+        "prompt_tokens": len(ids),
+        "milliseconds": ms,
+    }
+    return {"tokens": out, "stats": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                     for k, v in stats.items()}}  # fmt: skip
+
+
+def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max_new: int = 256,
+                max_concurrent: int = 2) -> ThreadingHTTPServer:  # fmt: skip
+    """A server for `model` (call .serve_forever(); port 0 picks a free port, see .server_port)."""
+    slots = threading.BoundedSemaphore(max_concurrent)
+    info = {
+        "model": model.description,
+        "vocab_size": model.cfg.vocab_size,
+        "context": model.cfg.max_len,
+        "max_tokens": max_new,
+        "max_concurrent": max_concurrent,
+        "max_prompt_chars": MAX_PROMPT_CHARS,
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lab-dashboard"
+
+        def log_message(self, fmt, *args):  # quiet: one line per request would drown the terminal
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, obj):
+            self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
+
+        def do_GET(self):
+            if self.path == "/":
+                self._send(200, PAGE.encode("utf-8"), "text/html; charset=utf-8")
+            elif self.path == "/api/info":
+                self._json(200, info)
+            else:
+                self._json(404, {"error": f"no such page {self.path!r}; try / or /api/info"})
+
+        def do_POST(self):
+            if self.path != "/api/generate":
+                return self._json(404, {"error": f"no such endpoint {self.path!r}; POST to /api/generate"})
+            try:
+                length = int(self.headers.get("Content-Length", "-1"))
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY:
+                return self._json(
+                    400, {"error": f"the request needs a Content-Length of at most {MAX_BODY} bytes"}
+                )
+            raw = self.rfile.read(length)
+            try:
+                request = parse_request(raw, model.cfg.vocab_size, max_new)
+            except BadRequest as e:
+                return self._json(400, {"error": str(e)})
+            if not slots.acquire(blocking=False):
+                return self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": f"busy: {max_concurrent} generations "
+                                                                 "are running; retry shortly"})  # fmt: skip
+            # The slot is released before the reply is sent, so a client that fires its next request the
+            # moment it has this reply never finds its own finished request still holding the slot.
+            try:
+                status, reply = 200, generate_response(model, *request, max_new=max_new)
+            except Exception as e:  # a failure in one request must not take the server down
+                status, reply = 500, {"error": f"generation failed: {type(e).__name__}: {e}"}
+            finally:
+                slots.release()
+            self._json(status, reply)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server

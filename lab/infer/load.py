@@ -1,0 +1,130 @@
+"""Load a trained text model from any experiment's run directory, or train the default one.
+
+A run directory (written by `lab.train.train_sweep`) holds config.json (model, train config, task,
+members, data description) and checkpoints/. `load_text_model` restores one member's parameters and
+rebuilds the tokenizer the run was trained with (byte and char from their description; BPE by refitting
+on the same corpus text, which is deterministic, and checking the ranks' hash).
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import config as config_lib
+from lab.errors import CheckpointError, ConfigError
+from lab.fileio import read_json
+from lab.model import ModelConfig
+from lab.train.config import TrainConfig
+
+DEFAULT_RUN = Path("results") / "dashboard" / "model"  # trained on first use when nothing else is given
+DEFAULT_STEPS = 800
+
+
+@dataclass
+class TextModel:
+    cfg: ModelConfig
+    params: dict
+    tokenizer: object  # lab.data.tokenize tokenizer: encode(str) -> ids, decode, token_bytes
+    run_dir: Path
+    member: int
+    description: str
+
+    def pieces(self, ids, context=()) -> list[str]:
+        """The text each token in `ids` adds, decoding UTF-8 incrementally after `context` tokens (a
+        character cut between tokens is shown on the token that completes it)."""
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in context:
+            dec.decode(self.tokenizer.token_bytes(int(i)))
+        return [dec.decode(self.tokenizer.token_bytes(int(i))) for i in ids]
+
+
+def _tokenizer(info: dict, run_dir: Path):
+    from lab.data.tokenize import make_tokenizer, tokenizer_from_dict
+
+    desc = info.get("tokenizer") or {}
+    if desc.get("kind") != "bpe":
+        return tokenizer_from_dict(desc)
+    from lab.data.corpora import load_corpus
+
+    text = load_corpus(info["corpus"]).text
+    fit_on = text[: int(len(text) * (1.0 - info.get("val_fraction", 0.1)))] or text
+    tok = make_tokenizer("bpe", fit_on, desc["vocab_size"], desc["pattern"])
+    if tok.to_dict() != desc:
+        raise CheckpointError(
+            f"{run_dir}: refitting its BPE tokenizer on {info['corpus']} gave different ranks than the run "
+            f"recorded (the corpus changed?); cannot decode this model's ids"
+        )
+    return tok
+
+
+def load_text_model(run_dir: str | Path, member: int = 0) -> TextModel:
+    """Member `member` of the sweep in `run_dir`, with its tokenizer."""
+    from lab.train.loop import latest_state
+    from lab.train.sweep import Member
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} does not exist; --checkpoint takes a run directory with config.json and checkpoints/, "
+            f"e.g. results/e01_tokenization/runs/lm/byte"
+        )
+    try:
+        conf = read_json(path)["config"]
+        cfg = config_lib.from_dict(ModelConfig, conf["model"])
+        tcfg = config_lib.from_dict(TrainConfig, conf["train"])
+        members = [Member(m["seed"], m["lr"], m["init_scale"], tuple(m["extra"])) for m in conf["members"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a run config written by this version of lab ({e})") from None
+    if conf.get("task", {}).get("kind") != "text" or "data" not in conf:
+        raise CheckpointError(
+            f"{run_dir} trained on task {conf.get('task', {}).get('kind')!r}, not text; the dashboard needs a "
+            f"language model (a run on a text corpus)"
+        )
+    if conf.get("forward"):
+        raise CheckpointError(
+            f"{run_dir} trains through a custom forward ({conf['forward']}), not the plain model; choose a run "
+            f"of a plain language model, e.g. results/e01_tokenization/runs/lm/byte"
+        )
+    if not 0 <= member < len(members):
+        raise ConfigError(f"--member {member} is out of range; {run_dir} has members 0..{len(members) - 1}")
+    if cfg.mask != "causal":
+        raise CheckpointError(f"{run_dir} holds a {cfg.mask} model; generation needs a causal one")
+    step, state = latest_state(run_dir, cfg, tcfg, members)
+    import jax
+
+    params = jax.tree_util.tree_map(lambda x: x[member], state.params)
+    tok = _tokenizer(conf["data"], run_dir)
+    m = members[member]
+    desc = (
+        f"{run_dir} (member {member}: seed {m.seed}, lr {m.lr:g}; step {step}; {cfg.n_layers} layers, "
+        f"d_model {cfg.d_model}, context {cfg.max_len}; {conf['data'].get('corpus')}, "
+        f"{conf['data']['tokenizer'].get('kind')} tokens, vocabulary {cfg.vocab_size})"
+    )
+    return TextModel(cfg, params, tok, run_dir, member, desc)
+
+
+def train_default_model(run_dir: str | Path = DEFAULT_RUN, progress: bool = True) -> Path:
+    """A small byte-level model of the `pydocs` corpus (needs no network), trained once and then reused."""
+    from lab.data.pipeline import DataConfig, load_text_data
+    from lab.data.tasks import TextWindows
+    from lab.model import PRESETS
+    from lab.train import members_grid, train_sweep
+
+    text = load_text_data(DataConfig("pydocs"))
+    cfg = PRESETS["cpu"].replace(vocab_size=text.tokenizer.vocab_size)
+    tcfg = TrainConfig(steps=DEFAULT_STEPS, batch_size=16, warmup_steps=80, eval_every=200, ckpt_every=400)
+    train_sweep(
+        run_dir,
+        cfg=cfg,
+        tcfg=tcfg,
+        task=TextWindows(cfg.max_len, cfg.vocab_size),
+        data=text.arrays,
+        members=members_grid([0], [tcfg.lr], [1.0]),
+        data_info=text.info,
+        progress=progress,
+        desc="dashboard default model",
+    )
+    return Path(run_dir)

@@ -1,0 +1,170 @@
+"""The sampler dashboard: request validation, a live server that survives bad requests and bounds
+concurrency, and the page driven in a real headless Chromium (Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jax
+import pytest
+
+from lab.data.tokenize import ByteTokenizer
+from lab.infer import dashboard as D
+from lab.infer.load import TextModel
+from lab.model import PRESETS, init
+
+
+@pytest.fixture(scope="module")
+def server():
+    cfg = PRESETS["smoke"].replace(vocab_size=256, max_len=32)
+    model = TextModel(cfg, init(cfg, jax.random.PRNGKey(0)), ByteTokenizer(), Path("."), 0, "test model")
+    srv = D.make_server(model, "127.0.0.1", 0, max_new=64, max_concurrent=1)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def post(url: str, body, raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url + "/api/generate", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+GOOD = {"prompt": "def f(", "temperature": 0.8, "top_k": 20, "top_p": 0.9, "min_p": 0.02,
+        "repetition_penalty": 1.1, "seed": 3, "max_tokens": 12}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"temperature": -0.1}, "temperature must be a number in [0, 10]"),
+        ({"top_p": 0.0}, "top_p must be a number in (0, 1]"),
+        ({"top_p": 1.5}, "top_p must be a number in (0, 1]"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+        ({"min_p": "a lot"}, "min_p must be a number"),
+        ({"max_tokens": 10_000}, "max_tokens must be an integer in [1, 64]"),
+        ({"seed": True}, "seed must be an integer"),
+        ({"prompt": 5}, "prompt must be a string"),
+        ({"temp": 1.0}, "unknown field 'temp'"),
+    ],
+)
+def test_bad_requests_get_400_and_the_server_keeps_serving(server, change, fragment):
+    _, url = server
+    status, body = post(url, {**GOOD, **change})
+    assert status == 400 and fragment in body["error"]
+    status, body = post(url, GOOD)
+    assert status == 200 and len(body["tokens"]) == 12
+
+
+def test_bad_json_and_oversized_bodies(server):
+    _, url = server
+    assert post(url, None, raw=b"{not json")[0] == 400
+    status, body = post(url, None, raw=b"[1, 2]")
+    assert status == 400 and "JSON object" in body["error"]
+    status, body = post(url, None, raw=b" " * (D.MAX_BODY + 1))
+    assert status == 400 and "Content-Length" in body["error"]
+    with urllib.request.urlopen(url + "/api/info", timeout=10) as r:
+        assert json.loads(r.read())["max_tokens"] == 64
+
+
+def test_generation_response_is_consistent(server):
+    _, url = server
+    status, body = post(url, {**GOOD, "temperature": 0.0, "max_tokens": 20})
+    assert status == 200
+    for t in body["tokens"]:
+        assert (
+            t["prob"] == pytest.approx(1.0)
+            and t["kept"] == 1
+            and t["entropy_after"] == pytest.approx(0, abs=1e-5)
+        )
+        assert abs(sum(x["before"] for x in t["top"]) - 1) < 1 + 1e-6
+    again = post(url, {**GOOD, "temperature": 0.0, "max_tokens": 20, "seed": 99})[1]
+    assert [t["id"] for t in again["tokens"]] == [t["id"] for t in body["tokens"]]  # greedy ignores the seed
+    s = body["stats"]
+    assert 0 < s["distinct_1"] <= 1 and s["prompt_tokens"] == len("def f(")
+
+
+def test_concurrency_is_bounded(server, monkeypatch):
+    _, url = server
+    gate = threading.Event()
+    real = D.generate_response
+
+    def slow(*a, **k):
+        gate.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(D, "generate_response", slow)
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=post(url, GOOD)))
+    t.start()
+    time.sleep(0.5)
+    status, body = post(url, GOOD)  # max_concurrent=1 and one is running
+    gate.set()
+    t.join(60)
+    assert status == 429 and "busy" in body["error"]
+    assert first["r"][0] == 200
+
+
+def _chromium() -> str | None:
+    return os.environ.get("LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("LAB_REQUIRE_BROWSER"):  # set by .ci/run: in CI the browser test must run
+        pytest.fail(f"LAB_REQUIRE_BROWSER is set but {reason}")
+    pytest.skip(reason)
+
+
+def test_page_in_a_real_browser(server):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("playwright is not installed (it is in the test extras: pip install -e .[test])")
+    exe = _chromium()
+    if exe is None:
+        _skip_or_fail("no Chromium found: ./lab.sh test installs Debian's chromium when run as root; "
+                      "elsewhere install it or set LAB_CHROMIUM=/path/to/chromium")  # fmt: skip
+    _, url = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_function(
+                "document.getElementById('status').dataset.requests === '1'", timeout=60_000
+            )
+            first = page.inner_text("#output")
+            assert page.locator("#output .tok").count() > 0
+            assert page.locator("#bars rect.before").count() == 10
+            assert "distinct-1" in page.inner_text("#stats")
+            # move two sliders as a person would (input events), and see the output change
+            for knob, value in (("temperature", "1.9"), ("seed", "42")):
+                page.eval_on_selector(
+                    f"#{knob}", "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", value
+                )
+            page.wait_for_function(
+                "Number(document.getElementById('status').dataset.requests) >= 2", timeout=60_000
+            )
+            page.wait_for_timeout(500)
+            page.wait_for_function("!document.getElementById('status').textContent.startsWith('generating')")
+            assert page.inner_text("#temperature_v") == "1.9"
+            assert page.inner_text("#output") != first
+            page.locator("#output .tok").nth(2).click()
+            assert "step 3" in page.inner_text("#bars_title")
+        finally:
+            browser.close()
