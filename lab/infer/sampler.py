@@ -1,7 +1,8 @@
 """Generation with the samplers of `lab.ops.sampling`, recording what happened at every step.
 
 `sample_trace` generates from a batch of prompts and returns, per step and row: the token, its
-probability under the distribution it was drawn from, the entropy of the distribution before and after
+probability under the distribution it was drawn from and under the model itself (after the repetition
+penalty, at temperature 1, before filters), the entropy of the distribution before and after
 the filters, and the top-n tokens with their probabilities before and after filtering. The dashboard and
 project 5's experiment are drawn from these records.
 
@@ -35,6 +36,7 @@ def _trace(cfg: ModelConfig, params, prompt_BW, prompt_len, n_new, sparams, key,
     rec = {
         "token": jnp.zeros((max_new, b), jnp.int32),
         "prob": jnp.zeros((max_new, b), jnp.float32),
+        "model_prob": jnp.zeros((max_new, b), jnp.float32),
         "entropy_before": jnp.zeros((max_new, b), jnp.float32),
         "entropy_after": jnp.zeros((max_new, b), jnp.float32),
         "kept": jnp.zeros((max_new, b), jnp.int32),
@@ -63,6 +65,7 @@ def _trace(cfg: ModelConfig, params, prompt_BW, prompt_len, n_new, sparams, key,
         row = {
             "token": tok,
             "prob": jnp.take_along_axis(after, tok[:, None], -1)[:, 0],
+            "model_prob": jnp.take_along_axis(jax.nn.softmax(penalized, -1), tok[:, None], -1)[:, 0],
             "entropy_before": S.entropy(scaled),
             "entropy_after": S.entropy(after_logits),
             "kept": jnp.sum(jnp.isfinite(after_logits), -1).astype(jnp.int32),
@@ -91,7 +94,7 @@ def sample_trace(
     """Generate `n_new` (<= max_new) tokens after each row of `prompt_BP` (B, P), recording every step.
 
     A prompt longer than cfg.max_len keeps its last max_len tokens (all the model can see). Returns numpy
-    arrays with the batch first: "tokens" (B, n_new) and, per step, "prob", "entropy_before",
+    arrays with the batch first: "tokens" (B, n_new) and, per step, "prob", "model_prob", "entropy_before",
     "entropy_after", "kept" (B, n_new) and "top_ids", "top_before", "top_after" (B, n_new, top_n).
     """
     if cfg.mask != "causal":
