@@ -56,6 +56,7 @@ from lab.model.flops import train_flops_per_step
 from lab.tokenizer import load as load_tokenizer
 from lab.tokenizer import load_tiktoken_file, save, train_bpe, truncate
 from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.evaluate import stream_windows, token_scores
 from lab.train.loop import latest_state
 from lab.viz import plots
@@ -116,9 +117,7 @@ class E01Config:
 PRESET_TABLE = {
     "smoke": E01Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=10
-        ),  # fmt: skip
+        train=TRAIN_PRESETS["smoke"],
         seeds=2,
         lm_bpe_sizes=(300,),
         compression_sizes=(256, 300, 400),
@@ -128,15 +127,7 @@ PRESET_TABLE = {
     "cpu": E01Config(),
     "gpu": E01Config(
         model=PRESETS["gpu"],
-        train=TrainConfig(
-            steps=4000,
-            batch_size=64,
-            warmup_steps=200,
-            eval_every=250,
-            eval_batches=16,
-            ckpt_every=1000,
-            log_every=50,
-        ),  # fmt: skip
+        train=TRAIN_PRESETS["gpu"].replace(steps=4000),
         data=DataConfig(name="pystdlib"),
         lm_bpe_sizes=(1024, 4096, 16384),
         compression_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768),

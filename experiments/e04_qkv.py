@@ -44,6 +44,7 @@ from lab.model import PRESETS, ModelConfig, apply
 from lab.model.config import QKV
 from lab.model.surgery import ROUTES, VARIANTS, mix, rewire
 from lab.train import Member, TrainConfig, members_grid, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
 from lab.viz import plots
@@ -107,9 +108,7 @@ class E04Config:
 PRESET_TABLE = {
     "smoke": E04Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=10
-        ),
+        train=TRAIN_PRESETS["smoke"],
         sort=SortSpec(n_items=4, n_symbols=6, steps=20),
         seeds=2,
         variants=("intact", "swap_qk", "zero_v"),
@@ -121,15 +120,7 @@ PRESET_TABLE = {
     "cpu": E04Config(),
     "gpu": E04Config(
         model=PRESETS["gpu"],
-        train=TrainConfig(
-            steps=3000,
-            batch_size=64,
-            warmup_steps=200,
-            eval_every=250,
-            eval_batches=16,
-            ckpt_every=1000,
-            log_every=50,
-        ),
+        train=TRAIN_PRESETS["gpu"].replace(steps=3000),
         data=DataConfig(name="pystdlib"),
         sort=SortSpec(n_items=16, n_symbols=32, steps=2000),
         variants=ALL_VARIANTS,

@@ -40,6 +40,7 @@ from lab.infer.sampler import sample_trace
 from lab.model import PRESETS, ModelConfig
 from lab.ops.sampling import SamplingParams
 from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
 
@@ -79,9 +80,7 @@ class E05Config:
 PRESET_TABLE = {
     "smoke": E05Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=10
-        ),  # fmt: skip
+        train=TRAIN_PRESETS["smoke"],
         seeds=2,
         temperatures=(0.0, 1.0),
         top_ks=(0,),
@@ -93,15 +92,7 @@ PRESET_TABLE = {
     "cpu": E05Config(),
     "gpu": E05Config(
         model=PRESETS["gpu"],
-        train=TrainConfig(
-            steps=5000,
-            batch_size=64,
-            warmup_steps=200,
-            eval_every=500,
-            eval_batches=16,
-            ckpt_every=1000,
-            log_every=50,
-        ),  # fmt: skip
+        train=TRAIN_PRESETS["gpu"].replace(steps=5000, eval_every=500),
         data=DataConfig(name="pystdlib"),
         temperatures=(0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5),
         top_ks=(0, 5, 20, 50),

@@ -51,3 +51,22 @@ class TrainConfig:
 
     def replace(self, **kw) -> TrainConfig:
         return dataclasses.replace(self, **kw)
+
+
+# Named training sizes, shared by the experiments' presets (each picks its own number of steps):
+#   smoke  a few compiled calls; what the tests run
+#   gpu    one accelerator: bigger batches, rarer logging, evaluation and checkpoints
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(
+        steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=10
+    ),
+    "gpu": TrainConfig(
+        steps=3000,
+        batch_size=64,
+        warmup_steps=200,
+        log_every=50,
+        eval_every=250,
+        eval_batches=16,
+        ckpt_every=1000,
+    ),
+}
