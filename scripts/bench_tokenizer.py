@@ -34,11 +34,12 @@ def corpus_text(name: str) -> tuple[str, str]:
     return c.name, c.text
 
 
-def best_of(repeats: int, fn):
+def best_of(repeats: int, fn, *args, **kwargs):
+    """(fastest of `repeats` timings of fn(*args, **kwargs) in seconds, its result)."""
     times, out = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         times.append(time.perf_counter() - t0)
     return min(times), out
 
@@ -72,6 +73,13 @@ def _chunks(text: str, size: int = 1 << 20) -> list[str]:
     return out
 
 
+def _cold_encode(tok, text: str) -> list[int]:
+    """Our pure-Python encoder with an empty pre-token cache (a fresh copy of the tokenizer)."""
+    from lab.tokenizer.bpe import Tokenizer
+
+    return Tokenizer(tok.ranks, tok.pattern, tok.special_tokens).encode_ordinary(text, backend="python")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="pystdlib,tinyshakespeare")
@@ -98,30 +106,30 @@ def main(argv=None) -> int:
         mb = len(text.encode("utf-8")) / 1e6
         ours_tok = None
         for vocab in [int(v) for v in args.vocab.split(",")]:
-            t_ours, ours_tok = best_of(args.repeats, lambda: train_bpe(text, vocab, pattern="gpt2"))
+            t_ours, ours_tok = best_of(args.repeats, train_bpe, text, vocab, pattern="gpt2")
             row = {"corpus": label, "MB": mb, "vocab": vocab, "ours_s": t_ours}
             if have_hf:
-                t_hf, hf = best_of(args.repeats, lambda: hf_train(text, vocab))
+                t_hf, hf = best_of(args.repeats, hf_train, text, vocab)
                 hf_vocab = set(hf.get_vocab())
                 ours_strings = ["".join(to_char[b] for b in ours_tok.token_bytes(i)) for i in range(vocab)]
-                row.update(hf_s=t_hf, ratio=t_ours / t_hf, shared=sum(s in hf_vocab for s in ours_strings) / vocab)
+                row.update(
+                    hf_s=t_hf, ratio=t_ours / t_hf, shared=sum(s in hf_vocab for s in ours_strings) / vocab
+                )
             train_rows.append(row)
             print(row, flush=True)
 
         # Encoding the whole corpus with the last-trained tokenizer.
-        fresh = lambda: Tokenizer(ours_tok.ranks, ours_tok.pattern, ours_tok.special_tokens)  # noqa: E731
-        t_cold, ids = best_of(args.repeats, lambda: fresh().encode_ordinary(text, backend="python"))
-        warm = fresh()
+        t_cold, ids = best_of(args.repeats, _cold_encode, ours_tok, text)
+        warm = Tokenizer(ours_tok.ranks, ours_tok.pattern, ours_tok.special_tokens)
         warm.encode_ordinary(text, backend="python")
-        t_warm, _ = best_of(args.repeats, lambda: warm.encode_ordinary(text, backend="python"))
-        enc = ours_tok.to_tiktoken()
-        t_tt, tt_ids = best_of(args.repeats, lambda: enc.encode_ordinary(text))
+        t_warm, _ = best_of(args.repeats, warm.encode_ordinary, text, backend="python")
+        t_tt, tt_ids = best_of(args.repeats, ours_tok.to_tiktoken().encode_ordinary, text)
         assert tt_ids == ids, "tiktoken and our encoder disagree"
         row = {"corpus": label, "MB": mb, "vocab": ours_tok.vocab_size, "tokens": len(ids),
                "python_cold": mb / t_cold, "python_warm": mb / t_warm, "tiktoken": mb / t_tt}  # fmt: skip
         if have_hf:
             lines = text.splitlines(keepends=True)  # HF's batch encoder is fastest on many short strings
-            t_hf, _ = best_of(args.repeats, lambda: hf.encode_batch(lines))
+            t_hf, _ = best_of(args.repeats, hf.encode_batch, lines)
             row["hf"] = mb / t_hf
         enc_rows.append(row)
         print(row, flush=True)
@@ -136,7 +144,9 @@ def main(argv=None) -> int:
 
 
 def render(train_rows, enc_rows, args, have_hf) -> str:
-    cmd = "python scripts/bench_tokenizer.py" + (f" --data {args.data}" if args.data != "pystdlib,tinyshakespeare" else "")
+    cmd = "python scripts/bench_tokenizer.py" + (
+        f" --data {args.data}" if args.data != "pystdlib,tinyshakespeare" else ""
+    )
     cmd += (f" --vocab {args.vocab}" if args.vocab != "4096,8192" else "") + " --write"
     lines = [
         "## BPE tokenizer: training and encoding",
