@@ -28,7 +28,6 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lab.analysis.diversity import distinct_n, loop, repeated_by_position, repeated_ngram_fraction
 from lab.analysis.findings import Finding, Findings
 from lab.analysis.stats import paired, summarize
 from lab.config import check
@@ -36,6 +35,7 @@ from lab.data.pipeline import DataConfig, load_text_data
 from lab.data.tasks import TextWindows
 from lab.experiment import Experiment
 from lab.fileio import atomic_write_bytes, atomic_write_text
+from lab.infer.diversity import distinct_n, loop, repeated_by_position, repeated_ngram_fraction
 from lab.infer.sampler import sample_trace
 from lab.model import PRESETS, ModelConfig
 from lab.ops.sampling import SamplingParams

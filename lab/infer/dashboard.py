@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from lab.analysis.diversity import distinct_n, loop, repeated_ngram_fraction
 from lab.infer.dashboard_page import PAGE
+from lab.infer.diversity import distinct_n, loop, repeated_ngram_fraction
 from lab.infer.load import TextModel
 from lab.infer.sampler import sample_trace
 from lab.ops.sampling import SamplingParams

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.analysis.diversity import distinct_n, loop, repeated_by_position, repeated_ngram_fraction
+from lab.infer.diversity import distinct_n, loop, repeated_by_position, repeated_ngram_fraction
 
 seqs = st.lists(st.integers(0, 3), min_size=0, max_size=40)
 
