@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from lab.data.tasks import Sort, TextWindows
-from lab.errors import DataError
+from lab.data.tasks import ShiftedCopy, Sort, TextWindows
+from lab.errors import ConfigError, DataError
 
 
 def test_text_windows_are_contiguous_slices_shifted_by_one():
@@ -49,3 +49,16 @@ def test_sort_targets_are_sorted_inputs_and_mask_covers_answers():
     np.testing.assert_array_equal(y[:, 5:], np.sort(x[:, :5], axis=1))
     np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
     assert m[:, :5].sum() == 0 and m[:, 5:].all()
+
+
+def test_shifted_copy_targets_are_the_input_offset_places_back():
+    task = ShiftedCopy(seq_len=12, n_symbols=5, offset=3)
+    b = task.sample({}, "train", jax.random.PRNGKey(0), 4)
+    x, y, m = (np.asarray(b[k]) for k in ("inputs", "targets", "mask"))
+    assert x.shape == y.shape == m.shape == (4, 12) and x.max() < 5
+    np.testing.assert_array_equal(y[:, 3:], x[:, :-3])
+    assert not m[:, :3].any() and m[:, 3:].all()
+    longer = ShiftedCopy(seq_len=48, n_symbols=5, offset=3).sample({}, "val", jax.random.PRNGKey(1), 2)
+    assert longer["inputs"].shape == (2, 48)
+    with pytest.raises(ConfigError, match="offset"):
+        ShiftedCopy(seq_len=4, offset=4)
