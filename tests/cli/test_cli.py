@@ -28,7 +28,7 @@ def assert_one_line_error(code, err, fragment):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["run", "e99"], "unknown experiment 'e99'; allowed: e04 (e04_qkv), all"),
+        (["run", "e99"], "e03 (e03_attention), e04 (e04_qkv), e10 (e10_norms_activations), all"),
         (["run", "e04", "--preset", "huge"], "unknown preset 'huge' for e04; allowed: smoke, cpu, gpu"),
         (
             ["run", "e04", "--set", "train.stepz=5"],
@@ -36,7 +36,10 @@ def assert_one_line_error(code, err, fragment):
         ),
         (["run", "e04", "--set", "train.steps=many"], "train.steps='many' has the wrong type"),
         (["run", "e04", "--set", "train.lr=-1"], "train.lr must be > 0, got -1.0"),
-        (["run", "e04", "--set", "model.position=rope"], "must be one of 'none', 'learned'"),
+        (
+            ["run", "e04", "--set", "model.position=rotary"],
+            "must be one of 'none', 'sinusoidal', 'learned', 'rope', 'alibi'",
+        ),
         (["run", "e04", "--set", "variants=intact,swap_xy"], "variants: unknown ['swap_xy']"),
         (["run", "e04", "--seeds", "0"], "--seeds must be >= 1"),
         (["run", "e04", "--seeds", "three"], "invalid int value: 'three'"),
@@ -101,7 +104,7 @@ def test_analyze_before_run_is_a_clear_error(capsys, tmp_path):
 
 def test_list_and_config(capsys):
     code, out, _ = run_cli(capsys, "list")
-    assert code == 0 and out.startswith("e04  e04_qkv") and "not interchangeable" in out
+    assert code == 0 and "\ne04  e04_qkv" in out and "not interchangeable" in out
     code, out, _ = run_cli(capsys, "config", "e04", "--preset", "smoke", "--set", "train.steps=7")
     assert code == 0 and "train.steps = 7\n" in out and "model.n_layers = 1\n" in out
 
