@@ -158,3 +158,43 @@ def pack_examples(pairs: list[tuple[list[int], list[int]]], pad: int, seq_len: i
         seqs[i, : len(p) + len(a)] = p + a
         mask[i, len(p) - 1 : len(p) + len(a) - 1] = True  # targets at t are tokens t + 1
     return seqs, mask
+
+
+class ShiftedCopy:
+    """Copy with an offset: inputs are `seq_len` random symbols, the target at position t is the input at
+    t - offset (positions t < offset are not counted).
+
+    The answer is a function of *order*: a model that sees its input as a set (no position signal and no
+    causal mask) cannot tell which symbol sat `offset` places back, so it stays at chance, ln(n_symbols).
+    Because the target never lies ahead of its position, causal and bidirectional models train on the
+    same task, and `seq_len` can be changed after training to test length extrapolation.
+    """
+
+    seq_len: int = 32
+    n_symbols: int = 16
+    offset: int = 3
+    kind = "shifted_copy"
+
+    def __post_init__(self):
+        check(self.n_symbols >= 2, f"task n_symbols must be >= 2, got {self.n_symbols}")
+        check(
+            1 <= self.offset < self.seq_len,
+            f"task offset must be in 1..seq_len-1 ({self.seq_len - 1}), got {self.offset}",
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_symbols
+
+    def sample(self, data, split, key, batch_size):
+        x = jax.random.randint(key, (batch_size, self.seq_len), 0, self.n_symbols).astype(jnp.int32)
+        targets = jnp.concatenate([jnp.zeros((batch_size, self.offset), jnp.int32), x[:, : -self.offset]], 1)
+        t = jnp.arange(self.seq_len)
+        return {
+            "inputs": x,
+            "targets": targets,
+            "mask": jnp.broadcast_to(t >= self.offset, (batch_size, self.seq_len)),
+        }
+
+    def check_data(self, data) -> None:
+        return None

@@ -2,21 +2,29 @@
 table of named presets.
 
 Every architectural variant is a typed field whose allowed values are the keys of exactly one dispatch
-dict in `lab.model.layers` (POSITIONAL, NORMS, ACTIVATIONS, MASKS, QKV_VARIANTS). A test keeps the
+dict in `lab.model.layers` (POSITIONAL, NORMS, PLACEMENTS, ACTIVATIONS, MASKS, QKV_VARIANTS). A test keeps the
 `Literal` types and the dicts in sync; later projects add a value to both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
 from lab.config import check
 
-Position = Literal["none", "learned"]
-Norm = Literal["layernorm", "none"]
-Activation = Literal["gelu", "gelu_tanh", "relu"]
+Position = Literal["none", "sinusoidal", "learned", "rope", "alibi"]
+Norm = Literal["layernorm", "rmsnorm", "none"]
+# pre: x + f(norm(x)) (GPT-2) with a final norm; post: norm(x + f(x)) (Vaswani et al. 2017), no final norm
+# (the last block already ends in a norm).
+NormPlacement = Literal["pre", "post"]
+# swiglu / geglu are gated (Shazeer 2020): three matrices instead of two, at a hidden size cut to 2/3
+# (see ModelConfig.ff_dim) so that the MLP keeps its parameter count.
+Activation = Literal["gelu", "gelu_tanh", "relu", "swiglu", "geglu"]
+GATED_ACTIVATIONS = ("swiglu", "geglu")
 Mask = Literal["causal", "bidirectional", "prefix"]
 # Project 4's Q/K/V ablations, applied to the three projections before attention:
 #   swap_qk: queries come from the key projection and keys from the query projection (and so on);
@@ -29,7 +37,8 @@ DType = Literal["float32", "bfloat16"]
 @dataclass(frozen=True)
 class ModelConfig:
     """A GPT-style decoder: token (+ position) embedding, `n_layers` blocks of attention and MLP with
-    residual connections and pre-norm, a final norm and an (optionally tied) unembedding."""
+    residual connections and pre-norm (or post-norm), a final norm (pre-norm only) and an (optionally
+    tied) unembedding."""
 
     vocab_size: int = 256
     max_len: int = 64  # context length T; learned positions exist only for 0..max_len-1
@@ -40,15 +49,23 @@ class ModelConfig:
     d_ff: int | None = None  # None = 4 * d_model
     position: Position = "learned"
     norm: Norm = "layernorm"
+    norm_placement: NormPlacement = "pre"
     activation: Activation = "gelu"
     mask: Mask = "causal"
     qkv: QKV = "intact"
     tie_embeddings: bool = True
     bias: bool = False
     init_std: float = 0.02
+    rope_theta: float = 10000.0  # RoPE base: pair i of a head rotates by position * theta^(-2i/head_dim)
     dtype: DType = "float32"  # compute dtype; parameters are always float32
 
     def __post_init__(self):
+        for name, allowed in _literal_fields().items():  # before any compilation, with the allowed values
+            value = getattr(self, name)
+            check(
+                value in allowed,
+                f"model.{name}={value!r} is not a known variant; allowed: {', '.join(map(repr, allowed))}",
+            )
         for name in ("vocab_size", "max_len", "n_layers", "d_model", "n_heads"):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
         check(
@@ -62,6 +79,17 @@ class ModelConfig:
         )
         check(self.d_ff is None or self.d_ff >= 1, f"model.d_ff must be >= 1, got {self.d_ff}")
         check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
+        check(self.rope_theta > 1, f"model.rope_theta must be > 1, got {self.rope_theta}")
+        check(
+            not (self.norm_placement == "post" and self.norm == "none"),
+            "model.norm_placement='post' needs a norm to place; with model.norm='none' use "
+            "model.norm_placement='pre' (allowed norms for post: layernorm, rmsnorm)",
+        )
+        check(
+            self.position != "rope" or self.head_dim % 2 == 0,
+            f"model.position='rope' rotates pairs of head dimensions, so model.d_model / model.n_heads "
+            f"must be even, got {self.d_model} / {self.n_heads} = {self.head_dim}",
+        )
         if self.qkv in ("swap_qk", "swap_qv", "tie_qk"):
             check(
                 kv == self.n_heads,
@@ -78,11 +106,25 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     @property
+    def gated(self) -> bool:
+        return self.activation in GATED_ACTIVATIONS
+
+    @property
     def ff_dim(self) -> int:
-        return 4 * self.d_model if self.d_ff is None else self.d_ff
+        """The MLP hidden size. `d_ff` (default 4 * d_model) is the size of a plain two-matrix MLP; a gated
+        MLP has three d_model x hidden matrices, so it gets round(2 * d_ff / 3) to keep the parameter count:
+        |3 d round(2f/3) - 2 d f| = 3 d |round(2f/3) - 2f/3| <= d_model per block (exact when 3 divides f)."""
+        f = 4 * self.d_model if self.d_ff is None else self.d_ff
+        return max(1, round(2 * f / 3)) if self.gated else f
 
     def replace(self, **kw) -> ModelConfig:
         return dataclasses.replace(self, **kw)
+
+
+@functools.cache
+def _literal_fields() -> dict[str, tuple]:
+    hints = typing.get_type_hints(ModelConfig)
+    return {n: typing.get_args(t) for n, t in hints.items() if typing.get_origin(t) is Literal}
 
 
 # Named sizes. A preset changes sizes only, never code paths.

@@ -2,12 +2,15 @@
 
 The variant dispatch dicts below are the single place where a config string becomes code:
 POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cfg.mask] and
-QKV_VARIANTS[cfg.qkv]. Parameters are float32; computation runs in `cfg.dtype`.
+QKV_VARIANTS[cfg.qkv] and PLACEMENTS[cfg.norm_placement]. Parameters are
+float32; computation runs in `cfg.dtype`. Modules `sow` their attention weights, MLP activations and
+block outputs into "intermediates", which only `lab.model.transformer.capture` asks for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,7 +25,10 @@ def _dtype(cfg: ModelConfig):
     return jnp.dtype(cfg.dtype)
 
 
-# --- positions: add (or not) a position signal to the token embeddings -----------------------------------
+# --- positions: each scheme acts at up to three places -----------------------------------------------------
+# embed(mod, x_BTD, cfg) -> x_BTD        adds a signal to the token embeddings (sinusoidal, learned)
+# rotate(q_BTHE, k_BTKE, cfg) -> (q, k)  rotates queries and keys inside attention (RoPE)
+# bias(t, cfg) -> (H, T, T)              an additive attention-score bias (ALiBi)
 def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
     return x_BTD
 
@@ -30,12 +36,43 @@ def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
 def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
     t = x_BTD.shape[1]
     if t > cfg.max_len:  # a static shape: this raises at trace time, never silently wraps around
-        raise ValueError(f"sequence length {t} exceeds model.max_len={cfg.max_len} (learned positions)")
+        raise ValueError(
+            f"sequence length {t} exceeds model.max_len={cfg.max_len}: learned positions exist only for "
+            f"0..{cfg.max_len - 1} (use position sinusoidal, rope, alibi or none to run longer sequences)"
+        )
     wpe = mod.param("wpe", normal(cfg.init_std), (cfg.max_len, cfg.d_model))
     return x_BTD + wpe[:t].astype(x_BTD.dtype)
 
 
-POSITIONAL: dict[str, Callable] = {"none": _no_position, "learned": _learned_position}
+def _sinusoidal_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+    # Vaswani et al. add the table to embeddings scaled by sqrt(D); ours are initialized with std 0.02, so
+    # the table (entries of size ~1) is scaled to the embeddings' size instead, as a learned table would be.
+    pe = ops.sinusoidal_positions(x_BTD.shape[1], cfg.d_model) * cfg.init_std
+    return x_BTD + pe.astype(x_BTD.dtype)
+
+
+def _rope(q_BTHE, k_BTKE, cfg: ModelConfig):
+    return ops.apply_rope(q_BTHE, cfg.rope_theta), ops.apply_rope(k_BTKE, cfg.rope_theta)
+
+
+def _alibi(t: int, cfg: ModelConfig):
+    return ops.alibi_bias(cfg.n_heads, t)
+
+
+@dataclass(frozen=True)
+class PositionScheme:
+    embed: Callable = _no_position
+    rotate: Callable | None = None
+    bias: Callable | None = None
+
+
+POSITIONAL: dict[str, PositionScheme] = {
+    "none": PositionScheme(),
+    "sinusoidal": PositionScheme(embed=_sinusoidal_position),
+    "learned": PositionScheme(embed=_learned_position),
+    "rope": PositionScheme(rotate=_rope),
+    "alibi": PositionScheme(bias=_alibi),
+}
 
 
 # --- normalization --------------------------------------------------------------------------------------
@@ -49,6 +86,14 @@ class LayerNorm(nn.Module):
         return ops.layer_norm(x, scale, bias)
 
 
+class RMSNorm(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        return ops.rms_norm(x, self.param("scale", nn.initializers.ones, (x.shape[-1],)))
+
+
 class NoNorm(nn.Module):
     cfg: ModelConfig
 
@@ -56,9 +101,16 @@ class NoNorm(nn.Module):
         return x
 
 
-NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "none": NoNorm}
+NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "none": NoNorm}
 
-ACTIVATIONS: dict[str, Callable] = {"gelu": ops.gelu, "gelu_tanh": ops.gelu_tanh, "relu": ops.relu}
+# name -> (function, gated). A gated function takes (gate, up); the others take one array.
+ACTIVATIONS: dict[str, tuple[Callable, bool]] = {
+    "gelu": (ops.gelu, False),
+    "gelu_tanh": (ops.gelu_tanh, False),
+    "relu": (ops.relu, False),
+    "swiglu": (ops.swiglu, True),
+    "geglu": (ops.geglu, True),
+}
 
 
 # --- attention masks: (T, prefix_len_B) -> boolean mask broadcastable to (B, H, T, T) -------------------
@@ -124,16 +176,29 @@ class Attention(nn.Module):
                 bv_KE=p("bv", (k, e), zeros),
                 bo_D=p("bo", (d,), zeros),
             )
-        return ops.multi_head_attention(
+        pos = POSITIONAL[c.position]
+        qkv_fn = QKV_VARIANTS[c.qkv]
+        if pos.rotate is not None:
+            rewire = qkv_fn
+
+            def qkv_fn(q, k, v):
+                q, k, v = rewire(q, k, v)
+                return (*pos.rotate(q, k, c), v)
+
+        y, w_BHTS = ops.multi_head_attention(
             x_BTD,
             p("wq", (d, h, e)),
             p("wk", (d, k, e)),
             p("wv", (d, k, e)),
             p("wo", (h, e, d), _out_init(c)),
             mask,
-            qkv_fn=QKV_VARIANTS[c.qkv],
+            qkv_fn=qkv_fn,
+            score_bias=None if pos.bias is None else pos.bias(x_BTD.shape[1], c),
+            return_weights=True,
             **biases,
         )
+        self.sow("intermediates", "attn_weights", w_BHTS)  # kept only when asked for (lab.model.capture)
+        return y
 
 
 class MLP(nn.Module):
@@ -142,24 +207,45 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BTD):
         c, dt = self.cfg, _dtype(self.cfg)
+        fn, gated = ACTIVATIONS[c.activation]
         w1 = self.param("w1", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt)
         w2 = self.param("w2", _out_init(c), (c.ff_dim, c.d_model)).astype(dt)
         hid = x_BTD @ w1
         if c.bias:
             hid = hid + self.param("b1", nn.initializers.zeros, (c.ff_dim,)).astype(dt)
-        y = ACTIVATIONS[c.activation](hid) @ w2
+        if gated:  # w1 is the gate, w3 the linear "up" projection
+            up = x_BTD @ self.param("w3", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt)
+            if c.bias:
+                up = up + self.param("b3", nn.initializers.zeros, (c.ff_dim,)).astype(dt)
+            act = fn(hid, up)
+        else:
+            act = fn(hid)
+        self.sow("intermediates", "hidden", act)
+        y = act @ w2
         if c.bias:
             y = y + self.param("b2", nn.initializers.zeros, (c.d_model,)).astype(dt)
         return y
 
 
+# --- norm placement: one residual sub-layer f with its norm -----------------------------------------------
+PLACEMENTS: dict[str, Callable] = {
+    "pre": lambda x, f, norm: x + f(norm(x)),  # GPT-2: the residual stream itself is never normalized
+    "post": lambda x, f, norm: norm(x + f(x)),  # Vaswani et al. 2017: normalize after each residual add
+}
+
+
 class Block(nn.Module):
-    """One pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
+    """One transformer block. Pre-norm (GPT-2): x + attn(norm(x)), then + mlp(norm(x)).
+    Post-norm (Vaswani et al. 2017): norm(x + attn(x)), then norm(x + mlp(x))."""
 
     cfg: ModelConfig
 
     @nn.compact
     def __call__(self, x_BTD, mask):
-        norm = NORMS[self.cfg.norm]
-        x_BTD = x_BTD + Attention(self.cfg, name="attn")(norm(self.cfg, name="norm1")(x_BTD), mask)
-        return x_BTD + MLP(self.cfg, name="mlp")(norm(self.cfg, name="norm2")(x_BTD))
+        c = self.cfg
+        norm1, norm2 = NORMS[c.norm](c, name="norm1"), NORMS[c.norm](c, name="norm2")
+        attn, mlp = Attention(c, name="attn"), MLP(c, name="mlp")
+        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, lambda x: attn(x, mask), norm1)
+        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, mlp, norm2)
+        self.sow("intermediates", "residual", x_BTD)
+        return x_BTD

@@ -4,19 +4,30 @@ Shapes are in the names: B batch, T query positions, S key positions, H query he
 D head (or model) dimension, V vocabulary.
 """
 
-from lab.ops.activations import gelu, gelu_tanh, relu
-from lab.ops.attention import attention_weights, dot_product_attention, multi_head_attention
+from lab.ops.activations import geglu, gelu, gelu_tanh, relu, silu, swiglu
+from lab.ops.attention import (
+    attend_one_query,
+    attention_weights,
+    dot_product_attention,
+    multi_head_attention,
+)
 from lab.ops.losses import cross_entropy, token_cross_entropy
 from lab.ops.masks import bidirectional_mask, causal_mask, combine_masks, padding_mask, prefix_lm_mask
-from lab.ops.norms import layer_norm
+from lab.ops.norms import layer_norm, rms_norm
+from lab.ops.positional import alibi_bias, alibi_slopes, apply_rope, rope_angles, sinusoidal_positions
 
 __all__ = [
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "attend_one_query",
     "attention_weights",
     "bidirectional_mask",
     "causal_mask",
     "combine_masks",
     "cross_entropy",
     "dot_product_attention",
+    "geglu",
     "gelu",
     "gelu_tanh",
     "layer_norm",
@@ -24,5 +35,10 @@ __all__ = [
     "padding_mask",
     "prefix_lm_mask",
     "relu",
+    "rms_norm",
+    "rope_angles",
+    "silu",
+    "sinusoidal_positions",
+    "swiglu",
     "token_cross_entropy",
 ]

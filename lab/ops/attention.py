@@ -33,20 +33,29 @@ def _scores(q_BTHD, k_BSKD, scale):
     return s_BKGTS.reshape(b, h, t, k.shape[1])
 
 
-def attention_weights(q_BTHD, k_BSKD, mask=None, *, scale=None) -> jnp.ndarray:
+def attention_weights(q_BTHD, k_BSKD, mask=None, *, scale=None, bias=None) -> jnp.ndarray:
     """(B, H, T, S) attention probabilities; each row sums to 1 over the visible keys.
 
     `mask` is boolean and broadcasts to (B, H, T, S) (see lab.ops.masks); True = may attend.
+    `bias` is an additive float score bias broadcasting to (B, H, T, S) (e.g. ALiBi's (H, T, S)), added
+    after scaling and before masking.
     """
     s = _scores(q_BTHD, k_BSKD, scale)
+    if bias is not None:
+        s = s + bias.astype(jnp.float32)
     if mask is not None:
         s = jnp.where(mask, s, _MASKED)
     return jax.nn.softmax(s, axis=-1)
 
 
-def dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask=None, *, scale=None) -> jnp.ndarray:
-    """(B, T, H, D) attention output for H query heads over K key/value heads (K divides H)."""
-    w_BHTS = attention_weights(q_BTHD, k_BSKD, mask, scale=scale)
+def dot_product_attention(
+    q_BTHD, k_BSKD, v_BSKD, mask=None, *, scale=None, bias=None, return_weights=False
+) -> jnp.ndarray:
+    """(B, T, H, D) attention output for H query heads over K key/value heads (K divides H).
+
+    With return_weights=True, returns (output, (B, H, T, S) attention probabilities).
+    """
+    w_BHTS = attention_weights(q_BTHD, k_BSKD, mask, scale=scale, bias=bias)
     b, t, h, _ = q_BTHD.shape
     kv, dv = v_BSKD.shape[2], v_BSKD.shape[3]
     v = v_BSKD.astype(jnp.float32)
@@ -55,7 +64,28 @@ def dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask=None, *, scale=None) -> j
     else:
         w = w_BHTS.reshape(b, kv, h // kv, t, -1)
         out = jnp.einsum("bkgts,bskd->btkgd", w, v).reshape(b, t, h, dv)
-    return out.astype(v_BSKD.dtype)
+    out = out.astype(v_BSKD.dtype)
+    return (out, w_BHTS) if return_weights else out
+
+
+def attend_one_query(q_D, k_SD, v_SD, visible_S=None, *, scale=None):
+    """Attention for a single query written out step by step; equals one row of dot_product_attention.
+
+    1. scores:   s_j = q . k_j                    (S,)
+    2. scale:    s_j / sqrt(D)                    (keeps the scores' variance O(1) as D grows)
+    3. mask:     invisible keys get -inf-like     (they receive probability 0)
+    4. softmax:  p_j = exp(s_j - max s) / sum     (subtracting the max changes nothing but overflow)
+    5. output:   sum_j p_j v_j                    (D_v,)
+    """
+    q = q_D.astype(jnp.float32)
+    k = k_SD.astype(jnp.float32)
+    scores = k @ q  # 1
+    scores = scores * (q.shape[-1] ** -0.5 if scale is None else scale)  # 2
+    if visible_S is not None:
+        scores = jnp.where(visible_S, scores, _MASKED)  # 3
+    e = jnp.exp(scores - jnp.max(scores))  # 4
+    p = e / jnp.sum(e)
+    return p @ v_SD.astype(jnp.float32), p  # 5: (output, probabilities)
 
 
 def multi_head_attention(
@@ -71,11 +101,15 @@ def multi_head_attention(
     bv_KE=None,
     bo_D=None,
     qkv_fn=None,
+    score_bias=None,
+    return_weights=False,
 ):
     """Self-attention of a (B, T, D) sequence with H query heads and K key/value heads of size E.
 
     Weights: wq (D, H, E), wk and wv (D, K, E), wo (H, E, D); optional biases. `qkv_fn(q, k, v)`, if given,
-    rewires the three projections before attention (used to swap, zero or tie them in ablations).
+    transforms the three projections before attention (used to swap, zero or tie them in ablations, and to
+    rotate q and k for RoPE). `score_bias` is an additive score bias (e.g. ALiBi). With
+    return_weights=True, returns (output, (B, H, T, T) attention probabilities).
     """
     q = jnp.einsum("btd,dhe->bthe", x_BTD, wq_DHE)
     k = jnp.einsum("btd,dke->btke", x_BTD, wk_DKE)
@@ -84,6 +118,7 @@ def multi_head_attention(
         q, k, v = q + bq_HE, k + bk_KE, v + bv_KE
     if qkv_fn is not None:
         q, k, v = qkv_fn(q, k, v)
-    o = dot_product_attention(q, k, v, mask).astype(x_BTD.dtype)
-    y = jnp.einsum("bthe,hed->btd", o, wo_HED)
-    return y if bo_D is None else y + bo_D
+    o, w_BHTS = dot_product_attention(q, k, v, mask, bias=score_bias, return_weights=True)
+    y = jnp.einsum("bthe,hed->btd", o.astype(x_BTD.dtype), wo_HED)
+    y = y if bo_D is None else y + bo_D
+    return (y, w_BHTS) if return_weights else y

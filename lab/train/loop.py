@@ -134,6 +134,12 @@ def train_sweep(
     run_dir = Path(run_dir)
     if not members:
         raise ConfigError("a sweep needs at least one member (seed and hyperparameters)")
+    if cfg.position == "learned" and task.seq_len > cfg.max_len:  # refuse before anything compiles
+        raise ConfigError(
+            f"the task's sequences have {task.seq_len} tokens but model.max_len={cfg.max_len}: learned "
+            "positions exist only for 0..max_len-1; raise model.max_len or use position none, sinusoidal, "
+            "rope or alibi"
+        )
     want = run_config(cfg, tcfg, task, members, data_info, forward)
     task.check_data(data)
     check_or_write_config(run_dir, want, fresh=fresh)

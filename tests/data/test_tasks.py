@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from lab.data.tasks import Sort, TextWindows
-from lab.errors import DataError
+from lab.data.tasks import ShiftedCopy, Sort, TextWindows
+from lab.errors import ConfigError, DataError
 
 
 def test_text_windows_are_contiguous_slices_shifted_by_one():
@@ -90,3 +90,16 @@ def test_prompt_answer_teacher_forced_all_correct_is_greedy_exact_match():
         np.testing.assert_array_equal(m, mask[row])
     with pytest.raises(DataError, match="val_mask"):
         task.check_data({"train": seqs, "train_mask": mask, "val": seqs})
+
+
+def test_shifted_copy_targets_are_the_input_offset_places_back():
+    task = ShiftedCopy(seq_len=12, n_symbols=5, offset=3)
+    b = task.sample({}, "train", jax.random.PRNGKey(0), 4)
+    x, y, m = (np.asarray(b[k]) for k in ("inputs", "targets", "mask"))
+    assert x.shape == y.shape == m.shape == (4, 12) and x.max() < 5
+    np.testing.assert_array_equal(y[:, 3:], x[:, :-3])
+    assert not m[:, :3].any() and m[:, 3:].all()
+    longer = ShiftedCopy(seq_len=48, n_symbols=5, offset=3).sample({}, "val", jax.random.PRNGKey(1), 2)
+    assert longer["inputs"].shape == (2, 48)
+    with pytest.raises(ConfigError, match="offset"):
+        ShiftedCopy(seq_len=4, offset=4)

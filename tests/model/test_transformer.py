@@ -100,6 +100,41 @@ def np_mask(kind, t, prefix_len):
     raise ValueError(kind)
 
 
+def np_rms_norm(x, p, eps=1e-6):
+    return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * p["scale"]
+
+
+def np_rope(x, theta):
+    """Interleaved pairs (2i, 2i+1) of each head rotated by position * theta^(-2i/E), as 2x2 matrices."""
+    _, t, _, e = x.shape
+    out = np.empty_like(x)
+    for pos in range(t):
+        for i in range(e // 2):
+            a = pos * theta ** (-2 * i / e)
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            out[:, pos, :, 2 * i : 2 * i + 2] = x[:, pos, :, 2 * i : 2 * i + 2] @ rot.T
+    return out
+
+
+def np_alibi_slopes(n):
+    """Press et al.: 2^(-8h/n) for n a power of two, else the closest power's slopes + every other of 2x."""
+    pow2 = lambda m: [2.0 ** (-8.0 * (i + 1) / m) for i in range(m)]
+    if n & (n - 1) == 0:
+        return np.array(pow2(n))
+    c = 2 ** int(math.floor(math.log2(n)))
+    return np.array(pow2(c) + pow2(2 * c)[0::2][: n - c])
+
+
+def np_sinusoidal(t, d):
+    pe = np.zeros((t, d))
+    for pos in range(t):
+        for i in range(0, d, 2):
+            pe[pos, i] = math.sin(pos / 10000 ** (i / d))
+            if i + 1 < d:
+                pe[pos, i + 1] = math.cos(pos / 10000 ** (i / d))
+    return pe
+
+
 def np_attention(cfg, p, x, mask):
     h, kv, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
     q = np.einsum("btd,dhe->bthe", x, p["wq"])
@@ -107,9 +142,15 @@ def np_attention(cfg, p, x, mask):
     v = np.einsum("btd,dke->btke", x, p["wv"])
     if "bq" in p:
         q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+    if cfg.position == "rope":
+        q, k = np_rope(q, cfg.rope_theta), np_rope(k, cfg.rope_theta)
     # GQA: query head i reads key/value head i // (h / kv)
     k, v = np.repeat(k, h // kv, axis=2), np.repeat(v, h // kv, axis=2)
     s = np.einsum("bthe,bshe->bhts", q, k) / math.sqrt(e)
+    if cfg.position == "alibi":
+        t = x.shape[1]
+        dist = np.abs(np.arange(t)[:, None] - np.arange(t)[None, :])
+        s = s - np_alibi_slopes(h)[None, :, None, None] * dist
     s = np.where(mask[:, None], s, -np.inf)
     w = np.exp(s - s.max(-1, keepdims=True))
     w = w / w.sum(-1, keepdims=True)
@@ -130,24 +171,42 @@ def np_activation(kind, x):
 
 def np_mlp(cfg, p, x):
     hid = x @ p["w1"] + (p["b1"] if "b1" in p else 0.0)
-    return np_activation(cfg.activation, hid) @ p["w2"] + (p["b2"] if "b2" in p else 0.0)
+    if cfg.activation in ("swiglu", "geglu"):  # gate = x w1, up = x w3
+        up = x @ p["w3"] + (p["b3"] if "b3" in p else 0.0)
+        gate = hid * (1 / (1 + np.exp(-hid))) if cfg.activation == "swiglu" else np_activation("gelu", hid)
+        act = gate * up
+    else:
+        act = np_activation(cfg.activation, hid)
+    return act @ p["w2"] + (p["b2"] if "b2" in p else 0.0)
 
 
 def np_forward(cfg, params, tokens, prefix_len=None):
-    """GPT-2 style: token (+ learned position) embedding, pre-norm blocks x + attn(norm(x)), x + mlp(norm(x)),
-    final norm, tied (wte^T) or untied (lm_head) unembedding."""
+    """GPT-2 style: token (+ learned or sinusoidal position) embedding, pre-norm blocks x + attn(norm(x)),
+    x + mlp(norm(x)) and a final norm, or post-norm blocks norm(x + attn(x)), norm(x + mlp(x)) and no final
+    norm; tied (wte^T) or untied (lm_head) unembedding."""
     P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
-    norm = (lambda x, p: x) if cfg.norm == "none" else (lambda x, p: np_layer_norm(x, p))
+    norm = {
+        "none": lambda x, p: x,
+        "layernorm": np_layer_norm,
+        "rmsnorm": np_rms_norm,
+    }[cfg.norm]
     t = tokens.shape[1]
     x = P["wte"][tokens]
     if cfg.position == "learned":
         x = x + P["wpe"][:t]
+    if cfg.position == "sinusoidal":
+        x = x + cfg.init_std * np_sinusoidal(t, cfg.d_model)
     mask = np_mask(cfg.mask, t, prefix_len)
     for i in range(cfg.n_layers):
         blk = P[f"block_{i}"]
-        x = x + np_attention(cfg, blk["attn"], norm(x, blk.get("norm1")), mask)
-        x = x + np_mlp(cfg, blk["mlp"], norm(x, blk.get("norm2")))
-    x = norm(x, P.get("norm_f"))
+        if cfg.norm_placement == "post":
+            x = norm(x + np_attention(cfg, blk["attn"], x, mask), blk.get("norm1"))
+            x = norm(x + np_mlp(cfg, blk["mlp"], x), blk.get("norm2"))
+        else:
+            x = x + np_attention(cfg, blk["attn"], norm(x, blk.get("norm1")), mask)
+            x = x + np_mlp(cfg, blk["mlp"], norm(x, blk.get("norm2")))
+    if cfg.norm_placement == "pre":
+        x = norm(x, P.get("norm_f"))
     return x @ (P["wte"].T if cfg.tie_embeddings else P["lm_head"])
 
 
@@ -176,13 +235,15 @@ def expected_param_count(c: ModelConfig) -> int:
     if c.position == "learned":
         n += c.max_len * d
     attn = d * h * e + 2 * d * k * e + h * e * d  # wq, wk + wv (kv heads), wo
-    mlp = d * f + f * d
+    gated = c.activation in ("swiglu", "geglu")
+    mlp = (3 if gated else 2) * d * f
     norm = 0 if c.norm == "none" else d
     if c.bias:
         attn += h * e + 2 * k * e + d
-        mlp += f + d
-        norm *= 2
-    n += c.n_layers * (attn + mlp + 2 * norm) + norm  # two norms per block, one final
+        mlp += (2 if gated else 1) * f + d
+        norm *= 2 if c.norm == "layernorm" else 1  # RMSNorm has no bias
+    final = norm if c.norm_placement == "pre" else 0
+    n += c.n_layers * (attn + mlp + 2 * norm) + final  # two norms per block, one final (pre-norm)
     if not c.tie_embeddings:
         n += d * v
     return n
@@ -198,12 +259,16 @@ def expected_param_count(c: ModelConfig) -> int:
         BASE.replace(n_heads=4, n_kv_heads=1, n_layers=3),
         BASE.replace(position="none", norm="none", bias=True),
         BASE.replace(mask="prefix", qkv="zero_v"),
+        BASE.replace(norm="rmsnorm", bias=True, norm_placement="post", activation="swiglu"),
+        BASE.replace(position="rope", activation="geglu", d_ff=40),
+        BASE.replace(position="alibi", norm="rmsnorm"),
+        BASE.replace(position="sinusoidal", norm_placement="post"),
         PRESETS["smoke"],
         PRESETS["cpu"],
     ],
     ids=lambda c: (
         f"L{c.n_layers}-D{c.d_model}-H{c.n_heads}-K{c.kv_heads}-F{c.ff_dim}-{c.position}-{c.norm}"
-        f"-bias{int(c.bias)}-tied{int(c.tie_embeddings)}"
+        f"-{c.norm_placement}-{c.activation}-bias{int(c.bias)}-tied{int(c.tie_embeddings)}"
     ),
 )
 def test_param_count_closed_form(cfg):
@@ -228,6 +293,16 @@ REF_CONFIGS = {
     "bidirectional-nopos-nonorm-gelutanh": BASE.replace(
         mask="bidirectional", activation="gelu_tanh", position="none", norm="none", n_layers=1
     ),
+    "rmsnorm-post-swiglu-bias-sinusoidal": BASE.replace(
+        norm="rmsnorm", norm_placement="post", activation="swiglu", bias=True, position="sinusoidal"
+    ),
+    "layernorm-post-geglu-rope-gqa": BASE.replace(
+        norm_placement="post", activation="geglu", position="rope", rope_theta=100.0, n_heads=4, n_kv_heads=2
+    ),
+    "alibi-3heads-bidirectional-rmsnorm": BASE.replace(
+        position="alibi", n_heads=3, d_model=18, mask="bidirectional", norm="rmsnorm"
+    ),
+    "alibi-causal-relu": BASE.replace(position="alibi", activation="relu"),
 }
 
 
@@ -401,6 +476,13 @@ def test_zero_v_makes_every_position_independent_of_the_others():
         (dict(n_heads=-2), "model.n_heads"),
         (dict(d_ff=0), "model.d_ff"),
         (dict(init_std=0.0), "model.init_std"),
+        (dict(norm="none", norm_placement="post"), "model.norm_placement"),
+        (dict(position="rope", d_model=18, n_heads=2), "model.position"),
+        (dict(position="rotary"), "model.position"),
+        (dict(norm="batchnorm"), "model.norm"),
+        (dict(activation="swish"), "model.activation"),
+        (dict(norm_placement="sandwich"), "model.norm_placement"),
+        (dict(rope_theta=1.0), "model.rope_theta"),
     ],
 )
 def test_invalid_config_raises_config_error(kw, field):
@@ -428,6 +510,7 @@ def test_valid_configs_construct(kw):
     [
         (config.Position, layers.POSITIONAL, "position"),
         (config.Norm, layers.NORMS, "norm"),
+        (config.NormPlacement, layers.PLACEMENTS, "norm_placement"),
         (config.Activation, layers.ACTIVATIONS, "activation"),
         (config.Mask, layers.MASKS, "mask"),
         (config.QKV, layers.QKV_VARIANTS, "qkv"),
@@ -476,3 +559,81 @@ def test_bfloat16_compute_is_close_to_float32():
     lo = np.asarray(lo.astype(jnp.float32))
     assert np.isfinite(lo).all()
     assert np.abs(lo - hi).max() <= BF16_REL * np.abs(hi).max()
+
+
+# --- projects 2 and 10: variants ----------------------------------------------------------------------------
+def test_unknown_variant_error_names_the_allowed_values():
+    with pytest.raises(ConfigError, match="'layernorm', 'rmsnorm', 'none'"):
+        ModelConfig(norm="batchnorm")
+    with pytest.raises(ConfigError, match="'none', 'sinusoidal', 'learned', 'rope', 'alibi'"):
+        ModelConfig(position="rotary")
+    with pytest.raises(ConfigError, match="layernorm, rmsnorm"):
+        ModelConfig(norm="none", norm_placement="post")
+
+
+@pytest.mark.parametrize("d_ff", [None, 24, 40, 100, 256])
+@pytest.mark.parametrize("gated", ["swiglu", "geglu"])
+def test_gated_mlp_matches_the_dense_parameter_count(d_ff, gated):
+    # The rule (ModelConfig.ff_dim): hidden = round(2 d_ff / 3), so the MLP's params differ by <= d_model
+    # per block from the two-matrix MLP's (bias-free); exactly equal when 3 divides d_ff.
+    dense = BASE.replace(d_ff=d_ff)
+    glu = dense.replace(activation=gated)
+    count = lambda c: transformer.param_count(jax.eval_shape(lambda: transformer.init(c, jax.random.key(0))))
+    diff = abs(count(glu) - count(dense))
+    assert diff <= dense.d_model * dense.n_layers
+    if dense.ff_dim % 3 == 0:
+        assert diff == 0
+    assert glu.ff_dim == round(2 * dense.ff_dim / 3)
+
+
+def test_capture_returns_residuals_mlp_activations_and_attention():
+    cfg = BASE.replace(n_heads=4)
+    params = _params(cfg, 11)
+    tokens = _tokens(11)
+    logits, inter = transformer.capture(cfg, params, tokens)
+    # the same model, not jitted here: XLA fuses differently, so float32 roundoff only (1e-5 relative)
+    np.testing.assert_allclose(
+        np.asarray(logits), np.asarray(_apply(cfg, params, tokens)), rtol=1e-5, atol=1e-5
+    )
+    assert inter["residual"].shape == (cfg.n_layers + 1, B, T, cfg.d_model)
+    assert inter["mlp_hidden"].shape == (cfg.n_layers, B, T, cfg.ff_dim)
+    w = np.asarray(inter["attn_weights"])
+    assert w.shape == (cfg.n_layers, B, cfg.n_heads, T, T)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(w, k=1) == 0)  # causal: nothing above the diagonal
+    P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    np.testing.assert_allclose(inter["residual"][0], P["wte"][tokens] + P["wpe"][:T], rtol=1e-6, atol=1e-6)
+
+
+def _permutation_equivariant(cfg, seed):
+    params = _params(cfg, seed)
+    tokens = _tokens(seed)
+    perm = np.random.default_rng(seed).permutation(T)
+    out = np.asarray(_apply(cfg, params, tokens))
+    out_p = np.asarray(_apply(cfg, params, tokens[:, perm]))
+    return out, out_p, perm
+
+
+def test_no_position_bidirectional_model_is_permutation_equivariant():
+    # With no position signal and no mask, attention is a function of the set of keys, so permuting the
+    # inputs permutes the outputs. Float32 sums in a different order differ by roundoff only: 1e-5.
+    cfg = BASE.replace(position="none", mask="bidirectional")
+    out, out_p, perm = _permutation_equivariant(cfg, 12)
+    np.testing.assert_allclose(out_p, out[:, perm], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal", "rope", "alibi"])
+def test_every_position_signal_breaks_permutation_equivariance(position):
+    cfg = BASE.replace(position=position, mask="bidirectional")
+    out, out_p, perm = _permutation_equivariant(cfg, 12)
+    assert np.abs(out_p - out[:, perm]).max() > 1e-3
+
+
+def test_rope_and_alibi_models_run_past_max_len_and_learned_refuses():
+    for position in ("rope", "alibi", "sinusoidal", "none"):
+        cfg = BASE.replace(position=position)
+        params = transformer.init(cfg, jax.random.key(0))
+        out = _apply(cfg, params, _tokens(0, t=4 * T))
+        assert out.shape == (B, 4 * T, V) and np.isfinite(np.asarray(out)).all()
+    with pytest.raises(ValueError, match="learned positions exist only for 0..7"):
+        _apply(BASE, transformer.init(BASE, jax.random.key(0)), _tokens(0, t=2 * T))

@@ -348,3 +348,33 @@ def test_multi_head_attention_qkv_fn(kv):
         y = attention.multi_head_attention(x, mask=mask, qkv_fn=swap, **w)
         want = np_mha(x, mask=mask, qkv_fn=swap, **{_NP_NAMES[n]: a for n, a in w.items()})
         np.testing.assert_allclose(np.asarray(y), want, rtol=RTOL, atol=ATOL)
+
+
+# --- project 3: one query, step by step; additive score bias ----------------------------------------------
+def test_one_query_step_by_step_equals_the_batched_attention():
+    rng = np.random.default_rng(30)
+    q, k, v = (rng.normal(size=(B, T, H, D)).astype(np.float32) for _ in range(3))
+    mask = masks.causal_mask(T)
+    out, w = attention.dot_product_attention(q, k, v, mask, return_weights=True)
+    for b in range(B):
+        for h in range(H):
+            for t in range(T):
+                o1, p1 = attention.attend_one_query(q[b, t, h], k[b, :, h], v[b, :, h], np.asarray(mask)[t])
+                np.testing.assert_allclose(np.asarray(o1), np.asarray(out)[b, t, h], rtol=RTOL, atol=ATOL)
+                np.testing.assert_allclose(np.asarray(p1), np.asarray(w)[b, h, t], rtol=RTOL, atol=ATOL)
+                assert np.all(np.asarray(p1)[t + 1 :] == 0)  # future keys get exactly zero
+    np.testing.assert_allclose(np.asarray(out), np_attention(q, k, v, mask), rtol=RTOL, atol=ATOL)
+
+
+def test_score_bias_is_added_before_the_softmax():
+    rng = np.random.default_rng(31)
+    q, k, v = (rng.normal(size=(B, T, H, D)).astype(np.float32) for _ in range(3))
+    bias = rng.normal(size=(H, T, T)).astype(np.float32)
+    got = attention.dot_product_attention(q, k, v, masks.causal_mask(T), bias=bias)
+    # reference: fold the bias into the scores by hand
+    s = np.einsum("bthd,bshd->bhts", q.astype(np.float64), k.astype(np.float64)) / np.sqrt(D) + bias
+    s = np.where(np.asarray(masks.causal_mask(T)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bhts,bshd->bthd", w, v.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)

@@ -163,3 +163,54 @@ def test_relu_dtypes_and_gradient():
     np.testing.assert_array_equal(np.asarray(activations.relu(jnp.array([-3, 0, 4]))), [0, 0, 4])
     g = jax.grad(lambda x: activations.relu(x).sum())(jnp.array([-1.0, 2.0]))
     np.testing.assert_array_equal(np.asarray(g), [0.0, 1.0])
+
+
+# --- project 10: RMSNorm, SiLU, SwiGLU, GeGLU ---------------------------------------------------------------
+def np_rms_norm(x, scale, eps=1e-6):
+    x = np.asarray(x, np.float64)
+    return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * np.asarray(scale, np.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), loc=st.floats(-8, 8), spread=st.floats(0.05, 8))
+def test_rms_norm_matches_reference(seed, loc, spread):
+    # no centring, so no cancellation: the error is a few roundoffs relative to each output, rtol 1e-5
+    x, scale, _ = _ln_inputs(seed, loc, spread)
+    y = norms.rms_norm(x, scale)
+    assert y.shape == x.shape and y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), np_rms_norm(x, scale), rtol=1e-5, atol=1e-6)
+
+
+def test_rms_norm_gives_unit_rms_and_keeps_the_mean():
+    x, _, _ = _ln_inputs(5, 3.0, 1.0)
+    y = np.asarray(norms.rms_norm(x, np.ones(SHAPE[-1], np.float32)), np.float64)
+    np.testing.assert_allclose(np.sqrt((y**2).mean(-1)), 1.0, rtol=1e-5)
+    assert np.all(y.mean(-1) > 0.5)  # unlike layer_norm, the mean is not removed
+    assert norms.rms_norm(jnp.asarray(x, jnp.bfloat16), jnp.ones(SHAPE[-1])).dtype == jnp.bfloat16
+
+
+def np_silu(x):
+    x = np.asarray(x, np.float64)
+    return x / (1.0 + np.exp(-x))
+
+
+@settings(max_examples=30, deadline=None)
+@given(_floats, _floats)
+def test_gated_units_match_reference(gate, up):
+    # products of two O(1) float32 terms: rtol 1e-5 on top of each factor's own tolerance
+    np.testing.assert_allclose(
+        np.asarray(activations.silu(gate)), np_silu(gate), rtol=ACT_RTOL, atol=ACT_ATOL
+    )
+    up64 = up.astype(np.float64)
+    np.testing.assert_allclose(
+        np.asarray(activations.swiglu(gate, up)), np_silu(gate) * up64, rtol=ACT_RTOL, atol=8 * ACT_ATOL
+    )
+    np.testing.assert_allclose(
+        np.asarray(activations.geglu(gate, up)), np_gelu(gate) * up64, rtol=ACT_RTOL, atol=8 * ACT_ATOL
+    )
+
+
+def test_silu_limits():
+    y = np.asarray(activations.silu(np.array([0.0, 50.0, -50.0, -1e4], np.float32)))
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, [0.0, 50.0, 0.0, 0.0], atol=1e-18)

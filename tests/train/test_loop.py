@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from lab.errors import CheckpointError
-from lab.train import members_grid, train_sweep
+from lab.errors import CheckpointError, ConfigError
+from lab.train import Member, members_grid, train_sweep
 from lab.train.metrics import read_rows
 
 CHILD = textwrap.dedent(
@@ -149,3 +149,11 @@ def test_a_checkpoint_of_a_sharded_sweep_restores_on_one_device(tmp_path, tiny):
     np.testing.assert_array_equal(
         np.load(tmp_path / "wte.npy"), np.asarray(jax.device_get(state.params["wte"]))
     )
+
+
+def test_a_task_longer_than_the_learned_position_table_is_refused_before_compiling(tiny, tmp_path):
+    cfg, tcfg, task = tiny
+    short = cfg.replace(max_len=task.seq_len - 1)
+    with pytest.raises(ConfigError, match="learned positions exist only for 0..max_len-1"):
+        train_sweep(tmp_path / "r", cfg=short, tcfg=tcfg, task=task, data={}, members=[Member(0, 1e-3)])
+    assert not (tmp_path / "r").exists()
