@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lab import ops
 from lab.model.config import ModelConfig
+from lab.ops import kv_cache
 
 normal = nn.initializers.normal
 
@@ -23,16 +25,22 @@ def _dtype(cfg: ModelConfig):
 
 
 # --- positions: add (or not) a position signal to the token embeddings -----------------------------------
-def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+# `offset` is the position of the first token (0 for a whole sequence; the cache length when decoding with
+# a KV cache, possibly traced). Callers with an offset check offset + T <= max_len themselves
+# (lab.model.transformer.init_cache), since a traced offset cannot be checked here.
+def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
     return x_BTD
 
 
-def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
     t = x_BTD.shape[1]
     if t > cfg.max_len:  # a static shape: this raises at trace time, never silently wraps around
         raise ValueError(f"sequence length {t} exceeds model.max_len={cfg.max_len} (learned positions)")
     wpe = mod.param("wpe", normal(cfg.init_std), (cfg.max_len, cfg.d_model))
-    return x_BTD + wpe[:t].astype(x_BTD.dtype)
+    rows = (
+        wpe[:t] if isinstance(offset, int) and offset == 0 else jax.lax.dynamic_slice_in_dim(wpe, offset, t)
+    )
+    return x_BTD + rows.astype(x_BTD.dtype)
 
 
 POSITIONAL: dict[str, Callable] = {"none": _no_position, "learned": _learned_position}
@@ -107,10 +115,13 @@ def _out_init(cfg: ModelConfig):
 
 
 class Attention(nn.Module):
+    """Self-attention. With `cache` (a lab.ops.kv_cache.KVCache) the tokens are the next positions after
+    the cached ones: returns (y, (k, v)) with this layer's cache arrays updated (`layer` = this block)."""
+
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask):
+    def __call__(self, x_BTD, mask, cache=None, layer: int = 0):
         c, dt = self.cfg, _dtype(self.cfg)
         h, k, e, d = c.n_heads, c.kv_heads, c.head_dim, c.d_model
         w_init = normal(c.init_std)
@@ -124,16 +135,18 @@ class Attention(nn.Module):
                 bv_KE=p("bv", (k, e), zeros),
                 bo_D=p("bo", (d,), zeros),
             )
-        return ops.multi_head_attention(
-            x_BTD,
+        weights = (
             p("wq", (d, h, e)),
             p("wk", (d, k, e)),
             p("wv", (d, k, e)),
             p("wo", (h, e, d), _out_init(c)),
-            mask,
-            qkv_fn=QKV_VARIANTS[c.qkv],
-            **biases,
         )
+        if cache is not None:
+            y, k_new, v_new = kv_cache.cached_multi_head_attention(
+                cache, layer, x_BTD, *weights, qkv_fn=QKV_VARIANTS[c.qkv], **biases
+            )
+            return y, (k_new, v_new)
+        return ops.multi_head_attention(x_BTD, *weights, mask, qkv_fn=QKV_VARIANTS[c.qkv], **biases)
 
 
 class MLP(nn.Module):
@@ -159,7 +172,11 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask):
+    def __call__(self, x_BTD, mask, cache=None, layer: int = 0):
+        """x -> x'; with a KV cache, x -> (x', (k, v)) (see Attention)."""
         norm = NORMS[self.cfg.norm]
-        x_BTD = x_BTD + Attention(self.cfg, name="attn")(norm(self.cfg, name="norm1")(x_BTD), mask)
-        return x_BTD + MLP(self.cfg, name="mlp")(norm(self.cfg, name="norm2")(x_BTD))
+        a = Attention(self.cfg, name="attn")(norm(self.cfg, name="norm1")(x_BTD), mask, cache, layer)
+        a, kv = a if cache is not None else (a, None)
+        x_BTD = x_BTD + a
+        x_BTD = x_BTD + MLP(self.cfg, name="mlp")(norm(self.cfg, name="norm2")(x_BTD))
+        return x_BTD if cache is None else (x_BTD, kv)
