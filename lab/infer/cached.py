@@ -83,3 +83,18 @@ def generate_cached(
 # Single calls for measuring and visualizing (lab.model.apply_cached, jitted once per config and shape).
 prefill = jax.jit(apply_cached, static_argnums=0)
 decode_step = jax.jit(apply_cached, static_argnums=0, donate_argnums=3)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "n"), donate_argnames=("cache",))
+def decode_steps(cfg: ModelConfig, params, tokens_B1, cache, n: int):
+    """(tokens (B, n), cache): `n` greedy decode steps from `cache` in one `lax.scan` (no prefill), for
+    measuring decode throughput alone. The cache is donated (updated in place)."""
+
+    def step(carry, _):
+        cache, tok = carry
+        logits, cache = apply_cached(cfg, params, tok, cache)
+        nxt = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)[:, None]
+        return (cache, nxt), nxt[:, 0]
+
+    (cache, _), toks = jax.lax.scan(step, (cache, tokens_B1.astype(jnp.int32)), None, length=n)
+    return toks.T, cache
