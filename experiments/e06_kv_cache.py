@@ -214,12 +214,12 @@ def _positions(cfg, model, params, prompt) -> dict:
         jax.block_until_ready(fwd(model, params[0], seq))  # compile (once per t)
         cached[t], uncached[t] = [], []
         for p in params:
-            # Median of single calls: robust to the other processes of a shared machine.
-            c_times, u_times = [], []
-            for _ in range(cfg.position_calls):
-                c = jax.block_until_ready(fresh())
-                c_times.append(_timed(lambda c=c, p=p: decode_step(model, p, token, c)[0]))
-                u_times.append(_timed(lambda p=p, seq=seq: fwd(model, p, seq)))
+            # Median of single calls: robust to the other processes of a shared machine. The two kinds are
+            # timed in separate blocks: interleaved, the long forward pass evicts the CPU caches and the
+            # decode step after it would be timed cold (an artifact that grows with t).
+            caches = jax.block_until_ready([fresh() for _ in range(cfg.position_calls)])
+            c_times = [_timed(lambda c=c, p=p: decode_step(model, p, token, c)[0]) for c in caches]
+            u_times = [_timed(lambda p=p, seq=seq: fwd(model, p, seq)) for _ in range(cfg.position_calls)]
             cached[t].append(float(np.median(c_times)))
             uncached[t].append(float(np.median(u_times)))
     return {"cache_size": size, "cached": cached, "uncached": uncached, "calls": cfg.position_calls}
@@ -439,11 +439,16 @@ def analyze(cfg: E06Config, out: Path) -> Findings:
     save(fig, "time_per_position.png")
     c_ratio = summarize(cached_ms[-1]).mean / summarize(cached_ms[0]).mean
     u_ratio = summarize(uncached_ms[-1]).mean / summarize(uncached_ms[0]).mean
-    flat = c_ratio < 1.5 and u_ratio > 2 * c_ratio
+    if c_ratio < 1.5 and u_ratio > 2 * c_ratio:
+        flat = "supported"
+    elif u_ratio > 10 * c_ratio:
+        flat = "qualified"  # grows with the cache too, but far less
+    else:
+        flat = "refuted"
     findings.append(
         Finding(
             "Per-token time is flat with the cache and grows with position without it",
-            "supported" if flat else "refuted",
+            flat,
             f"from position {ts[0]} to {ts[-1]} ({ts[-1] / ts[0]:.0f}× longer): with cache "
             f"{summarize(cached_ms[0]).fmt(3)} → {summarize(cached_ms[-1]).fmt(3)} ms ({c_ratio:.2f}×; the "
             f"fixed-shape cache attends over all {pos['cache_size']} slots, masked, whatever the position), "

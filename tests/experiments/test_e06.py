@@ -64,11 +64,11 @@ def test_timeline_is_read_from_the_caches(smoke):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("lengths=[0]", "lengths must all be >= 1"),
+        ("lengths=0", "lengths must all be >= 1"),
         ("window=0", "window must be in"),
         ("model.max_len=20", "model.max_len (20) must be >= prompt_len + max(lengths)"),
-        ("batches=[]", "batches must not be empty"),
-        ("positions=[999]", "positions must be <="),
+        ("uncached_max_tokens=-1", "uncached_max_tokens must be >= 0"),
+        ("positions=999", "positions must be <="),
     ],
 )
 def test_bad_configs_are_one_line_errors(capsys, tmp_path, override, fragment):

@@ -54,8 +54,8 @@ def test_conversion_and_uptraining_numbers_on_disk(smoke):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("groups=[3]", "groups must divide model.n_heads"),
-        ("groups=[1]", "groups must include model.n_heads"),
+        ("groups=3", "groups must divide model.n_heads"),
+        ("groups=1", "groups must include model.n_heads"),
         ("model.n_kv_heads=1", "model must be multi-head"),
         ("uptrain_steps=0", "uptrain_steps must be >= 1"),
         ("decode_steps=64", "decode_steps must be in"),
