@@ -5,7 +5,9 @@ fixed shape and the loop is a `lax.fori_loop`, so a call compiles once per (conf
 number of new tokens) and not once per token. When the context grows past `cfg.max_len` the window
 slides, keeping the last `max_len` tokens.
 
-temperature == 0 is greedy (argmax); temperature > 0 samples from softmax(logits / temperature).
+temperature == 0 is greedy (argmax); temperature > 0 samples from softmax(logits / temperature);
+`sample_fn(logits, key) -> tokens` replaces both (lab.infer.next_token). Project 6's `generate_cached`
+(lab.infer.cached) samples the same way and is the fast path; this is its baseline.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lab.infer.next_token import next_token
 from lab.model import ModelConfig, apply
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "n_new"))
-def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key):
+@functools.partial(jax.jit, static_argnames=("cfg", "n_new", "sample_fn"))
+def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key, sample_fn=None):
     b, p = prompt_BP.shape
     total = p + n_new
     w = min(cfg.max_len, total)
@@ -33,16 +36,16 @@ def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key)
         # Positions after `cur` in the window hold zeros; the causal mask hides them from position cur-1.
         logits = jax.lax.dynamic_index_in_dim(apply(cfg, params, window), cur - 1 - start, 1, keepdims=False)
         key, sub = jax.random.split(key)
-        t = jnp.maximum(temperature, 1e-6)
-        sampled = jax.random.categorical(sub, logits.astype(jnp.float32) / t, axis=-1)
-        tok = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+        tok = next_token(logits, sub, temperature, sample_fn)
         return jax.lax.dynamic_update_slice(buf, tok[:, None], (0, cur)), key
 
     buf, _ = jax.lax.fori_loop(0, n_new, body, (buf, key))
     return buf
 
 
-def generate(cfg: ModelConfig, params, prompt_BP, n_new: int, *, temperature: float = 0.0, key=None):
+def generate(
+    cfg: ModelConfig, params, prompt_BP, n_new: int, *, temperature: float = 0.0, key=None, sample_fn=None
+):
     """(B, P + n_new) tokens: the prompt followed by `n_new` generated tokens."""
     if cfg.mask != "causal":
         raise ValueError(f"generation needs a causal model, got model.mask={cfg.mask!r}")
@@ -52,4 +55,4 @@ def generate(cfg: ModelConfig, params, prompt_BP, n_new: int, *, temperature: fl
     if prompt_BP.ndim != 2 or prompt_BP.shape[1] < 1:
         raise ValueError(f"prompt must be (batch, length >= 1) token ids, got shape {prompt_BP.shape}")
     key = jax.random.PRNGKey(0) if key is None else key
-    return _generate(cfg, params, prompt_BP, n_new, jnp.float32(temperature), key)
+    return _generate(cfg, params, prompt_BP, n_new, jnp.float32(temperature), key, sample_fn)

@@ -5,6 +5,10 @@ POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cf
 QKV_VARIANTS[cfg.qkv] and PLACEMENTS[cfg.norm_placement]. Parameters are
 float32; computation runs in `cfg.dtype`. Modules `sow` their attention weights, MLP activations and
 block outputs into "intermediates", which only `lab.model.transformer.capture` asks for.
+
+Decoding with a KV cache (lab.ops.kv_cache) runs the same modules on the next T tokens: every position
+scheme then takes the absolute position of the first token (`offset`, the cache length, traced), so the
+cached model computes exactly what the full model computes at those positions.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from lab import ops
 from lab.model.config import ModelConfig
+from lab.ops import kv_cache
 
 normal = nn.initializers.normal
 
@@ -26,14 +32,17 @@ def _dtype(cfg: ModelConfig):
 
 
 # --- positions: each scheme acts at up to three places -----------------------------------------------------
-# embed(mod, x_BTD, cfg) -> x_BTD        adds a signal to the token embeddings (sinusoidal, learned)
-# rotate(q_BTHE, k_BTKE, cfg) -> (q, k)  rotates queries and keys inside attention (RoPE)
-# bias(t, cfg) -> (H, T, T)              an additive attention-score bias (ALiBi)
-def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+# embed(mod, x_BTD, cfg, offset) -> x_BTD         adds a signal to the token embeddings (sinusoidal, learned)
+# rotate(q_BTHE, k_BTKE, cfg, offset) -> (q, k)  rotates queries and keys inside attention (RoPE)
+# bias(q_pos_T, k_pos_S, cfg) -> (H, T, S)        an additive attention-score bias (ALiBi)
+# `offset` is the position of the first of the T tokens: 0 for a whole sequence, the cache length (traced)
+# when decoding with a KV cache. Callers with an offset keep offset + T <= max_len for learned positions
+# themselves (lab.model.transformer.cache_layout), since a traced offset cannot be checked here.
+def _no_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
     return x_BTD
 
 
-def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
     t = x_BTD.shape[1]
     if t > cfg.max_len:  # a static shape: this raises at trace time, never silently wraps around
         raise ValueError(
@@ -41,22 +50,27 @@ def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
             f"0..{cfg.max_len - 1} (use position sinusoidal, rope, alibi or none to run longer sequences)"
         )
     wpe = mod.param("wpe", normal(cfg.init_std), (cfg.max_len, cfg.d_model))
-    return x_BTD + wpe[:t].astype(x_BTD.dtype)
+    rows = (
+        wpe[:t] if isinstance(offset, int) and offset == 0 else jax.lax.dynamic_slice_in_dim(wpe, offset, t)
+    )
+    return x_BTD + rows.astype(x_BTD.dtype)
 
 
-def _sinusoidal_position(mod: nn.Module, x_BTD, cfg: ModelConfig):
+def _sinusoidal_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
     # Vaswani et al. add the table to embeddings scaled by sqrt(D); ours are initialized with std 0.02, so
     # the table (entries of size ~1) is scaled to the embeddings' size instead, as a learned table would be.
-    pe = ops.sinusoidal_positions(x_BTD.shape[1], cfg.d_model) * cfg.init_std
+    pe = ops.sinusoidal_positions(x_BTD.shape[1], cfg.d_model, offset=offset) * cfg.init_std
     return x_BTD + pe.astype(x_BTD.dtype)
 
 
-def _rope(q_BTHE, k_BTKE, cfg: ModelConfig):
-    return ops.apply_rope(q_BTHE, cfg.rope_theta), ops.apply_rope(k_BTKE, cfg.rope_theta)
+def _rope(q_BTHE, k_BTKE, cfg: ModelConfig, offset=0):
+    return ops.apply_rope(q_BTHE, cfg.rope_theta, offset), ops.apply_rope(k_BTKE, cfg.rope_theta, offset)
 
 
-def _alibi(t: int, cfg: ModelConfig):
-    return ops.alibi_bias(cfg.n_heads, t)
+def _alibi(q_pos_T, k_pos_S, cfg: ModelConfig):
+    # -m_h * |q - k| (ops.alibi_bias for explicit positions: the cache's slots hold arbitrary positions)
+    dist = jnp.abs(q_pos_T[:, None] - k_pos_S[None, :]).astype(jnp.float32)
+    return -ops.alibi_slopes(cfg.n_heads)[:, None, None] * dist[None]
 
 
 @dataclass(frozen=True)
@@ -159,10 +173,13 @@ def _out_init(cfg: ModelConfig):
 
 
 class Attention(nn.Module):
+    """Self-attention. With `cache` (a lab.ops.kv_cache.KVCache) the tokens are the next positions after
+    the cached ones: returns (y, (k, v)) with this layer's cache arrays updated (`layer` = this block)."""
+
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask):
+    def __call__(self, x_BTD, mask, cache=None, layer: int = 0):
         c, dt = self.cfg, _dtype(self.cfg)
         h, k, e, d = c.n_heads, c.kv_heads, c.head_dim, c.d_model
         w_init = normal(c.init_std)
@@ -177,23 +194,34 @@ class Attention(nn.Module):
                 bo_D=p("bo", (d,), zeros),
             )
         pos = POSITIONAL[c.position]
+        offset = 0 if cache is None else cache.length
         qkv_fn = QKV_VARIANTS[c.qkv]
         if pos.rotate is not None:
             rewire = qkv_fn
 
             def qkv_fn(q, k, v):
                 q, k, v = rewire(q, k, v)
-                return (*pos.rotate(q, k, c), v)
+                return (*pos.rotate(q, k, c, offset), v)
 
-        y, w_BHTS = ops.multi_head_attention(
-            x_BTD,
+        weights = (
             p("wq", (d, h, e)),
             p("wk", (d, k, e)),
             p("wv", (d, k, e)),
             p("wo", (h, e, d), _out_init(c)),
+        )
+        if cache is not None:
+            bias_fn = None if pos.bias is None else (lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c))
+            y, k_new, v_new = kv_cache.cached_multi_head_attention(
+                cache, layer, x_BTD, *weights, qkv_fn=qkv_fn, bias_fn=bias_fn, **biases
+            )
+            return y, (k_new, v_new)
+        t = x_BTD.shape[1]
+        y, w_BHTS = ops.multi_head_attention(
+            x_BTD,
+            *weights,
             mask,
             qkv_fn=qkv_fn,
-            score_bias=None if pos.bias is None else pos.bias(x_BTD.shape[1], c),
+            score_bias=None if pos.bias is None else pos.bias(jnp.arange(t), jnp.arange(t), c),
             return_weights=True,
             **biases,
         )
@@ -241,11 +269,21 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BTD, mask):
+    def __call__(self, x_BTD, mask, cache=None, layer: int = 0):
+        """x -> x'; with a KV cache, x -> (x', (k, v)) (see Attention)."""
         c = self.cfg
         norm1, norm2 = NORMS[c.norm](c, name="norm1"), NORMS[c.norm](c, name="norm2")
         attn, mlp = Attention(c, name="attn"), MLP(c, name="mlp")
-        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, lambda x: attn(x, mask), norm1)
+        kv = []
+
+        def attend(x):
+            out = attn(x, mask, cache, layer)
+            if cache is None:
+                return out
+            kv.append(out[1])
+            return out[0]
+
+        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, attend, norm1)
         x_BTD = PLACEMENTS[c.norm_placement](x_BTD, mlp, norm2)
         self.sow("intermediates", "residual", x_BTD)
-        return x_BTD
+        return x_BTD if cache is None else (x_BTD, kv[0])

@@ -3,6 +3,12 @@
     params = init(cfg, key)                   # nested dict of float32 arrays
     logits = apply(cfg, params, tokens_BT)    # (B, T, vocab_size)
 
+Decoding with a KV cache (lab.ops.kv_cache, an explicit pytree passed in and out):
+
+    cache = init_cache(cfg, batch, size)                          # empty, fixed shape
+    logits, cache = apply_cached(cfg, params, prompt_BP, cache)   # prefill: P positions at once
+    logits, cache = apply_cached(cfg, params, token_B1, cache)    # decode: the next position
+
 `cfg` is a frozen dataclass, so `jax.jit(apply, static_argnums=0)` compiles once per config.
 """
 
@@ -14,27 +20,40 @@ import jax.numpy as jnp
 
 from lab.model.config import ModelConfig
 from lab.model.layers import MASKS, NORMS, POSITIONAL, Block, normal
+from lab.ops import kv_cache
 
 
 class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_BT, prefix_len_B=None):
+    def __call__(self, tokens_BT, prefix_len_B=None, cache=None):
+        """Logits (B, T, V); with a KV cache, (logits, cache) for the T positions after the cached ones."""
         c = self.cfg
         dt = jnp.dtype(c.dtype)
         wte = self.param("wte", normal(c.init_std), (c.vocab_size, c.d_model))
         x = wte.astype(dt)[tokens_BT]
-        x = POSITIONAL[c.position].embed(self, x, c)
-        mask = MASKS[c.mask](tokens_BT.shape[1], prefix_len_B)
-        self.sow("intermediates", "embedded", x)
-        for i in range(c.n_layers):
-            x = Block(c, name=f"block_{i}")(x, mask)
+        if cache is None:
+            x = POSITIONAL[c.position].embed(self, x, c)
+            mask = MASKS[c.mask](tokens_BT.shape[1], prefix_len_B)
+            self.sow("intermediates", "embedded", x)
+            for i in range(c.n_layers):
+                x = Block(c, name=f"block_{i}")(x, mask)
+        else:  # causal only (checked by cache_layout); the cache builds its own mask from its positions
+            x = POSITIONAL[c.position].embed(self, x, c, offset=cache.length)
+            ks, vs = [], []
+            for i in range(c.n_layers):
+                x, (k, v) = Block(c, name=f"block_{i}")(x, None, cache, i)
+                ks.append(k)
+                vs.append(v)
+            cache = kv_cache.advance(cache, ks, vs, tokens_BT.shape[1])
         if c.norm_placement == "pre":  # post-norm blocks already end in a norm
             x = NORMS[c.norm](c, name="norm_f")(x)
         if c.tie_embeddings:
-            return x @ wte.astype(dt).T
-        return x @ self.param("lm_head", normal(c.init_std), (c.d_model, c.vocab_size)).astype(dt)
+            logits = x @ wte.astype(dt).T
+        else:
+            logits = x @ self.param("lm_head", normal(c.init_std), (c.d_model, c.vocab_size)).astype(dt)
+        return logits if cache is None else (logits, cache)
 
 
 def init(cfg: ModelConfig, key: jax.Array) -> dict:
@@ -65,6 +84,41 @@ def capture(cfg: ModelConfig, params: dict, tokens_BT, prefix_len_B=None) -> tup
         "mlp_hidden": f32([b["mlp"]["hidden"][0] for b in blocks]),
         "attn_weights": f32([b["attn"]["attn_weights"][0] for b in blocks]),
     }
+
+
+def cache_layout(cfg: ModelConfig, size: int, window: int | None = None) -> tuple[int, bool]:
+    """(slots, ring) of a KV cache for sequences of up to `size` positions, with an optional sliding window,
+    after refusing what cannot work (before anything is traced or allocated): a non-causal model, and with
+    learned positions a length past model.max_len (a traced position past the table would be clamped
+    silently)."""
+    if cfg.mask != "causal":
+        raise ValueError(f"a KV cache needs a causal model, got model.mask={cfg.mask!r}")
+    if size < 1 or (window is not None and window < 1):
+        raise ValueError(f"cache size and window must be >= 1, got size={size}, window={window}")
+    if cfg.position == "learned" and size > cfg.max_len:
+        raise ValueError(
+            f"a cache of {size} positions exceeds model.max_len={cfg.max_len} (learned positions exist only "
+            "for 0..max_len-1)"
+        )
+    if window is None or window >= size:
+        return size, False
+    return window, True
+
+
+def init_cache(cfg: ModelConfig, batch: int, size: int, *, window: int | None = None, dtype=None):
+    """An empty KV cache for `cfg`: `size` positions (a full cache), or a sliding window of `window`
+    positions that evicts the oldest (a ring buffer; then `size` is the longest sequence to be decoded).
+    K/V are stored in the compute dtype unless `dtype` is given. Checks as `cache_layout`."""
+    slots, ring = cache_layout(cfg, size, window)
+    dt = jnp.dtype(cfg.dtype if dtype is None else dtype)
+    return kv_cache.init(cfg.n_layers, batch, slots, cfg.kv_heads, cfg.head_dim, dt, ring=ring)
+
+
+def apply_cached(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, cache):
+    """(logits (B, T, V), cache): the model on T tokens at positions cache.length.., attending to the
+    cached positions too, and the cache with their keys and values added. The caller keeps
+    cache.length + T within the cache (a full cache) and within model.max_len (learned positions)."""
+    return Transformer(cfg).apply({"params": params}, tokens_BT, None, cache)
 
 
 def param_count(params: dict) -> int:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 def sinusoidal_positions(t: int, d: int, base: float = 10000.0, offset: int = 0) -> jnp.ndarray:
     """(T, D) float32 sinusoidal table for positions offset .. offset+T-1 (D even or odd)."""
-    pos = jnp.arange(offset, offset + t, dtype=jnp.float32)[:, None]
+    pos = (offset + jnp.arange(t)).astype(jnp.float32)[:, None]  # offset may be traced (KV-cache decoding)
     i = jnp.arange(0, d, 2, dtype=jnp.float32)[None, :]  # 2i
     angle = pos / base ** (i / d)  # (T, ceil(D/2))
     pe = jnp.zeros((t, d), jnp.float32)
@@ -34,7 +34,7 @@ def rope_angles(t: int, e: int, theta: float = 10000.0, offset: int = 0) -> jnp.
     if e % 2:
         raise ValueError(f"RoPE needs an even head dimension, got {e}")
     inv_freq = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)  # (E/2,)
-    pos = jnp.arange(offset, offset + t, dtype=jnp.float32)
+    pos = (offset + jnp.arange(t)).astype(jnp.float32)  # offset may be traced (KV-cache decoding)
     return pos[:, None] * inv_freq[None, :]
 
 

@@ -1,0 +1,216 @@
+"""A preallocated, fixed-shape key/value cache for autoregressive decoding, and attention over it.
+
+Decoding one token at a time, the keys and values of earlier positions never change (causal attention),
+so each layer keeps them instead of recomputing the whole prefix every step (Pope et al. 2022,
+"Efficiently Scaling Transformer Inference"). The cache is an explicit pytree passed in and out of pure
+functions (never a Flax mutable collection):
+
+    KVCache.k[l], KVCache.v[l]   (B, S, K, D) per layer: batch, slots, key/value heads, head size
+    KVCache.pos                  (S,) int32: the absolute position whose K/V row each slot holds, -1 = empty
+    KVCache.length               () int32: positions written so far = the position of the next token
+    KVCache.ring                 static bool: a sliding-window cache that evicts (see below)
+
+Every array has a fixed shape, so one compiled program serves every decode step: `write` puts new rows in
+place with `lax.dynamic_update_slice`, and `attend` attends over all S slots with a mask built from `pos`
+(empty slots and future positions are masked), so the cost of a step does not depend on how full the
+cache is.
+
+Full cache (ring=False): S is the longest sequence it can hold; slot s holds position s. Writing past S is
+the caller's error (dynamic_update_slice would clamp the start index silently), so the model-level
+functions check lengths before anything is traced.
+
+Sliding-window cache (ring=True, S = window W): a ring buffer. Position p lives in slot p mod W, evicting
+position p - W, and a query at position p attends to positions p-W+1..p (sliding-window attention, as in
+Mistral 7B; Jiang et al. 2023). Memory stays W rows however long the generation; the model sees only the
+last W tokens, so it equals the full model only while the sequence is at most W long.
+
+Memory: the K and V arrays hold
+
+    2 * layers * batch * kv_heads * head_dim * length * bytes_per_element
+
+bytes (`cache_bytes`); grouped-query attention shrinks it by n_heads / kv_heads. `nbytes` measures the
+arrays themselves (plus the small `pos` and `length` bookkeeping, reported separately).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from lab.ops.attention import dot_product_attention
+
+
+@dataclass(frozen=True)
+class KVCache:
+    k: tuple  # per layer: (B, S, K, D)
+    v: tuple  # per layer: (B, S, K, D)
+    pos: jax.Array  # (S,) int32 absolute position per slot, -1 = empty
+    length: jax.Array  # () int32 positions written so far
+    ring: bool = False  # static: sliding-window ring buffer (evicts) vs full cache
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.k)
+
+    @property
+    def size(self) -> int:
+        """S: the number of slots (the longest sequence a full cache holds; the window of a ring)."""
+        return self.k[0].shape[1]
+
+    def replace(self, **kw) -> KVCache:
+        return dataclasses.replace(self, **kw)
+
+
+jax.tree_util.register_dataclass(KVCache, data_fields=["k", "v", "pos", "length"], meta_fields=["ring"])
+
+
+def init(n_layers, batch, size, kv_heads, head_dim, dtype=jnp.float32, *, ring: bool = False) -> KVCache:
+    """An empty cache of `size` slots per layer (zeros; every slot marked empty)."""
+    if min(n_layers, batch, size, kv_heads, head_dim) < 1:
+        raise ValueError(
+            f"cache dimensions must be >= 1, got layers={n_layers} batch={batch} size={size} "
+            f"kv_heads={kv_heads} head_dim={head_dim}"
+        )
+    zeros = lambda: jnp.zeros((batch, size, kv_heads, head_dim), dtype)
+    return KVCache(
+        k=tuple(zeros() for _ in range(n_layers)),
+        v=tuple(zeros() for _ in range(n_layers)),
+        pos=jnp.full((size,), -1, jnp.int32),
+        length=jnp.zeros((), jnp.int32),
+        ring=ring,
+    )
+
+
+def cache_bytes(n_layers, batch, kv_heads, head_dim, length, bytes_per_element) -> int:
+    """The formula: 2 (K and V) * layers * batch * kv_heads * head_dim * length * bytes per element."""
+    return 2 * n_layers * batch * kv_heads * head_dim * length * bytes_per_element
+
+
+def nbytes(cache: KVCache) -> int:
+    """Bytes actually held by the K and V arrays (what `cache_bytes` predicts)."""
+    return sum(int(x.nbytes) for x in (*cache.k, *cache.v))
+
+
+def bookkeeping_bytes(cache: KVCache) -> int:
+    """Bytes of the `pos` and `length` arrays (not in the formula: O(S), independent of layers and batch)."""
+    return int(cache.pos.nbytes) + int(cache.length.nbytes)
+
+
+def _slots(cache: KVCache, t: int) -> jnp.ndarray:
+    """(t,) slots that positions length..length+t-1 go to."""
+    p = cache.length + jnp.arange(t, dtype=jnp.int32)
+    return p % cache.size if cache.ring else p
+
+
+def write(cache_BSKD, new_BTKD, start) -> jnp.ndarray:
+    """`new` written into `cache` at slots start..start+T-1 (start may be traced; a full-cache write)."""
+    return jax.lax.dynamic_update_slice(cache_BSKD, new_BTKD.astype(cache_BSKD.dtype), (0, start, 0, 0))
+
+
+def _ring_write(cache_BSKD, new_BTKD, slots_T):
+    return cache_BSKD.at[:, slots_T].set(new_BTKD.astype(cache_BSKD.dtype))
+
+
+def visible(key_pos_S, q_pos_T, window: int | None) -> jnp.ndarray:
+    """(T, S) mask: a query at position p sees keys at positions 0 <= s <= p (and s > p - window)."""
+    kp, qp = key_pos_S[None, :], q_pos_T[:, None]
+    m = (kp >= 0) & (kp <= qp)
+    return m if window is None else m & (kp > qp - window)
+
+
+def attend(cache: KVCache, layer: int, q_BTHD, k_BTKD, v_BTKD, *, scale=None, bias_fn=None):
+    """Attention of T new queries over the cache plus their own T new keys; returns (out_BTHD, new k, new v).
+
+    The new keys/values (positions length..length+T-1) are written into layer `layer`'s slots and the
+    written (k, v) arrays are returned; the caller collects them for all layers and then calls `advance`.
+    `bias_fn(q_pos_T, key_pos_S) -> (H, T, S)` adds a score bias from absolute positions (ALiBi); slots
+    that are empty (position -1) are masked whatever their bias.
+    """
+    bias = (lambda kp, qp: None) if bias_fn is None else (lambda kp, qp: bias_fn(qp, kp))
+    t = q_BTHD.shape[1]
+    q_pos = cache.length + jnp.arange(t, dtype=jnp.int32)
+    k_old, v_old = cache.k[layer], cache.v[layer]
+    if not cache.ring:
+        k_all = write(k_old, k_BTKD, cache.length)
+        v_all = write(v_old, v_BTKD, cache.length)
+        key_pos = jnp.where(jnp.arange(cache.size) < cache.length + t, jnp.arange(cache.size), -1)
+        out = dot_product_attention(
+            q_BTHD, k_all, v_all, visible(key_pos, q_pos, None), scale=scale, bias=bias(key_pos, q_pos)
+        )
+        return out, k_all, v_all
+    w = cache.size
+    if t == 1:
+        # One new token evicts position length - W, which is outside its own window: write first, attend
+        # to the W slots in place.
+        slots = _slots(cache, 1)
+        k_all, v_all = _ring_write(k_old, k_BTKD, slots), _ring_write(v_old, v_BTKD, slots)
+        key_pos = cache.pos.at[slots].set(q_pos)
+        out = dot_product_attention(
+            q_BTHD, k_all, v_all, visible(key_pos, q_pos, w), scale=scale, bias=bias(key_pos, q_pos)
+        )
+        return out, k_all, v_all
+    # A chunk (prefill): its early queries still need rows its later keys evict, so attend over the old
+    # slots and the new rows together, then keep the newest min(T, W) rows.
+    key_pos = jnp.concatenate([cache.pos, q_pos])
+    mask = visible(key_pos, q_pos, w)
+    out = dot_product_attention(
+        q_BTHD,
+        jnp.concatenate([k_old, k_BTKD.astype(k_old.dtype)], axis=1),
+        jnp.concatenate([v_old, v_BTKD.astype(v_old.dtype)], axis=1),
+        mask,
+        scale=scale,
+        bias=bias(key_pos, q_pos),
+    )
+    keep = min(t, w)
+    slots = _slots(cache, t)[t - keep :]
+    return (
+        out,
+        _ring_write(k_old, k_BTKD[:, t - keep :], slots),
+        _ring_write(v_old, v_BTKD[:, t - keep :], slots),
+    )
+
+
+def advance(cache: KVCache, k: tuple, v: tuple, t: int) -> KVCache:
+    """The cache after T new positions: every layer's written (k, v), `pos` and `length` updated."""
+    slots = _slots(cache, t)
+    new = cache.length + jnp.arange(t, dtype=jnp.int32)
+    if cache.ring and t > cache.size:
+        slots, new = slots[t - cache.size :], new[t - cache.size :]
+    return cache.replace(k=tuple(k), v=tuple(v), pos=cache.pos.at[slots].set(new), length=cache.length + t)
+
+
+def cached_multi_head_attention(
+    cache: KVCache,
+    layer: int,
+    x_BTD,
+    wq_DHE,
+    wk_DKE,
+    wv_DKE,
+    wo_HED,
+    *,
+    bq_HE=None,
+    bk_KE=None,
+    bv_KE=None,
+    bo_D=None,
+    qkv_fn=None,
+    bias_fn=None,
+):
+    """`multi_head_attention` (lab.ops.attention) of T new tokens that also attend to the cached positions.
+    `qkv_fn` rewires/rotates the new q, k, v (RoPE at their absolute positions: cached keys are stored
+    rotated); `bias_fn` is as in `attend`.
+
+    Returns (y_BTD, k_BSKD, v_BSKD): the output and layer `layer`'s cache arrays with the new rows written.
+    """
+    q = jnp.einsum("btd,dhe->bthe", x_BTD, wq_DHE)
+    k = jnp.einsum("btd,dke->btke", x_BTD, wk_DKE)
+    v = jnp.einsum("btd,dke->btke", x_BTD, wv_DKE)
+    if bq_HE is not None:
+        q, k, v = q + bq_HE, k + bk_KE, v + bv_KE
+    if qkv_fn is not None:
+        q, k, v = qkv_fn(q, k, v)
+    o, k_all, v_all = attend(cache, layer, q, k, v, bias_fn=bias_fn)
+    y = jnp.einsum("bthe,hed->btd", o.astype(x_BTD.dtype), wo_HED)
+    return (y if bo_D is None else y + bo_D), k_all, v_all

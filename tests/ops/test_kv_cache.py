@@ -1,0 +1,119 @@
+"""Tests for lab.ops.kv_cache: attention over a cache filled chunk by chunk equals a NumPy float64 attention
+over the whole sequence (causal; causal + sliding window for the ring buffer), for MHA and GQA; the ring
+buffer holds exactly the last W positions; measured bytes equal the formula.
+
+Tolerance: rtol = atol = 1e-5, as in test_attention.py (float32 with O(1) inputs, head size 8, at most 24
+keys: float32-vs-float64 differences are ~1e-7; a leaked masked key or a wrong slot changes outputs at
+the 1e-2..1 level). Cache contents are checked exactly.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lab.ops import kv_cache
+
+RTOL = ATOL = 1e-5
+B, H, D = 2, 4, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _true_float32_matmuls():
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def np_reference(q, k, v, window=None):
+    """(B, T, H, D) float64 causal (and sliding-window) attention over the whole sequence."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    t, h, kv = q.shape[1], q.shape[2], k.shape[2]
+    k, v = np.repeat(k, h // kv, axis=2), np.repeat(v, h // kv, axis=2)
+    s = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
+    i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+    m = j <= i
+    if window is not None:
+        m &= j > i - window
+    s = np.where(m, s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhts,bshd->bthd", w / w.sum(-1, keepdims=True), v)
+
+
+def _qkv(t, kv, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(size=(B, t, H, D)).astype(np.float32),
+        rng.normal(size=(B, t, kv, D)).astype(np.float32),
+        rng.normal(size=(B, t, kv, D)).astype(np.float32),
+    )
+
+
+def _run_chunks(cache, q, k, v, chunks):
+    """Feed the sequence through layer 0 of `cache` in chunks of the given sizes; outputs concatenated."""
+    outs, start = [], 0
+    attend = jax.jit(kv_cache.attend, static_argnums=1)
+    for c in chunks:
+        sl = slice(start, start + c)
+        o, k_new, v_new = attend(cache, 0, q[:, sl], k[:, sl], v[:, sl])
+        cache = kv_cache.advance(cache, [k_new], [v_new], c)
+        outs.append(np.asarray(o))
+        start += c
+    return np.concatenate(outs, axis=1), cache
+
+
+@pytest.mark.parametrize("kv", [4, 2, 1])  # MHA, GQA, MQA
+@pytest.mark.parametrize("chunks", [[24], [5] + [1] * 19, [1] * 24, [7, 9, 1, 7]])
+def test_full_cache_equals_whole_sequence_attention(kv, chunks):
+    t = sum(chunks)
+    q, k, v = _qkv(t, kv)
+    cache = kv_cache.init(1, B, 32, kv, D)  # more slots than positions: the empty ones must stay invisible
+    out, cache = _run_chunks(cache, q, k, v, chunks)
+    np.testing.assert_allclose(out, np_reference(q, k, v), rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(np.asarray(cache.k[0])[:, :t], k)
+    np.testing.assert_array_equal(np.asarray(cache.k[0])[:, t:], 0.0)
+    np.testing.assert_array_equal(np.asarray(cache.pos), np.where(np.arange(32) < t, np.arange(32), -1))
+    assert int(cache.length) == t
+
+
+@pytest.mark.parametrize("kv", [4, 2])
+@pytest.mark.parametrize(
+    "window, chunks", [(6, [1] * 20), (6, [4] + [1] * 16), (6, [9, 1, 1, 13]), (5, [3, 8, 2])]
+)
+def test_ring_cache_equals_sliding_window_attention_and_holds_the_last_w_positions(kv, window, chunks):
+    t = sum(chunks)
+    q, k, v = _qkv(t, kv, seed=1)
+    cache = kv_cache.init(1, B, window, kv, D, ring=True)
+    out, cache = _run_chunks(cache, q, k, v, chunks)
+    np.testing.assert_allclose(out, np_reference(q, k, v, window), rtol=RTOL, atol=ATOL)
+    pos = np.asarray(cache.pos)
+    assert sorted(pos.tolist()) == list(range(t - window, t))  # the newest W positions, nothing else
+    np.testing.assert_array_equal(pos % window, np.arange(window))  # position p lives in slot p mod W
+    np.testing.assert_array_equal(np.asarray(cache.v[0]), v[:, pos])
+
+
+def test_ring_that_is_never_full_equals_the_full_cache():
+    q, k, v = _qkv(10, 2, seed=2)
+    full, _ = _run_chunks(kv_cache.init(1, B, 10, 2, D), q, k, v, [3] + [1] * 7)
+    ring, _ = _run_chunks(kv_cache.init(1, B, 10, 2, D, ring=True), q, k, v, [3] + [1] * 7)
+    np.testing.assert_array_equal(full, ring)
+
+
+@pytest.mark.parametrize("dtype, size", [(jnp.float32, 4), (jnp.bfloat16, 2)])
+@pytest.mark.parametrize(
+    "layers, batch, kv, hd, length", [(2, 1, 4, 16, 64), (3, 5, 1, 8, 100), (1, 2, 2, 4, 7)]
+)
+def test_measured_bytes_equal_the_formula(dtype, size, layers, batch, kv, hd, length):
+    cache = kv_cache.init(layers, batch, length, kv, hd, dtype)
+    want = 2 * layers * batch * kv * hd * length * size
+    assert kv_cache.nbytes(cache) == kv_cache.cache_bytes(layers, batch, kv, hd, length, size) == want
+    assert kv_cache.bookkeeping_bytes(cache) == 4 * length + 4
+
+
+def test_cache_is_a_pytree_with_a_static_ring_flag():
+    cache = kv_cache.init(2, 1, 8, 1, 4, ring=True)
+    leaves, tree = jax.tree_util.tree_flatten(cache)
+    assert len(leaves) == 6  # 2 k + 2 v + pos + length; `ring` is static
+    again = jax.tree_util.tree_unflatten(tree, leaves)
+    assert again.ring and again.size == 8 and again.n_layers == 2
+    with pytest.raises(ValueError, match=">= 1"):
+        kv_cache.init(0, 1, 8, 1, 4)
