@@ -36,7 +36,10 @@ def assert_one_line_error(code, err, fragment):
         ),
         (["run", "e04", "--set", "train.steps=many"], "train.steps='many' has the wrong type"),
         (["run", "e04", "--set", "train.lr=-1"], "train.lr must be > 0, got -1.0"),
-        (["run", "e04", "--set", "model.position=rope"], "must be one of 'none', 'learned'"),
+        (
+            ["run", "e04", "--set", "model.position=rotary"],
+            "must be one of 'none', 'sinusoidal', 'learned', 'rope', 'alibi'",
+        ),
         (["run", "e04", "--set", "variants=intact,swap_xy"], "variants: unknown ['swap_xy']"),
         (["run", "e04", "--seeds", "0"], "--seeds must be >= 1"),
         (["run", "e04", "--seeds", "three"], "invalid int value: 'three'"),
