@@ -150,6 +150,30 @@ def from_dict(cls: type, data: dict) -> Any:
     return cls(**kwargs)
 
 
+def fill_defaults(stored: dict, cls: type) -> dict:
+    """`stored` (a config dict written by `to_dict`, perhaps by an older version of the lab) with every
+    field of `cls` that it lacks filled in with that field's default, recursively.
+
+    A field added to a config class after a run was recorded is then compared at its default value: if
+    the current config uses the default (the behaviour the old code had), the run is still the same run.
+    """
+    out = dict(stored)
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        if f.name in out:
+            if dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
+                out[f.name] = fill_defaults(out[f.name], tp)
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = json.loads(
+                json.dumps(to_dict(f.default) if dataclasses.is_dataclass(f.default) else f.default)
+            )
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = json.loads(json.dumps(to_dict(value) if dataclasses.is_dataclass(value) else value))
+    return out
+
+
 def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two config dicts, e.g. ``model.n_layers: 2 vs 4``."""
     out = []

@@ -119,7 +119,13 @@ def write_config(
     from lab.train.loop import check_or_write_config
 
     want = {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}
-    check_or_write_config(out, want, fresh, write=write)
+
+    def upgrade(have: dict) -> dict:  # fields added to the experiment's config since, at their defaults
+        head = {k: have[k] for k in ("experiment", "preset") if k in have}
+        rest = {k: v for k, v in have.items() if k not in head}
+        return {**head, **config_lib.fill_defaults(rest, exp.config_class)}
+
+    check_or_write_config(out, want, fresh, write=write, upgrade=upgrade)
 
 
 def load_config(exp: Experiment, out: Path):

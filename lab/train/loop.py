@@ -68,10 +68,14 @@ def run_config(cfg, tcfg, task, members, extra: dict | None = None, forward=None
     return d
 
 
-def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False, write: bool = True) -> None:
+def check_or_write_config(
+    run_dir: Path, want: dict, fresh: bool = False, write: bool = True, upgrade=None
+) -> None:
     """Write config.json, or refuse if `run_dir` already holds a run of a different config.
 
-    With write=False only the check is made (nothing is created or removed).
+    With write=False only the check is made (nothing is created or removed). `upgrade(have) -> have`, if
+    given, fills in fields added to the config classes since the run was recorded (at their defaults,
+    lab.config.fill_defaults) before comparing.
     """
     want = json.loads(json.dumps(want))  # compare as JSON sees it: tuples are lists
     path = run_dir / "config.json"
@@ -85,6 +89,8 @@ def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False, write:
             have = read_json(path).get("config", {})
         except (ValueError, OSError):
             raise CheckpointError(f"{path} is unreadable or corrupted; pass --fresh to start over") from None
+        if upgrade is not None:
+            have = upgrade(have)
         if have != want:
             d = config_lib.diff(have, want)
             shown = "; ".join(d[:3]) + (f"; and {len(d) - 3} more" if len(d) > 3 else "")
@@ -95,6 +101,15 @@ def check_or_write_config(run_dir: Path, want: dict, fresh: bool = False, write:
         return  # same config: keep the provenance of the session that started it
     if write:
         atomic_write_json(path, {"config": want, "provenance": provenance()})
+
+
+def _upgrade_run_config(have: dict) -> dict:
+    """A run's recorded model and train configs with fields added since then at their defaults."""
+    have = dict(have)
+    for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        if isinstance(have.get(key), dict):
+            have[key] = config_lib.fill_defaults(have[key], cls)
+    return have
 
 
 def abstract_sweep(cfg, tcfg, members: list[Member]):
@@ -142,7 +157,7 @@ def train_sweep(
         )
     want = run_config(cfg, tcfg, task, members, data_info, forward)
     task.check_data(data)
-    check_or_write_config(run_dir, want, fresh=fresh)
+    check_or_write_config(run_dir, want, fresh=fresh, upgrade=_upgrade_run_config)
 
     n = len(members)
     metrics_path = run_dir / "metrics.jsonl"

@@ -157,3 +157,25 @@ def test_a_task_longer_than_the_learned_position_table_is_refused_before_compili
     with pytest.raises(ConfigError, match="learned positions exist only for 0..max_len-1"):
         train_sweep(tmp_path / "r", cfg=short, tcfg=tcfg, task=task, data={}, members=[Member(0, 1e-3)])
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_recorded_before_a_config_field_existed_still_matches_at_that_fields_default(tiny, tmp_path):
+    from lab.fileio import atomic_write_json
+    from lab.train.loop import _upgrade_run_config, check_or_write_config, run_config
+
+    cfg, tcfg, task = tiny
+    members = members_grid([0], [1e-3])
+    old = run_config(cfg, tcfg, task, members)
+    for key in ("norm_placement", "rope_theta"):  # fields added by projects 2 and 10
+        del old["model"][key]
+    atomic_write_json(tmp_path / "config.json", {"config": old, "provenance": {}})
+    want = run_config(cfg, tcfg, task, members)
+    check_or_write_config(tmp_path, want, upgrade=_upgrade_run_config)  # the default reproduces the old code
+    with pytest.raises(CheckpointError, match="model.rope_theta: 10000.0 vs 500.0"):
+        check_or_write_config(
+            tmp_path,
+            run_config(cfg.replace(rope_theta=500.0), tcfg, task, members),
+            upgrade=_upgrade_run_config,
+        )
+    with pytest.raises(CheckpointError, match="norm_placement"):  # without the upgrade it is a difference
+        check_or_write_config(tmp_path, want)
