@@ -160,6 +160,7 @@ def pack_examples(pairs: list[tuple[list[int], list[int]]], pad: int, seq_len: i
     return seqs, mask
 
 
+@dataclass(frozen=True)
 class ShiftedCopy:
     """Copy with an offset: inputs are `seq_len` random symbols, the target at position t is the input at
     t - offset (positions t < offset are not counted).
