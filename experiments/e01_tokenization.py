@@ -571,10 +571,16 @@ def analyze(cfg: E01Config, out: Path) -> Findings:
     )
     findings.append(Finding("Learned embeddings place related tokens together; one-hot ids cannot (all cosines 0)",
                             v4, f"mean cosine similarity in the trained {bv} table: between digits "
-                            f"{summarize(emb['digits']).fmt(3)}, between case variants "
-                            f"({', '.join(f'{a!r}/{b!r}' for a, b in case_pairs[:3])}, ...) "
-                            f"{summarize(emb['case pairs']).fmt(3)}, random token pairs "
-                            f"{summarize(emb['random pairs']).fmt(3)}"))  # fmt: skip
+                            f"{summarize(emb['digits']).fmt(3)}, "
+                            + (f"between case variants ({', '.join(f'{a!r}/{b!r}' for a, b in case_pairs[:3])}, "
+                               f"...) {summarize(emb['case pairs']).fmt(3)}, " if case_pairs else
+                               "no case-variant pairs (' word'/' Word') in this vocabulary, ")
+                            + f"random token pairs {summarize(emb['random pairs']).fmt(3)} (one-hot ids: exactly "
+                            f"0 for every pair). Random pairs are not at 0: the trained table shares a common "
+                            f"direction (anisotropy), so 'related' means above that baseline. Digits cluster; "
+                            f"case variants need not: with tied input/output embeddings a token's vector also "
+                            f"encodes what follows it and where it occurs (' The' opens sentences, ' the' sits "
+                            f"inside them)"))  # fmt: skip
 
     lines = [
         "### Spelling words backwards (exact match on held-out words)",
