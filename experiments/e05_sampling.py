@@ -216,7 +216,8 @@ def analyze(cfg: E05Config, out: Path) -> Findings:
             for z in samples
         ])  # fmt: skip
         plots.band(ax, np.arange(1, cfg.new_tokens + 1), curves, labels[j])
-    plots.finish(ax, "Repetition by position", "generated token position",
+    ax.set_ylim(-0.02, 1.02)  # a fraction: the ± sd band is clipped to where values can lie
+    plots.finish(ax, "Repetition by position (mean ± sd over seeds)", "generated token position",
                  "fraction of 4-grams seen earlier in the sample")  # fmt: skip
     plots.save(fig, out / "plots" / "entropy_diversity.png")
 
@@ -293,8 +294,12 @@ def analyze(cfg: E05Config, out: Path) -> Findings:
                                             for a, b in pairs) + " per temperature"))  # fmt: skip
 
     verdict = "supported" if v1 == "supported" and v2 == "supported" else "qualified"
-    summary = ("One trained model, many texts: greedy decoding loops, sampling diversifies in step with the "
-               "entropy it allows, and truncation trades tail diversity for likelier tokens."
+    truncation = next((f.verdict for f in findings if f.claim.startswith("Top-p")), None)
+    summary = ("One trained model, many texts: greedy decoding loops, and sampling diversifies in step with the "
+               "entropy it allows" + (
+                   "; truncation trades tail diversity for likelier tokens." if truncation == "supported" else
+                   "; truncation (top-p) always cuts entropy, but does not always make tokens likelier or "
+                   "remove repetition." if truncation else ".")
                if verdict == "supported" else "The decoding choices changed the text, but not every part of "
                "the slogan held; see the findings.")  # fmt: skip
     return Findings(
