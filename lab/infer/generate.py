@@ -21,6 +21,16 @@ from lab.infer.next_token import next_token
 from lab.model import ModelConfig, apply
 
 
+def window_logits(cfg: ModelConfig, params, buf_BN, cur, w: int):
+    """(B, V) next-token logits for position `cur` (traced) of a fixed token buffer (B, N): the model runs
+    on the `w` tokens ending just before `cur` (or the first `w` while cur <= w). Positions from `cur` on
+    may hold anything; the causal mask hides them from position cur - 1."""
+    b, total = buf_BN.shape
+    start = jnp.clip(cur - w, 0, total - w)
+    window = jax.lax.dynamic_slice(buf_BN, (0, start), (b, w))
+    return jax.lax.dynamic_index_in_dim(apply(cfg, params, window), cur - 1 - start, 1, keepdims=False)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "n_new", "sample_fn"))
 def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key, sample_fn=None):
     b, p = prompt_BP.shape
@@ -31,10 +41,7 @@ def _generate(cfg: ModelConfig, params, prompt_BP, n_new: int, temperature, key,
     def body(i, carry):
         buf, key = carry
         cur = p + i  # tokens already in the buffer
-        start = jnp.clip(cur - w, 0, total - w)
-        window = jax.lax.dynamic_slice(buf, (0, start), (b, w))
-        # Positions after `cur` in the window hold zeros; the causal mask hides them from position cur-1.
-        logits = jax.lax.dynamic_index_in_dim(apply(cfg, params, window), cur - 1 - start, 1, keepdims=False)
+        logits = window_logits(cfg, params, buf, cur, w)
         key, sub = jax.random.split(key)
         tok = next_token(logits, sub, temperature, sample_fn)
         return jax.lax.dynamic_update_slice(buf, tok[:, None], (0, cur)), key

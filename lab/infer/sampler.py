@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.model import ModelConfig, apply
+from lab.infer.generate import window_logits
+from lab.model import ModelConfig
 from lab.ops import sampling as S
 
 
@@ -48,9 +49,7 @@ def _trace(cfg: ModelConfig, params, prompt_BW, prompt_len, n_new, sparams, key,
     def body(i, carry):
         buf, rec, key = carry
         cur = prompt_len + i
-        start = jnp.clip(cur - w, 0, total - w)
-        window = jax.lax.dynamic_slice(buf, (0, start), (b, w))
-        logits = jax.lax.dynamic_index_in_dim(apply(cfg, params, window), cur - 1 - start, 1, keepdims=False)
+        logits = window_logits(cfg, params, buf, cur, w)
         ctx_mask = jnp.arange(total)[None, :] < cur
         penalized, filtered = S.process_logits(logits, sparams, buf, jnp.broadcast_to(ctx_mask, buf.shape))
         scaled = penalized / jnp.where(t > 0, t, 1.0)[:, None]
