@@ -21,9 +21,18 @@ ALLOWED = {
         "lab.fileio",
         "lab.provenance",
     },
-    "lab.infer": {"lab.ops", "lab.model", "lab.data", "lab.train", "lab.config", "lab.errors", "lab.fileio"},
+    "lab.infer": {
+        "lab.ops",
+        "lab.model",
+        "lab.tokenizer",
+        "lab.data",
+        "lab.train",
+        "lab.config",
+        "lab.errors",
+        "lab.fileio",
+    },
     "lab.analysis": {"lab.train", "lab.errors", "lab.fileio"},
-    "lab.viz": {"lab.analysis", "lab.fileio"},
+    "lab.viz": {"lab.analysis", "lab.fileio", "lab.tokenizer"},
 }
 
 

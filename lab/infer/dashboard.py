@@ -31,6 +31,7 @@ from lab.infer.diversity import distinct_n, loop, repeated_ngram_fraction
 from lab.infer.load import TextModel
 from lab.infer.sampler import sample_trace
 from lab.ops.sampling import SamplingParams
+from lab.tokenizer import PieceDecoder
 
 MAX_BODY = 64 * 1024  # bytes of request JSON
 MAX_PROMPT_CHARS = 4000
@@ -91,20 +92,15 @@ def generate_response(model: TextModel, prompt: str, params: SamplingParams, see
     )
     ms = (time.perf_counter() - t0) * 1e3
     toks = rec["tokens"][0].tolist()
-    texts = model.pieces(toks, context=ids)
+    dec = PieceDecoder(model.tokenizer.token_bytes, context=ids)
     out = []
     for i, tok in enumerate(toks):
         top = [
-            {
-                "id": int(j),
-                "text": model.pieces([j], context=ids + toks[:i])[0],
-                "before": float(b),
-                "after": float(a),
-            }  # fmt: skip
+            {"id": int(j), "text": dec.peek(j), "before": float(b), "after": float(a)}
             for j, b, a in zip(rec["top_ids"][0, i], rec["top_before"][0, i], rec["top_after"][0, i])
         ]
         out.append({
-            "id": tok, "text": texts[i], "prob": float(rec["prob"][0, i]),
+            "id": tok, "text": dec.next(tok), "prob": float(rec["prob"][0, i]),
             "entropy_before": float(rec["entropy_before"][0, i]), "entropy_after": float(rec["entropy_after"][0, i]),
             "kept": int(rec["kept"][0, i]), "top": top,
         })  # fmt: skip

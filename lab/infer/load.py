@@ -8,7 +8,6 @@ on the same corpus text, which is deterministic, and checking the ranks' hash).
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +29,6 @@ class TextModel:
     run_dir: Path
     member: int
     description: str
-
-    def pieces(self, ids, context=()) -> list[str]:
-        """The text each token in `ids` adds, decoding UTF-8 incrementally after `context` tokens (a
-        character cut between tokens is shown on the token that completes it)."""
-        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for i in context:
-            dec.decode(self.tokenizer.token_bytes(int(i)))
-        return [dec.decode(self.tokenizer.token_bytes(int(i))) for i in ids]
 
 
 def _tokenizer(info: dict, run_dir: Path):

@@ -8,7 +8,7 @@ bridge to tiktoken. Pure Python + numpy; imports no JAX (see DESIGN.md's layers)
     save(tok, "tok/"); tok = load("tok/")
 """
 
-from lab.tokenizer.bpe import Tokenizer, clean_surrogates, merge_piece
+from lab.tokenizer.bpe import PieceDecoder, Tokenizer, clean_surrogates, merge_piece
 from lab.tokenizer.io import (
     byte_to_char,
     describe,
@@ -22,6 +22,7 @@ from lab.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, PATTERNS, compile
 from lab.tokenizer.train import count_pretokens, split_for_workers, train_bpe, truncate
 
 __all__ = [
+    "PieceDecoder",
     "GPT2_PATTERN",
     "GPT4_PATTERN",
     "PATTERNS",

@@ -19,8 +19,9 @@ two code points into the one character it stands for), exactly as tiktoken does,
 
 from __future__ import annotations
 
+import codecs
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal
 
 import regex
@@ -28,7 +29,7 @@ import regex
 from lab.errors import ConfigError, DataError
 from lab.tokenizer.patterns import compile_pattern, pattern_name, resolve_pattern
 
-__all__ = ["Tokenizer", "clean_surrogates", "merge_piece"]
+__all__ = ["PieceDecoder", "Tokenizer", "clean_surrogates", "merge_piece"]
 
 AllowedSpecial = Literal["all", "none"] | Iterable[str]
 
@@ -40,6 +41,31 @@ def clean_surrogates(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class PieceDecoder:
+    """The text each token adds to a stream, for showing tokens one at a time.
+
+    A byte-level token can end in the middle of a UTF-8 character; decoding incrementally shows that
+    character on the token that completes it (a token that only starts one shows as ""). `token_bytes`
+    maps an id to its bytes; `context` ids are decoded first and not shown.
+    """
+
+    def __init__(self, token_bytes: Callable[[int], bytes], context: Iterable[int] = ()):
+        self._bytes = token_bytes
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in context:
+            self._dec.decode(self._bytes(int(i)))
+
+    def next(self, token_id: int) -> str:
+        """The text `token_id` adds, advancing the stream past it."""
+        return self._dec.decode(self._bytes(int(token_id)))
+
+    def peek(self, token_id: int) -> str:
+        """The text `token_id` would add here, leaving the stream where it is."""
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        dec.setstate(self._dec.getstate())
+        return dec.decode(self._bytes(int(token_id)))
 
 
 def merge_piece(piece: bytes, ranks: Mapping[bytes, int]) -> list[int]:

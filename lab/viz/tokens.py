@@ -9,11 +9,11 @@ printed under each span.
 
 from __future__ import annotations
 
-import codecs
 import html as html_lib
 from pathlib import Path
 
 from lab.fileio import atomic_write_text
+from lab.tokenizer import PieceDecoder
 
 PALETTE = ["#fde2a7", "#b9e3c6", "#b7d3f2", "#f5c0c0", "#d9c8f0", "#c8ecee"]
 SHOW = {"\n": "↵", "\t": "→", " ": "␣"}
@@ -21,9 +21,8 @@ SHOW = {"\n": "↵", "\t": "→", " ": "␣"}
 
 def token_pieces(tok, text: str) -> list[tuple[int, str]]:
     """(id, displayed text) of each token of `text`; `tok` has encode(text) -> ids and token_bytes(id)."""
-    ids = [int(i) for i in tok.encode(text)]
-    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    return [(i, dec.decode(tok.token_bytes(i))) for i in ids]
+    dec = PieceDecoder(tok.token_bytes)
+    return [(int(i), dec.next(i)) for i in tok.encode(text)]
 
 
 def _visible(s: str) -> str:

@@ -360,3 +360,13 @@ def test_truncating_a_long_run_equals_training_a_short_one(trained):
     assert cut.merges == short.merges and cut.ranks == short.ranks and cut.special_tokens == {}
     with pytest.raises(ConfigError, match="outside"):
         truncate(trained["gpt2"], 10_000)
+
+
+def test_piece_decoder_shows_a_cut_character_on_the_token_that_completes_it():
+    from lab.tokenizer import PieceDecoder
+
+    emoji = "😀".encode()  # 4 bytes, one token each in a byte tokenizer
+    dec = PieceDecoder(lambda i: bytes([i]), context=[ord("a")])
+    assert dec.peek(emoji[0]) == "" and dec.peek(ord("b")) == "b"  # peeking does not advance
+    assert [dec.next(b) for b in emoji] == ["", "", "", "😀"]
+    assert dec.next(ord("z")) == "z"
