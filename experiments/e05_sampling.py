@@ -22,6 +22,7 @@ Writes:   results/e05_sampling/
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +154,6 @@ def run(cfg: E05Config, out: Path, opts) -> None:
         params = jax.tree_util.tree_map(lambda x, s=seed: x[s], state.params)
         rec = sample_trace(model, params, rows, cfg.new_tokens, sp, seed=1000 + seed, max_new=cfg.new_tokens)
         arrays = {k: v.reshape(cfg.prompts, len(grid), *v.shape[1:]) for k, v in rec.items()}
-        import io
-
         buf = io.BytesIO()
         np.savez_compressed(buf, settings=np.array(grid, dtype=np.float64), prompts=prompts, **arrays)
         atomic_write_bytes(out / "runs" / "samples" / f"seed{seed}.npz", buf.getvalue())
@@ -181,7 +180,8 @@ def _metrics(cfg: E05Config, samples: list[dict]) -> dict[str, np.ndarray]:
             for n in (1, 2, 3):
                 m[f"distinct{n}"][s, j] = distinct_n(toks, n)
             m["rep4"][s, j] = np.mean([repeated_ngram_fraction(t, 4) for t in toks])
-            m["loops"][s, j] = np.mean([loop(t, 3) is not None and loop(t, 3)[0] <= 32 for t in toks])
+            loops = [loop(t, 3) for t in toks]
+            m["loops"][s, j] = np.mean([lp is not None and lp[0] <= 32 for lp in loops])
             # the model's own log-probability (T = 1, no filters) of what was drawn: how "safe" the text is
             m["logp"][s, j] = np.log(np.clip(z["model_prob"][:, j], 1e-30, 1)).mean()
     return m
@@ -303,9 +303,6 @@ def analyze(cfg: E05Config, out: Path) -> Findings:
                if verdict == "supported" else "The decoding choices changed the text, but not every part of "
                "the slogan held; see the findings.")  # fmt: skip
     return Findings(
-        experiment="e05_sampling",
-        title=EXPERIMENT.title,
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

@@ -224,24 +224,23 @@ def load_gpt2_files(vocab_path: str | os.PathLike, merges_path: str | os.PathLik
     except OSError as e:
         raise DataError(f"cannot read {merges_path}: {e.strerror or e}") from None
     merges: list[tuple[int, int]] = []
-    by_string = vocab
     for lineno, line in enumerate(lines, start=1):
         if lineno == 1 and line.startswith("#version"):
             continue
         if not line.strip():
             continue
         parts = line.split(" ")
-        if len(parts) != 2 or parts[0] not in by_string or parts[1] not in by_string:
+        if len(parts) != 2 or parts[0] not in vocab or parts[1] not in vocab:
             raise DataError(
                 f"{merges_path}, line {lineno}: expected two known tokens 'A B', got {line[:60]!r}"
             )
-        made = by_string.get(parts[0] + parts[1])
+        made = vocab.get(parts[0] + parts[1])
         if made != 256 + len(merges):
             raise DataError(
                 f"{merges_path}, line {lineno}: merge {line!r} makes id {made}, expected {256 + len(merges)}; "
                 f"the merges do not belong to {vocab_path.name}"
             )
-        merges.append((by_string[parts[0]], by_string[parts[1]]))
+        merges.append((vocab[parts[0]], vocab[parts[1]]))
     return Tokenizer(ranks, "gpt2", specials, merges=merges, name="gpt2")
 
 
