@@ -610,9 +610,6 @@ def analyze(cfg: E01Config, out: Path) -> Findings:
         verdict = "inconclusive"
         summary = "At this scale the tokenizers did not separate clearly; see the findings."
     return Findings(
-        experiment="e01_tokenization",
-        title=EXPERIMENT.title,
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

@@ -459,9 +459,6 @@ def analyze(cfg: E02Config, out: Path) -> Findings:
         verdict = "qualified"
     summary = " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
     return Findings(
-        experiment="e02_positional",
-        title="Positional encodings: position is injected, not inherent",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

@@ -378,9 +378,6 @@ def analyze(cfg: E03Config, out: Path) -> Findings:
     verdict = findings[0].verdict
     summary = " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
     return Findings(
-        experiment="e03_attention",
-        title="Attention heads: specialization, not redundancy",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

@@ -613,9 +613,6 @@ def analyze(cfg: E04Config, out: Path) -> Findings:
             "the sorting task, which cannot be solved without attention, carries the evidence."
         )
     return Findings(
-        experiment="e04_qkv",
-        title="Transformer blocks: Q, K and V are not interchangeable",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

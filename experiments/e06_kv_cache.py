@@ -563,9 +563,6 @@ def analyze(cfg: E06Config, out: Path) -> Findings:
         "it back (per-token time is flat, not growing)."
     )
     return Findings(
-        experiment="e06_kv_cache",
-        title="KV cache: exact, fast, and paid for in memory",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

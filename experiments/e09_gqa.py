@@ -456,9 +456,6 @@ def analyze(cfg: E09Config, out: Path) -> Findings:
         f"brought it to {fmt(after[g1])} (MHA with the same steps: {fmt(control)})."
     )
     return Findings(
-        experiment="e09_gqa",
-        title="Grouped-query attention: a smaller KV cache, paid for in quality, recovered by uptraining",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

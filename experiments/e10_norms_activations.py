@@ -463,9 +463,6 @@ def analyze(cfg: E10Config, out: Path) -> Findings:
         + " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
     )
     return Findings(
-        experiment="e10_norms_activations",
-        title="Normalization and activations: training stability is engineered",
-        claim=EXPERIMENT.claim,
         verdict=verdict,
         summary=summary,
         findings=findings,

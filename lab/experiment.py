@@ -145,6 +145,7 @@ def load_config(exp: Experiment, out: Path):
 def analyze(exp: Experiment, out: Path) -> Findings:
     preset, cfg = load_config(exp, out)
     findings = exp.analyze(cfg, Path(out))
+    findings.experiment, findings.title, findings.claim = exp.name, exp.title, exp.claim
     findings.preset = preset
     findings.seeds = cfg.seeds
     findings.generated_by = f"lab analyze {exp.id}"

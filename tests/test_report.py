@@ -17,14 +17,14 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
     (d / "tables").mkdir(parents=True)
     (d / "tables" / "t.md").write_text("| a | b |\n|---|---|\n| 1.000 ± 0.100 | x |\n")
     f = Findings(
-        exp.name,
-        "Title",
-        "A claim.",
-        "qualified",
-        "It depends.",
-        [Finding("sub claim", "supported", "2.000 ± 0.010 vs 3.000 ± 0.020")],
-        ["tables/t.md"],
-        ["plots/p.png"],
+        experiment=exp.name,
+        title="Title",
+        claim="A claim.",
+        verdict="qualified",
+        summary="It depends.",
+        findings=[Finding("sub claim", "supported", "2.000 ± 0.010 vs 3.000 ± 0.020")],
+        tables=["tables/t.md"],
+        plots=["plots/p.png"],
         seeds=3,
         preset="cpu",
     )

@@ -25,16 +25,18 @@ class Finding:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Findings:
-    experiment: str
-    title: str
-    claim: str
     verdict: str
     summary: str
     findings: list[Finding] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    # Which experiment, its title and claim: filled from the registry's Experiment by `lab.experiment.analyze`
+    # (one source for each), so an experiment's own analyze need not repeat them.
+    experiment: str = ""
+    title: str = ""
+    claim: str = ""
     seeds: int = 0
     preset: str = ""
     generated_by: str = ""
