@@ -46,6 +46,7 @@ from lab.model import ModelConfig
 from lab.model.config import Position
 from lab.model.transformer import capture
 from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
 from lab.viz import plots
@@ -103,9 +104,7 @@ class E02Config:
 PRESET_TABLE = {
     "smoke": E02Config(
         model=ModelConfig(n_layers=1, d_model=16, n_heads=2),
-        train=TrainConfig(
-            steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=20
-        ),
+        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20),
         task=CopySpec(seq_len=8, n_symbols=6, offset=2),
         seeds=2,
         positions=("none", "learned", "alibi"),
@@ -115,9 +114,7 @@ PRESET_TABLE = {
     "cpu": E02Config(),
     "gpu": E02Config(
         model=ModelConfig(n_layers=4, d_model=256, n_heads=8),
-        train=TrainConfig(
-            steps=3000, batch_size=64, lr=1e-3, warmup_steps=200, eval_every=250, ckpt_every=1000
-        ),
+        train=TRAIN_PRESETS["gpu"],
         task=CopySpec(seq_len=128, n_symbols=64, offset=5),
     ),
 }

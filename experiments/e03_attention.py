@@ -39,6 +39,7 @@ from lab.fileio import atomic_write_text
 from lab.model import PRESETS, ModelConfig, apply, param_count
 from lab.model.transformer import capture
 from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
 from lab.viz import plots
@@ -83,9 +84,7 @@ class E03Config:
 PRESET_TABLE = {
     "smoke": E03Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=20, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=20
-        ),
+        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20),
         seeds=2,
         heads=(1, 2),
         perturbations=2,
@@ -93,9 +92,7 @@ PRESET_TABLE = {
     "cpu": E03Config(),
     "gpu": E03Config(
         model=PRESETS["gpu"],
-        train=TrainConfig(
-            steps=3000, batch_size=64, warmup_steps=200, eval_every=250, eval_batches=16, ckpt_every=1000
-        ),
+        train=TRAIN_PRESETS["gpu"],
         data=DataConfig(name="pystdlib"),
         heads=(1, 2, 6),
     ),

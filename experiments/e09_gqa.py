@@ -48,6 +48,7 @@ from lab.model import PRESETS, ModelConfig, init, init_cache
 from lab.model.gqa import gqa_config, mha_to_gqa
 from lab.ops import kv_cache
 from lab.train import Member, SweepRunner, TrainConfig, init_sweep, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.optimizer import make_optimizer
 from lab.viz import plots
@@ -95,9 +96,7 @@ class E09Config:
 PRESET_TABLE = {
     "smoke": E09Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=10, batch_size=8, warmup_steps=2, log_every=10, eval_every=10, eval_batches=2, ckpt_every=10
-        ),
+        train=TRAIN_PRESETS["smoke"].replace(steps=10),
         groups=(1, 2),
         uptrain_steps=10,
         decode_contexts=(32,),
@@ -107,15 +106,7 @@ PRESET_TABLE = {
     "cpu": E09Config(),
     "gpu": E09Config(
         model=PRESETS["gpu"].replace(n_heads=8, d_model=512),
-        train=TrainConfig(
-            steps=3000,
-            batch_size=64,
-            warmup_steps=200,
-            eval_every=250,
-            eval_batches=16,
-            ckpt_every=1000,
-            log_every=50,
-        ),
+        train=TRAIN_PRESETS["gpu"],
         data=DataConfig(name="pystdlib"),
         groups=(1, 2, 4, 8),
         uptrain_steps=150,

@@ -48,6 +48,7 @@ from lab.model import PRESETS, ModelConfig
 from lab.model.config import Activation, Norm, NormPlacement
 from lab.model.transformer import capture
 from lab.train import Member, TrainConfig, train_sweep
+from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
 
@@ -100,16 +101,7 @@ class E10Config:
 PRESET_TABLE = {
     "smoke": E10Config(
         model=PRESETS["smoke"],
-        train=TrainConfig(
-            steps=20,
-            batch_size=8,
-            warmup_steps=2,
-            log_every=10,
-            eval_every=10,
-            eval_batches=2,
-            ckpt_every=20,
-            grad_clip=0.0,
-        ),
+        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
         seeds=2,
         norms=("layernorm-pre", "none-pre", "rmsnorm-post"),
         activations=("gelu",),  # the gated MLPs are checked in tests/model; three programs keep this fast
@@ -117,16 +109,7 @@ PRESET_TABLE = {
     "cpu": E10Config(),
     "gpu": E10Config(
         model=PRESETS["gpu"].replace(n_layers=8),
-        train=TrainConfig(
-            steps=3000,
-            batch_size=64,
-            warmup_steps=200,
-            eval_every=250,
-            eval_batches=16,
-            ckpt_every=1000,
-            log_every=50,
-            grad_clip=0.0,
-        ),
+        train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
         data=DataConfig(name="pystdlib"),
         lrs=(6e-4, 1e-2),
     ),
