@@ -1,4 +1,4 @@
-"""AdamW (Loshchilov & Hutter 2019) with warmup + cosine decay and gradient clipping, built from optax.
+"""AdamW (Loshchilov & Hutter 2019) with warmup, a decay schedule and gradient clipping, built from optax.
 
 The optax chain produces updates for a *unit* peak learning rate; the train step multiplies them by the
 member's own peak learning rate, a traced scalar in the train state. That is what lets one compiled
@@ -18,20 +18,44 @@ import optax
 from lab.train.config import TrainConfig
 
 
-def unit_schedule(tcfg: TrainConfig):
-    """Learning-rate multiplier at step t (0-based): nanoGPT's `get_lr` divided by the peak.
+def _progress(t, start: float, tcfg: TrainConfig):
+    """How far step t lies from `start` to the last step, clipped to [0, 1]."""
+    return jnp.clip((t - start) / max(float(tcfg.steps) - start, 1.0), 0.0, 1.0)
 
-    warmup: (t + 1) / (warmup + 1); then cosine from 1 down to min_lr_ratio at t = steps; constant after.
+
+def _cosine(t, tcfg: TrainConfig):
+    """Half a cosine from 1 down to min_lr_ratio over the steps after warmup (nanoGPT's `get_lr`)."""
+    m = tcfg.min_lr_ratio
+    return m + 0.5 * (1.0 + jnp.cos(jnp.pi * _progress(t, float(tcfg.warmup_steps), tcfg))) * (1.0 - m)
+
+
+def _linear(t, tcfg: TrainConfig):
+    """A straight line from 1 down to min_lr_ratio over the steps after warmup."""
+    return 1.0 - (1.0 - tcfg.min_lr_ratio) * _progress(t, float(tcfg.warmup_steps), tcfg)
+
+
+def _wsd(t, tcfg: TrainConfig):
+    """Warmup-stable-decay: 1 until the last `decay_fraction` of all steps, then a line to min_lr_ratio."""
+    start = float(tcfg.steps) * (1.0 - tcfg.decay_fraction)
+    return 1.0 - (1.0 - tcfg.min_lr_ratio) * _progress(t, start, tcfg)
+
+
+# name -> f(step t as float32, tcfg) -> multiplier of the peak learning rate once warmup is over
+SCHEDULES = {"cosine": _cosine, "linear": _linear, "wsd": _wsd}
+
+
+def unit_schedule(tcfg: TrainConfig):
+    """Learning-rate multiplier at step t (0-based): the share of the peak learning rate.
+
+    warmup: (t + 1) / (warmup + 1), as nanoGPT; then `tcfg.schedule` (cosine, linear or wsd) down to
+    min_lr_ratio at t = steps; constant after. The cosine is nanoGPT's `get_lr` divided by the peak.
     """
+    decay = SCHEDULES[tcfg.schedule]
 
     def schedule(t):
         t = jnp.asarray(t, jnp.float32)
         w = float(tcfg.warmup_steps)
-        warm = (t + 1.0) / (w + 1.0)
-        span = max(float(tcfg.steps) - w, 1.0)
-        ratio = jnp.clip((t - w) / span, 0.0, 1.0)
-        cos = tcfg.min_lr_ratio + 0.5 * (1.0 + jnp.cos(jnp.pi * ratio)) * (1.0 - tcfg.min_lr_ratio)
-        return jnp.where(t < w, warm, cos)
+        return jnp.where(t < w, (t + 1.0) / (w + 1.0), decay(t, tcfg))
 
     return schedule
 

@@ -40,6 +40,11 @@ def assert_one_line_error(code, err, fragment):
             ["run", "e04", "--set", "model.position=rotary"],
             "must be one of 'none', 'sinusoidal', 'learned', 'rope', 'alibi'",
         ),
+        (["run", "e04", "--set", "train.schedule=step"], "must be one of 'cosine', 'linear', 'wsd'"),
+        (
+            ["run", "e04", "--set", "train.decay_fraction=1.5"],
+            "train.decay_fraction must be in (0, 1], got 1.5",
+        ),
         (["run", "e04", "--set", "variants=intact,swap_xy"], "variants: unknown ['swap_xy']"),
         (["run", "e04", "--seeds", "0"], "--seeds must be >= 1"),
         (["run", "e04", "--seeds", "three"], "invalid int value: 'three'"),

@@ -1,14 +1,16 @@
 """The optimizer against a plain NumPy float64 AdamW with nanoGPT's learning-rate schedule."""
 
 import math
+import typing
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lab.train.config import TrainConfig
-from lab.train.optimizer import apply_updates, make_optimizer, unit_schedule
+from lab.errors import ConfigError
+from lab.train.config import Schedule, TrainConfig
+from lab.train.optimizer import SCHEDULES, apply_updates, make_optimizer, unit_schedule
 
 
 def nanogpt_lr(it, lr, warmup, decay_iters, min_lr):
@@ -28,6 +30,48 @@ def test_schedule_matches_nanogpt(warmup):
     for t in [0, 1, 5, 9, 10, 11, 50, 99, 100, 150]:
         want = nanogpt_lr(t, 1.0, warmup, 100, 0.1)
         assert float(sched(t)) == pytest.approx(want, rel=1e-6, abs=1e-7), t
+
+
+def schedule_reference(t, steps, warmup, kind, min_ratio, decay_fraction):
+    """The multiplier of the peak learning rate at step t, in float64, written from the definitions."""
+    if t < warmup:
+        return (t + 1) / (warmup + 1)
+    if kind == "cosine":
+        return nanogpt_lr(t, 1.0, warmup, steps, min_ratio)
+    start = warmup if kind == "linear" else steps * (1 - decay_fraction)
+    if t <= start:
+        return 1.0
+    frac = min(1.0, (t - start) / (steps - start))
+    return 1.0 - (1.0 - min_ratio) * frac
+
+
+@pytest.mark.parametrize("kind", typing.get_args(Schedule))
+@pytest.mark.parametrize("min_ratio, decay_fraction", [(0.1, 0.2), (0.0, 0.5), (0.3, 1.0)])
+def test_every_schedule_matches_its_float64_definition_at_every_step(kind, min_ratio, decay_fraction):
+    tcfg = TrainConfig(
+        steps=200, warmup_steps=20, schedule=kind, min_lr_ratio=min_ratio, decay_fraction=decay_fraction
+    )
+    got = np.asarray(jax.jit(jax.vmap(unit_schedule(tcfg)))(jnp.arange(260)))
+    want = np.array([schedule_reference(t, 200, 20, kind, min_ratio, decay_fraction) for t in range(260)])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert got[199:].min() >= min_ratio - 1e-7 and abs(got[-1] - min_ratio) < 1e-7  # ends at the floor
+
+
+def test_wsd_holds_the_peak_then_decays_with_a_higher_mean_rate_than_cosine():
+    tcfg = TrainConfig(steps=100, warmup_steps=10, schedule="wsd", min_lr_ratio=0.0, decay_fraction=0.2)
+    s = np.asarray(jax.vmap(unit_schedule(tcfg))(jnp.arange(100)))
+    assert np.all(s[10:81] == 1.0)  # stable: exactly the peak until the last 20% of steps
+    assert np.all(np.diff(s[80:]) < 0)  # then strictly decreasing
+    cos = np.asarray(jax.vmap(unit_schedule(tcfg.replace(schedule="cosine")))(jnp.arange(100)))
+    assert s.mean() > cos.mean() + 0.3
+
+
+def test_schedule_names_match_the_dispatch_dict_and_bad_ones_are_refused():
+    assert set(typing.get_args(Schedule)) == set(SCHEDULES)
+    with pytest.raises(ConfigError, match="train.schedule must be one of 'cosine', 'linear', 'wsd'"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ConfigError, match=r"train.decay_fraction must be in \(0, 1\]"):
+        TrainConfig(schedule="wsd", decay_fraction=0.0)
 
 
 def adamw_reference(params, grads_seq, tcfg, lr):
