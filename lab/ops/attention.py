@@ -88,6 +88,23 @@ def attend_one_query(q_D, k_SD, v_SD, visible_S=None, *, scale=None):
     return p @ v_SD.astype(jnp.float32), p  # 5: (output, probabilities)
 
 
+def project_qkv(x_BTD, wq_DHE, wk_DKE, wv_DKE, bq_HE=None, bk_KE=None, bv_KE=None, qkv_fn=None):
+    """Queries (B, T, H, E), keys and values (B, T, K, E) of x, with optional biases, then `qkv_fn(q, k, v)`
+    if given (the ablations' rewiring, RoPE's rotation)."""
+    q = jnp.einsum("btd,dhe->bthe", x_BTD, wq_DHE)
+    k = jnp.einsum("btd,dke->btke", x_BTD, wk_DKE)
+    v = jnp.einsum("btd,dke->btke", x_BTD, wv_DKE)
+    if bq_HE is not None:
+        q, k, v = q + bq_HE, k + bk_KE, v + bv_KE
+    return (q, k, v) if qkv_fn is None else qkv_fn(q, k, v)
+
+
+def project_out(o_BTHE, wo_HED, bo_D, dtype):
+    """The heads' outputs (B, T, H, E) back to (B, T, D) in `dtype`, plus the optional output bias."""
+    y = jnp.einsum("bthe,hed->btd", o_BTHE.astype(dtype), wo_HED)
+    return y if bo_D is None else y + bo_D
+
+
 def multi_head_attention(
     x_BTD,
     wq_DHE,
@@ -111,14 +128,7 @@ def multi_head_attention(
     rotate q and k for RoPE). `score_bias` is an additive score bias (e.g. ALiBi). With
     return_weights=True, returns (output, (B, H, T, T) attention probabilities).
     """
-    q = jnp.einsum("btd,dhe->bthe", x_BTD, wq_DHE)
-    k = jnp.einsum("btd,dke->btke", x_BTD, wk_DKE)
-    v = jnp.einsum("btd,dke->btke", x_BTD, wv_DKE)
-    if bq_HE is not None:
-        q, k, v = q + bq_HE, k + bk_KE, v + bv_KE
-    if qkv_fn is not None:
-        q, k, v = qkv_fn(q, k, v)
+    q, k, v = project_qkv(x_BTD, wq_DHE, wk_DKE, wv_DKE, bq_HE, bk_KE, bv_KE, qkv_fn)
     o, w_BHTS = dot_product_attention(q, k, v, mask, bias=score_bias, return_weights=True)
-    y = jnp.einsum("bthe,hed->btd", o.astype(x_BTD.dtype), wo_HED)
-    y = y if bo_D is None else y + bo_D
+    y = project_out(o, wo_HED, bo_D, x_BTD.dtype)
     return (y, w_BHTS) if return_weights else y

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from lab.ops.attention import dot_product_attention
+from lab.ops.attention import dot_product_attention, project_out, project_qkv
 
 
 @dataclass(frozen=True)
@@ -204,13 +204,6 @@ def cached_multi_head_attention(
 
     Returns (y_BTD, k_BSKD, v_BSKD): the output and layer `layer`'s cache arrays with the new rows written.
     """
-    q = jnp.einsum("btd,dhe->bthe", x_BTD, wq_DHE)
-    k = jnp.einsum("btd,dke->btke", x_BTD, wk_DKE)
-    v = jnp.einsum("btd,dke->btke", x_BTD, wv_DKE)
-    if bq_HE is not None:
-        q, k, v = q + bq_HE, k + bk_KE, v + bv_KE
-    if qkv_fn is not None:
-        q, k, v = qkv_fn(q, k, v)
+    q, k, v = project_qkv(x_BTD, wq_DHE, wk_DKE, wv_DKE, bq_HE, bk_KE, bv_KE, qkv_fn)
     o, k_all, v_all = attend(cache, layer, q, k, v, bias_fn=bias_fn)
-    y = jnp.einsum("bthe,hed->btd", o.astype(x_BTD.dtype), wo_HED)
-    return (y if bo_D is None else y + bo_D), k_all, v_all
+    return project_out(o, wo_HED, bo_D, x_BTD.dtype), k_all, v_all
