@@ -302,11 +302,12 @@ def same_start_check(train, val, vocab, n_steps: int) -> tuple[float, float, flo
         params, opt_state, loss_j = step(params, opt_state, jnp.asarray(x), jnp.asarray(y))
         worst = max(worst, abs(float(loss_t.detach()) - float(loss_j)))
     windows = val_windows(val, SHAPE["max_len"])
-    return worst, torch_val_loss(model, windows), exact_val_loss(cfg, params, windows)
+    return worst, torch_val_loss(model, windows), exact_val_loss(cfg, windows)(params)
 
 
-def exact_val_loss(cfg, params, windows: np.ndarray) -> float:
-    """Mean next-token loss of one model over every window (see val_windows), in one jitted call."""
+def exact_val_loss(cfg, windows: np.ndarray):
+    """A jitted `params -> mean next-token loss over every window` (see val_windows), compiled once and
+    used for each model scored on the same windows."""
     import jax
     import jax.numpy as jnp
 
@@ -314,7 +315,8 @@ def exact_val_loss(cfg, params, windows: np.ndarray) -> float:
     from lab.model import apply
 
     w = jnp.asarray(windows)
-    return float(jax.jit(lambda p: ops.cross_entropy(apply(cfg, p, w[:, :-1]), w[:, 1:])[0])(params))
+    loss = jax.jit(lambda p: ops.cross_entropy(apply(cfg, p, w[:, :-1]), w[:, 1:])[0])
+    return lambda params: float(loss(params))
 
 
 def train_to_the_end(train, val, vocab, args, schedule: str):
@@ -354,11 +356,8 @@ def train_to_the_end(train, val, vocab, args, schedule: str):
         )
         seconds = time.perf_counter() - t0
         _, state = latest_state(d, cfg, tcfg, members)
-    windows = val_windows(val, cfg.max_len)
-    losses = [
-        exact_val_loss(cfg, jax.tree_util.tree_map(lambda x, i=i: x[i], state.params), windows)
-        for i in range(args.seeds)
-    ]
+    score = exact_val_loss(cfg, val_windows(val, cfg.max_len))
+    losses = [score(jax.tree_util.tree_map(lambda x, i=i: x[i], state.params)) for i in range(args.seeds)]
     return losses, seconds, state.params
 
 
