@@ -42,7 +42,6 @@ import jax
 import numpy as np
 
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import summarize, welch
 from lab.config import check
 from lab.data.corpora import default_cache_dir, fetch, load_corpus
@@ -53,9 +52,10 @@ from lab.experiment import Experiment
 from lab.fileio import atomic_write_text
 from lab.model import PRESETS, ModelConfig
 from lab.model.flops import train_flops_per_step
+from lab.runs import load_run
 from lab.tokenizer import load as load_tokenizer
 from lab.tokenizer import load_tiktoken_file, save, train_bpe, truncate
-from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.evaluate import stream_windows, token_scores
 from lab.train.loop import latest_state
@@ -254,12 +254,10 @@ def run(cfg: E01Config, out: Path, opts) -> None:
     kw = dict(strategy=opts.strategy, progress=opts.progress)
     for variant in _variants(cfg):
         text, model, tcfg, task = _lm(cfg, variant)
-        train_sweep(out / "runs" / "lm" / variant, cfg=model, tcfg=tcfg, task=task, data=text.arrays,
-                    members=_members(cfg, tcfg), data_info=text.info, desc=f"e01 LM {variant}", **kw)  # fmt: skip
+        train_sweep(out / "runs" / "lm" / variant, SweepSpec(model=model, train=tcfg, task=task, data=text.arrays, members=_members(cfg, tcfg), data_info=text.info), desc=f"e01 LM {variant}", **kw)  # fmt: skip
     for variant in ("byte", f"bpe{max(cfg.lm_bpe_sizes)}"):
         arrays, model, tcfg, task, _ = _reverse_task(cfg, variant)
-        train_sweep(out / "runs" / "reverse" / variant, cfg=model, tcfg=tcfg, task=task, data=arrays,
-                    members=_members(cfg, tcfg), desc=f"e01 reverse {variant}", **kw)  # fmt: skip
+        train_sweep(out / "runs" / "reverse" / variant, SweepSpec(model=model, train=tcfg, task=task, data=arrays, members=_members(cfg, tcfg)), desc=f"e01 reverse {variant}", **kw)  # fmt: skip
 
 
 # --- analysis: reads files under `out` (and re-derives token streams from the corpus) ---------------------

@@ -36,7 +36,6 @@ import numpy as np
 
 from lab import ops
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import summarize, welch
 from lab.config import check
 from lab.data.tasks import ShiftedCopy
@@ -45,7 +44,8 @@ from lab.fileio import atomic_write_text
 from lab.model import ModelConfig
 from lab.model.config import Position
 from lab.model.transformer import capture
-from lab.train import TrainConfig, members_grid, train_sweep
+from lab.runs import load_run
+from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
@@ -139,11 +139,13 @@ def run(cfg: E02Config, out: Path, opts) -> None:
         for p in cfg.positions:
             train_sweep(
                 out / "runs" / mask / p,
-                cfg=_model(cfg, p, mask),
-                tcfg=cfg.train,
-                task=_task(cfg),
-                data={},
-                members=_members(cfg),
+                SweepSpec(
+                    model=_model(cfg, p, mask),
+                    train=cfg.train,
+                    task=_task(cfg),
+                    data={},
+                    members=_members(cfg),
+                ),
                 strategy=opts.strategy,
                 progress=opts.progress,
                 desc=f"e02 {mask} {p}",

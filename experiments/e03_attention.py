@@ -28,7 +28,6 @@ import numpy as np
 
 from lab import ops
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import paired, summarize, welch
 from lab.config import check
 from lab.data.pipeline import DataConfig, load_text_data
@@ -38,7 +37,8 @@ from lab.experiment import Experiment
 from lab.fileio import atomic_write_text
 from lab.model import PRESETS, ModelConfig, apply, param_count
 from lab.model.transformer import capture
-from lab.train import TrainConfig, members_grid, train_sweep
+from lab.runs import load_run
+from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
@@ -118,12 +118,14 @@ def run(cfg: E03Config, out: Path, opts) -> None:
     for h in cfg.heads:
         train_sweep(
             out / "runs" / f"H{h}",
-            cfg=_model(cfg, vocab, h),
-            tcfg=cfg.train,
-            task=TextWindows(cfg.model.max_len, vocab),
-            data=text.arrays,
-            members=_members(cfg),
-            data_info=text.info,
+            SweepSpec(
+                model=_model(cfg, vocab, h),
+                train=cfg.train,
+                task=TextWindows(cfg.model.max_len, vocab),
+                data=text.arrays,
+                members=_members(cfg),
+                data_info=text.info,
+            ),
             strategy=opts.strategy,
             progress=opts.progress,
             desc=f"e03 {h} heads",

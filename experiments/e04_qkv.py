@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import paired, summarize, welch
 from lab.config import check
 from lab.data.pipeline import DataConfig, TextData, load_text_data
@@ -43,7 +42,8 @@ from lab.infer import generate
 from lab.model import PRESETS, ModelConfig, apply
 from lab.model.config import QKV
 from lab.model.surgery import ROUTES, VARIANTS, mix, rewire
-from lab.train import Member, TrainConfig, members_grid, train_sweep
+from lab.runs import load_run
+from lab.train import Member, SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.step import eval_step
@@ -179,35 +179,34 @@ def run(cfg: E04Config, out: Path, opts) -> None:
     kw = dict(strategy=opts.strategy, progress=opts.progress)
     train_sweep(
         out / "runs" / "text",
-        cfg=tmodel,
-        tcfg=cfg.train,
-        task=ttask,
-        data=text.arrays,
-        members=members,
-        data_info=text.info,
-        forward=variant_forward,
+        SweepSpec(
+            model=tmodel,
+            train=cfg.train,
+            task=ttask,
+            data=text.arrays,
+            members=members,
+            data_info=text.info,
+            forward=variant_forward,
+        ),
         desc="e04 text, all variants",
         **kw,
     )
     train_sweep(
         out / "runs" / "sort",
-        cfg=smodel,
-        tcfg=stcfg,
-        task=stask,
-        data={},
-        members=members,
-        forward=variant_forward,
+        SweepSpec(model=smodel, train=stcfg, task=stask, data={}, members=members, forward=variant_forward),
         desc="e04 sort, all variants",
         **kw,
     )
     train_sweep(
         out / "runs" / "lr_sweep",
-        cfg=tmodel,
-        tcfg=_lr_train(cfg),
-        task=ttask,
-        data=text.arrays,
-        members=members_grid(range(cfg.seeds), cfg.lr_sweep, [cfg.train.init_scale]),
-        data_info=text.info,
+        SweepSpec(
+            model=tmodel,
+            train=_lr_train(cfg),
+            task=ttask,
+            data=text.arrays,
+            members=members_grid(range(cfg.seeds), cfg.lr_sweep, [cfg.train.init_scale]),
+            data_info=text.info,
+        ),
         desc="e04 lr sweep",
         **kw,
     )
@@ -216,12 +215,14 @@ def run(cfg: E04Config, out: Path, opts) -> None:
             continue  # the intact members of the text sweep are this depth
         train_sweep(
             out / "runs" / "depth" / f"L{depth}",
-            cfg=tmodel.replace(n_layers=depth),
-            tcfg=cfg.train,
-            task=ttask,
-            data=text.arrays,
-            members=members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]),
-            data_info=text.info,
+            SweepSpec(
+                model=tmodel.replace(n_layers=depth),
+                train=cfg.train,
+                task=ttask,
+                data=text.arrays,
+                members=members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]),
+                data_info=text.info,
+            ),
             desc=f"e04 depth {depth}",
             **kw,
         )

@@ -40,7 +40,7 @@ from lab.infer.diversity import distinct_n, loop, repeated_by_position, repeated
 from lab.infer.sampler import sample_trace
 from lab.model import PRESETS, ModelConfig
 from lab.ops.sampling import SamplingParams
-from lab.train import TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
@@ -142,8 +142,7 @@ def _members(cfg: E05Config):
 def run(cfg: E05Config, out: Path, opts) -> None:
     text, model, task = _lm(cfg)
     run_dir = out / "runs" / "lm"
-    train_sweep(run_dir, cfg=model, tcfg=cfg.train, task=task, data=text.arrays, members=_members(cfg),
-                data_info=text.info, strategy=opts.strategy, progress=opts.progress, desc="e05 LM")  # fmt: skip
+    train_sweep(run_dir, SweepSpec(model=model, train=cfg.train, task=task, data=text.arrays, members=_members(cfg), data_info=text.info), strategy=opts.strategy, progress=opts.progress, desc="e05 LM")  # fmt: skip
     _, state = latest_state(run_dir, model, cfg.train, _members(cfg))
     grid = settings(cfg)
     prompts = _prompts(cfg, text)

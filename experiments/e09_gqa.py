@@ -35,7 +35,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import paired, summarize, welch
 from lab.config import check
 from lab.data.pipeline import DataConfig, load_text_data
@@ -47,7 +46,8 @@ from lab.infer.cached import decode_steps
 from lab.model import PRESETS, ModelConfig, init, init_cache
 from lab.model.gqa import gqa_config, mha_to_gqa
 from lab.ops import kv_cache
-from lab.train import Member, SweepRunner, TrainConfig, init_sweep, train_sweep
+from lab.runs import load_run
+from lab.train import Member, SweepRunner, SweepSpec, TrainConfig, init_sweep, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.train.optimizer import make_optimizer
@@ -144,20 +144,13 @@ def _uptrain_cfg(cfg: E09Config) -> TrainConfig:
 def run(cfg: E09Config, out: Path, opts) -> None:
     text, model, task = _text(cfg)
     h = model.n_heads
-    kw = dict(
-        task=task, data=text.arrays, data_info=text.info, strategy=opts.strategy, progress=opts.progress
-    )
-    train_sweep(out / "runs" / "mha", cfg=model, tcfg=cfg.train, members=_members(cfg), desc="e09 MHA", **kw)
+    kw = dict(strategy=opts.strategy, progress=opts.progress)
+    spec = SweepSpec(model, cfg.train, task, _members(cfg), text.arrays, text.info)
+    train_sweep(out / "runs" / "mha", spec, desc="e09 MHA", **kw)
     for g in cfg.groups:
         if g != h:
-            train_sweep(
-                out / "runs" / "scratch" / f"G{g}",
-                cfg=gqa_config(model, g),
-                tcfg=cfg.train,
-                members=_members(cfg),
-                desc=f"e09 GQA G={g} from scratch",
-                **kw,
-            )
+            scratch = spec.replace(model=gqa_config(model, g))
+            train_sweep(out / "runs" / "scratch" / f"G{g}", scratch, desc=f"e09 GQA G={g} from scratch", **kw)
     atomic_write_json(out / "runs" / "uptrain.json", _uptrain(cfg, out, model, task, text, opts))
     atomic_write_json(out / "runs" / "decode.json", _decode(cfg, model, opts))
 

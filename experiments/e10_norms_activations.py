@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis.findings import Finding, Findings
-from lab.analysis.runs import load_run
 from lab.analysis.stats import summarize, welch
 from lab.config import check
 from lab.data.pipeline import DataConfig, load_text_data
@@ -47,7 +46,8 @@ from lab.fileio import atomic_write_text
 from lab.model import PRESETS, ModelConfig
 from lab.model.config import Activation, Norm, NormPlacement
 from lab.model.transformer import capture
-from lab.train import Member, TrainConfig, train_sweep
+from lab.runs import load_run
+from lab.train import Member, SweepSpec, TrainConfig, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
@@ -147,12 +147,14 @@ def run(cfg: E10Config, out: Path, opts) -> None:
     for name, n, a in variants(cfg):
         train_sweep(
             out / "runs" / name,
-            cfg=model_for(cfg, vocab, n, a),
-            tcfg=cfg.train,
-            task=task,
-            data=text.arrays,
-            members=_members(cfg),
-            data_info=text.info,
+            SweepSpec(
+                model=model_for(cfg, vocab, n, a),
+                train=cfg.train,
+                task=task,
+                data=text.arrays,
+                members=_members(cfg),
+                data_info=text.info,
+            ),
             strategy=opts.strategy,
             progress=opts.progress,
             desc=f"e10 {name}",

@@ -13,8 +13,12 @@ An experiment is a module `experiments/eNN_name.py` that defines a module-level 
 
 `run` trains and writes checkpoints and metrics under `out` (= results/<name>); `analyze` reads only
 files under `out`, draws plots, writes tables and returns findings, which this module writes to
-`out/findings.json` for `lab report`. The registry finds experiment modules by listing the `experiments`
-package, so `lab` never imports a particular experiment by name.
+`out/findings.json` for `lab report`. The registry finds experiment modules by listing the package it
+is handed (the CLI hands it `experiments`), so nothing in `lab/` imports the experiments.
+
+`run` does every computation that needs JAX (training, evaluations, interventions, timings) and writes the
+numbers to files; `analyze` reads them with NumPy (lab.runs, lab.analysis) and draws: `lab analyze`
+never starts JAX's backends, and is tested in a process where JAX cannot compute.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from lab import config as config_lib
 from lab.analysis.findings import Findings
 from lab.errors import CheckpointError, ConfigError
 from lab.fileio import atomic_write_json, read_json
+from lab.runs import check_or_write_config
 
 DEFAULT_PRESET = "cpu"
 RESULTS = Path("results")
@@ -66,25 +71,23 @@ class Experiment:
 _NAME = re.compile(r"^e\d\d_\w+$")
 
 
-def registry() -> dict[str, Experiment]:
-    """All experiments, keyed by short id ("e04"), in id order."""
-    import experiments
-
+def registry(package) -> dict[str, Experiment]:
+    """All experiments of `package` (a package of eNN_name modules, e.g. `experiments`), keyed by short
+    id ("e04"), in id order. e00_template is the pattern to copy, not an experiment of the lab."""
     found = {}
-    for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda i: i.name):
-        if not _NAME.match(info.name):
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if not _NAME.match(info.name) or info.name.startswith("e00_"):
             continue
-        module = importlib.import_module(f"experiments.{info.name}")
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
         exp = getattr(module, "EXPERIMENT", None)
         if not isinstance(exp, Experiment):
-            raise TypeError(f"experiments/{info.name}.py must define EXPERIMENT = Experiment(...)")
+            raise TypeError(f"{package.__name__}/{info.name}.py must define EXPERIMENT = Experiment(...)")
         found[exp.id] = exp
     return found
 
 
-def find(name: str) -> list[Experiment]:
-    """The experiments a command-line name selects: "all", a short id ("e04") or a full name."""
-    reg = registry()
+def find(reg: dict[str, Experiment], name: str) -> list[Experiment]:
+    """The experiments of registry `reg` a command-line name selects: "all", a short id or a full name."""
     if name == "all":
         return list(reg.values())
     for exp in reg.values():
@@ -116,8 +119,6 @@ def write_config(
 
     With write=False, only check (so `lab run all` can refuse before any experiment trains).
     """
-    from lab.train.loop import check_or_write_config
-
     want = {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}
 
     def upgrade(have: dict) -> dict:  # fields added to the experiment's config since, at their defaults

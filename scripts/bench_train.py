@@ -326,7 +326,7 @@ def train_to_the_end(train, val, vocab, args, schedule: str):
 
     from lab.data.tasks import TextWindows
     from lab.model import ModelConfig
-    from lab.train import TrainConfig, members_grid, train_sweep
+    from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
     from lab.train.loop import latest_state
 
     cfg = ModelConfig(vocab_size=vocab, **SHAPE)
@@ -347,11 +347,7 @@ def train_to_the_end(train, val, vocab, args, schedule: str):
     with tempfile.TemporaryDirectory() as d:
         train_sweep(
             d,
-            cfg=cfg,
-            tcfg=tcfg,
-            task=task,
-            data={"train": train, "val": val},
-            members=members,
+            SweepSpec(model=cfg, train=tcfg, task=task, data={"train": train, "val": val}, members=members),
             desc=f"bench_train {schedule}",
         )
         seconds = time.perf_counter() - t0

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import experiments
 from lab.analysis.findings import Finding, Findings
 from lab.errors import DataError
 from lab.experiment import registry
@@ -11,7 +12,7 @@ from lab.report import render
 
 
 def test_report_renders_findings_and_lists_unrun(tmp_path):
-    exps = list(registry().values())
+    exps = list(registry(experiments).values())
     exp = exps[0]
     d = tmp_path / exp.name
     (d / "tables").mkdir(parents=True)
@@ -40,7 +41,7 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
 
 
 def test_corrupted_findings_are_an_error(tmp_path):
-    exp = next(iter(registry().values()))
+    exp = next(iter(registry(experiments).values()))
     (tmp_path / exp.name).mkdir()
     (tmp_path / exp.name / "findings.json").write_text('{"experiment": "x", "verdict": "great"')
     with pytest.raises(DataError, match="corrupted"):

@@ -14,8 +14,32 @@ from dataclasses import asdict, dataclass, field
 VERDICTS = ("supported", "qualified", "refuted", "inconclusive")
 
 
+def headline(parts) -> str:
+    """One verdict composed from sub-verdicts (strings or `Finding`s), each decided on its own:
+
+    every part the same verdict     -> that verdict;
+    otherwise, some part supports
+    (supported or qualified)        -> qualified (the parts disagree: the claim holds only in part);
+    otherwise, some part refutes    -> refuted (the rest could not decide);
+    no parts                        -> inconclusive.
+    """
+    vs = [p.verdict if isinstance(p, Finding) else p for p in parts]
+    bad = [v for v in vs if v not in VERDICTS]
+    if bad:
+        raise ValueError(f"verdict {bad[0]!r} is not one of {VERDICTS}")
+    if not vs:
+        return "inconclusive"
+    if len(set(vs)) == 1:
+        return vs[0]
+    if "supported" in vs or "qualified" in vs:
+        return "qualified"
+    return "refuted" if "refuted" in vs else "inconclusive"
+
+
 @dataclass
 class Finding:
+    """One sub-claim, its verdict (decided by lab.analysis.stats.decide or `headline`) and its numbers."""
+
     claim: str
     verdict: str
     evidence: str

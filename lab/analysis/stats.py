@@ -1,7 +1,25 @@
-"""Statistics over seeds: mean ± sample standard deviation, and Welch's t-test between two groups.
+"""Statistics over seeds, and the one written rule that turns a comparison into a verdict.
+
+    c = compare(a, b)                  # per-seed values of two groups; c.diff = mean(b) - mean(a)
+    c.verdict("less")                  # the claim "b is lower than a"
+    c.verdict("equal", margin=0.02)    # the claim "b and a differ by less than 0.02"
+    c.fmt()                            # "Δ -0.123 [95% CI -0.200, -0.046], p=0.012"
 
 With 3 seeds a test has little power, so the lab reports the difference of means with its 95% interval
-next to every p-value and never reads "not significant" as "equal" without looking at the interval.
+next to every p-value and never reads "not significant" as "equal": an equivalence claim is decided by
+whether the interval lies inside a margin stated in advance (DESIGN.md, convention 15).
+
+THE RULE (`decide`), on the 95% confidence interval [lo, hi] of the difference and a margin m >= 0:
+  claim "greater" (b > a):  refuted      if hi < 0 (an effect the other way) or -m < lo and hi < m
+                                         (m > 0: the interval shows any effect is negligible);
+                            supported    if lo > 0 (the interval excludes no effect, on the claimed side);
+                            inconclusive otherwise.
+  claim "less" (b < a):     the mirror image.
+  claim "equal" (|b - a| < m, m > 0 required):
+                            supported    if -m < lo and hi < m (the interval lies inside the margin);
+                            refuted      if lo > m or hi < -m (it lies wholly outside);
+                            inconclusive otherwise.
+  An interval that cannot be computed (fewer than 2 finite values in a group) is inconclusive.
 """
 
 from __future__ import annotations
@@ -86,9 +104,32 @@ def t_quantile(p: float, dof: float) -> float:
     return 0.5 * (lo + hi)
 
 
+DIRECTIONS = ("greater", "less", "equal")
+
+
+def decide(ci95: tuple[float, float], direction: str, margin: float = 0.0) -> str:
+    """The verdict the rule above gives a claim about a difference with 95% interval `ci95`."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r} is not one of {DIRECTIONS}")
+    if margin < 0 or (direction == "equal" and not margin > 0):
+        raise ValueError(f"margin must be >= 0 (> 0 for 'equal'), got {margin}")
+    lo, hi = ci95
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if direction == "equal":
+        if -margin < lo and hi < margin:
+            return "supported"
+        return "refuted" if (lo > margin or hi < -margin) else "inconclusive"
+    if direction == "less":
+        lo, hi = -hi, -lo  # "b < a" is "a - b > 0"
+    if hi < 0 or (margin > 0 and -margin < lo and hi < margin):
+        return "refuted"
+    return "supported" if lo > 0 else "inconclusive"
+
+
 @dataclass(frozen=True)
 class Comparison:
-    diff: float  # mean(b) - mean(a)
+    diff: float  # mean(b) - mean(a) (or mean(b - a) when paired, or mean(x) - ref against a reference)
     ci95: tuple[float, float]
     t: float
     dof: float
@@ -96,6 +137,19 @@ class Comparison:
 
     def significant(self, alpha: float = 0.05) -> bool:
         return bool(np.isfinite(self.p) and self.p < alpha)
+
+    def verdict(self, direction: str, margin: float = 0.0) -> str:
+        """supported / refuted / inconclusive for the claim that the difference is `direction`
+        ("greater", "less" or "equal" within `margin`), by the rule in this module's docstring."""
+        return decide(self.ci95, direction, margin)
+
+    def fmt(self, digits: int = 3, p: bool = True) -> str:
+        """ "Δ +0.123 [95% CI +0.050, +0.196], p=0.012" (or "Δ +0.123, no CI" with too few values)."""
+        if not math.isfinite(self.ci95[0]):
+            return f"Δ {self.diff:+.{digits}f}, no CI (fewer than 2 finite values in a group)"
+        lo, hi = self.ci95
+        s = f"Δ {self.diff:+.{digits}f} [95% CI {lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return s + (f", p={self.p:.2g}" if p else "")
 
 
 def welch(a, b) -> Comparison:
@@ -138,3 +192,15 @@ def paired(a, b) -> Comparison:
     t = mean / se
     q = t_quantile(0.975, dof)
     return Comparison(mean, (mean - q * se, mean + q * se), t, dof, min(1.0, 2.0 * _t_sf(abs(t), dof)))
+
+
+def compare(a, b, paired_by_seed: bool = False) -> Comparison:
+    """b against a over per-seed values: Welch's test of independent groups, or (paired_by_seed) the
+    paired test of the same seeds measured twice (one model before and after an intervention)."""
+    return paired(a, b) if paired_by_seed else welch(a, b)
+
+
+def compare_to(values, reference: float) -> Comparison:
+    """The mean of per-seed `values` against a fixed `reference` (chance, a bound): one-sample t."""
+    x = np.asarray(values, np.float64)
+    return paired(np.full(x.shape, float(reference)), x)

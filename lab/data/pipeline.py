@@ -1,16 +1,20 @@
-"""From a data config to token streams on which a TextWindows task samples batches."""
+"""From a data config to token streams on which a TextWindows task samples batches, and `text_lm`: the
+corpus, the model with its vocabulary set, and the windows task, in one call."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from lab.config import check
 from lab.data.corpora import load_corpus
 from lab.data.tokenize import make_tokenizer, split
+
+if TYPE_CHECKING:
+    from lab.data.tasks import TextWindows
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,32 @@ def load_text_data(dcfg: DataConfig) -> TextData:
         "val_bytes": tok.n_bytes(val),
     }
     return TextData(train.astype(dtype), val.astype(dtype), tok, info)
+
+
+@dataclass(frozen=True)
+class TextLM:
+    """A language-modelling set-up on one corpus: the token streams, the model with its vocabulary set to
+    the tokenizer's, and the task of next-token prediction over windows of the model's context length."""
+
+    text: TextData
+    model: object  # the model config given, with vocab_size = the tokenizer's
+    task: TextWindows
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text.tokenizer.vocab_size
+
+    def check(self) -> None:
+        """Raise DataError if the corpus is too short for the task's windows (call before training)."""
+        self.task.check_data(self.text.arrays)
+
+
+def text_lm(dcfg: DataConfig, model, seq_len: int | None = None) -> TextLM:
+    """Load and tokenize `dcfg`'s corpus, set `model`'s vocabulary to the tokenizer's and cut windows of
+    `seq_len` tokens (default: the model's `max_len`). `model` is any config with `replace(vocab_size=)`
+    and `max_len` (lab.model.ModelConfig); raises DataError for a missing, empty or unknown corpus."""
+    from lab.data.tasks import TextWindows  # here, not at the top: this module imports no JAX
+
+    text = load_text_data(dcfg)
+    model = model.replace(vocab_size=text.tokenizer.vocab_size)
+    return TextLM(text, model, TextWindows(seq_len or model.max_len, model.vocab_size))

@@ -1,4 +1,4 @@
-"""Load a trained text model from any experiment's run directory, or train the default one.
+"""Load a trained text model from any experiment's run directory (this package never trains one).
 
 A run directory (written by `lab.train.train_sweep`) holds config.json (model, train config, task,
 members, data description) and checkpoints/. `load_text_model` restores one member's parameters and
@@ -16,9 +16,6 @@ from lab.errors import CheckpointError, ConfigError
 from lab.fileio import read_json
 from lab.model import ModelConfig
 from lab.train.config import TrainConfig
-
-DEFAULT_RUN = Path("results") / "dashboard" / "model"  # trained on first use when nothing else is given
-DEFAULT_STEPS = 800
 
 
 @dataclass
@@ -66,7 +63,7 @@ def load_text_model(run_dir: str | Path, member: int = 0) -> TextModel:
         conf = read_json(path)["config"]
         cfg = config_lib.from_dict(ModelConfig, conf["model"])
         tcfg = config_lib.from_dict(TrainConfig, conf["train"])
-        members = [Member(m["seed"], m["lr"], m["init_scale"], tuple(m["extra"])) for m in conf["members"]]
+        members = [Member.from_dict(m) for m in conf["members"]]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path} is not a run config written by this version of lab ({e})") from None
     if conf.get("task", {}).get("kind") != "text" or "data" not in conf:
@@ -95,27 +92,3 @@ def load_text_model(run_dir: str | Path, member: int = 0) -> TextModel:
         f"{conf['data']['tokenizer'].get('kind')} tokens, vocabulary {cfg.vocab_size})"
     )
     return TextModel(cfg, params, tok, run_dir, member, desc)
-
-
-def train_default_model(run_dir: str | Path = DEFAULT_RUN, progress: bool = True) -> Path:
-    """A small byte-level model of the `pydocs` corpus (needs no network), trained once and then reused."""
-    from lab.data.pipeline import DataConfig, load_text_data
-    from lab.data.tasks import TextWindows
-    from lab.model import PRESETS
-    from lab.train import members_grid, train_sweep
-
-    text = load_text_data(DataConfig("pydocs"))
-    cfg = PRESETS["cpu"].replace(vocab_size=text.tokenizer.vocab_size)
-    tcfg = TrainConfig(steps=DEFAULT_STEPS, batch_size=16, warmup_steps=80, eval_every=200, ckpt_every=400)
-    train_sweep(
-        run_dir,
-        cfg=cfg,
-        tcfg=tcfg,
-        task=TextWindows(cfg.max_len, cfg.vocab_size),
-        data=text.arrays,
-        members=members_grid([0], [tcfg.lr], [1.0]),
-        data_info=text.info,
-        progress=progress,
-        desc="dashboard default model",
-    )
-    return Path(run_dir)

@@ -50,6 +50,7 @@ class ModelConfig:
     position: Position = "learned"
     norm: Norm = "layernorm"
     norm_placement: NormPlacement = "pre"
+    norm_eps: float | None = None  # added to the variance; None = the norm's usual value (LayerNorm 1e-5, RMSNorm 1e-6)
     activation: Activation = "gelu"
     mask: Mask = "causal"
     qkv: QKV = "intact"
@@ -79,6 +80,10 @@ class ModelConfig:
         )
         check(self.d_ff is None or self.d_ff >= 1, f"model.d_ff must be >= 1, got {self.d_ff}")
         check(self.init_std > 0, f"model.init_std must be > 0, got {self.init_std}")
+        check(
+            self.norm_eps is None or 0 < self.norm_eps < 1,
+            f"model.norm_eps must be in (0, 1) (or none for the norm's default), got {self.norm_eps}",
+        )
         check(self.rope_theta > 1, f"model.rope_theta must be > 1, got {self.rope_theta}")
         check(
             not (self.norm_placement == "post" and self.norm == "none"),

@@ -57,10 +57,11 @@ def _learned_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
 
 
 def _sinusoidal_position(mod: nn.Module, x_BTD, cfg: ModelConfig, offset=0):
-    # Vaswani et al. add the table to embeddings scaled by sqrt(D); ours are initialized with std 0.02, so
-    # the table (entries of size ~1) is scaled to the embeddings' size instead, as a learned table would be.
-    pe = ops.sinusoidal_positions(x_BTD.shape[1], cfg.d_model, offset=offset) * cfg.init_std
-    return x_BTD + pe.astype(x_BTD.dtype)
+    # Vaswani et al. 2017 (section 3.4): the unscaled table (entries in [-1, 1]) is added to token embeddings
+    # multiplied by sqrt(d_model). Ours are initialized with std init_std (0.02), so without the factor the
+    # table would swamp the tokens (the lab scaled the table by init_std until e02 showed it hurt).
+    pe = ops.sinusoidal_positions(x_BTD.shape[1], cfg.d_model, offset=offset)
+    return x_BTD * jnp.asarray(cfg.d_model**0.5, x_BTD.dtype) + pe.astype(x_BTD.dtype)
 
 
 def _rope(q_BTHE, k_BTKE, cfg: ModelConfig, offset=0):
@@ -97,7 +98,7 @@ class LayerNorm(nn.Module):
     def __call__(self, x):
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
         bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],)) if self.cfg.bias else None
-        return ops.layer_norm(x, scale, bias)
+        return ops.layer_norm(x, scale, bias, eps=1e-5 if self.cfg.norm_eps is None else self.cfg.norm_eps)
 
 
 class RMSNorm(nn.Module):
@@ -105,7 +106,8 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return ops.rms_norm(x, self.param("scale", nn.initializers.ones, (x.shape[-1],)))
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        return ops.rms_norm(x, scale, eps=1e-6 if self.cfg.norm_eps is None else self.cfg.norm_eps)
 
 
 class NoNorm(nn.Module):

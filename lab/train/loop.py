@@ -1,6 +1,6 @@
 """The one impure driver: trains a sweep with progress, metrics, checkpoints and resume.
 
-    result = train_sweep(run_dir, cfg=..., tcfg=..., task=..., data=..., members=[...])
+    result = train_sweep(run_dir, SweepSpec(model=..., train=..., task=..., members=[...], data=...))
 
 writes under `run_dir`:
     config.json      the resolved config (model, train, task, members, data) and provenance
@@ -17,26 +17,30 @@ an uninterrupted run (bitwise on CPU). A different config in the same directory 
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import hashlib
 import math
-import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from lab import config as config_lib
-from lab.errors import CheckpointError, ConfigError
-from lab.fileio import atomic_write_json, read_json
+from lab.errors import ConfigError
+from lab.fileio import atomic_write_json
 from lab.model import ModelConfig
-from lab.provenance import provenance
+from lab.runs import check_or_write_config, read_rows, truncate_after
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
-from lab.train.metrics import MetricsWriter, read_rows, truncate_after
+from lab.train.metrics import MetricsWriter
+from lab.train.optimizer import make_optimizer
 from lab.train.sweep import Member, SweepRunner, init_sweep
 
 
@@ -54,53 +58,75 @@ class SweepResult:
     skipped: bool = False  # already complete on disk
 
 
-def run_config(cfg, tcfg, task, members, extra: dict | None = None, forward=None) -> dict:
-    """The part of config.json that must match for a resume."""
-    d = {
-        "model": config_lib.to_dict(cfg),
-        "train": config_lib.to_dict(tcfg),
-        "task": {"kind": task.kind, **config_lib.to_dict(task)},
-        "members": [m.to_dict() for m in members],
-        "forward": None if forward is None else f"{forward.__module__}.{forward.__qualname__}",
-    }
-    if extra:
-        d["data"] = extra
-    return d
+@dataclass(frozen=True, eq=False)
+class SweepSpec:
+    """Everything one sweep trains, for `train_sweep`: the model, the optimizer settings, the task and
+    its data, the members (seeds and scalar hyperparameters), and optionally what replaces the defaults.
 
-
-def check_or_write_config(
-    run_dir: Path, want: dict, fresh: bool = False, write: bool = True, upgrade=None
-) -> None:
-    """Write config.json, or refuse if `run_dir` already holds a run of a different config.
-
-    With write=False only the check is made (nothing is created or removed). `upgrade(have) -> have`, if
-    given, fills in fields added to the config classes since the run was recorded (at their defaults,
-    lab.config.fill_defaults) before comparing.
+    forward:     module-level `forward(cfg, params, batch, extra) -> logits` instead of the plain model
+                 (lab.train.step), e.g. a reparametrized model whose variant is a member's `extra`.
+    loss:        module-level `loss(params, cfg, batch, extra, forward) -> (loss, logits)` instead of the
+                 next-token cross entropy (finetuning on response tokens only, preference losses, ...).
+    init_params: parameters to start from instead of a fresh initialization, stacked along a leading
+                 member axis (one entry per member); the optimizer state starts fresh on them. Used as
+                 given: `init_scale` does not apply. Their content hash is recorded in config.json, so a
+                 resume from different starting parameters is refused.
     """
-    want = json.loads(json.dumps(want))  # compare as JSON sees it: tuples are lists
-    path = run_dir / "config.json"
-    if fresh:
-        if write and run_dir.exists():
-            shutil.rmtree(run_dir)
-        elif not write:
-            return
-    if path.exists():
-        try:
-            have = read_json(path).get("config", {})
-        except (ValueError, OSError):
-            raise CheckpointError(f"{path} is unreadable or corrupted; pass --fresh to start over") from None
-        if upgrade is not None:
-            have = upgrade(have)
-        if have != want:
-            d = config_lib.diff(have, want)
-            shown = "; ".join(d[:3]) + (f"; and {len(d) - 3} more" if len(d) > 3 else "")
-            raise CheckpointError(
-                f"{run_dir} holds a run with a different config ({shown}; on disk vs now); "
-                "pass --fresh to replace it or --results DIR to write elsewhere"
-            )
-        return  # same config: keep the provenance of the session that started it
-    if write:
-        atomic_write_json(path, {"config": want, "provenance": provenance()})
+
+    model: ModelConfig
+    train: TrainConfig
+    task: Any
+    members: tuple[Member, ...]
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
+    data_info: dict | None = None  # recorded in config.json: corpus name, content hash, tokenizer, sizes
+    forward: Callable | None = None
+    loss: Callable | None = None
+    init_params: Any = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(self.members))
+
+    @classmethod
+    def text(cls, lm, train: TrainConfig, members, **kw) -> SweepSpec:
+        """A language-model sweep on a `lab.data.pipeline.TextLM` (its model, windows task and corpus)."""
+        return cls(lm.model, train, lm.task, members, lm.text.arrays, lm.text.info, **kw)
+
+    def replace(self, **kw) -> SweepSpec:
+        return dataclasses.replace(self, **kw)
+
+
+def _fn_name(f) -> str | None:
+    return None if f is None else f"{f.__module__}.{f.__qualname__}"
+
+
+def params_sha256(params) -> str:
+    """Content hash of a parameter pytree (leaf paths, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        a = np.asarray(jax.device_get(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def run_config(spec: SweepSpec) -> dict:
+    """The part of config.json that must match for a resume."""
+    task = spec.task
+    d = {
+        "model": config_lib.to_dict(spec.model),
+        "train": config_lib.to_dict(spec.train),
+        "task": {"kind": task.kind, **config_lib.to_dict(task)},
+        "members": [m.to_dict() for m in spec.members],
+        "forward": _fn_name(spec.forward),
+    }
+    # Recorded only when used, so runs recorded before these existed still match.
+    if spec.loss is not None:
+        d["loss"] = _fn_name(spec.loss)
+    if spec.init_params is not None:
+        d["init_params_sha256"] = params_sha256(spec.init_params)
+    if spec.data_info:
+        d["data"] = spec.data_info
+    return d
 
 
 def _upgrade_run_config(have: dict) -> dict:
@@ -127,26 +153,21 @@ def abstract_sweep(cfg, tcfg, members: list[Member]):
 
 def train_sweep(
     run_dir,
+    spec: SweepSpec,
     *,
-    cfg: ModelConfig,
-    tcfg: TrainConfig,
-    task,
-    data: dict[str, np.ndarray],
-    members: list[Member],
-    data_info: dict | None = None,
     strategy: str = "auto",
     fresh: bool = False,
     progress: bool = True,
     desc: str | None = None,
-    forward=None,
     on_checkpoint=None,
 ) -> SweepResult:
-    """Train `members` as one sweep under `run_dir`, resuming if it holds a run of the same config.
+    """Train `spec.members` as one sweep under `run_dir`, resuming if it holds a run of the same spec.
 
-    forward: optional module-level `forward(cfg, params, batch, extra) -> logits` (see lab.train.step).
+    strategy: how the sweep uses devices (lab.train.sweep.STRATEGIES); fresh: discard `run_dir` first.
     on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
     """
     run_dir = Path(run_dir)
+    cfg, tcfg, task, members = spec.model, spec.train, spec.task, list(spec.members)
     if not members:
         raise ConfigError("a sweep needs at least one member (seed and hyperparameters)")
     if cfg.position == "learned" and task.seq_len > cfg.max_len:  # refuse before anything compiles
@@ -155,8 +176,8 @@ def train_sweep(
             "positions exist only for 0..max_len-1; raise model.max_len or use position none, sinusoidal, "
             "rope or alibi"
         )
-    want = run_config(cfg, tcfg, task, members, data_info, forward)
-    task.check_data(data)
+    want = run_config(spec)
+    task.check_data(spec.data)
     check_or_write_config(run_dir, want, fresh=fresh, upgrade=_upgrade_run_config)
 
     n = len(members)
@@ -164,18 +185,18 @@ def train_sweep(
     mngr = ckpt.manager(run_dir / "checkpoints")
     try:
         latest = mngr.latest_step()
-        runner = SweepRunner(cfg, tcfg, task, n, strategy, forward=forward)
+        runner = SweepRunner(cfg, tcfg, task, n, strategy, forward=spec.forward, loss=spec.loss)
         if latest is not None:
             real = ckpt.restore(mngr, latest, abstract_sweep(cfg, tcfg, members))
             if latest >= tcfg.steps:
                 return _finished(run_dir, real, latest, runner, skipped=True)
             truncate_after(metrics_path, latest)
         else:
-            real = init_sweep(cfg, tcfg, members)
+            real = _start(spec)
             if metrics_path.exists():
                 metrics_path.unlink()
         state = runner.place(real)
-        dev_data = runner.place_data(data)
+        dev_data = runner.place_data(spec.data)
         start = latest or 0
         return _loop(
             run_dir,
@@ -195,6 +216,25 @@ def train_sweep(
     finally:
         mngr.wait_until_finished()
         mngr.close()
+
+
+def _start(spec: SweepSpec):
+    """The stacked states a sweep starts from: fresh, or on `spec.init_params` with a fresh optimizer."""
+    state = init_sweep(spec.model, spec.train, list(spec.members))
+    if spec.init_params is None:
+        return state
+    want = jax.tree_util.tree_structure(state.params)
+    if jax.tree_util.tree_structure(spec.init_params) != want or any(
+        np.shape(a) != b.shape
+        for a, b in zip(jax.tree_util.tree_leaves(spec.init_params), jax.tree_util.tree_leaves(state.params))
+    ):
+        raise ConfigError(
+            "init_params must have the model's parameter tree with a leading axis of one entry per member "
+            f"({len(spec.members)})"
+        )
+    params = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a, b.dtype), spec.init_params, state.params)
+    opt_state = jax.vmap(make_optimizer(spec.train).init)(params)
+    return state.replace(params=params, opt_state=opt_state)
 
 
 def _rows(step: int, n: int, values: dict[str, np.ndarray]) -> list[dict]:

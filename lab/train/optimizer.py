@@ -47,8 +47,11 @@ SCHEDULES = {"cosine": _cosine, "linear": _linear, "wsd": _wsd}
 def unit_schedule(tcfg: TrainConfig):
     """Learning-rate multiplier at step t (0-based): the share of the peak learning rate.
 
-    warmup: (t + 1) / (warmup + 1), as nanoGPT; then `tcfg.schedule` (cosine, linear or wsd) down to
-    min_lr_ratio at t = steps; constant after. The cosine is nanoGPT's `get_lr` divided by the peak.
+    warmup (t < w = warmup_steps): (t + 1) / (w + 1), nanoGPT's convention (its `get_lr` returns
+    lr * (it + 1) / (warmup_iters + 1)). The first step already moves (by 1/(w+1) of the peak, where
+    optax.linear_schedule from 0 would start at exactly 0), the last warmup step reaches w/(w+1), and step
+    w is the first at the full peak. Then `tcfg.schedule` (cosine, linear or wsd) down to min_lr_ratio at
+    t = steps; constant after. The cosine is nanoGPT's `get_lr` divided by the peak.
     """
     decay = SCHEDULES[tcfg.schedule]
 

@@ -37,24 +37,27 @@ def loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
     return loss, logits
 
 
-def train_step(state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, forward=None):
+def train_step(
+    state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, forward=None, loss=None
+):
     """One AdamW step on the batch that (data_key, step) selects.
 
     `forward(cfg, params, batch, extra) -> logits` replaces the plain model call when an experiment
     trains something other than `apply(cfg, params, tokens)`, e.g. a reparametrized model whose variant
     is the per-member hyperparameter `state.extra` (so variants of equal shape share one program).
-    It must be a module-level function (hashable: it is a static argument).
+    `loss(params, cfg, batch, extra, forward) -> (scalar loss, logits)` replaces the next-token cross
+    entropy (`loss_fn`). Both must be module-level functions (hashable: they are static arguments).
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), state.step)
     batch = task.sample(data, "train", key, tcfg.batch_size)
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (value, _), grads = jax.value_and_grad(loss or loss_fn, has_aux=True)(
         state.params, cfg, batch, state.extra, forward
     )
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
     params = apply_updates(state.params, updates, state.lr)
 
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     alive = state.diverged_at < 0
     keep_new = finite & alive
     pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(keep_new, n, o), new, old)
@@ -66,7 +69,7 @@ def train_step(state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, 
         diverged_at=diverged_at,
     )
     metrics = {
-        "loss": jnp.where(alive, loss, jnp.nan),  # the non-finite loss itself at the divergence step
+        "loss": jnp.where(alive, value, jnp.nan),  # the non-finite loss itself at the divergence step
         "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
         "lr": state.lr * unit_schedule(tcfg)(state.step),
         "diverged_at": diverged_at,
@@ -74,14 +77,23 @@ def train_step(state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, 
     return new_state, metrics
 
 
-def train_steps(state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None):
+def train_steps(state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None, loss=None):
     """`n_steps` train steps in one `lax.scan`; metrics come back stacked with a leading (n_steps,) axis."""
-    step = lambda s, _: train_step(s, data, cfg=cfg, tcfg=tcfg, task=task, forward=forward)
+    step = lambda s, _: train_step(s, data, cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
     return jax.lax.scan(step, state, None, length=n_steps)
 
 
 def eval_step(
-    params, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, split: str = "val", extra=None, forward=None
+    params,
+    data,
+    *,
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    task,
+    split: str = "val",
+    extra=None,
+    forward=None,
+    loss=None,
 ):
     """Mean loss and next-token accuracy over `tcfg.eval_batches` fixed batches of `split`."""
 
@@ -89,10 +101,10 @@ def eval_step(
         batch = task.sample(
             data, split, jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i), tcfg.batch_size
         )
-        loss, logits = loss_fn(params, cfg, batch, extra, forward)
+        value, logits = (loss or loss_fn)(params, cfg, batch, extra, forward)
         m = batch["mask"].astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-        return loss, jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
+        return value, jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
 
     losses, accs = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
     return {"val_loss": jnp.mean(losses), "val_accuracy": jnp.mean(accs)}

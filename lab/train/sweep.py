@@ -48,10 +48,26 @@ class Member:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Member:
+        """The member a `to_dict` (e.g. config.json's "members") describes."""
+        return cls(
+            int(d["seed"]), float(d["lr"]), float(d["init_scale"]), tuple(float(x) for x in d["extra"])
+        )
 
-def members_grid(seeds, lrs, init_scales=(1.0,)) -> list[Member]:
-    """The product seeds x lrs x init_scales, seeds varying fastest."""
-    return [Member(s, float(lr), float(sc)) for sc in init_scales for lr in lrs for s in seeds]
+
+def members_grid(seeds, lrs, init_scales=(1.0,), extras=((),)) -> list[Member]:
+    """The product extras x init_scales x lrs x seeds, seeds varying fastest (extras slowest).
+
+    `extras` lists tuples of experiment-defined hyperparameters, e.g. ((0.0,), (1.0,)) for two variants.
+    """
+    return [
+        Member(int(s), float(lr), float(sc), tuple(float(x) for x in ex))
+        for ex in extras
+        for sc in init_scales
+        for lr in lrs
+        for s in seeds
+    ]
 
 
 def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]) -> TrainState:
@@ -122,7 +138,9 @@ class SweepRunner:
     real = runner.take(state)                      # unpadded, for checkpoints
     """
 
-    def __init__(self, cfg, tcfg, task, n_members: int, strategy: str = "auto", devices=None, forward=None):
+    def __init__(
+        self, cfg, tcfg, task, n_members: int, strategy: str = "auto", devices=None, forward=None, loss=None
+    ):
         self.cfg, self.tcfg, self.task, self.n = cfg, tcfg, task, n_members
         work = train_flops_per_step(cfg, tcfg.batch_size, task.seq_len)
         self.strategy, self.devices = resolve(strategy, n_members, devices, work)
@@ -140,7 +158,7 @@ class SweepRunner:
             self.data_sharding = NamedSharding(mesh, P())
         else:
             self.state_sharding = self.data_sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
-        kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward)
+        kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
         self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
         self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
         # jax.jit compiles on first call, so building the evaluator here costs nothing until it is used.

@@ -49,12 +49,17 @@ def band(ax, x, ys, label: str, color=None, marker=None):
     return line
 
 
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample sd (ddof=1) of the finite values; NaN where there are too few (0, or 1 for sd)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    return (float(v.mean()) if v.size else np.nan), (float(v.std(ddof=1)) if v.size > 1 else np.nan)
+
+
 def points(ax, x, groups, label: str):
     """Mean ± sd (error bars) of each group of per-seed values, one point per x."""
-    from lab.analysis.stats import summarize
-
-    s = [summarize(g) for g in groups]
-    return ax.errorbar(x, [v.mean for v in s], yerr=[v.sd for v in s], marker="o", capsize=3, label=label)
+    s = [mean_sd(g) for g in groups]
+    return ax.errorbar(x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label)
 
 
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import experiments
 from lab import experiment as E
 from lab.cli import main
 
@@ -89,7 +90,7 @@ def test_bad_corpus_files(capsys, tmp_path, content, fragment):
 
 
 def test_results_of_another_config_are_refused_and_kept(capsys, tmp_path):
-    (exp,) = E.find("e04")
+    (exp,) = E.find(E.registry(experiments), "e04")
     results = tmp_path / "r"
     out = exp.out_dir(results)
     E.write_config(exp, E.resolve_config(exp, "smoke"), out, "smoke")

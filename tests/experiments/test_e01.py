@@ -14,10 +14,9 @@ from lab.tokenizer import load, truncate
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    assert main(["run", "e01", "--preset", "smoke", "--results", str(results), "--no-progress"]) == 0
-    return results, results / "e01_tokenization", e01.PRESET_TABLE["smoke"]
+def smoke(smoke_run):
+    results, out = smoke_run("e01")
+    return results, out, e01.PRESET_TABLE["smoke"]
 
 
 def test_findings_have_verdicts_and_numbers_and_analysis_is_reproducible(smoke):

@@ -10,11 +10,9 @@ from lab.cli import main
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    code = main(["run", "e02", "--preset", "smoke", "--results", str(results), "--no-progress"])
-    assert code == 0
-    return results, results / "e02_positional"
+def smoke(smoke_run):
+    results, out = smoke_run("e02")
+    return results, out
 
 
 def test_findings_tables_plots_and_animation(smoke):

@@ -10,11 +10,9 @@ from lab.cli import main
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    code = main(["run", "e03", "--preset", "smoke", "--results", str(results), "--no-progress"])
-    assert code == 0
-    return results, results / "e03_attention"
+def smoke(smoke_run):
+    results, out = smoke_run("e03")
+    return results, out
 
 
 def test_findings_tables_and_plots(smoke):

@@ -17,11 +17,9 @@ from lab.train.sweep import SweepRunner
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    code = main(["run", "e04", "--preset", "smoke", "--results", str(results), "--no-progress"])
-    assert code == 0
-    return results, results / "e04_qkv"
+def smoke(smoke_run):
+    results, out = smoke_run("e04")
+    return results, out
 
 
 def test_findings_have_verdicts_and_numbers(smoke):

@@ -15,10 +15,9 @@ from lab.ops.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    assert main(["run", "e05", "--preset", "smoke", "--results", str(results), "--no-progress"]) == 0
-    return results, results / "e05_sampling", e05.PRESET_TABLE["smoke"]
+def smoke(smoke_run):
+    results, out = smoke_run("e05")
+    return results, out, e05.PRESET_TABLE["smoke"]
 
 
 def test_findings_and_reproducible_analysis(smoke):

@@ -13,10 +13,9 @@ from lab.cli import main
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    assert main(["run", "e06", "--preset", "smoke", "--results", str(results), "--no-progress"]) == 0
-    return results, results / "e06_kv_cache", e06.PRESET_TABLE["smoke"]
+def smoke(smoke_run):
+    results, out = smoke_run("e06")
+    return results, out, e06.PRESET_TABLE["smoke"]
 
 
 def test_findings_have_verdicts_and_numbers_and_analysis_is_reproducible(smoke):

@@ -8,15 +8,14 @@ import pytest
 
 from experiments import e09_gqa as e09
 from lab.analysis.findings import VERDICTS
-from lab.analysis.runs import load_run
 from lab.cli import main
+from lab.runs import load_run
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    assert main(["run", "e09", "--preset", "smoke", "--results", str(results), "--no-progress"]) == 0
-    return results, results / "e09_gqa", e09.PRESET_TABLE["smoke"]
+def smoke(smoke_run):
+    results, out = smoke_run("e09")
+    return results, out, e09.PRESET_TABLE["smoke"]
 
 
 def test_findings_have_verdicts_and_analysis_is_reproducible(smoke):

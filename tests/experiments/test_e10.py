@@ -14,11 +14,9 @@ from lab.model import ModelConfig
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    code = main(["run", "e10", "--preset", "smoke", "--results", str(results), "--no-progress"])
-    assert code == 0
-    return results, results / "e10_norms_activations"
+def smoke(smoke_run):
+    results, out = smoke_run("e10")
+    return results, out
 
 
 def test_every_variant_trained_with_seeds_and_both_lrs(smoke):

@@ -185,17 +185,20 @@ def np_forward(cfg, params, tokens, prefix_len=None):
     x + mlp(norm(x)) and a final norm, or post-norm blocks norm(x + attn(x)), norm(x + mlp(x)) and no final
     norm; tied (wte^T) or untied (lm_head) unembedding."""
     P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    eps = (
+        {"layernorm": 1e-5, "rmsnorm": 1e-6, "none": None}[cfg.norm] if cfg.norm_eps is None else cfg.norm_eps
+    )
     norm = {
         "none": lambda x, p: x,
-        "layernorm": np_layer_norm,
-        "rmsnorm": np_rms_norm,
+        "layernorm": lambda x, p: np_layer_norm(x, p, eps),
+        "rmsnorm": lambda x, p: np_rms_norm(x, p, eps),
     }[cfg.norm]
     t = tokens.shape[1]
     x = P["wte"][tokens]
     if cfg.position == "learned":
         x = x + P["wpe"][:t]
     if cfg.position == "sinusoidal":
-        x = x + cfg.init_std * np_sinusoidal(t, cfg.d_model)
+        x = x * np.sqrt(cfg.d_model) + np_sinusoidal(t, cfg.d_model)  # Vaswani et al. 2017, section 3.4
     mask = np_mask(cfg.mask, t, prefix_len)
     for i in range(cfg.n_layers):
         blk = P[f"block_{i}"]
@@ -294,10 +297,21 @@ REF_CONFIGS = {
         mask="bidirectional", activation="gelu_tanh", position="none", norm="none", n_layers=1
     ),
     "rmsnorm-post-swiglu-bias-sinusoidal": BASE.replace(
-        norm="rmsnorm", norm_placement="post", activation="swiglu", bias=True, position="sinusoidal"
+        norm="rmsnorm",
+        norm_placement="post",
+        activation="swiglu",
+        bias=True,
+        position="sinusoidal",
+        norm_eps=0.25,
     ),
     "layernorm-post-geglu-rope-gqa": BASE.replace(
-        norm_placement="post", activation="geglu", position="rope", rope_theta=100.0, n_heads=4, n_kv_heads=2
+        norm_placement="post",
+        activation="geglu",
+        position="rope",
+        rope_theta=100.0,
+        n_heads=4,
+        n_kv_heads=2,
+        norm_eps=0.1,
     ),
     "alibi-3heads-bidirectional-rmsnorm": BASE.replace(
         position="alibi", n_heads=3, d_model=18, mask="bidirectional", norm="rmsnorm"

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from lab.errors import CheckpointError, ConfigError
-from lab.train import Member, members_grid, train_sweep
-from lab.train.metrics import read_rows
+from lab.runs import read_rows
+from lab.train import Member, SweepSpec, members_grid, train_sweep
 
 CHILD = textwrap.dedent(
     """
@@ -19,7 +19,7 @@ CHILD = textwrap.dedent(
     init_jax(2)
     from lab.data.tasks import Sort
     from lab.model import ModelConfig
-    from lab.train import TrainConfig, members_grid, train_sweep
+    from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 
     run_dir, kill_at = sys.argv[1], int(sys.argv[2])
     task = Sort(n_items=4, n_symbols=6)
@@ -31,8 +31,8 @@ CHILD = textwrap.dedent(
         if step == kill_at:  # a real kill -9, while Orbax may still be writing this checkpoint
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train_sweep(run_dir, cfg=cfg, tcfg=tcfg, task=task, data={}, members=members_grid([0, 1, 2], [3e-3]),
-                progress=False, on_checkpoint=on_checkpoint)
+    spec = SweepSpec(cfg, tcfg, task, members_grid([0, 1, 2], [3e-3]))
+    train_sweep(run_dir, spec, progress=False, on_checkpoint=on_checkpoint)
     """
 )
 
@@ -65,7 +65,11 @@ def test_killed_and_resumed_run_writes_the_same_metrics_bitwise(tmp_path):
 def test_run_files_skip_when_complete_and_refuse_other_configs(tmp_path, tiny):
     cfg, tcfg, task = tiny
     members = members_grid([0, 1], [3e-3])
-    r = train_sweep(tmp_path / "run", cfg=cfg, tcfg=tcfg, task=task, data={}, members=members, progress=False)
+    r = train_sweep(
+        tmp_path / "run",
+        SweepSpec(model=cfg, train=tcfg, task=task, data={}, members=members),
+        progress=False,
+    )
     assert not r.skipped and r.steps == 20 and r.diverged_at == [-1, -1]
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["config"]["train"]["steps"] == 20 and stored["provenance"]["packages"]["jax"]
@@ -76,17 +80,15 @@ def test_run_files_skip_when_complete_and_refuse_other_configs(tmp_path, tiny):
     assert r.final_val_loss == [x["val_loss"] for x in rows[-2:]]
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     again = train_sweep(
-        tmp_path / "run", cfg=cfg, tcfg=tcfg, task=task, data={}, members=members, progress=False
+        tmp_path / "run",
+        SweepSpec(model=cfg, train=tcfg, task=task, data={}, members=members),
+        progress=False,
     )
     assert again.skipped and (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
     with pytest.raises(CheckpointError, match=r"different config \(model.n_layers: 1 vs 2"):
         train_sweep(
             tmp_path / "run",
-            cfg=cfg.replace(n_layers=2),
-            tcfg=tcfg,
-            task=task,
-            data={},
-            members=members,
+            SweepSpec(model=cfg.replace(n_layers=2), train=tcfg, task=task, data={}, members=members),
             progress=False,
         )
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
@@ -125,11 +127,7 @@ def test_a_checkpoint_of_a_sharded_sweep_restores_on_one_device(tmp_path, tiny):
     members = members_grid(range(8), [3e-3])
     train_sweep(
         tmp_path / "run",
-        cfg=cfg,
-        tcfg=tcfg,
-        task=task,
-        data={},
-        members=members,
+        SweepSpec(model=cfg, train=tcfg, task=task, data={}, members=members),
         progress=False,
         strategy="shard",
     )
@@ -155,27 +153,75 @@ def test_a_task_longer_than_the_learned_position_table_is_refused_before_compili
     cfg, tcfg, task = tiny
     short = cfg.replace(max_len=task.seq_len - 1)
     with pytest.raises(ConfigError, match="learned positions exist only for 0..max_len-1"):
-        train_sweep(tmp_path / "r", cfg=short, tcfg=tcfg, task=task, data={}, members=[Member(0, 1e-3)])
+        train_sweep(
+            tmp_path / "r", SweepSpec(model=short, train=tcfg, task=task, data={}, members=[Member(0, 1e-3)])
+        )
     assert not (tmp_path / "r").exists()
 
 
 def test_a_run_recorded_before_a_config_field_existed_still_matches_at_that_fields_default(tiny, tmp_path):
     from lab.fileio import atomic_write_json
-    from lab.train.loop import _upgrade_run_config, check_or_write_config, run_config
+    from lab.runs import check_or_write_config
+    from lab.train.loop import _upgrade_run_config, run_config
 
     cfg, tcfg, task = tiny
     members = members_grid([0], [1e-3])
-    old = run_config(cfg, tcfg, task, members)
+    old = run_config(SweepSpec(cfg, tcfg, task, members))
     for key in ("norm_placement", "rope_theta"):  # fields added by projects 2 and 10
         del old["model"][key]
     atomic_write_json(tmp_path / "config.json", {"config": old, "provenance": {}})
-    want = run_config(cfg, tcfg, task, members)
+    want = run_config(SweepSpec(cfg, tcfg, task, members))
     check_or_write_config(tmp_path, want, upgrade=_upgrade_run_config)  # the default reproduces the old code
     with pytest.raises(CheckpointError, match="model.rope_theta: 10000.0 vs 500.0"):
         check_or_write_config(
             tmp_path,
-            run_config(cfg.replace(rope_theta=500.0), tcfg, task, members),
+            run_config(SweepSpec(cfg.replace(rope_theta=500.0), tcfg, task, members)),
             upgrade=_upgrade_run_config,
         )
     with pytest.raises(CheckpointError, match="norm_placement"):  # without the upgrade it is a difference
         check_or_write_config(tmp_path, want)
+
+
+def doubled_cross_entropy(params, cfg, batch, extra=None, forward=None):
+    """A custom loss for the driver test: twice the next-token cross entropy."""
+    from lab.train.step import loss_fn
+
+    value, logits = loss_fn(params, cfg, batch, extra, forward)
+    return 2.0 * value, logits
+
+
+def test_the_driver_starts_from_given_parameters_and_trains_a_given_loss(tmp_path, tiny):
+    from lab.train.loop import latest_state
+
+    cfg, tcfg, task = tiny
+    members = members_grid([0, 1], [3e-3])
+    spec = SweepSpec(cfg, tcfg, task, members)
+    train_sweep(tmp_path / "a", spec, progress=False)
+    _, trained = latest_state(tmp_path / "a", cfg, tcfg, members)
+    first = lambda run: [r for r in read_rows(tmp_path / run / "metrics.jsonl") if r["step"] == 0]
+    last = [r for r in read_rows(tmp_path / "a" / "metrics.jsonl") if r["step"] == tcfg.steps]
+
+    # Starting from a's trained parameters: b's first evaluation is a's last one, on a fresh optimizer.
+    train_sweep(tmp_path / "b", spec.replace(init_params=trained.params, members=members), progress=False)
+    assert [r["val_loss"] for r in first("b")] == [r["val_loss"] for r in last]
+    stored = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert len(stored["init_params_sha256"]) == 64
+    with pytest.raises(CheckpointError, match="init_params_sha256"):  # other starting parameters
+        other = jax_tree_scale(trained.params, 0.5)
+        train_sweep(tmp_path / "b", spec.replace(init_params=other), progress=False)
+    with pytest.raises(ConfigError, match="one entry per member"):
+        train_sweep(tmp_path / "c", spec.replace(init_params=jax_tree_scale(trained.params, 1.0, n=1)))
+
+    # A given loss is what the step minimizes and what evaluation reports (same start as a).
+    train_sweep(tmp_path / "d", spec.replace(loss=doubled_cross_entropy), progress=False)
+    for x, y in zip(first("a"), first("d")):
+        assert y["val_loss"] == pytest.approx(2 * x["val_loss"], rel=1e-6)
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["config"]["loss"].endswith(
+        "doubled_cross_entropy"
+    )
+
+
+def jax_tree_scale(tree, factor, n=None):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: (x if n is None else x[:n]) * factor, tree)

@@ -1,0 +1,278 @@
+"""Run directories, read and guarded without JAX: what `run` wrote and what `analyze` reads.
+
+A training run directory (written by `lab.train.train_sweep`) holds
+
+    config.json     {"config": {model, train, task, members, forward, data}, "provenance": {...}}
+    metrics.jsonl   one JSON row per (logged step, sweep member)
+    checkpoints/    Orbax checkpoints (read only by code that needs the parameters, i.e. `run`)
+
+and an experiment's measurement files (`runs/*.json`, `runs/*.npz`, written by `write_measurement`)
+hold the numbers `run` computed from trained models, with the experiment config and git commit that
+made them. This module reads all of it with the standard library and NumPy, so `lab analyze` never
+starts JAX, and it holds the one guard that keeps two configs from sharing a directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lab import config as config_lib
+from lab.errors import CheckpointError, DataError
+from lab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from lab.provenance import git_commit
+
+# --- metrics.jsonl ----------------------------------------------------------------------------------------
+_FLOAT_KEYS_MAY_BE_NONFINITE = ("loss", "grad_norm", "val_loss", "val_accuracy", "lr")
+
+
+def clean_float(v):
+    """A float as JSON can hold it: NaN -> null, ±inf -> "inf" / "-inf"."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+def _restore(v):
+    if v is None:
+        return math.nan
+    if v == "inf":
+        return math.inf
+    if v == "-inf":
+        return -math.inf
+    return v
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """All rows of a metrics file; a torn final line (from a kill) is ignored, a torn middle line is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"metrics file {path} does not exist; run the experiment first (lab run ...)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise DataError(f"{path}:{i + 1}: corrupted metrics line (not JSON)") from None
+        for k in _FLOAT_KEYS_MAY_BE_NONFINITE:
+            if k in row:
+                row[k] = _restore(row[k])
+        rows.append(row)
+    return rows
+
+
+def truncate_after(path: str | os.PathLike, step: int) -> None:
+    """Keep only the rows with row["step"] <= step (atomic rewrite)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line + "\n")
+    atomic_write_text(path, "".join(keep))
+
+
+# --- config.json: one config per directory -------------------------------------------------------------------
+def check_or_write_config(
+    run_dir: Path, want: dict, fresh: bool = False, write: bool = True, upgrade=None
+) -> None:
+    """Write config.json, or refuse if `run_dir` already holds a run of a different config.
+
+    With write=False only the check is made (nothing is created or removed). `upgrade(have) -> have`, if
+    given, fills in fields added to the config classes since the run was recorded (at their defaults,
+    lab.config.fill_defaults) before comparing.
+    """
+    from lab.provenance import provenance
+
+    run_dir = Path(run_dir)
+    want = json.loads(json.dumps(want))  # compare as JSON sees it: tuples are lists
+    path = run_dir / "config.json"
+    if fresh:
+        if write and run_dir.exists():
+            shutil.rmtree(run_dir)
+        elif not write:
+            return
+    if path.exists():
+        try:
+            have = read_json(path).get("config", {})
+        except (ValueError, OSError):
+            raise CheckpointError(f"{path} is unreadable or corrupted; pass --fresh to start over") from None
+        if upgrade is not None:
+            have = upgrade(have)
+        if have != want:
+            d = config_lib.diff(have, want)
+            shown = "; ".join(d[:3]) + (f"; and {len(d) - 3} more" if len(d) > 3 else "")
+            raise CheckpointError(
+                f"{run_dir} holds a run with a different config ({shown}; on disk vs now); "
+                "pass --fresh to replace it or --results DIR to write elsewhere"
+            )
+        return  # same config: keep the provenance of the session that started it
+    if write:
+        atomic_write_json(path, {"config": want, "provenance": provenance()})
+
+
+# --- a finished training run, as arrays ------------------------------------------------------------------------
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict  # the "config" part of config.json: model, train, task, members, data
+    members: list[dict]  # seed, lr, init_scale, extra per member
+    train_steps: np.ndarray  # (K,) steps at which train rows were logged
+    train_loss: np.ndarray  # (M, K) mean train loss over each logging interval (NaN once diverged)
+    grad_norm: np.ndarray  # (M, K)
+    val_steps: np.ndarray  # (E,)
+    val_loss: np.ndarray  # (M, E)
+    val_accuracy: np.ndarray  # (M, E)
+    diverged_at: np.ndarray  # (M,) step of the first non-finite loss, -1 if none
+
+    @property
+    def final_val_loss(self) -> np.ndarray:
+        """(M,) validation loss at the last evaluation; NaN for members that diverged."""
+        v = self.val_loss[:, -1].copy()
+        v[self.diverged_at >= 0] = np.nan
+        return v
+
+    @property
+    def corpus_sha256(self) -> str | None:
+        return (self.config.get("data") or {}).get("sha256")
+
+    def member_values(self, key: str) -> np.ndarray:
+        """(M,) one member field ("seed", "lr", "init_scale") as an array."""
+        return np.array([m[key] for m in self.members])
+
+    def extra(self, i: int = 0) -> np.ndarray:
+        """(M,) the i-th experiment-defined hyperparameter of each member."""
+        return np.array([m["extra"][i] for m in self.members])
+
+
+def _grid(rows, key, members, steps):
+    out = np.full((members, len(steps)), np.nan)
+    index = {s: i for i, s in enumerate(steps)}
+    for r in rows:
+        if key in r:
+            out[r["member"], index[r["step"]]] = r[key]
+    return out
+
+
+def load_run(run_dir: str | Path, corpus_sha256: str | None = None) -> RunData:
+    """A training run from its config.json and metrics.jsonl. With `corpus_sha256`, refuse a run trained
+    on a different corpus than the one named (its content hash is recorded in config.json)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise DataError(f"{cfg_path} does not exist; run the experiment first (lab run ...)")
+    config = read_json(cfg_path)["config"]
+    members = config["members"]
+    rows = read_rows(run_dir / "metrics.jsonl")
+    if not rows:
+        raise DataError(f"{run_dir / 'metrics.jsonl'} is empty; run the experiment first")
+    m = len(members)
+    train_steps = np.array(sorted({r["step"] for r in rows if "loss" in r}), dtype=np.int64)
+    val_steps = np.array(sorted({r["step"] for r in rows if "val_loss" in r}), dtype=np.int64)
+    diverged = np.full(m, -1, dtype=np.int64)
+    for r in rows:
+        if r.get("diverged_at", -1) >= 0 and diverged[r["member"]] < 0:
+            diverged[r["member"]] = r["diverged_at"]
+    run = RunData(
+        run_dir=run_dir,
+        config=config,
+        members=members,
+        train_steps=train_steps,
+        train_loss=_grid(rows, "loss", m, train_steps),
+        grad_norm=_grid(rows, "grad_norm", m, train_steps),
+        val_steps=val_steps,
+        val_loss=_grid(rows, "val_loss", m, val_steps),
+        val_accuracy=_grid(rows, "val_accuracy", m, val_steps),
+        diverged_at=diverged,
+    )
+    if corpus_sha256 is not None and run.corpus_sha256 != corpus_sha256:
+        raise CheckpointError(
+            f"{run_dir} was trained on a different corpus (sha256 {str(run.corpus_sha256)[:12]}… vs "
+            f"{corpus_sha256[:12]}…); rerun the experiment with --fresh"
+        )
+    return run
+
+
+def load_runs(dirs: dict, corpus_sha256: str | None = None) -> dict:
+    """{key: RunData} for {key: run directory}, refusing a set whose members were trained on different
+    corpora (e.g. one sweep rerun after the corpus changed), or on another corpus than `corpus_sha256`."""
+    runs = {k: load_run(d, corpus_sha256) for k, d in dirs.items()}
+    hashes = {r.corpus_sha256 for r in runs.values()} - {None}
+    if len(hashes) > 1:
+        raise CheckpointError(
+            f"the runs under {Path(next(iter(dirs.values()))).parent} were trained on {len(hashes)} "
+            "different corpora; rerun the experiment with --fresh"
+        )
+    return runs
+
+
+# --- measurement files: numbers `run` computed from trained models ------------------------------------------
+def _meta(config) -> dict:
+    return {
+        "config": None if config is None else config_lib.to_dict(config),
+        "git_commit": git_commit(),
+    }
+
+
+def write_measurement(path: str | Path, data: dict, config=None) -> Path:
+    """Write what `run` measured, with the experiment config and git commit that made it, atomically.
+
+    `path` ending in .json: `data` is any JSON value tree (NaN allowed). Ending in .npz: `data` maps
+    names to arrays. Read back with `read_measurement`.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        atomic_write_json(path, {"meta": _meta(config), "data": data})
+    elif path.suffix == ".npz":
+        buf = io.BytesIO()
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        np.savez(buf, __meta__=np.array(json.dumps(_meta(config))), **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        raise ValueError(f"a measurement file is .json or .npz, got {path.name}")
+    return path
+
+
+def read_measurement(path: str | Path, config=None):
+    """The data of a file written by `write_measurement`. With `config`, refuse a file measured with a
+    different experiment config (a stale file left by an older run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; run the experiment first (lab run ...)")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["__meta__"]))
+                data = {k: z[k] for k in z.files if k != "__meta__"}
+        else:
+            stored = read_json(path)
+            meta, data = stored["meta"], stored["data"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path} is corrupted or not a measurement file ({type(e).__name__}); rerun"
+        ) from None
+    have = meta.get("config")
+    if config is not None and isinstance(have, dict):  # fields added since, at their defaults
+        have = config_lib.fill_defaults(have, type(config))
+    if config is not None and have != config_lib.to_dict(config):
+        d = config_lib.diff(have or {}, config_lib.to_dict(config))
+        raise CheckpointError(
+            f"{path} was measured with a different config ({'; '.join(d[:3])}); rerun the experiment"
+        )
+    return data
