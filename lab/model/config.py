@@ -50,7 +50,9 @@ class ModelConfig:
     position: Position = "learned"
     norm: Norm = "layernorm"
     norm_placement: NormPlacement = "pre"
-    norm_eps: float | None = None  # added to the variance; None = the norm's usual value (LayerNorm 1e-5, RMSNorm 1e-6)
+    norm_eps: float | None = (
+        None  # added to the variance; None = the norm's usual value (LayerNorm 1e-5, RMSNorm 1e-6)
+    )
     activation: Activation = "gelu"
     mask: Mask = "causal"
     qkv: QKV = "intact"
