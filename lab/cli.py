@@ -42,6 +42,11 @@ def _registry() -> dict[str, E.Experiment]:
     return E.registry(experiments)
 
 
+def _reported() -> list[E.Experiment]:
+    """The experiments REPORT.md covers: all but the template."""
+    return [e for e in _registry().values() if not e.is_template]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints the whole usage first)
         self.exit(2, f"lab: error: {message} (see `{self.prog} --help`)\n")
@@ -301,7 +306,8 @@ def train_default_model(run_dir: Path, progress: bool = True) -> Path:
 
 def cmd_list(args) -> int:
     for exp in _registry().values():
-        print(f"{exp.id}  {exp.name:<22} {exp.claim}")
+        note = " (template: the pattern for a new experiment)" if exp.is_template else ""
+        print(f"{exp.id}  {exp.name:<22} {exp.claim}{note}")
     return 0
 
 
@@ -334,7 +340,7 @@ def cmd_run(args) -> int:
         print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
     from lab.report import write_report
 
-    print(f"report: {write_report(_registry().values(), args.results)}")
+    print(f"report: {write_report(_reported(), args.results)}")
     return 0
 
 
@@ -349,7 +355,7 @@ def cmd_analyze(args) -> int:
 def cmd_report(args) -> int:
     from lab.report import write_report
 
-    print(write_report(_registry().values(), args.results))
+    print(write_report(_reported(), args.results))
     return 0
 
 

@@ -64,6 +64,11 @@ class Experiment:
     def id(self) -> str:
         return self.name.split("_", 1)[0]
 
+    @property
+    def is_template(self) -> bool:
+        """e00_template: the pattern to copy; run by name only, never by `all` or in the report."""
+        return self.id == "e00"
+
     def out_dir(self, results: Path = RESULTS) -> Path:
         return Path(results) / self.name
 
@@ -73,10 +78,10 @@ _NAME = re.compile(r"^e\d\d_\w+$")
 
 def registry(package) -> dict[str, Experiment]:
     """All experiments of `package` (a package of eNN_name modules, e.g. `experiments`), keyed by short
-    id ("e04"), in id order. e00_template is the pattern to copy, not an experiment of the lab."""
+    id ("e04"), in id order, the template (e00) included."""
     found = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if not _NAME.match(info.name) or info.name.startswith("e00_"):
+        if not _NAME.match(info.name):
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         exp = getattr(module, "EXPERIMENT", None)
@@ -87,9 +92,10 @@ def registry(package) -> dict[str, Experiment]:
 
 
 def find(reg: dict[str, Experiment], name: str) -> list[Experiment]:
-    """The experiments of registry `reg` a command-line name selects: "all", a short id or a full name."""
+    """The experiments of registry `reg` a command-line name selects: "all" (every experiment but the
+    template), a short id or a full name."""
     if name == "all":
-        return list(reg.values())
+        return [e for e in reg.values() if not e.is_template]
     for exp in reg.values():
         if name in (exp.id, exp.name):
             return [exp]
