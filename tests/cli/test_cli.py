@@ -29,7 +29,7 @@ def assert_one_line_error(code, err, fragment):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["run", "e99"], "unknown experiment 'e99'; allowed: e01 (e01_tokenization), "),
+        (["run", "e99"], "unknown experiment 'e99'; allowed: e00 (e00_template), e01 (e01_tokenization), "),
         (["run", "e04", "--preset", "huge"], "unknown preset 'huge' for e04; allowed: smoke, cpu, gpu"),
         (
             ["run", "e04", "--set", "train.stepz=5"],
@@ -111,7 +111,8 @@ def test_analyze_before_run_is_a_clear_error(capsys, tmp_path):
 def test_list_and_config(capsys):
     code, out, _ = run_cli(capsys, "list")
     lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("e01  e01_tokenization") and "Tokenization silently" in lines[0]
+    assert code == 0 and lines[0].startswith("e00  e00_template") and "(template: the pattern" in lines[0]
+    assert lines[1].startswith("e01  e01_tokenization") and "Tokenization silently" in lines[1]
     assert any(line.startswith("e04  e04_qkv") and "not interchangeable" in line for line in lines)
     code, out, _ = run_cli(capsys, "config", "e04", "--preset", "smoke", "--set", "train.steps=7")
     assert code == 0 and "train.steps = 7\n" in out and "model.n_layers = 1\n" in out
