@@ -1,1 +1,2 @@
-"""Plots drawn from files on disk (metrics.jsonl, checkpoints), never from objects still in memory."""
+"""Plots, animations and the token visualizer: matplotlib over numbers the caller computed (from the files
+`run` wrote); nothing here trains, restores a model or computes statistics."""

@@ -651,3 +651,21 @@ def test_rope_and_alibi_models_run_past_max_len_and_learned_refuses():
         assert out.shape == (B, 4 * T, V) and np.isfinite(np.asarray(out)).all()
     with pytest.raises(ValueError, match="learned positions exist only for 0..7"):
         _apply(BASE, transformer.init(BASE, jax.random.key(0)), _tokens(0, t=2 * T))
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+@pytest.mark.parametrize("position", ["none", "sinusoidal", "learned", "rope", "alibi"])
+def test_the_cached_forward_in_chunks_equals_the_whole_sequence_for_every_position_scheme(
+    position, placement
+):
+    # Each scheme must see the true positions of cached chunks (the offset): a prefill of 5, one chunk of 3
+    # and single steps must give the logits of one pass over all T tokens, to float32 roundoff.
+    cfg = BASE.replace(position=position, norm_placement=placement)
+    params, tokens = _params(cfg, 21), _tokens(22)
+    whole = np.asarray(_apply(cfg, params, tokens))
+    cache = transformer.init_cache(cfg, B, T)
+    parts = []
+    for a, b in [(0, 5), (5, 8)] + [(i, i + 1) for i in range(8, T)]:
+        logits, cache = transformer.apply_cached(cfg, params, tokens[:, a:b], cache)
+        parts.append(np.asarray(logits))
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-5, atol=1e-5)
