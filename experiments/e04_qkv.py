@@ -19,7 +19,8 @@ Writes:   results/e04_qkv/
 Break (a), training time: `model.qkv` switches (swap_qk, swap_qv, swap_kv, zero_q, zero_k, zero_v,
 tie_qk), each trained with the intact model's budget and seeds. Break (b), trained model: the same
 rewiring applied to the trained intact weights (lab.model.surgery), whole-model and one head at a time,
-measured as the jump in validation loss without retraining. Verdicts: lab.analysis's rule (MARGIN_* below).
+measured as the jump in validation loss without retraining. "Harmless" (95% CI inside ±margin) and "hurts"
+(CI above 0) are decided by lab.analysis's one rule; the margin is fixed below (MARGIN_FRACTION).
 """
 
 from __future__ import annotations
