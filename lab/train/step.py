@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lab import ops
@@ -108,3 +109,23 @@ def eval_step(
 
     losses, accs = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
     return {"val_loss": jnp.mean(losses), "val_accuracy": jnp.mean(accs)}
+
+
+def eval_transformed(params, transforms, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, chunk: int = 8):
+    """(len(transforms), members) numpy val losses of stacked trained `params` (leading axis: members, e.g.
+    seeds) after each `transform(params of one member) -> params`: ablations and weight surgery measured
+    without retraining.
+
+    `chunk` transforms are evaluated per compiled call, `chunk` x members parameter sets at once, to bound
+    memory; the last chunk is padded with its last transform, so one compiled program serves them all.
+    """
+    ev = jax.jit(jax.vmap(lambda p, d: eval_step(p, d, cfg=cfg, tcfg=tcfg, task=task), in_axes=(0, None)))
+    data = {k: jnp.asarray(v) for k, v in data.items()}
+    members = jax.tree_util.tree_leaves(params)[0].shape[0]
+    chunk, out = min(chunk, len(transforms)), []
+    for i in range(0, len(transforms), chunk):
+        group = list(transforms[i : i + chunk])
+        stacked = [jax.vmap(f)(params) for f in group + [group[-1]] * (chunk - len(group))]
+        batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *stacked)
+        out.append(np.asarray(ev(batch, data)["val_loss"]).reshape(chunk, members)[: len(group)])
+    return np.concatenate(out)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from lab.train import init_state, init_sweep, members_grid
-from lab.train.step import eval_step, train_steps
+from lab.train.step import eval_step, eval_transformed, train_steps
 from lab.train.sweep import Member, SweepRunner
 
 
@@ -55,3 +55,21 @@ def test_members_grid_order():
     g = members_grid([0, 1], [1e-3, 1e-2], [1.0, 2.0])
     assert [(m.seed, m.lr, m.init_scale) for m in g[:3]] == [(0, 1e-3, 1.0), (1, 1e-3, 1.0), (0, 1e-2, 1.0)]
     assert len(g) == 8
+
+
+def test_eval_transformed_equals_one_eval_per_member_and_transform(tiny):
+    cfg, tcfg, task = tiny
+    params = init_sweep(cfg, tcfg, [Member(0, 1e-3), Member(1, 1e-3)]).params
+    scale = lambda k: lambda p: jax.tree_util.tree_map(lambda x: x * k, p)
+    transforms = [scale(1.0), scale(0.0), scale(3.0)]  # chunk 2: the second chunk is padded
+    got = eval_transformed(params, transforms, {}, cfg=cfg, tcfg=tcfg, task=task, chunk=2)
+    ev = jax.jit(functools.partial(eval_step, cfg=cfg, tcfg=tcfg, task=task))
+    want = [
+        [float(ev(f(jax.tree_util.tree_map(lambda x, m=m: x[m], params)), {})["val_loss"]) for m in (0, 1)]
+        for f in transforms
+    ]
+    assert got.shape == (3, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert (
+        got[1, 0] == got[1, 1] and got[0, 0] != got[2, 0]
+    )  # zeroed weights forget the seed; scaling matters
