@@ -108,3 +108,9 @@ def eval_step(
 
     losses, accs = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
     return {"val_loss": jnp.mean(losses), "val_accuracy": jnp.mean(accs)}
+
+
+def stacked_eval(data, *, cfg: ModelConfig, tcfg: TrainConfig, task):
+    """A jitted function from stacked parameters (a sweep's members on a leading axis) to each member's
+    `eval_step` val loss, (S,). Build it once and call it on many parameter sets (e.g. one per ablation)."""
+    return jax.jit(jax.vmap(lambda p: eval_step(p, data, cfg=cfg, tcfg=tcfg, task=task)["val_loss"]))
