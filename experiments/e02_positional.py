@@ -31,6 +31,7 @@ import numpy as np
 from lab import ops
 from lab.analysis import Finding, Findings, Outputs, Table, compare, compare_to, headline, summarize
 from lab.analysis.attention import row_entropy, weight_at_offset
+from lab.analysis.findings import claims_summary
 from lab.config import check
 from lab.data.tasks import ShiftedCopy, order_blind_losses
 from lab.errors import DataError
@@ -52,6 +53,7 @@ SOLVED = 0.5  # a model solves the task when its loss is below this fraction of 
 SLACK = 0.05  # nats past the Monte Carlo order-blind optimum (±0.01) that a loss must lie to count
 EXTRAPOLATES = 0.1  # nats: the largest loss increase from T to the longest length that is extrapolating
 FOCUSED = 0.5  # weight on key t-offset above which a head is positional
+_fmt = lambda x: summarize(x).fmt()  # "mean ± sd" over seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,11 +179,7 @@ def analyze(cfg: E02Config, out: Path) -> Findings:
         *([_extrapolation(cfg, v, best, chance)] if max(cfg.eval_lengths) > 1 else []),
         _positional_heads(cfg, v, chance),
     ]
-    summary = " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
-    return outs.findings(headline(findings), summary, findings)
-
-
-_fmt = lambda x: summarize(x).fmt()  # noqa: E731
+    return outs.findings(headline(findings), claims_summary(findings), findings)
 
 
 def _table(cfg, v, chance, bounds) -> Table:
@@ -258,9 +256,10 @@ def _mask_recovers(v, best, chance, bounds, m="causal") -> Finding:
     none, b, bound = v[(m, "none")][1], v[(m, best[m])][1], bounds[m]
     recovered = (bound - none) / max(bound - summarize(b).mean, 1e-9)  # per seed
     below, most = compare_to(none, bound - SLACK), compare_to(recovered, 0.5)
+    verdict = headline([below.verdict("less"), most.verdict("greater")])  # beats it; closes half the gap
     return Finding(
         "A causal model without position recovers order from its mask (Haviv et al. 2022)",
-        headline([below.verdict("less"), most.verdict("greater")]),
+        verdict,
         f"causal none {_fmt(none)} vs the causal order-blind optimum {bound:.3f} (guess from the bag of the "
         f"prefix; uniform chance {chance:.3f}; vs the optimum - {SLACK}: {below.fmt()}) and the best "
         f"encoding {best[m]} {_fmt(b)}: it closes {summarize(recovered).fmt(2)} of the gap between them "

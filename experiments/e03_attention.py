@@ -2,10 +2,9 @@
 
 Claim tested: the heads of a trained multi-head layer do different jobs (a previous-token head, broad
 averaging heads, ...), so removing one costs more for some heads than others, and several heads beat one
-head of the same total size. Along the way, on the trained model: attention for one query written out step
-by step (scores, scale, softmax; lab.ops.attention.attend_one_query) against the batched computation;
-per-head heatmaps for a chosen input; and causality by perturbation: changing token j must not move the
-prediction at any i < j, so the dependency matrix is exactly lower-triangular.
+head of the same total size. Along the way, on the trained model: one query's attention step by step
+(lab.ops.attention.attend_one_query) against the batched computation, per-head heatmaps for a chosen
+input, and causality by perturbation (the dependency matrix must be exactly lower-triangular).
 
 Run:      lab run e03 [--preset smoke|cpu|gpu] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e03
@@ -29,6 +28,7 @@ import numpy as np
 from lab import ops
 from lab.analysis import Finding, Findings, Outputs, Table, compare, compare_to, headline, summarize
 from lab.analysis.attention import row_entropy, weight_at_offset
+from lab.analysis.findings import claims_summary
 from lab.config import check
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -45,6 +45,7 @@ from lab.viz import plots
 SHOW_MAX = 32  # tokens of the chosen input shown in heatmaps and the dependency matrix
 PREV_TOKEN_HEAD = 0.5  # mean weight on key t-1 above which a head is a previous-token head (fixed in advance)
 STEP_TOLERANCE = 1e-5  # float32: step-by-step and batched attention may differ by roundoff only
+_fmt = lambda x: summarize(x).fmt()  # "mean ± sd" over seeds
 
 
 @dataclass(frozen=True)
@@ -61,66 +62,46 @@ class E03Config:
     perturbations: int = 4  # random replacement tokens per position for the dependency matrix
 
     def __post_init__(self):
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        m, bad = self.model, [h for h in self.heads if h < 1 or self.model.d_model % h]
+        check(self.seeds >= 1 and self.perturbations >= 1, "seeds and perturbations must be >= 1")
         check(len(self.heads) >= 1 and len(set(self.heads)) == len(self.heads), "heads must be distinct")
-        bad = [h for h in self.heads if h < 1 or self.model.d_model % h]
+        check(not bad, f"heads: {bad} must divide model.d_model ({m.d_model}) so parameters stay equal")
+        check(m.mask == "causal", "e03 studies causal models; model.mask must be 'causal'")
+        check(m.n_kv_heads is None, "e03 compares multi-head attention; leave model.n_kv_heads none")
+        hand = (m.norm, m.norm_placement, m.qkv, m.position in ("learned", "sinusoidal", "none"))
         check(
-            not bad, f"heads: {bad} must divide model.d_model ({self.model.d_model}) so parameters stay equal"
-        )
-        check(self.model.mask == "causal", "e03 studies causal models; model.mask must be 'causal'")
-        check(self.model.n_kv_heads is None, "e03 compares multi-head attention; leave model.n_kv_heads none")
-        check(self.perturbations >= 1, "perturbations must be >= 1")
-        check(
-            (self.model.norm, self.model.norm_placement) == ("layernorm", "pre")
-            and self.model.position in ("learned", "sinusoidal", "none")
-            and self.model.qkv == "intact",
-            "e03 recomputes layer 0's queries and keys by hand from a pre-LayerNorm block, so it needs "
-            "model.norm=layernorm, model.norm_placement=pre, model.qkv=intact and a position added to the "
-            "embeddings (learned, sinusoidal or none)",
+            hand == ("layernorm", "pre", "intact", True),
+            "e03 recomputes layer 0's attention by hand from a pre-LayerNorm block: it needs model.norm="
+            "layernorm, model.norm_placement=pre, model.qkv=intact, model.position learned/sinusoidal/none",
         )
 
 
+SMOKE_TRAIN = TRAIN_PRESETS["smoke"].replace(ckpt_every=20)
 PRESET_TABLE = {
-    "smoke": E03Config(
-        PRESETS["smoke"],
-        TRAIN_PRESETS["smoke"].replace(ckpt_every=20),
-        seeds=2,
-        heads=(1, 2),
-        perturbations=2,
-    ),
+    "smoke": E03Config(model=PRESETS["smoke"], train=SMOKE_TRAIN, seeds=2, heads=(1, 2), perturbations=2),
     "cpu": E03Config(),
-    "gpu": E03Config(
-        model=PRESETS["gpu"], train=TRAIN_PRESETS["gpu"], data=DataConfig(name="pystdlib"), heads=(1, 2, 6)
-    ),
+    "gpu": E03Config(PRESETS["gpu"], TRAIN_PRESETS["gpu"], DataConfig(name="pystdlib"), heads=(1, 2, 6)),
 }
-
-
-def _members(cfg):
-    return members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
 
 
 def run(cfg: E03Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
+    members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
     for h in cfg.heads:
-        spec = SweepSpec.text(lm, cfg.train, _members(cfg)).replace(model=lm.model.replace(n_heads=h))
+        spec = SweepSpec.text(lm, cfg.train, members).replace(model=lm.model.replace(n_heads=h))
         kw = dict(strategy=opts.strategy, progress=opts.progress, desc=f"e03 {h} heads")
         train_sweep(out / "runs" / f"H{h}", spec, **kw)
-    write_measurement(out / "runs" / "heads.npz", _measure(cfg, out, lm), cfg)
+    write_measurement(out / "runs" / "heads.npz", _measure(cfg, out, lm, members), cfg)
 
 
-def _measure(cfg: E03Config, out: Path, lm) -> dict:
-    """From the largest head count's checkpoints (seeds stacked): per seed, layer and head the previous-
-    token score, entropy and val loss with the head ablated; on seed 0's chosen input its heatmaps, the
-    dependency matrix and one query step by step."""
-    H, show = max(cfg.heads), min(SHOW_MAX, cfg.model.max_len)
-    model = lm.model.replace(n_heads=H)
-    params = latest_state(out / "runs" / f"H{H}", model, cfg.train, _members(cfg))[1].params
+def _measure(cfg: E03Config, out: Path, lm, members) -> dict:
+    """On the largest head count's checkpoints: per seed, layer and head the previous-token score, entropy
+    and val loss with the head ablated; on seed 0's chosen input the heatmaps, dependencies and one query."""
+    model, show = lm.model.replace(n_heads=max(cfg.heads)), min(SHOW_MAX, cfg.model.max_len)
+    params = latest_state(out / "runs" / f"H{model.n_heads}", model, cfg.train, members)[1].params
     p0 = jax.tree_util.tree_map(lambda x: x[0], params)
     tokens = jnp.asarray(lm.text.val[: cfg.model.max_len].astype(np.int32))[None]  # the chosen input
     decode = lambda t: repr(lm.text.tokenizer.decode(np.asarray([t])))[1:-1] or "·"
-    heat = np.asarray(stacked_attention(model, params, tokens), np.float64)[
-        0, :, 0, :, :show, :show
-    ]  # seed 0
     data = {k: jnp.asarray(v) for k, v in lm.text.arrays.items()}
     batch = lm.task.sample(data, "val", jax.random.PRNGKey(3), 16)
     w = np.asarray(stacked_attention(model, params, batch["inputs"])).astype(np.float64)  # (S, L, B, H, T, T)
@@ -130,11 +111,11 @@ def _measure(cfg: E03Config, out: Path, lm) -> dict:
         "sha256": np.array(lm.text.info["sha256"]),
         "labels": np.array([decode(t) for t in np.asarray(tokens[0, :show])]),
         "params": np.array(param_count(p0)),
-        "heatmaps": heat,  # (L, H, show, show)
+        "heatmaps": np.asarray(stacked_attention(model, params, tokens), float)[0, :, 0, ..., :show, :show],
         "prev": weight_at_offset(w, 1).mean(axis=(2, 4)),  # (S, L, H)
         "entropy": row_entropy(w).mean(axis=(2, 4)),  # (S, L, H)
         "intact": np.asarray(ev(params), np.float64),  # (S,)
-        "ablated": np.array([[ablate(l, h) for h in range(H)] for l in range(model.n_layers)]),  # (L, H, S)
+        "ablated": np.array([[ablate(l, h) for h in range(model.n_heads)] for l in range(model.n_layers)]),
         "dependency": input_dependency(model, p0, tokens[:, :show], cfg.perturbations),  # (i, j)
         **_step_by_step(model, p0, tokens),
     }
@@ -147,76 +128,54 @@ def _step_by_step(model, params0, tokens):
     blk = params0["block_0"]
     xn = ops.layer_norm(inter["residual"][0], blk["norm1"]["scale"], blk["norm1"].get("bias"))  # block input
     q, k, v = (jnp.einsum("btd,dhe->bthe", xn, blk["attn"][n])[0] for n in ("wq", "wk", "wv"))
-    t = tokens.shape[1]
-    causal = np.tril(np.ones((t, t), bool))
+    causal = np.tril(np.ones((tokens.shape[1],) * 2, bool))
     step = lambda i, h: np.asarray(ops.attend_one_query(q[i, h], k[:, h], v[:, h], causal[i])[1])
     w = np.asarray(inter["attn_weights"][0, 0])  # (H, T, T)
-    diff = max(float(np.abs(step(i, h) - w[h, i]).max()) for h in range(model.n_heads) for i in range(t))
-    i = min(t - 1, 7)  # the query of the worked example
-    return {
-        "step_diff": np.array(diff),
-        "scores": np.asarray(k[: i + 1, 0] @ q[i, 0]),
-        "probs": step(i, 0)[: i + 1],
-    }
+    diff = max(float(np.abs(step(i, h) - w[h, i]).max()) for h, i in np.ndindex(w.shape[:2]))
+    i = min(len(causal) - 1, 7)  # the worked example: query i, head 0
+    scores = np.asarray(k[: i + 1, 0] @ q[i, 0])
+    return {"step_diff": np.array(diff), "scores": scores, "probs": step(i, 0)[: i + 1]}
 
 
 # --- analysis: everything below reads files under `out` -----------------------------------------------------
 def analyze(cfg: E03Config, out: Path) -> Findings:
     m = read_measurement(out / "runs" / "heads.npz", cfg)
     runs = load_runs({h: out / "runs" / f"H{h}" for h in cfg.heads}, corpus_sha256=str(m["sha256"]))
-    outs, L, H, labels = Outputs(out), cfg.model.n_layers, max(cfg.heads), [str(s) for s in m["labels"]]
-    titles = [[f"layer {l} head {h}" for h in range(H)] for l in range(L)]
-    fig = plots.heatmaps(
-        m["heatmaps"], titles, "key token", "query token", "attention weight", 3.0, 2.9, labels
-    )
+    outs, L, H, D = Outputs(out), cfg.model.n_layers, max(cfg.heads), cfg.model.d_model
+    labels, tt = list(map(str, m["labels"])), [[f"layer {l} head {h}" for h in range(H)] for l in range(L)]
+    fig = plots.heatmaps(m["heatmaps"], tt, "key token", "query token", "attention weight", 3.0, 2.9, labels)
     fig.suptitle(
         f"e03: attention per head for a validation snippet (seed 0, {H} heads, first {len(labels)} bytes)"
     )
     plots.save(fig, outs.plot("heatmaps.png"))
-    jump = m["ablated"] - m["intact"][None, None]  # (L, H, S): val-loss increase when the head is removed
-    outs.table("heads.md", _heads_table(m, jump))
-    findings = [_specialization(cfg, m, jump, outs)]
+    findings = [_specialization(cfg, m, outs)]
     fig, axes = plots.figure()
     for h in cfg.heads:
-        plots.band(
-            axes[0, 0], runs[h].val_steps, runs[h].val_loss, f"{h} head(s) of size {cfg.model.d_model // h}"
-        )
+        plots.band(axes[0, 0], runs[h].val_steps, runs[h].val_loss, f"{h} head(s) of size {D // h}")
     title = "e03: validation loss, equal parameters, different head counts"
     plots.finish(axes[0, 0], title, "step", "val loss (nats/token)")
     plots.save(fig, outs.plot("heads_vs_loss.png"))
     findings += [_more_heads(cfg, runs, m)] if len(cfg.heads) > 1 else []
     findings += [_causal(cfg, m, outs), _step(cfg, m, labels, outs)]
-    return outs.findings(
-        headline(findings), " ".join(f"[{f.verdict}] {f.claim}." for f in findings), findings
-    )
+    return outs.findings(headline(findings), claims_summary(findings), findings)
 
 
-_fmt = lambda x: summarize(x).fmt()
-
-
-def _heads_table(m, jump) -> Table:
+def _specialization(cfg, m, outs) -> Finding:
+    """The most and least costly heads to ablate differ (paired over seeds), and the most previous-token
+    head puts more than PREV_TOKEN_HEAD on key t-1. The heads are picked on the seeds they are tested on."""
+    jump = m["ablated"] - m["intact"][None, None]  # (L, H, S): val-loss increase when the head is removed
     t = Table(
         "Head specialization (trained model, mean ± sd over seeds)",
         ["layer", "head", "previous-token score", "entropy (nats)", "ablation Δ val loss (nats)"],
         note="Previous-token score: mean attention weight on key t-1. Entropy: of each query's attention "
-        "row, mean over queries (a uniform row over t keys has entropy ln t). Ablation: zero the head's output "
-        "projection and measure the validation-loss increase without retraining (same seeds, paired).",
+        "row, mean over queries (a uniform row over t keys has entropy ln t). Ablation: zero the head's "
+        "output projection and measure the validation-loss increase without retraining (same seeds, paired).",
     )
     for l, h in np.ndindex(*jump.shape[:2]):
         t.add(l, h, _fmt(m["prev"][:, l, h]), _fmt(m["entropy"][:, l, h]), _fmt(jump[l, h]))
-    return t
-
-
-def _specialization(cfg, m, jump, outs) -> Finding:
-    """The most and least costly heads to ablate differ (paired over seeds), and the most previous-token
-    head puts more than PREV_TOKEN_HEAD on key t-1. The heads are picked on the seeds they are tested on."""
-    L, H = jump.shape[:2]
-    names, per_head, prev, ent = (
-        [f"L{l}H{h}" for l, h in np.ndindex(L, H)],
-        jump.reshape(L * H, -1),
-        m["prev"],
-        m["entropy"],
-    )
+    outs.table("heads.md", t)
+    (L, H), prev, ent = jump.shape[:2], m["prev"], m["entropy"]
+    names, per_head = [f"L{l}H{h}" for l, h in np.ndindex(L, H)], jump.reshape(L * H, -1)  # (heads, seeds)
     fig, axes = plots.figure(ncols=3, width=4.2)
     for ax, vals, title, ylabel in (
         (axes[0, 0], prev.reshape(cfg.seeds, -1), "previous-token score", "mean weight on key t-1"),
@@ -235,11 +194,12 @@ def _specialization(cfg, m, jump, outs) -> Finding:
     return Finding(
         "Heads specialize: ablating different heads costs different amounts, and some are previous-token heads",
         headline([c.verdict("greater"), p.verdict("greater")]),
-        f"ablation cost ranges from {names[lo]} {_fmt(per_head[lo])} to {names[hi]} {_fmt(per_head[hi])} nats "
-        f"(paired {c.fmt()}); the most previous-token head, L{best[0]}H{best[1]}, puts "
-        f"{_fmt(prev[:, best[0], best[1]])} of its weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a uniform "
-        f"causal row would put {uniform:.3f}); entropies range {ent.mean(0).min():.2f}..{ent.mean(0).max():.2f} "
-        "nats. The heads were picked after seeing these seeds and tested on them: the intervals are optimistic",
+        f"ablation cost ranges from {names[lo]} {_fmt(per_head[lo])} to {names[hi]} {_fmt(per_head[hi])} "
+        f"nats (paired {c.fmt()}); the most previous-token head, L{best[0]}H{best[1]}, puts "
+        f"{_fmt(prev[:, best[0], best[1]])} of its weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a "
+        f"uniform causal row would put {uniform:.3f}); entropies range {ent.mean(0).min():.2f}.."
+        f"{ent.mean(0).max():.2f} nats. Both heads were picked after seeing these seeds and are tested on "
+        "the same seeds, so the intervals are optimistic",
     )
 
 
@@ -273,7 +233,6 @@ def _causal(cfg, m, outs) -> Finding:
 
 
 def _step(cfg, m, labels, outs) -> Finding:
-    """The worked example's table, and the step-by-step attention's largest difference from the batched."""
     qi, diff, head_dim = len(m["probs"]) - 1, float(m["step_diff"]), cfg.model.d_model // max(cfg.heads)
     t = Table(
         "One query, step by step (layer 0, head 0, seed 0)",
