@@ -30,3 +30,28 @@ def test_unlabelled_plots_are_refused(tmp_path):
     fig, axes = plots.figure()
     with pytest.raises(ValueError, match="nothing to put in its legend"):
         plots.finish(axes[0, 0], "t", "x", "y")
+
+
+def test_bars_are_mean_and_sample_sd_per_group(tmp_path):
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    bars = plots.bars(ax, ["a", "b"], [[1.0, 3.0], [2.0, np.nan, 4.0]], "2 seeds", rotation=90)
+    assert [b.get_height() for b in bars] == [2.0, 3.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert ax.get_xticklabels()[0].get_rotation() == 90
+    segments = bars.errorbar.lines[2][0].get_segments()  # the error bars: ± the sample sd (ddof=1)
+    assert [s[1, 1] - s[0, 1] for s in segments] == pytest.approx([2 * np.sqrt(2.0), 2 * np.sqrt(2.0)])
+    plots.finish(ax, "t", "group", "value (a.u.)")
+    assert plots.save(fig, tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heatmaps_draw_every_map_with_its_title_and_ticks(tmp_path):
+    maps = np.random.default_rng(0).random((2, 3, 4, 4))
+    titles = [[f"r{r} c{c}" for c in range(3)] for r in range(2)]
+    fig = plots.heatmaps(maps, titles, "key", "query", "weight", 2.0, 2.0, ticks=list("wxyz"), fontsize=7)
+    axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert len(axes) == 6 and len(fig.axes) == 7  # six maps and one colorbar
+    assert axes[5].get_title() == "r1 c2" and axes[5].title.get_fontsize() == 7
+    np.testing.assert_array_equal(axes[4].images[0].get_array(), maps[1, 1])
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == list("wxyz")
+    assert plots.save(fig, tmp_path / "maps.png").read_bytes()[:4] == b"\x89PNG"

@@ -77,3 +77,8 @@ class Findings:
         d = dict(d)
         d["findings"] = [Finding(**f) for f in d.get("findings", [])]
         return cls(**d)
+
+
+def claims_summary(findings) -> str:
+    """ "[verdict] claim." for each finding, joined by spaces: a summary that states every sub-verdict."""
+    return " ".join(f"[{f.verdict}] {f.claim}." for f in findings)

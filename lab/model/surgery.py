@@ -81,3 +81,15 @@ def rewire(params: dict, variant: str, layer: int | None = None, head: int | Non
                     new[key] = attn[key].at[tuple(index)].set(value[tuple(index)])
         out[name] = {**params[name], "attn": new}
     return out
+
+
+def ablate_head(params: dict, layer: int, head: int) -> dict:
+    """A copy of `params` with query head `head` of block `layer` silenced: its slice of the output
+    projection is zeroed, so the head adds nothing to the residual stream. For a sweep's stacked
+    parameters, `jax.vmap(lambda p: ablate_head(p, layer, head))(params)`."""
+    blocks = _blocks(params)
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"layer {layer} out of range; the model has {len(blocks)} blocks")
+    blk = params[blocks[layer]]
+    wo = blk["attn"]["wo"].at[head].set(0.0)  # (H, E, D)
+    return {**params, blocks[layer]: {**blk, "attn": {**blk["attn"], "wo": wo}}}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lab.model.config import ModelConfig
 from lab.model.layers import MASKS, NORMS, POSITIONAL, Block, normal
@@ -123,3 +124,29 @@ def apply_cached(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, cache):
 
 def param_count(params: dict) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def stacked_attention(cfg: ModelConfig, params: dict, tokens_BT) -> jax.Array:
+    """(S, L, B, H, T, T) attention probabilities of S stacked parameter sets (a sweep's members on a
+    leading axis) on the same tokens (B, T)."""
+    return jax.jit(jax.vmap(lambda p: capture(cfg, p, tokens_BT)[1]["attn_weights"]))(params)
+
+
+def input_dependency(cfg: ModelConfig, params: dict, tokens_1T, n_draws: int, seed: int = 0) -> np.ndarray:
+    """D[i, j] (T, T), float64: the mean |Δ log p(· | position i)| (L1 over the vocabulary) when input token j
+    of one sequence is replaced by a random different token, over `n_draws` replacements per position.
+
+    A causal model has D[i, j] == 0 exactly for j > i. The unperturbed sequence is row 0 of the same batch,
+    so every row goes through the same compiled program and an exact zero above the diagonal is a
+    statement about the model, not about roundoff.
+    """
+    t, vocab = tokens_1T.shape[1], cfg.vocab_size
+    rng = np.random.default_rng(seed)
+    batch = np.repeat(np.asarray(tokens_1T), 1 + t * n_draws, axis=0)  # (1 + t * n, T)
+    for j in range(t):
+        for d in range(n_draws):
+            batch[1 + j * n_draws + d, j] = (tokens_1T[0, j] + rng.integers(1, vocab)) % vocab
+    f = jax.jit(lambda b: jax.nn.log_softmax(apply(cfg, params, b).astype(jnp.float32), -1))
+    lp = np.asarray(f(jnp.asarray(batch)), np.float64)  # (1 + t * n, T, V)
+    delta = np.abs(lp[1:] - lp[:1]).sum(-1)  # (t * n, T)
+    return delta.reshape(t, n_draws, t).mean(1).T  # (i, j)

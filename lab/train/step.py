@@ -129,3 +129,9 @@ def eval_transformed(params, transforms, data, *, cfg: ModelConfig, tcfg: TrainC
         batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *stacked)
         out.append(np.asarray(ev(batch, data)["val_loss"]).reshape(chunk, members)[: len(group)])
     return np.concatenate(out)
+
+
+def stacked_eval(data, *, cfg: ModelConfig, tcfg: TrainConfig, task):
+    """A jitted function from stacked parameters (a sweep's members on a leading axis) to each member's
+    `eval_step` val loss, (S,). Build it once and call it on many parameter sets (e.g. one per ablation)."""
+    return jax.jit(jax.vmap(lambda p: eval_step(p, data, cfg=cfg, tcfg=tcfg, task=task)["val_loss"]))

@@ -97,3 +97,44 @@ def save(fig, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def bars(ax, names, groups, label: str, capsize: float = 3, **tick_kw):
+    """Mean ± sd (error bars) of each group of per-seed values, one bar per name; `tick_kw` styles the
+    names (e.g. rotation=90)."""
+    s = [mean_sd(g) for g in groups]
+    xs = np.arange(len(names))
+    bars_ = ax.bar(xs, [m for m, _ in s], yerr=[sd for _, sd in s], capsize=capsize, label=label)
+    ax.set_xticks(xs, names, **tick_kw)
+    return bars_
+
+
+def heatmaps(
+    maps,
+    titles,
+    xlabel: str,
+    ylabel: str,
+    cbar_label: str,
+    width: float,
+    height: float,
+    ticks=None,
+    **title_kw,
+):
+    """A figure of (rows, cols) heatmaps of values in [0, 1] (e.g. attention maps), `maps` shaped
+    (rows, cols, Y, X), `titles[r][c]` each; one colorbar beside the top-right one. `ticks` labels both
+    axes of every map (small, the x labels vertical); `title_kw` styles the titles (e.g. fontsize=7)."""
+    rows, cols = len(maps), len(maps[0])
+    fig, axes = figure(ncols=cols, nrows=rows, width=width, height=height)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            im = ax.imshow(maps[r][c], cmap="viridis", vmin=0, vmax=1)
+            ax.grid(False)
+            if ticks is not None:
+                ax.set_xticks(range(len(ticks)), ticks, fontsize=4, rotation=90)
+                ax.set_yticks(range(len(ticks)), ticks, fontsize=4)
+            ax.set_title(titles[r][c], **title_kw)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+    colorbar(fig, im, axes[0, -1], cbar_label)
+    return fig

@@ -98,3 +98,11 @@ def test_headline_is_qualified_only_when_parts_disagree(parts, want):
 def test_headline_refuses_unknown_verdicts():
     with pytest.raises(ValueError, match="not one of"):
         headline(["supported", "maybe"])
+
+
+def test_claims_summary_states_every_sub_verdict_in_order():
+    from lab.analysis.findings import claims_summary
+
+    parts = [Finding("A holds", "supported", "x"), Finding("B holds", "refuted", "y")]
+    assert claims_summary(parts) == "[supported] A holds. [refuted] B holds."
+    assert claims_summary([]) == ""

@@ -103,3 +103,21 @@ def test_shifted_copy_targets_are_the_input_offset_places_back():
     assert longer["inputs"].shape == (2, 48)
     with pytest.raises(ConfigError, match="offset"):
         ShiftedCopy(seq_len=4, offset=4)
+
+
+def test_order_blind_losses_match_exact_enumeration_on_a_tiny_task():
+    import itertools
+
+    from lab.data.tasks import order_blind_losses
+
+    task = ShiftedCopy(seq_len=4, n_symbols=3, offset=1)
+    bi, ca = [], []  # every sequence, equally likely: the exact expectations of the order-blind guesses
+    for x in itertools.product(range(3), repeat=4):
+        for t in range(1, 4):
+            own, target = x[t], x[t - 1]
+            bi.append(-np.log((x.count(target) - (own == target)) / 3))
+            ca.append(-np.log((x[: t + 1].count(target) - (own == target)) / t))
+    got = order_blind_losses(task, n=20000)
+    # Monte Carlo over 20000 x 3 positions: standard error ~0.004; 0.03 is ~7 of them
+    np.testing.assert_allclose(got, (np.mean(bi), np.mean(ca)), atol=0.03)
+    assert got[1] < got[0] < np.log(3)  # the bag beats chance; the prefix's bag beats the whole bag here

@@ -71,3 +71,24 @@ def test_surgery_refuses_bad_arguments(setup):
         rewire(params, "swap_xy")
     with pytest.raises(ValueError, match="layer 5 out of range"):
         rewire(params, "zero_v", layer=5)
+
+
+def test_ablate_head_zeroes_that_heads_output_projection_only(setup):
+    from lab.model.surgery import ablate_head
+
+    params, tokens = setup
+    out = ablate_head(params, 1, 2)
+    wo, before = np.asarray(out["block_1"]["attn"]["wo"]), np.asarray(params["block_1"]["attn"]["wo"])
+    assert np.all(wo[2] == 0) and np.any(before[2] != 0)
+    np.testing.assert_array_equal(np.delete(wo, 2, axis=0), np.delete(before, 2, axis=0))
+    np.testing.assert_array_equal(out["block_0"]["attn"]["wo"], params["block_0"]["attn"]["wo"])
+    # silencing every head of every block leaves only the biases of the output projections: the same
+    # logits whatever the other tokens are (no information moves between positions)
+    for layer in range(CFG.n_layers):
+        for head in range(CFG.n_heads):
+            params = ablate_head(params, layer, head)
+    a = np.asarray(apply(CFG, params, tokens))
+    b = np.asarray(apply(CFG, params, tokens.at[:, :-1].set((tokens[:, :-1] + 1) % 11)))
+    np.testing.assert_allclose(a[:, -1], b[:, -1], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        ablate_head(params, 2, 0)

@@ -669,3 +669,27 @@ def test_the_cached_forward_in_chunks_equals_the_whole_sequence_for_every_positi
         logits, cache = transformer.apply_cached(cfg, params, tokens[:, a:b], cache)
         parts.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, rtol=1e-5, atol=1e-5)
+
+
+# --- stacked attention and the dependency probe -------------------------------------------------------------
+def test_stacked_attention_is_each_members_captured_attention():
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), _params(BASE, 1), _params(BASE, 2))
+    tokens = _tokens(3)
+    got = np.asarray(transformer.stacked_attention(BASE, stacked, tokens))  # (S, L, B, H, T, T)
+    assert got.shape == (2, BASE.n_layers, B, BASE.n_heads, T, T)
+    for s, seed in enumerate((1, 2)):
+        want = np.asarray(transformer.capture(BASE, _params(BASE, seed), tokens)[1]["attn_weights"])
+        np.testing.assert_allclose(got[s], want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mask", ["causal", "bidirectional"])
+def test_input_dependency_is_lower_triangular_exactly_for_a_causal_model(mask):
+    cfg = BASE.replace(mask=mask)
+    dep = transformer.input_dependency(cfg, _params(cfg, 4), _tokens(4)[:1], n_draws=2)
+    assert dep.shape == (T, T) and np.all(dep >= 0)
+    assert np.all(np.diag(dep) > 0)  # a token always moves its own position's prediction
+    upper = np.triu(dep, k=1)
+    if mask == "causal":
+        assert np.all(upper == 0.0) and np.all(dep[np.tril_indices(T, k=-1)] > 0)
+    else:
+        assert np.all(upper[np.triu_indices(T, k=1)] > 0)

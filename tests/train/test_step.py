@@ -73,3 +73,15 @@ def test_eval_transformed_equals_one_eval_per_member_and_transform(tiny):
     assert (
         got[1, 0] == got[1, 1] and got[0, 0] != got[2, 0]
     )  # zeroed weights forget the seed; scaling matters
+
+
+def test_stacked_eval_is_each_members_eval_step(tiny):
+    from lab.train.step import stacked_eval
+
+    cfg, tcfg, task = tiny
+    states = [init_state(cfg, tcfg, s, 1e-3, 1.0) for s in (0, 1, 2)]
+    stacked = jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *[s.params for s in states])
+    got = np.asarray(stacked_eval({}, cfg=cfg, tcfg=tcfg, task=task)(stacked))
+    want = [float(eval_step(s.params, {}, cfg=cfg, tcfg=tcfg, task=task)["val_loss"]) for s in states]
+    assert got.shape == (3,) and len(set(want)) == 3  # three different models
+    np.testing.assert_allclose(got, want, rtol=1e-6)
