@@ -30,3 +30,15 @@ def test_unlabelled_plots_are_refused(tmp_path):
     fig, axes = plots.figure()
     with pytest.raises(ValueError, match="nothing to put in its legend"):
         plots.finish(axes[0, 0], "t", "x", "y")
+
+
+def test_log_axes_scales_and_labels_ticks_as_given():
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    ax.plot([1, 2, 4], [1.0, 10.0, 100.0], label="x")
+    plots.log_axes(ax, 2, xticks=[1, 2, 4])
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.xaxis.get_transform().base == 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
+    fig, axes = plots.figure()
+    plots.log_axes(axes[0, 0], 10, ylog=False)
+    assert axes[0, 0].get_xscale() == "log" and axes[0, 0].get_yscale() == "linear"

@@ -123,3 +123,18 @@ def apply_cached(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, cache):
 
 def param_count(params: dict) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def cache_memory(cfg: ModelConfig, batch: int, size: int) -> dict:
+    """Bytes of a full KV cache of `size` positions for `cfg`: the K/V arrays as allocated
+    ("measured_bytes"), the `pos`/`length` bookkeeping beside them, and what the formula
+    (lab.ops.kv_cache.cache_bytes) predicts from the config ("formula_bytes")."""
+    cache = init_cache(cfg, batch, size)
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    return {
+        "measured_bytes": kv_cache.nbytes(cache),
+        "bookkeeping_bytes": kv_cache.bookkeeping_bytes(cache),
+        "formula_bytes": kv_cache.cache_bytes(
+            cfg.n_layers, batch, cfg.kv_heads, cfg.head_dim, size, itemsize
+        ),
+    }

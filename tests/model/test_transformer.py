@@ -651,3 +651,11 @@ def test_rope_and_alibi_models_run_past_max_len_and_learned_refuses():
         assert out.shape == (B, 4 * T, V) and np.isfinite(np.asarray(out)).all()
     with pytest.raises(ValueError, match="learned positions exist only for 0..7"):
         _apply(BASE, transformer.init(BASE, jax.random.key(0)), _tokens(0, t=2 * T))
+
+
+@pytest.mark.parametrize("kv, dtype, size", [(None, "float32", 4), (1, "bfloat16", 2)])
+def test_cache_memory_is_the_allocated_cache_next_to_the_formula(kv, dtype, size):
+    cfg = BASE.replace(n_kv_heads=kv, dtype=dtype)
+    got = transformer.cache_memory(cfg, batch=3, size=7)
+    want = 2 * cfg.n_layers * 3 * cfg.kv_heads * cfg.head_dim * 7 * size  # written out independently
+    assert got == {"measured_bytes": want, "bookkeeping_bytes": 7 * 4 + 4, "formula_bytes": want}
