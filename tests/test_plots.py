@@ -55,3 +55,15 @@ def test_heatmaps_draw_every_map_with_its_title_and_ticks(tmp_path):
     np.testing.assert_array_equal(axes[4].images[0].get_array(), maps[1, 1])
     assert [t.get_text() for t in axes[0].get_yticklabels()] == list("wxyz")
     assert plots.save(fig, tmp_path / "maps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_log_axes_scales_and_labels_ticks_as_given():
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    ax.plot([1, 2, 4], [1.0, 10.0, 100.0], label="x")
+    plots.log_axes(ax, 2, xticks=[1, 2, 4])
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and ax.xaxis.get_transform().base == 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
+    fig, axes = plots.figure()
+    plots.log_axes(axes[0, 0], 10, ylog=False)
+    assert axes[0, 0].get_xscale() == "log" and axes[0, 0].get_yscale() == "linear"

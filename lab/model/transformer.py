@@ -150,3 +150,18 @@ def input_dependency(cfg: ModelConfig, params: dict, tokens_1T, n_draws: int, se
     lp = np.asarray(f(jnp.asarray(batch)), np.float64)  # (1 + t * n, T, V)
     delta = np.abs(lp[1:] - lp[:1]).sum(-1)  # (t * n, T)
     return delta.reshape(t, n_draws, t).mean(1).T  # (i, j)
+
+
+def cache_memory(cfg: ModelConfig, batch: int, size: int) -> dict:
+    """Bytes of a full KV cache of `size` positions for `cfg`: the K/V arrays as allocated
+    ("measured_bytes"), the `pos`/`length` bookkeeping beside them, and what the formula
+    (lab.ops.kv_cache.cache_bytes) predicts from the config ("formula_bytes")."""
+    cache = init_cache(cfg, batch, size)
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    return {
+        "measured_bytes": kv_cache.nbytes(cache),
+        "bookkeeping_bytes": kv_cache.bookkeeping_bytes(cache),
+        "formula_bytes": kv_cache.cache_bytes(
+            cfg.n_layers, batch, cfg.kv_heads, cfg.head_dim, size, itemsize
+        ),
+    }

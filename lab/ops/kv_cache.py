@@ -207,3 +207,11 @@ def cached_multi_head_attention(
     q, k, v = project_qkv(x_BTD, wq_DHE, wk_DKE, wv_DKE, bq_HE, bk_KE, bv_KE, qkv_fn)
     o, k_all, v_all = attend(cache, layer, q, k, v, bias_fn=bias_fn)
     return project_out(o, wo_HED, bo_D, x_BTD.dtype), k_all, v_all
+
+
+def filled(cache: KVCache, t) -> KVCache:
+    """A full cache marked as holding positions 0..t-1 (its K/V arrays as they are), the next token at
+    position t. What a decode step costs depends on the cache's fixed shape, not on the values it holds, so
+    timing a step at position t needs no prefill of t tokens."""
+    s = jnp.arange(cache.size, dtype=jnp.int32)
+    return cache.replace(pos=jnp.where(s < t, s, -1), length=jnp.asarray(t, jnp.int32))

@@ -138,3 +138,13 @@ def heatmaps(
             ax.set_ylabel(ylabel)
     colorbar(fig, im, axes[0, -1], cbar_label)
     return fig
+
+
+def log_axes(ax, xbase: float = 10, ylog: bool = True, xticks=None):
+    """A log-scaled x axis (base `xbase`) and, with `ylog`, y axis (base 10); `xticks`: put ticks at these
+    x values, labelled as they are (e.g. 1, 2, 4 rather than 2^0, 2^1, 2^2)."""
+    ax.set_xscale("log", base=xbase)
+    if ylog:
+        ax.set_yscale("log")
+    if xticks is not None:
+        ax.set_xticks(list(xticks), [str(x) for x in xticks])

@@ -1,15 +1,19 @@
-"""Project 6 end to end at the smoke preset: run, analyze from disk, and the numbers behind the findings
-(cached tokens equal uncached ones, measured cache bytes equal the formula, the timeline comes from the
-caches' own slot positions); bad configs are refused before anything compiles."""
+"""Project 6 end to end at the smoke preset: the measurement files (cached tokens equal uncached ones,
+measured cache bytes equal the formula, the timeline comes from the caches' own slot positions), verdicts
+that are the toolkit's rule on those numbers, analysis that redraws the same findings from disk, verdicts
+on made-up timings; bad configs are refused before anything compiles."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from experiments import e06_kv_cache as e06
-from lab.analysis.findings import VERDICTS
+from lab.analysis import compare, compare_to, headline
 from lab.cli import main
+from lab.infer import cache_trace as ct
+from lab.runs import read_measurement
 
 
 @pytest.fixture(scope="module")
@@ -18,46 +22,77 @@ def smoke(smoke_run):
     return results, out, e06.PRESET_TABLE["smoke"]
 
 
-def test_findings_have_verdicts_and_numbers_and_analysis_is_reproducible(smoke):
-    results, out, cfg = smoke
-    first = json.loads((out / "findings.json").read_text())
-    assert first["verdict"] in VERDICTS and first["preset"] == "smoke" and first["seeds"] == 3
-    claims = {f["claim"]: f for f in first["findings"]}
-    assert len(claims) == 5 and all(f["verdict"] in VERDICTS for f in claims.values())
-    exact = next(f for c, f in claims.items() if c.startswith("Cached generation"))
-    memory = next(f for c, f in claims.items() if c.startswith("Cache memory"))
-    assert exact["verdict"] == "supported" and memory["verdict"] == "supported"
-    assert "±" in next(f for c, f in claims.items() if "speeds generation" in c)["evidence"]
-    for p in first["plots"]:
-        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["analyze", "e06", "--results", str(results)]) == 0  # from files on disk only
-    assert json.loads((out / "findings.json").read_text())["findings"] == first["findings"]
-
-
-def test_every_measurement_is_repeated_and_the_grid_is_complete(smoke):
+def test_measurements_are_complete_and_exact(smoke):
     _, out, cfg = smoke
-    gen = json.loads((out / "runs" / "generation.json").read_text())["rows"]
+    gen = read_measurement(out / "runs" / "generation.json", cfg)["rows"]
     for b in cfg.batches:
         for n in cfg.lengths:
             cached = [r for r in gen if (r["method"], r["batch"], r["n_new"]) == ("cached", b, n)]
             assert len(cached) == 1 and len(cached[0]["seconds"]) == cfg.seeds
             if b * n <= cfg.uncached_max_tokens:
                 assert cached[0]["tokens_equal_cached"] == [True] * cfg.seeds
-    mem = json.loads((out / "runs" / "memory.json").read_text())
+    mem = read_measurement(out / "runs" / "memory.json", cfg)
     for r in mem["rows"]:  # independent arithmetic: 2 * layers * batch * kv_heads * head_dim * length * 4
         m = cfg.model
         assert r["measured_bytes"] == 2 * m.n_layers * r["batch"] * m.kv_heads * m.head_dim * r["length"] * 4
-
-
-def test_timeline_is_read_from_the_caches(smoke):
-    _, out, cfg = smoke
-    tl = json.loads((out / "runs" / "timeline.json").read_text())
+    tl = read_measurement(out / "runs" / "timeline.json", cfg)
     ring = tl["caches"]["sliding"]["steps"][-1]["after"]
     last = cfg.prompt_len + cfg.timeline_steps - 2  # position of the last token fed
     assert sorted(ring) == list(range(last - cfg.window + 1, last + 1))
-    grid = e06.timeline_grid(tl["caches"]["full"]["steps"], cfg.prompt_len + cfg.timeline_steps, None)
-    assert (grid == e06.COMPUTED).sum() == cfg.prompt_len + cfg.timeline_steps - 1  # each row once
-    assert np.all((grid[1:] == e06.COMPUTED).sum(axis=1) == 1)
+    grid = ct.slot_states(tl["caches"]["full"]["steps"], cfg.prompt_len + cfg.timeline_steps, None)
+    assert (grid == ct.COMPUTED).sum() == cfg.prompt_len + cfg.timeline_steps - 1  # each row once
+
+
+def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke):
+    results, out, cfg = smoke
+    first = json.loads((out / "findings.json").read_text())
+    assert first["preset"] == "smoke" and first["seeds"] == cfg.seeds
+    exact, speed, flat, memory, window = first["findings"]
+    assert [exact["verdict"], memory["verdict"], window["verdict"]] == ["supported"] * 3
+    assert first["verdict"] == headline(
+        [exact["verdict"], speed["verdict"], flat["verdict"], memory["verdict"]]
+    )
+    # The per-token verdict from positions.json: ln(time) at the last position minus the first.
+    pos = read_measurement(out / "runs" / "positions.json", cfg)
+    t0, t1 = (str(t) for t in (min(cfg.positions), max(cfg.positions)))
+    m = math.log(e06.FLAT_RATIO)
+    with_cache = compare(np.log(pos["cached"][t0]), np.log(pos["cached"][t1])).verdict("equal", m)
+    without = compare(np.log(pos["uncached"][t0]), np.log(pos["uncached"][t1])).verdict("greater", m)
+    assert flat["verdict"] == headline([with_cache, without])
+    (out / "findings.json").unlink()
+    assert main(["analyze", "e06", "--results", str(results)]) == 0  # from files on disk only
+    assert json.loads((out / "findings.json").read_text())["findings"] == first["findings"]
+
+
+def _generation(cfg, speedups):
+    """Made-up generation.json data: the cached run takes 1 ms per repeat, the uncached `speedup` times that."""
+    rows = []
+    for (b, n), sp in speedups.items():
+        cached = {
+            "method": "cached",
+            "batch": b,
+            "n_new": n,
+            "seconds": [1e-3] * 3,
+            "tokens_equal_cached": [True] * 3,
+        }
+        rows += [cached, {**cached, "method": "uncached", "seconds": list(1e-3 * np.asarray(sp))}]
+    return {"prompt_len": cfg.prompt_len, "rows": rows}
+
+
+@pytest.mark.parametrize(
+    "short, long, verdict",
+    [
+        ([8.0, 8.5, 9.0], [60.0, 64.0, 70.0], "supported"),  # far above 5x, more the longer
+        ([8.0, 8.5, 9.0], [8.0, 8.5, 9.0], "qualified"),  # above 5x, but no more at the longer length
+        ([1.0, 1.1, 1.2], [1.0, 1.1, 1.2], "refuted"),  # below the target everywhere
+    ],
+)
+def test_speed_verdict_follows_made_up_timings(short, long, verdict):
+    cfg = e06.E06Config(lengths=(64, 1024), batches=(1,), uncached_max_tokens=4096)
+    d = e06._generation_data(_generation(cfg, {(1, 64): short, (1, 1024): long}))
+    finding = e06._speed_finding(cfg, d)
+    assert finding.verdict == verdict, finding.evidence
+    assert compare_to(d["speedup"][(1, 1024)], e06.MIN_SPEEDUP).diff == pytest.approx(np.mean(long) - 5.0)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-"""Project 9 end to end at the smoke preset: run, analyze from disk, G = H conversion exact, cache bytes
-equal the formula, every variant has its seeds; bad configs are refused before anything compiles."""
+"""Project 9 end to end at the smoke preset: the uptraining runs through the training driver from the
+converted MHA parameters (step 0 = the conversion, G = H exactly the MHA), the verdicts are the toolkit's rule
+on the numbers in the run files, analysis redraws the same findings from disk, the speed verdict follows
+made-up timings; bad configs are refused before anything compiles."""
 
 import json
 
@@ -7,9 +9,9 @@ import numpy as np
 import pytest
 
 from experiments import e09_gqa as e09
-from lab.analysis.findings import VERDICTS
+from lab.analysis import compare, headline
 from lab.cli import main
-from lab.runs import load_run
+from lab.runs import load_run, read_measurement
 
 
 @pytest.fixture(scope="module")
@@ -18,36 +20,85 @@ def smoke(smoke_run):
     return results, out, e09.PRESET_TABLE["smoke"]
 
 
-def test_findings_have_verdicts_and_analysis_is_reproducible(smoke):
+def test_uptraining_starts_from_the_converted_mha_and_runs_through_the_driver(smoke):
+    _, out, cfg = smoke
+    h, mha = cfg.model.n_heads, load_run(out / "runs" / "mha").final_val_loss
+    for g in cfg.groups:
+        run = load_run(out / "runs" / "uptrain" / f"G{g}")
+        assert list(run.val_steps) == [0, cfg.uptrain_steps] and run.train_loss.shape[0] == cfg.seeds
+        assert run.train_steps[-1] == cfg.uptrain_steps and (run.run_dir / "checkpoints").is_dir()
+        assert run.config["model"]["n_kv_heads"] == g and len(run.config["init_params_sha256"]) == 64
+        if g == h:  # G = H: the same model, so step 0 is the MHA's final evaluation, bit for bit
+            np.testing.assert_array_equal(run.val_loss[:, 0], mha)
+        else:
+            assert np.all(run.val_loss[:, 0] != mha)
+
+
+def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke):
     results, out, cfg = smoke
     first = json.loads((out / "findings.json").read_text())
-    assert first["verdict"] in VERDICTS and first["preset"] == "smoke" and first["seeds"] == cfg.seeds
-    assert len(first["findings"]) == 5 and all(f["verdict"] in VERDICTS for f in first["findings"])
-    assert first["findings"][0]["verdict"] == "supported"  # G = H conversion is exact
-    assert first["findings"][3]["verdict"] == "supported"  # bytes = formula
-    for p in first["plots"]:
-        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["analyze", "e09", "--results", str(results)]) == 0
+    assert first["preset"] == "smoke" and first["seeds"] == cfg.seeds
+    exact, recovery, scratch, nbytes, speed = first["findings"]
+    assert exact["verdict"] == "supported" and nbytes["verdict"] == "supported"
+    # The recovery verdict from metrics.jsonl, paired by seed as the claim is stated.
+    h, runs = cfg.model.n_heads, out / "runs"
+    mha = load_run(runs / "mha").final_val_loss
+    up = {g: load_run(runs / "uptrain" / f"G{g}").val_loss for g in cfg.groups}
+    parts = []
+    for g in sorted(set(cfg.groups) - {h}):
+        before, after, control = up[g][:, 0], up[g][:, -1], up[h][:, -1]
+        parts.append(compare(mha, before, True).verdict("greater"))
+        parts.append(compare(0.5 * (before - mha), after - control, True).verdict("less"))
+    assert recovery["verdict"] == headline(parts)
+    assert first["verdict"] == headline(
+        [exact["verdict"], recovery["verdict"], nbytes["verdict"], speed["verdict"]]
+    )
+    dec = read_measurement(runs / "decode.json", cfg)
+    assert len(dec["rows"]) == len(cfg.groups) * len(cfg.decode_contexts) * len(cfg.decode_batches)
+    for r in dec["rows"]:
+        m = cfg.model
+        want = 2 * m.n_layers * r["batch"] * r["groups"] * m.head_dim * r["context"] * 4
+        assert r["measured_bytes"] == r["formula_bytes"] == want and len(r["seconds_per_step"]) == cfg.seeds
+    (out / "findings.json").unlink()
+    assert main(["analyze", "e09", "--results", str(results)]) == 0  # from files on disk only
     assert json.loads((out / "findings.json").read_text())["findings"] == first["findings"]
 
 
-def test_conversion_and_uptraining_numbers_on_disk(smoke):
-    _, out, cfg = smoke
-    up = json.loads((out / "runs" / "uptrain.json").read_text())["groups"]
-    mha = load_run(out / "runs" / "mha").final_val_loss
-    h = cfg.model.n_heads
-    np.testing.assert_array_equal(np.array(up[str(h)]["val_before"]), mha)  # G = H: the same model
-    for g in cfg.groups:
-        assert len(up[str(g)]["val_before"]) == len(up[str(g)]["val_after"]) == cfg.seeds
-        if g != h:
-            assert not np.array_equal(np.array(up[str(g)]["val_before"]), mha)
-            assert len(load_run(out / "runs" / "scratch" / f"G{g}").final_val_loss) == cfg.seeds
-    dec = json.loads((out / "runs" / "decode.json").read_text())["rows"]
-    assert len(dec) == len(cfg.groups) * len(cfg.decode_contexts) * len(cfg.decode_batches)
-    for r in dec:
-        m = cfg.model
-        want = 2 * m.n_layers * r["batch"] * r["groups"] * m.head_dim * r["context"] * 4
-        assert r["cache_bytes"] == r["formula_bytes"] == want and len(r["seconds_per_step"]) == cfg.seeds
+def _decode(cfg, seconds):
+    """Made-up decode.json data: seconds[(g, context, batch)] per repeat."""
+    rows = [
+        {
+            "groups": g,
+            "context": c,
+            "batch": b,
+            "seconds_per_step": s,
+            "measured_bytes": 1,
+            "formula_bytes": 1,
+        }
+        for (g, c, b), s in seconds.items()
+    ]
+    return {"n_heads": cfg.model.n_heads, "layers": 2, "head_dim": 8, "rows": rows}
+
+
+@pytest.mark.parametrize(
+    "fast_big, fast_small, verdict",
+    [
+        (3.0, 1.0, "supported"),  # faster with the big cache only
+        (3.0, 3.0, "qualified"),  # faster everywhere: "not elsewhere" fails to hold
+        (1.0, 1.0, "refuted"),  # no speedup anywhere: inside 1 ± SPEEDUP_MARGIN
+    ],
+)
+def test_speed_verdict_follows_made_up_timings(fast_big, fast_small, verdict):
+    cfg = e09.E09Config(decode_contexts=(128, 1024), decode_batches=(1, 64), groups=(1, 4))
+    jitter = np.array([1.0, 1.01, 0.99])
+    seconds = {}
+    for c in cfg.decode_contexts:
+        for b in cfg.decode_batches:
+            big = (c, b) == (1024, 64)
+            seconds[(4, c, b)] = list(1e-3 * jitter)
+            seconds[(1, c, b)] = list(1e-3 * jitter[::-1] / (fast_big if big else fast_small))
+    finding = e09._speed_finding(cfg, e09._decode_data(cfg, _decode(cfg, seconds)))
+    assert finding.verdict == verdict, finding.evidence
 
 
 @pytest.mark.parametrize(

@@ -693,3 +693,11 @@ def test_input_dependency_is_lower_triangular_exactly_for_a_causal_model(mask):
         assert np.all(upper == 0.0) and np.all(dep[np.tril_indices(T, k=-1)] > 0)
     else:
         assert np.all(upper[np.triu_indices(T, k=1)] > 0)
+
+
+@pytest.mark.parametrize("kv, dtype, size", [(None, "float32", 4), (1, "bfloat16", 2)])
+def test_cache_memory_is_the_allocated_cache_next_to_the_formula(kv, dtype, size):
+    cfg = BASE.replace(n_kv_heads=kv, dtype=dtype)
+    got = transformer.cache_memory(cfg, batch=3, size=7)
+    want = 2 * cfg.n_layers * 3 * cfg.kv_heads * cfg.head_dim * 7 * size  # written out independently
+    assert got == {"measured_bytes": want, "bookkeeping_bytes": 7 * 4 + 4, "formula_bytes": want}

@@ -117,3 +117,18 @@ def test_cache_is_a_pytree_with_a_static_ring_flag():
     assert again.ring and again.size == 8 and again.n_layers == 2
     with pytest.raises(ValueError, match=">= 1"):
         kv_cache.init(0, 1, 8, 1, 4)
+
+
+def test_filled_marks_the_first_t_slots_and_attention_sees_only_them():
+    """A cache whose every slot holds a row, marked as holding 0..t-1: a token at position t attends to
+    exactly the first t rows and itself, as in whole-sequence attention over t + 1 positions."""
+    s, t = 12, 7
+    q, k, v = _qkv(s, 2, seed=5)
+    cache = kv_cache.init(1, B, s, 2, D).replace(k=(jnp.asarray(k),), v=(jnp.asarray(v),))
+    cache = kv_cache.filled(cache, t)
+    np.testing.assert_array_equal(np.asarray(cache.pos), np.where(np.arange(s) < t, np.arange(s), -1))
+    assert int(cache.length) == t
+    np.testing.assert_array_equal(np.asarray(cache.k[0]), k)  # the arrays are left as they are
+    out, _, _ = kv_cache.attend(cache, 0, q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1])
+    want = np_reference(q[:, : t + 1], k[:, : t + 1], v[:, : t + 1])[:, t:]
+    np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
