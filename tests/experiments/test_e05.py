@@ -11,7 +11,7 @@ from lab.cli import main
 from lab.errors import CheckpointError
 from lab.infer.dashboard import generate_response
 from lab.infer.load import load_text_model
-from lab.ops.sampling import SamplingParams
+from lab.ops.sampling import knobs
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_dashboard_serves_the_trained_model(smoke):
     _, out, cfg = smoke
     model = load_text_model(out / "runs" / "lm", member=1)
     assert model.cfg.vocab_size == 256 and "member 1" in model.description
-    reply = generate_response(model, "def ", SamplingParams(temperature=0.0), 0, 8, max_new=16)
+    reply = generate_response(model, "def ", knobs(temperature=0.0), 0, 8, max_new=16)
     assert len(reply["tokens"]) == 8 and all(t["prob"] == pytest.approx(1.0) for t in reply["tokens"])
     with pytest.raises(CheckpointError, match="does not exist"):
         load_text_model(out / "runs")
