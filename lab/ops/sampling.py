@@ -21,9 +21,10 @@ Knob values travel as a dict {name: value} (`knobs(...)` fills in the neutral on
 (B,) array: every knob is an array argument (not a Python constant), so moving a slider never recompiles.
 Shapes: logits (B, V); the context for the penalty is ids (B, T) with a validity mask (B, T).
 
-A new filter is one pure function `fn(logits_BV, value_B1) -> logits_BV` (set removed tokens to -inf) and
-one `Knob` in `SAMPLERS` (neutral value, allowed range, slider, label); `sample`, `lab.infer.sample_trace`
-and the dashboard's request checks, sliders and JavaScript all follow the table.
+A new filter is one pure function `fn(logits_BV, value_B1) -> logits_BV` (set removed tokens to -inf; keep
+the most probable one; return the logits unchanged at the neutral value) and one `Knob` in `SAMPLERS`
+(neutral value, allowed range, slider, label); `sample`, `lab.infer.sample_trace` and the dashboard's
+request checks, sliders and JavaScript all follow the table (tests/infer/test_new_filter.py does it).
 """
 
 from __future__ import annotations
@@ -96,9 +97,7 @@ class Knob:
     neutral: float  # the value that leaves the distribution unchanged (the default)
     label: str  # one line: the dashboard's label
     valid: tuple  # (lo, hi): the values allowed (lo excluded if lo_open); hi None = the vocabulary size
-    slider: (
-        tuple  # the dashboard's (min, max, step); a max above a None `valid` hi is capped at the vocabulary
-    )
+    slider: tuple  # the dashboard's (min, max, step); with `valid` hi None, max is capped at the vocabulary
     integer: bool = False
     lo_open: bool = False
     context: bool = False  # fn also takes the context ids and mask (a penalty; skipped without a context)
