@@ -4,10 +4,14 @@
 
 GET  /              the page (HTML, CSS and JavaScript inline: works offline, no CDN)
 GET  /api/info      the model being served and the request limits
-POST /api/generate  {"prompt": str, "temperature": float, "top_k": int, "top_p": float, "min_p": float,
-                     "repetition_penalty": float, "seed": int, "max_tokens": int}
+POST /api/generate  {"prompt": str, one field per knob of the sampler table (today "repetition_penalty",
+                     "temperature", "top_k", "top_p", "min_p"), "seed": int, "max_tokens": int}
                     -> {"tokens": [{"id", "text", "prob", "entropy_before", "entropy_after", "kept",
                         "top": [{"id", "text", "before", "after"}]}], "stats": {...}}
+
+The knob fields, their checks and the page's sliders all come from the sampler table
+(lab.ops.sampling.SAMPLERS, or the `table` given to `make_server`). Generation decodes with the KV cache
+while the sequence fits the model's context and recomputes a sliding window past it (lab.infer.sampler).
 
 Every field is checked (type and range, unknown fields refused); a bad request gets a 400 with a JSON
 {"error": "..."} naming the field and what is allowed, and the server keeps serving. The prompt and body
@@ -26,11 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from lab.infer.dashboard_page import PAGE
+from lab.infer.dashboard_page import page
 from lab.infer.diversity import distinct_n, loop, repeated_ngram_fraction
 from lab.infer.load import TextModel
 from lab.infer.sampler import sample_trace
-from lab.ops.sampling import SamplingParams
+from lab.ops.sampling import SAMPLERS
 from lab.tokenizer import PieceDecoder
 
 MAX_BODY = 64 * 1024  # bytes of request JSON
@@ -53,42 +57,43 @@ def _number(
     return value
 
 
-FIELDS = ("prompt", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "max_tokens")
+def fields(table=SAMPLERS) -> tuple[str, ...]:
+    return ("prompt", *(k.name for k in table), "seed", "max_tokens")
 
 
-def parse_request(raw: bytes, vocab_size: int, max_new: int):
-    """(prompt, SamplingParams, seed, max_tokens) from a request body, or BadRequest naming the problem."""
+def parse_request(raw: bytes, vocab_size: int, max_new: int, table=SAMPLERS):
+    """(prompt, knobs {name: value}, seed, max_tokens) from a request body, or BadRequest naming the problem."""
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(f"the request body is not valid JSON ({e})") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
+    unknown = sorted(set(body) - set(fields(table)))
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
+        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: {', '.join(fields(table))}")
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
         raise BadRequest(f"prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
-    params = SamplingParams(
-        temperature=_number(body, "temperature", 1.0, 0.0, 10.0),
-        top_k=_number(body, "top_k", 0, 0, vocab_size, integer=True),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-        min_p=_number(body, "min_p", 0.0, 0.0, 1.0),
-        repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, 10.0, lo_open=True),
-    )
+    knobs = {
+        k.name: _number(body, k.name, k.neutral, k.valid[0], vocab_size if k.valid[1] is None else k.valid[1],
+                        integer=k.integer, lo_open=k.lo_open)
+        for k in table
+    }  # fmt: skip
     seed = _number(body, "seed", 0, 0, 2**31 - 1, integer=True)
-    max_tokens = _number(body, "max_tokens", 64, 1, max_new, integer=True)
-    return prompt, params, seed, max_tokens
+    max_tokens = _number(body, "max_tokens", min(64, max_new), 1, max_new, integer=True)
+    return prompt, knobs, seed, max_tokens
 
 
-def generate_response(model: TextModel, prompt: str, params: SamplingParams, seed: int, n: int, max_new: int):
+def generate_response(
+    model: TextModel, prompt: str, knobs: dict, seed: int, n: int, max_new: int, table=SAMPLERS
+):
     ids = model.tokenizer.encode(prompt).tolist() if prompt else []
     if not ids:
         ids = model.tokenizer.encode("\n").tolist()  # an empty prompt starts from a newline
     t0 = time.perf_counter()
     rec = sample_trace(
-        model.cfg, model.params, np.array([ids]), n, params, seed=seed, max_new=max_new, top_n=10
+        model.cfg, model.params, np.array([ids]), n, knobs, seed=seed, max_new=max_new, top_n=10, table=table
     )
     ms = (time.perf_counter() - t0) * 1e3
     toks = rec["tokens"][0].tolist()
@@ -120,9 +125,11 @@ def generate_response(model: TextModel, prompt: str, params: SamplingParams, see
 
 
 def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max_new: int = 256,
-                max_concurrent: int = 2) -> ThreadingHTTPServer:  # fmt: skip
-    """A server for `model` (call .serve_forever(); port 0 picks a free port, see .server_port)."""
+                max_concurrent: int = 2, table=SAMPLERS) -> ThreadingHTTPServer:  # fmt: skip
+    """A server for `model` with the knobs of `table` (call .serve_forever(); port 0 picks a free port,
+    see .server_port)."""
     slots = threading.BoundedSemaphore(max_concurrent)
+    html_page = page(table).encode("utf-8")
     info = {
         "model": model.description,
         "vocab_size": model.cfg.vocab_size,
@@ -151,7 +158,7 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
 
         def do_GET(self):
             if self.path == "/":
-                self._send(200, PAGE.encode("utf-8"), "text/html; charset=utf-8")
+                self._send(200, html_page, "text/html; charset=utf-8")
             elif self.path == "/api/info":
                 self._json(200, info)
             else:
@@ -170,7 +177,7 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
                 )
             raw = self.rfile.read(length)
             try:
-                request = parse_request(raw, model.cfg.vocab_size, max_new)
+                request = parse_request(raw, model.cfg.vocab_size, max_new, table)
             except BadRequest as e:
                 return self._json(400, {"error": str(e)})
             if not slots.acquire(blocking=False):
@@ -179,7 +186,7 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
             # The slot is released before the reply is sent, so a client that fires its next request the
             # moment it has this reply never finds its own finished request still holding the slot.
             try:
-                status, reply = 200, generate_response(model, *request, max_new=max_new)
+                status, reply = 200, generate_response(model, *request, max_new=max_new, table=table)
             except Exception as e:  # a failure in one request must not take the server down
                 status, reply = 500, {"error": f"generation failed: {type(e).__name__}: {e}"}
             finally:

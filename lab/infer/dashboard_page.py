@@ -1,6 +1,18 @@
-"""The dashboard's single page: HTML, CSS and JavaScript in one string, no external assets."""
+"""The dashboard's single page: HTML, CSS and JavaScript in one string, no external assets.
 
-PAGE = r"""<!doctype html>
+`page(table)` fills the template's marked places from the sampler table (lab.ops.sampling.SAMPLERS): one
+slider per knob, in the order the chain applies them, the JavaScript's lists of knobs and integer knobs,
+the knobs whose range ends at the vocabulary size, and the names of the filters in the legend.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+from lab.ops.sampling import SAMPLERS
+
+TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lab · sampler dashboard</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:76em;color:#222}
@@ -18,11 +30,7 @@ textarea{width:100%;height:6em;font-family:monospace}
 <h1>Sampler dashboard</h1><div class="sub" id="model">loading…</div>
 <div class="grid"><div>
 <label>Prompt<textarea id="prompt">def </textarea></label>
-<label>temperature <b id="temperature_v"></b><input type="range" id="temperature" min="0" max="2" step="0.05" value="0.8"></label>
-<label>top-k (0 = off) <b id="top_k_v"></b><input type="range" id="top_k" min="0" max="100" step="1" value="0"></label>
-<label>top-p (1 = off) <b id="top_p_v"></b><input type="range" id="top_p" min="0.05" max="1" step="0.05" value="1"></label>
-<label>min-p (0 = off) <b id="min_p_v"></b><input type="range" id="min_p" min="0" max="0.5" step="0.01" value="0"></label>
-<label>repetition penalty (1 = off) <b id="repetition_penalty_v"></b><input type="range" id="repetition_penalty" min="1" max="2" step="0.05" value="1"></label>
+<!--KNOB SLIDERS-->
 <label>seed <b id="seed_v"></b><input type="range" id="seed" min="0" max="99" step="1" value="0"></label>
 <label>new tokens <b id="max_tokens_v"></b><input type="range" id="max_tokens" min="1" max="256" step="1" value="120"></label>
 <div class="panel"><h2>Repetition and diversity</h2><table id="stats"></table></div>
@@ -33,14 +41,15 @@ textarea{width:100%;height:6em;font-family:monospace}
 (white = certain, red = unlikely); click a token to see the distribution at that step.</div>
 <div class="panel"><h2 id="bars_title">Next-token distribution</h2>
 <div class="legend"><span style="background:#9bb7d4"></span>before filtering (after penalty and temperature)
-<span style="background:#d9534f"></span>after top-k / top-p / min-p</div><svg id="bars" width="100%" height="230"></svg></div>
+<span style="background:#d9534f"></span>after <!--FILTER NAMES--></div><svg id="bars" width="100%" height="230"></svg></div>
 <div class="panel"><h2>Entropy per step (nats)</h2>
 <div class="legend"><span style="background:#9bb7d4"></span>before filtering<span style="background:#d9534f"></span>after</div>
 <svg id="entropy" width="100%" height="150"></svg></div>
 </div></div>
 <script>
-const knobs = ["temperature","top_k","top_p","min_p","repetition_penalty","seed","max_tokens"];
-const ints = new Set(["top_k","seed","max_tokens"]);
+const knobs = [/*KNOB NAMES*/"seed","max_tokens"];
+const ints = new Set([/*INTEGER KNOBS*/"seed","max_tokens"]);
+const vocabCapped = {/*VOCAB CAPPED*/};
 let last = null, selected = 0, pending = null, inflight = false, requests = 0;
 const $ = id => document.getElementById(id);
 const esc = s => s.replace(/&/g,"&amp;").replace(/</g,"&lt;").replace(/>/g,"&gt;");
@@ -104,6 +113,33 @@ function stats(){
 for (const k of knobs) $(k).addEventListener("input", schedule);
 $("prompt").addEventListener("input", schedule);
 fetch("/api/info").then(r => r.json()).then(i => { $("model").textContent = i.model;
-  $("max_tokens").max = i.max_tokens; $("top_k").max = Math.min(100, i.vocab_size); body(); run(); });
+  $("max_tokens").max = i.max_tokens;
+  for (const [k, m] of Object.entries(vocabCapped)) $(k).max = Math.min(m, i.vocab_size); body(); run(); });
 </script></body></html>
 """
+
+
+def _slider(k) -> str:
+    lo, hi, step = k.slider
+    start = k.neutral if k.start is None else k.start
+    return (f'<label>{html.escape(k.label)} <b id="{k.name}_v"></b><input type="range" id="{k.name}" '
+            f'min="{lo:g}" max="{hi:g}" step="{step:g}" value="{start:g}"></label>\n')  # fmt: skip
+
+
+def page(table=SAMPLERS) -> str:
+    """The page, with a slider for every knob of `table`."""
+    names = [k.name for k in table]
+    filters = names[names.index("temperature") + 1 :]
+    fill = {
+        "<!--KNOB SLIDERS-->\n": "".join(_slider(k) for k in table),
+        "<!--FILTER NAMES-->": html.escape(" / ".join(n.replace("_", "-") for n in filters)),
+        "/*KNOB NAMES*/": "".join(f"{json.dumps(n)}," for n in names),
+        "/*INTEGER KNOBS*/": "".join(f"{json.dumps(k.name)}," for k in table if k.integer),
+        "/*VOCAB CAPPED*/": ",".join(
+            f"{json.dumps(k.name)}: {k.slider[1]:g}" for k in table if k.valid[1] is None
+        ),
+    }
+    out = TEMPLATE
+    for mark, text in fill.items():
+        out = out.replace(mark, text)
+    return out

@@ -13,18 +13,24 @@ import urllib.request
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from lab.data.tokenize import ByteTokenizer
 from lab.infer import dashboard as D
 from lab.infer.load import TextModel
+from lab.infer.sampler import sample_trace
 from lab.model import PRESETS, init
 
 
 @pytest.fixture(scope="module")
-def server():
+def model():
     cfg = PRESETS["smoke"].replace(vocab_size=256, max_len=32)
-    model = TextModel(cfg, init(cfg, jax.random.PRNGKey(0)), ByteTokenizer(), Path("."), 0, "test model")
+    return TextModel(cfg, init(cfg, jax.random.PRNGKey(0)), ByteTokenizer(), Path("."), 0, "test model")
+
+
+@pytest.fixture(scope="module")
+def server(model):
     srv = D.make_server(model, "127.0.0.1", 0, max_new=64, max_concurrent=1)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -97,6 +103,19 @@ def test_generation_response_is_consistent(server):
     assert [t["id"] for t in again["tokens"]] == [t["id"] for t in body["tokens"]]  # greedy ignores the seed
     s = body["stats"]
     assert 0 < s["distinct_1"] <= 1 and s["prompt_tokens"] == len("def f(")
+
+
+def test_tokens_past_the_context_are_those_of_the_recompute(server, model):
+    """The dashboard decodes through the KV cache (and a recomputed window past the context): the tokens
+    are those of the plain recompute with the same seed and knobs."""
+    _, url = server
+    status, body = post(url, {**GOOD, "max_tokens": 60})  # 6 prompt tokens + 60 > the context of 32
+    assert status == 200
+    knobs = {k: GOOD[k] for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")}
+    want = sample_trace(model.cfg, model.params, np.array([list(b"def f(")]), 60, knobs, seed=3, max_new=64,
+                        cached=False)  # fmt: skip
+    assert [t["id"] for t in body["tokens"]] == want["tokens"][0].tolist()
+    assert [t["kept"] for t in body["tokens"]] == want["kept"][0].tolist()
 
 
 def test_concurrency_is_bounded(server, monkeypatch):

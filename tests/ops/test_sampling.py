@@ -43,6 +43,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p_with_ties():
     np.testing.assert_array_equal(f(0.95), [[1, 1, 1, 1], [1, 1, 1, 1]])  # row 1: 0.6+0.3 < 0.95 -> ties 0.05
     np.testing.assert_array_equal(f(1e-9), [[1, 0, 0, 0], [0, 0, 1, 0]])  # the top token always survives
     assert f(1.0).all()
+    # p = 1 keeps even tokens whose probability is lost in float32's cumulative sum (it rounds to 1 first)
+    tail = jnp.array([[30.0, 0.0, -1.0, 5.0]])
+    assert kept(S.top_p_filter(tail, 1.0)).all() and not kept(S.top_p_filter(tail, 0.999999)).all()
 
 
 def test_min_p_is_relative_to_the_top_probability():
@@ -72,7 +75,7 @@ def test_composed_filters_equal_numpy_reference(seed, k, p, m, t):
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(3, 10)) * 2
     logits[0, 3] = logits[0, 5]  # a tie
-    _, got = S.process_logits(jnp.asarray(logits), S.SamplingParams(t, k, p, m, 1.0))
+    _, got = S.process_logits(jnp.asarray(logits), S.knobs(temperature=t, top_k=k, top_p=p, min_p=m))
     x = logits / t
     if 0 < k < 10:
         kth = np.sort(x, axis=-1)[:, ::-1][:, k - 1 : k]
@@ -92,20 +95,20 @@ def test_greedy_limits():
     key = jax.random.PRNGKey(0)
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(64, 50)), jnp.float32)
     greedy = np.asarray(jnp.argmax(logits, -1))
-    assert np.array_equal(S.sample(key, logits, S.SamplingParams(temperature=0.0)), greedy)
-    assert np.array_equal(S.sample(key, logits, S.SamplingParams(temperature=1e-4)), greedy)  # T -> 0
-    assert np.array_equal(S.sample(key, logits, S.SamplingParams(temperature=1.5, top_k=1)), greedy)
-    assert np.array_equal(S.sample(key, logits, S.SamplingParams(temperature=1.5, top_p=1e-6)), greedy)
-    mixed = S.sample(key, logits, S.SamplingParams(temperature=jnp.array([0.0, 1.0] * 32)))
+    assert np.array_equal(S.sample(key, logits, S.knobs(temperature=0.0)), greedy)
+    assert np.array_equal(S.sample(key, logits, S.knobs(temperature=1e-4)), greedy)  # T -> 0
+    assert np.array_equal(S.sample(key, logits, S.knobs(temperature=1.5, top_k=1)), greedy)
+    assert np.array_equal(S.sample(key, logits, S.knobs(temperature=1.5, top_p=1e-6)), greedy)
+    mixed = S.sample(key, logits, S.knobs(temperature=jnp.array([0.0, 1.0] * 32)))
     assert np.array_equal(np.asarray(mixed)[::2], greedy[::2])
 
 
 def test_sampling_frequencies_follow_the_filtered_distribution():
     logits = jnp.tile(jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]])), (20000, 1))
-    toks = np.asarray(S.sample(jax.random.PRNGKey(3), logits, S.SamplingParams(temperature=1.0, top_p=0.7)))
+    toks = np.asarray(S.sample(jax.random.PRNGKey(3), logits, S.knobs(temperature=1.0, top_p=0.7)))
     freq = np.bincount(toks, minlength=4) / len(toks)
     np.testing.assert_allclose(freq, [0.5 / 0.8, 0.3 / 0.8, 0, 0], atol=0.015)  # 4 sd of a binomial
-    toks = np.asarray(S.sample(jax.random.PRNGKey(4), logits, S.SamplingParams(temperature=2.0)))
+    toks = np.asarray(S.sample(jax.random.PRNGKey(4), logits, S.knobs(temperature=2.0)))
     want = np_softmax(np.log([0.5, 0.3, 0.15, 0.05]) / 2.0)
     np.testing.assert_allclose(np.bincount(toks, minlength=4) / len(toks), want, atol=0.015)
 
@@ -118,7 +121,58 @@ def test_entropy_in_nats():
 def test_knobs_do_not_recompile():
     f = jax.jit(S.sample)
     logits = jnp.zeros((2, 5))
-    f(jax.random.PRNGKey(0), logits, S.SamplingParams(0.7, 3, 0.9, 0.05, 1.2))
+    f(
+        jax.random.PRNGKey(0),
+        logits,
+        S.knobs(temperature=0.7, top_k=3, top_p=0.9, min_p=0.05, repetition_penalty=1.2),
+    )
     n = f._cache_size()
-    f(jax.random.PRNGKey(0), logits, S.SamplingParams(1.3, 1, 0.5, 0.0, 1.0))
+    f(
+        jax.random.PRNGKey(0),
+        logits,
+        S.knobs(temperature=1.3, top_k=1, top_p=0.5, min_p=0.0, repetition_penalty=1.0),
+    )
     assert f._cache_size() == n
+
+
+@pytest.mark.parametrize("knob", S.SAMPLERS, ids=lambda k: k.name)
+def test_each_knob_is_a_no_op_at_its_neutral_value_and_keeps_the_top_token(knob):
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(4, 12)) * 2, jnp.float32)
+    ctx = (jnp.asarray(rng.integers(0, 12, size=(4, 5))), jnp.ones((4, 5), bool)) if knob.context else ()
+    col = lambda v: jnp.full((4, 1), v, jnp.int32 if knob.integer else jnp.float32)  # noqa: E731
+    np.testing.assert_array_equal(knob.fn(logits, *ctx, col(knob.neutral)), logits)
+    lo, hi, _ = knob.slider
+    allowed_lo, allowed_hi = knob.valid
+    assert (
+        allowed_lo <= lo < hi and (allowed_hi is None or hi <= allowed_hi) and not (knob.lo_open and lo == 0)
+    )
+    if not knob.context:  # a step after the penalties may reshape or cut, never remove the most likely token
+        for v in (lo, hi, knob.neutral):
+            out = np.asarray(knob.fn(logits, col(v)))
+            top = np.argmax(np.asarray(logits), -1)
+            assert np.isfinite(out[np.arange(4), top]).all() and (np.argmax(out, -1) == top).all()
+
+
+def test_knobs_fill_neutral_values_and_refuse_unknown_names():
+    assert S.knobs(top_k=3) == {
+        "repetition_penalty": 1.0,
+        "temperature": 1.0,
+        "top_k": 3,
+        "top_p": 1.0,
+        "min_p": 0.0,
+    }
+    with pytest.raises(ValueError, match="unknown sampler knob 'temp'"):
+        S.knobs(temp=1.0)
+    with pytest.raises(ValueError, match="do not fit the table"):
+        S.process_logits(jnp.zeros((1, 3)), {"temp": 1.0})
+
+
+def test_the_penalty_comes_before_temperature_and_shapes_the_greedy_choice():
+    logits = jnp.array([[2.0, 1.5, 0.0]])
+    ctx = jnp.array([[0]])  # token 0 was seen: 2 / 2 = 1 < 1.5
+    penalized, filtered = S.process_logits(logits, S.knobs(repetition_penalty=2.0, temperature=0.5), ctx)
+    np.testing.assert_allclose(np.asarray(penalized), [[1.0, 1.5, 0.0]])
+    np.testing.assert_allclose(np.asarray(filtered), [[2.0, 3.0, 0.0]])
+    greedy = S.sample(jax.random.PRNGKey(0), logits, S.knobs(repetition_penalty=2.0, temperature=0.0), ctx)
+    assert int(greedy[0]) == 1
