@@ -43,3 +43,6 @@ def test_analyze_all_never_computes_with_jax_and_redraws_the_same_findings(smoke
     assert r.returncode == 0, r.stderr[-3000:]
     after = {o.name: json.loads((o / "findings.json").read_text()) for o in outs}
     assert after == before
+    for o in outs:
+        for rel in after[o.name]["plots"]:
+            assert (o / rel).is_file(), f"{o.name}: {rel} is listed but missing"
