@@ -90,7 +90,8 @@ class E04Config:
         check(not bad, f"variants: unknown {bad}; allowed: {', '.join(ALL_VARIANTS)}")
         check({"intact", "zero_v"} <= set(self.variants), "variants must include intact and zero_v")
         check(self.model.qkv == "intact", "model.qkv must stay intact; choose ablations with `variants`")
-        check(self.model.kv_heads == self.model.n_heads, "e04 rewires Q, K, V: needs n_kv_heads == n_heads")
+        kv_ok = self.model.kv_heads == self.model.n_heads
+        check(kv_ok, "model.n_kv_heads must equal model.n_heads (or be none): e04 rewires Q, K and V")
         check(self.model.mask == "causal", "e04 trains causal language models; model.mask must be 'causal'")
         for name in ("variants", "lr_sweep", "depths"):
             values = getattr(self, name)

@@ -54,7 +54,7 @@ def assert_one_line_error(code, err, fragment):
         (["run", "e04", "--set", "model.n_kv_heads=1"], "model.n_kv_heads must equal model.n_heads"),
         (["run", "e04", "--set", "model.mask=prefix"], "model.mask must be 'causal'"),
         (["run", "e04", "--set", "lr_sweep="], "lr_sweep must not be empty"),
-        (["run", "e04", "--set", "variants=intact,intact"], "variants has a repeated value"),
+        (["run", "e04", "--set", "variants=intact,zero_v,intact"], "variants has a repeated value"),
         (
             ["run", "e04", "--set", "model.n_heads=3"],
             "model.d_model (64) must be divisible by model.n_heads (3)",
