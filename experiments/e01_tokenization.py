@@ -5,16 +5,14 @@ Claim tested: the same model, trained with the same compute, learns different th
 its text is cut into tokens. Measured four ways:
   1. Compression: bytes per token on held-out text against vocabulary size (256 ... 8192), for the GPT-2
      and GPT-4 split patterns, with GPT-2's own tokenizer as a reference point when its ranks are at hand.
-  2. Language modelling at equal training FLOPs: a byte-level model and BPE models (the body is the same;
-     the larger embedding/unembedding of a BPE model costs FLOPs, so BPE models train fewer steps), scored
-     in validation bits per byte, the one unit that compares models with different tokenizers.
-  3. A task BPE makes hard: spell a word backwards ("return=" -> "nruter."), trained from scratch on words
-     from the corpus and scored by exact match on held-out words. A byte model sees the letters; a BPE
-     model sees "return" as one id and must learn how every token is spelled.
-  4. Embeddings: one-hot ids are all orthogonal; a trained embedding table puts digits near digits and
-     " the" near " The". Cosine similarities from the trained BPE language models, over seeds.
+  2. Language modelling at equal training FLOPs (a BPE model's larger embedding costs FLOPs, so it trains
+     fewer steps), in validation bits per byte, the one unit that compares models across tokenizers.
+  3. A task BPE makes hard: spell a word backwards ("return=" -> "nruter."), scored by exact match on
+     held-out words. A byte model sees the letters; a BPE model sees "return" as one id.
+  4. Embeddings: one-hot ids are all orthogonal; does a trained table put digits near digits and " the"
+     near " The"? Cosine similarities from the largest BPE language model, over seeds.
 
-Run:      lab run e01 [--preset smoke|cpu|gpu] [--set lm_steps=800] [--seeds 3] [--data NAME]
+Run:      lab run e01 [--preset smoke|cpu|gpu] [--set train.steps=800] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e01
 Writes:   results/e01_tokenization/
   runs/tokenizers/{gpt2,gpt4}/   the BPE tokenizers (lab-bpe format), trained once at the largest size;
@@ -22,9 +20,8 @@ Writes:   results/e01_tokenization/
   runs/tokenizers/gpt2.tiktoken  GPT-2's ranks, copied here when a reference copy is available
   runs/lm/<byte|bpeN>/           language-model sweeps over seeds, one per tokenizer
   runs/reverse/<byte|bpeN>/      the word-reversal sweeps
-  runs/measurements.json         what `run` measured from the tokenizers and trained models: compression,
-                                 the visualizer's token pieces, bits per byte and reversal accuracy per
-                                 seed, embedding cosines (and the similarity map, PCA and neighbours)
+  runs/measurements.json         what `run` measured: compression, the visualizer's token pieces, bits per
+                                 byte, reversal accuracy, embedding cosines (and map, PCA, neighbours)
   plots/*.png, plots/tokens.html, tables/*.md, findings.json
 
 GPT-2 reference (`gpt2`): "auto" uses $LAB_REFERENCE_DATA/gpt2.tiktoken or an already cached download
@@ -35,21 +32,19 @@ r50k_base.tiktoken once (sha256-pinned); "none" skips it; any other value is a p
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
 from lab.config import check
-from lab.data.corpora import default_cache_dir, fetch, load_corpus
+from lab.data.corpora import load_corpus, reference_file
 from lab.data.pipeline import DataConfig, load_text_data, text_lm
-from lab.data.tasks import PromptAnswer, pack_examples
-from lab.errors import ConfigError, DataError
+from lab.data.tasks import PromptAnswer, reversal_examples
+from lab.errors import DataError
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig
 from lab.model.flops import train_flops_per_step
@@ -58,10 +53,10 @@ from lab.tokenizer import load as load_tokenizer
 from lab.tokenizer import load_tiktoken_file, save, train_bpe, truncate
 from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
-from lab.train.evaluate import stream_windows, token_scores
-from lab.train.loop import latest_state
+from lab.train.evaluate import answer_accuracy, bits_per_byte
+from lab.train.loop import member_params
 from lab.viz import plots
-from lab.viz.tokens import draw, token_pieces, write_html
+from lab.viz.tokens import token_pieces, write_html, write_png
 
 PATTERNS = ("gpt2", "gpt4")
 SAMPLES = {
@@ -98,9 +93,7 @@ class ReverseSpec:
 @dataclass(frozen=True)
 class E01Config:
     model: ModelConfig = PRESETS["cpu"]
-    train: TrainConfig = TrainConfig(
-        steps=600, batch_size=16, warmup_steps=60, eval_every=100, ckpt_every=200
-    )
+    train: TrainConfig = TrainConfig(steps=600, batch_size=16, warmup_steps=60, eval_every=100, ckpt_every=200)  # fmt: skip
     data: DataConfig = DataConfig()
     seeds: int = 3
     lm_bpe_sizes: tuple[int, ...] = (512, 2048)  # BPE vocabularies trained against the byte model
@@ -110,65 +103,44 @@ class E01Config:
 
     def __post_init__(self):
         check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        for name in ("lm_bpe_sizes", "compression_sizes"):
+        for name, least in (("lm_bpe_sizes", 257), ("compression_sizes", 256)):
             values = getattr(self, name)
             check(len(values) > 0, f"{name} must not be empty")
             check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
-            check(all(v >= 257 if name == "lm_bpe_sizes" else v >= 256 for v in values),
-                  f"{name}: every size must be >= {257 if name == 'lm_bpe_sizes' else 256} (256 byte ids"
-                  f"{' + at least one merge' if name == 'lm_bpe_sizes' else ''}), got {values}")  # fmt: skip
+            check(min(values) >= least, f"{name}: every size must be >= {least} (256 byte ids"
+                  f"{' + at least one merge' * (least > 256)}), got {values}")  # fmt: skip
         check(self.data.tokenizer == "byte", "data.tokenizer must stay 'byte'; e01 builds its own tokenizers")
         check(self.model.mask == "causal", "e01 trains causal language models; model.mask must be 'causal'")
 
 
 PRESET_TABLE = {
-    "smoke": E01Config(
-        model=PRESETS["smoke"],
-        train=TRAIN_PRESETS["smoke"],
-        seeds=2,
-        lm_bpe_sizes=(300,),
-        compression_sizes=(256, 300, 400),
-        reverse=ReverseSpec(min_len=3, max_len=5, n_val=20, n_train=200, steps=20, lr=1e-3),
-        gpt2="none",
-    ),
+    "smoke": E01Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"], seeds=2, lm_bpe_sizes=(300,),
+                       compression_sizes=(256, 300, 400), gpt2="none",
+                       reverse=ReverseSpec(min_len=3, max_len=5, n_val=20, n_train=200, steps=20, lr=1e-3)),
     "cpu": E01Config(),
-    "gpu": E01Config(
-        model=PRESETS["gpu"],
-        train=TRAIN_PRESETS["gpu"].replace(steps=4000),
-        data=DataConfig(name="pystdlib"),
-        lm_bpe_sizes=(1024, 4096, 16384),
-        compression_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
-        reverse=ReverseSpec(min_len=3, max_len=12, n_val=1000, n_train=20000, steps=3000),
-    ),
-}
+    "gpu": E01Config(model=PRESETS["gpu"], train=TRAIN_PRESETS["gpu"].replace(steps=4000),
+                     data=DataConfig(name="pystdlib"), lm_bpe_sizes=(1024, 4096, 16384),
+                     compression_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
+                     reverse=ReverseSpec(min_len=3, max_len=12, n_val=1000, n_train=20000, steps=3000)),
+}  # fmt: skip
 
 
 # --- set-ups (check and run) ------------------------------------------------------------------------------
-def _max_vocab(cfg: E01Config) -> int:
-    return max((*cfg.compression_sizes, *cfg.lm_bpe_sizes))
-
-
 def _variants(cfg: E01Config) -> list[str]:
+    """The language models' tokenizers; the reversal task and the embeddings use the first and the last."""
     return ["byte", *(f"bpe{v}" for v in sorted(cfg.lm_bpe_sizes))]
 
 
-def _reverse_variants(cfg: E01Config) -> tuple[str, str]:
-    return "byte", f"bpe{max(cfg.lm_bpe_sizes)}"
-
-
 def _data_cfg(cfg: E01Config, variant: str) -> DataConfig:
-    if variant == "byte":
-        return cfg.data
-    return DataConfig(cfg.data.name, "bpe", cfg.data.val_fraction, int(variant[3:]), "gpt2")
+    return cfg.data if variant == "byte" else DataConfig(cfg.data.name, "bpe", cfg.data.val_fraction, int(variant[3:]), "gpt2")  # fmt: skip
 
 
 def _lm(cfg: E01Config, variant: str):
     """(text LM set-up, train config) of one language-model variant at equal FLOPs: a BPE model's larger
     embedding costs FLOPs, so it trains fewer steps (rounded to a multiple of the logging interval)."""
     lm = text_lm(_data_cfg(cfg, variant), cfg.model)
-    per_step = lambda m: train_flops_per_step(m, cfg.train.batch_size)  # noqa: E731
-    ratio = per_step(cfg.model.replace(vocab_size=256)) / per_step(lm.model)
-    k = cfg.train.log_every
+    per_step = lambda m: train_flops_per_step(m, cfg.train.batch_size)
+    ratio, k = per_step(cfg.model.replace(vocab_size=256)) / per_step(lm.model), cfg.train.log_every
     return lm, cfg.train.replace(steps=max(k, int(round(cfg.train.steps * ratio / k)) * k))
 
 
@@ -181,8 +153,7 @@ def _split_text(cfg: E01Config) -> tuple[str, str]:
 
 def _words(cfg: E01Config) -> tuple[list[str], list[str]]:
     """(train words, held-out words): distinct lowercase ASCII words of the training text, shuffled once."""
-    train_text, _ = _split_text(cfg)
-    r = cfg.reverse
+    train_text, r = _split_text(cfg)[0], cfg.reverse
     found = sorted(set(re.findall(rf"(?<![A-Za-z])[a-z]{{{r.min_len},{r.max_len}}}(?![A-Za-z])", train_text)))
     if len(found) < r.n_val + 1:
         raise DataError(f"the corpus has {len(found)} distinct words of {r.min_len}-{r.max_len} letters; "
@@ -195,149 +166,86 @@ def _words(cfg: E01Config) -> tuple[list[str], list[str]]:
 def _reverse_task(cfg: E01Config, variant: str):
     """(arrays, model, train config, task, tokenizer) of the reversal task for one tokenizer."""
     tok = load_text_data(_data_cfg(cfg, variant)).tokenizer
-    train_words, val_words = _words(cfg)
-
-    def pairs(words):
-        return [(tok.encode(f"{w}=").tolist(), tok.encode(f"{w[::-1]}.").tolist()) for w in words]
-
-    tr, va = pairs(train_words), pairs(val_words)
-    seq_len = max(len(p) + len(a) for p, a in tr + va) - 1
-    train_seqs, train_mask = pack_examples(tr, pad=0, seq_len=seq_len)
-    val_seqs, val_mask = pack_examples(va, pad=0, seq_len=seq_len)
-    arrays = {"train": train_seqs, "train_mask": train_mask, "val": val_seqs, "val_mask": val_mask}
+    arrays, seq_len = reversal_examples(*_words(cfg), tok.encode)
     model = cfg.model.replace(vocab_size=tok.vocab_size, max_len=seq_len)
     tcfg = cfg.train.replace(steps=cfg.reverse.steps, lr=cfg.reverse.lr)
     return arrays, model, tcfg, PromptAnswer(seq_len, tok.vocab_size), tok
-
-
-def _members(cfg: E01Config, tcfg: TrainConfig):
-    return members_grid(range(cfg.seeds), [tcfg.lr], [tcfg.init_scale])
-
-
-def _gpt2_source(cfg: E01Config) -> Path | None:
-    if cfg.gpt2 in ("none", "download"):
-        return fetch("gpt2.tiktoken") if cfg.gpt2 == "download" else None
-    if cfg.gpt2 == "auto":
-        ref = os.environ.get("LAB_REFERENCE_DATA")
-        paths = ([Path(ref, "gpt2.tiktoken")] if ref else []) + [default_cache_dir() / "gpt2.tiktoken"]
-        return next((p for p in paths if p.is_file()), None)
-    path = Path(cfg.gpt2).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"gpt2={cfg.gpt2!r}: no such file; allowed: auto, download, none, or a .tiktoken path"
-        )
-    return path
 
 
 def check_config(cfg: E01Config) -> None:
     for variant in _variants(cfg):
         _lm(cfg, variant)[0].check()
     _words(cfg)
-    _gpt2_source(cfg)
+    reference_file("gpt2.tiktoken", cfg.gpt2)
 
 
 # --- run: tokenizers, sweeps, then every measurement that needs a tokenizer or a trained model ----------------
 def run(cfg: E01Config, out: Path, opts) -> None:
-    tok_dir = out / "runs" / "tokenizers"
-    train_text, _ = _split_text(cfg)
+    tok_dir, max_vocab = out / "runs" / "tokenizers", max((*cfg.compression_sizes, *cfg.lm_bpe_sizes))
     for pattern in PATTERNS:
         if not (tok_dir / pattern / "tokenizer.json").exists():
-            bpe = train_bpe(train_text, _max_vocab(cfg), pattern=pattern, name=f"{cfg.data.name}-{pattern}")
-            save(bpe, tok_dir / pattern)
-    source = _gpt2_source(cfg)
-    if source is not None:
+            save(train_bpe(_split_text(cfg)[0], max_vocab, pattern=pattern, name=f"{cfg.data.name}-{pattern}"),
+                 tok_dir / pattern)  # fmt: skip
+    if (source := reference_file("gpt2.tiktoken", cfg.gpt2)) is not None:
         load_tiktoken_file(source)  # refuse a corrupted file before copying it
         shutil.copyfile(source, tok_dir / "gpt2.tiktoken")
-    kw = dict(strategy=opts.strategy, progress=opts.progress)
-    for variant in _variants(cfg):
+    kw, measured = dict(strategy=opts.strategy, progress=opts.progress), _measure_tokenizers(cfg, tok_dir, max_vocab)  # fmt: skip
+    grid = lambda tcfg: members_grid(range(cfg.seeds), [tcfg.lr], [tcfg.init_scale])  # seeds of one recipe
+    for variant in _variants(cfg):  # train, then measure with every seed's trained parameters
         lm, tcfg = _lm(cfg, variant)
-        spec = SweepSpec(model=lm.model, train=tcfg, task=lm.task, data=lm.text.arrays,
-                         members=_members(cfg, tcfg), data_info=lm.text.info)  # fmt: skip
-        train_sweep(out / "runs" / "lm" / variant, spec, desc=f"e01 LM {variant}", **kw)
-    for variant in _reverse_variants(cfg):
-        arrays, model, tcfg, task, _ = _reverse_task(cfg, variant)
-        spec = SweepSpec(model=model, train=tcfg, task=task, data=arrays, members=_members(cfg, tcfg))
-        train_sweep(out / "runs" / "reverse" / variant, spec, desc=f"e01 reverse {variant}", **kw)
-    toks = {p: load_tokenizer(tok_dir / p) for p in PATTERNS}
-    gpt2 = load_tiktoken_file(tok_dir / "gpt2.tiktoken") if (tok_dir / "gpt2.tiktoken").exists() else None
-    measured = {"compression": _measure_compression(cfg, toks, gpt2), "pieces": _pieces(cfg, toks, gpt2),
-                "lm": {v: _measure_lm(cfg, out, v) for v in _variants(cfg)},
-                "reverse": _measure_reverse(cfg, out), "embeddings": _measure_embeddings(cfg, out)}  # fmt: skip
+        members, run_dir = grid(tcfg), out / "runs" / "lm" / variant
+        spec = SweepSpec(model=lm.model, train=tcfg, task=lm.task, data=lm.text.arrays, members=members,
+                         data_info=lm.text.info)  # fmt: skip
+        train_sweep(run_dir, spec, desc=f"e01 LM {variant}", **kw)
+        params = member_params(run_dir, lm.model, tcfg, members)
+        measured.setdefault("lm", {})[variant] = _measure_lm(lm, tcfg, params)
+    measured["embeddings"] = _measure_embeddings(cfg, variant, lm, params)  # the largest BPE model
+    for variant in _variants(cfg)[:: len(cfg.lm_bpe_sizes)]:  # bytes and the largest BPE
+        arrays, model, tcfg, task, tok = _reverse_task(cfg, variant)
+        members, run_dir = grid(tcfg), out / "runs" / "reverse" / variant
+        spec = SweepSpec(model=model, train=tcfg, task=task, data=arrays, members=members)
+        train_sweep(run_dir, spec, desc=f"e01 reverse {variant}", **kw)
+        acc = [answer_accuracy(model, p, arrays["val"], arrays["val_mask"]) for p in member_params(run_dir, model, tcfg, members)]  # fmt: skip
+        measured.setdefault("reverse", {})[variant] = {"exact": [a for a, _ in acc], "token": [t for _, t in acc],
+                                                       "answer_tokens": float(arrays["val_mask"].sum(axis=1).mean())}  # fmt: skip
+    measured["reverse_examples"] = [(w, [tok.bpe.decode([i]) for i in tok.encode(f"{w[::-1]}.")]) for w in _words(cfg)[1][:6]]  # fmt: skip
     write_measurement(out / "runs" / "measurements.json", measured, cfg)
 
 
-def _params(run_dir: Path, model, tcfg, cfg: E01Config) -> list:
-    """Each seed's parameters from the newest checkpoint of a sweep."""
-    _, state = latest_state(run_dir, model, tcfg, _members(cfg, tcfg))
-    return [jax.tree_util.tree_map(lambda x: x[i], state.params) for i in range(cfg.seeds)]  # noqa: B023
-
-
-def _measure_compression(cfg: E01Config, toks, gpt2) -> dict:
-    _, held_out = _split_text(cfg)
+def _measure_tokenizers(cfg: E01Config, tok_dir: Path, max_vocab: int) -> dict:
+    """Bytes per token on held-out text per pattern and size (and GPT-2's); how each tokenizer cuts each
+    sample, as [(sample, [(tokenizer, [(id, text)])])] for the visualizer."""
+    toks = {p: load_tokenizer(tok_dir / p) for p in PATTERNS}
+    gpt2 = load_tiktoken_file(tok_dir / "gpt2.tiktoken") if (tok_dir / "gpt2.tiktoken").exists() else None
+    held_out = _split_text(cfg)[1]
     n_bytes, sizes = len(held_out.encode("utf-8")), sorted(cfg.compression_sizes)
     m = {p: [n_bytes / len(truncate(toks[p], v).encode_ordinary(held_out)) for v in sizes] for p in PATTERNS}
     ref = None if gpt2 is None else [gpt2.vocab_size, n_bytes / len(gpt2.encode_ordinary(held_out))]
-    return {"n_bytes": n_bytes, "sizes": sizes, "gpt2_ref": ref, **m}  # gpt2_ref: [vocab, bytes/token]
-
-
-def _pieces(cfg: E01Config, toks, gpt2) -> list:
-    """[(sample, [(tokenizer, [(id, text)])])]: how each tokenizer cuts each sample, for the visualizer."""
-    sizes = sorted({min(cfg.compression_sizes[1:] or cfg.compression_sizes), _max_vocab(cfg)})
-    tokenizers = [(f"ours, {v} ids", truncate(toks["gpt2"], v)) for v in sizes]
+    shown = sorted({min(cfg.compression_sizes[1:] or cfg.compression_sizes), max_vocab})
+    tokenizers = [(f"ours, {v} ids", truncate(toks["gpt2"], v)) for v in shown]
     tokenizers += [("GPT-2, 50,257 ids", gpt2)] if gpt2 is not None else []
-    return [
-        (name, [(label, token_pieces(t, text)) for label, t in tokenizers]) for name, text in SAMPLES.items()
-    ]
+    pieces = [(name, [(label, token_pieces(t, text)) for label, t in tokenizers]) for name, text in SAMPLES.items()]  # fmt: skip
+    return {"compression": {"n_bytes": n_bytes, "sizes": sizes, "gpt2_ref": ref, **m}, "pieces": pieces}
 
 
-def _measure_lm(cfg: E01Config, out: Path, variant: str) -> dict:
+def _measure_lm(lm, tcfg: TrainConfig, params: list) -> dict:
     """Bits per byte on the whole validation split per seed, and the sizes the table and curves need."""
-    lm, tcfg = _lm(cfg, variant)
-    model, info = lm.model, lm.text.info
-    inputs, targets = stream_windows(lm.text.val, model.max_len)
-    n_bytes = lm.text.tokenizer.n_bytes(targets.ravel())
-    bpb = [float(token_scores(model, p, inputs, targets)[0].astype(np.float64).sum()) / n_bytes / math.log(2)
-           for p in _params(out / "runs" / "lm" / variant, model, tcfg, cfg)]  # fmt: skip
+    model, info, n = lm.model, lm.text.info, lm.text.tokenizer.n_bytes
     per_step = train_flops_per_step(model, tcfg.batch_size)
-    return {"bpb": bpb, "steps": tcfg.steps, "flops_per_step": per_step, "flops": per_step * tcfg.steps,
-            "bytes_per_token": info["val_bytes"] / info["val_tokens"],
+    return {"bpb": [bits_per_byte(model, p, lm.text.val, n) for p in params], "steps": tcfg.steps,
+            "flops_per_step": per_step, "flops": per_step * tcfg.steps, "bytes_per_token": info["val_bytes"] / info["val_tokens"],
             "train_bytes": tcfg.steps * tcfg.batch_size * model.max_len * info["val_bytes"] / info["val_tokens"],
             "val_tokens": info["val_tokens"], "val_bytes": info["val_bytes"], "sha256": info["sha256"]}  # fmt: skip
 
 
-def _measure_reverse(cfg: E01Config, out: Path) -> dict:
-    """Per tokenizer and seed: held-out exact match and per-answer-token accuracy (greedy, teacher forced);
-    and how the BPE tokenizer cuts a few reversed held-out words."""
-    scores = {}
-    for variant in _reverse_variants(cfg):
-        arrays, model, tcfg, _, tok = _reverse_task(cfg, variant)
-        seqs, mask = arrays["val"], arrays["val_mask"]
-        ok = [token_scores(model, p, seqs[:, :-1], seqs[:, 1:])[1]
-              for p in _params(out / "runs" / "reverse" / variant, model, tcfg, cfg)]  # fmt: skip
-        scores[variant] = {"exact": [float(np.mean(np.all(c | ~mask, axis=1))) for c in ok],
-                           "token": [float(c[mask].mean()) for c in ok],
-                           "answer_tokens": float(mask.sum(axis=1).mean())}  # fmt: skip
-    examples = [(w, [tok.bpe.decode([i]) for i in tok.encode(f"{w[::-1]}.")]) for w in _words(cfg)[1][:6]]
-    return {"scores": scores, "examples": examples}
-
-
-def _measure_embeddings(cfg: E01Config, out: Path) -> dict:
+def _measure_embeddings(cfg: E01Config, variant: str, lm, params: list) -> dict:
     """Cosine similarities of the largest BPE LM's token embeddings per seed (digits, ' word'/' Word'
     pairs, random pairs of tokens seen in validation), and seed 0's similarity map, PCA and neighbours."""
-    variant = _reverse_variants(cfg)[1]
-    lm, tcfg = _lm(cfg, variant)
-    tok = lm.text.tokenizer.bpe
-    wte = np.stack([p["wte"] for p in _params(out / "runs" / "lm" / variant, lm.model, tcfg, cfg)]).astype(
-        np.float64
-    )
+    tok, wte = lm.text.tokenizer.bpe, np.stack([p["wte"] for p in params]).astype(np.float64)
     unit = wte / np.linalg.norm(wte, axis=-1, keepdims=True)
     digits = [tok.ranks[str(d).encode()] for d in range(10)]
     counts = np.bincount(lm.text.val, minlength=tok.vocab_size)
-    cased = {
-        r: tok.ranks.get(b[:2].upper() + b[2:])
-        for b, r in tok.ranks.items()
-        if re.fullmatch(rb" [a-z]{3,}", b)
-    }
+    cased = {r: tok.ranks.get(b[:2].upper() + b[2:]) for b, r in tok.ranks.items() if re.fullmatch(rb" [a-z]{3,}", b)}  # fmt: skip
     pairs = [(r, c) for _, r, c in sorted(((int(counts[r]), r, c) for r, c in cased.items() if c is not None), reverse=True)[:6]]  # fmt: skip
     seen = np.flatnonzero(counts > 0)
     rand = np.random.default_rng(0).choice(seen, size=(2000, 2))
@@ -351,18 +259,9 @@ def _measure_embeddings(cfg: E01Config, out: Path) -> dict:
     chosen = digits + [i for p in pairs for i in p]
     centered = unit[0, seen] - unit[0, seen].mean(axis=0)
     _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    kind = [
-        next((k for k, pat in CLASSES.items() if re.fullmatch(pat, tok.token_bytes(int(i)))), "other")
-        for i in seen
-    ]
-    probes = [
-        i
-        for i in (tok.ranks.get(b) for b in (b" the", b" return", b"1", b" self", b"(", b" is"))
-        if i is not None
-    ]
-    near = [
-        [int(seen[j]) for j in np.argsort(-(unit[0, seen] @ unit[0, i])) if seen[j] != i][:5] for i in probes
-    ]
+    kind = [next((k for k, pat in CLASSES.items() if re.fullmatch(pat, tok.token_bytes(int(i)))), "other") for i in seen]  # fmt: skip
+    probes = [i for i in (tok.ranks.get(b) for b in (b" the", b" return", b"1", b" self", b"(", b" is")) if i is not None]  # fmt: skip
+    near = [[int(seen[j]) for j in np.argsort(-(unit[0, seen] @ unit[0, i])) if seen[j] != i][:5] for i in probes]  # fmt: skip
     return {"variant": variant, **stats, "case_pairs": [(tok.decode([a]), tok.decode([b])) for a, b in pairs],
             "labels": [repr(tok.decode([i]))[1:-1] for i in chosen], "sim": (unit[0, chosen] @ unit[0, chosen].T).tolist(),
             "xy": (centered @ vt[:2].T).tolist(), "kind": kind, "digit_rows": [int(np.flatnonzero(seen == d)[0]) for d in digits],
@@ -370,20 +269,6 @@ def _measure_embeddings(cfg: E01Config, out: Path) -> dict:
 
 
 # --- analysis: reads runs/measurements.json and the LM sweeps' metrics, draws and decides ---------------------
-def _tokens(outs: Outputs, sections) -> None:
-    write_html(
-        outs.out / "plots" / "tokens.html",
-        f"How {len(sections[0][1])} tokenizers cut the same text",
-        sections,
-    )
-    rows = [(f"{name} — {label}", pieces) for name, section in sections for label, pieces in section]
-    fig, axes = plots.figure(width=10, height=0.55 * sum(2 + len(p) // 14 for _, p in rows))
-    draw(axes[0, 0], rows, width=72)
-    plots.finish(axes[0, 0], "Token boundaries (colour = one token, number = its id)",
-                 "position along the text (monospace columns)", "sample and tokenizer", legend=False)  # fmt: skip
-    plots.save(fig, outs.plot("tokens.png"))
-
-
 def _compression(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
     sizes, ref = m["sizes"], m["gpt2_ref"]
     fig, axes = plots.figure()
@@ -445,23 +330,21 @@ def _lm_finding(cfg: E01Config, outs: Outputs, lm: dict) -> Finding:
                    "even though its larger embedding costs it steps.")  # fmt: skip
 
 
-def _reverse(cfg: E01Config, outs: Outputs, rev: dict) -> Finding:
-    scores, bv = rev["scores"], _reverse_variants(cfg)[1]
+def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
+    scores, bv = m["reverse"], _variants(cfg)[-1]
     fig, axes = plots.figure(width=5)
     ax = axes[0, 0]
     for k, r in enumerate(scores.values()):
         ax.scatter([k - 0.1] * len(r["exact"]), r["exact"], alpha=0.5, color="C0")
         ax.scatter([k + 0.1] * len(r["token"]), r["token"], alpha=0.5, color="C1")
-    plots.points(
-        ax, np.arange(len(scores)) - 0.1, [r["exact"] for r in scores.values()], "whole word exact (greedy)"
-    )
+    plots.points(ax, np.arange(len(scores)) - 0.1, [r["exact"] for r in scores.values()], "whole word exact (greedy)")  # fmt: skip
     plots.points(ax, np.arange(len(scores)) + 0.1, [r["token"] for r in scores.values()], "per answer token")
     ax.set_xticks(range(len(scores)), list(scores))
     ax.set_ylim(-0.05, 1.05)
     plots.finish(ax, f"Spelling held-out words backwards ({cfg.reverse.steps} steps)", "tokenizer",
                  "accuracy (fraction of held-out words)")  # fmt: skip
     plots.save(fig, outs.plot("reverse.png"))
-    cuts = [(w, "|".join(p)) for w, p in rev["examples"]]
+    cuts = [(w, "|".join(p)) for w, p in m["reverse_examples"]]
     t = Table("Spelling words backwards (exact match on held-out words)",
               ["tokenizer", "answer tokens (mean)", "exact match", "per-token accuracy"],
               after=f"How {bv} cuts a few reversed held-out words: " + "; ".join(f"`{w}` → `{p}`" for w, p in cuts)
@@ -497,14 +380,9 @@ def _embeddings(outs: Outputs, e: dict) -> Finding:
         ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=f"{k} ({int(sel.sum())})")
     for d, j in enumerate(e["digit_rows"]):
         ax.annotate(str(d), xy[j], fontsize=7)
-    plots.finish(
-        ax, "Learned embeddings, first two principal components", "PC 1 (unitless)", "PC 2 (unitless)"
-    )
+    plots.finish(ax, "Learned embeddings, first two principal components", "PC 1 (unitless)", "PC 2 (unitless)")  # fmt: skip
     plots.save(fig, outs.plot("embeddings.png"))
-    t = Table(
-        f"Nearest neighbours by cosine similarity ({variant} embeddings, seed 0)",
-        ["token", "5 nearest tokens"],
-    )
+    t = Table(f"Nearest neighbours by cosine similarity ({variant} embeddings, seed 0)", ["token", "5 nearest tokens"])  # fmt: skip
     for token, near in e["neighbours"]:
         t.add(f"`{token!r}`", ", ".join(f"`{s!r}`" for s in near))
     outs.table("embeddings.md", t)
@@ -522,21 +400,21 @@ def _embeddings(outs: Outputs, e: dict) -> Finding:
                    "them). Against random pairs: " + "; ".join(f"{k} {c.fmt()}" for k, c in cmps.items()))  # fmt: skip
 
 
-SUMMARY = {
-    "supported": "The tokenizer changes what the same model learns with the same compute, in both directions: "
-    "BPE models predict text better per byte, and fail a letter-level task that byte models solve.",
-    "qualified": "Tokenization changes what the model learns in some of our tests but not all; see the findings.",
-}
-
-
 def analyze(cfg: E01Config, out: Path) -> Findings:
     outs = Outputs(out)
     m = read_measurement(outs.out / "runs" / "measurements.json", cfg)
-    _tokens(outs, m["pieces"])
+    sections = m["pieces"]  # the visualizer, as a page and as a figure
+    write_html(outs.out / "plots" / "tokens.html", f"How {len(sections[0][1])} tokenizers cut the same text", sections)  # fmt: skip
+    write_png(
+        outs.plot("tokens.png"), [(f"{name} — {label}", p) for name, sec in sections for label, p in sec]
+    )
     findings = [_compression(cfg, outs, m["compression"]), _lm_finding(cfg, outs, m["lm"]),
-                _reverse(cfg, outs, m["reverse"]), _embeddings(outs, m["embeddings"])]  # fmt: skip
+                _reverse(cfg, outs, m), _embeddings(outs, m["embeddings"])]  # fmt: skip
     verdict = headline(findings[1:3])  # the claim: what the same model learns at the same compute
-    summary = SUMMARY.get(verdict, "At this scale the tokenizers did not separate clearly; see the findings.")
+    summary = {"supported": "The tokenizer changes what the same model learns with the same compute, in both "
+               "directions: BPE models predict text better per byte, and fail a letter-level task that byte models solve.",
+               "qualified": "Tokenization changes what the model learns in some of our tests but not all; see the findings.",
+               }.get(verdict, "At this scale the tokenizers did not separate clearly; see the findings.")  # fmt: skip
     return outs.findings(verdict, summary, findings)
 
 

@@ -103,3 +103,17 @@ def test_shifted_copy_targets_are_the_input_offset_places_back():
     assert longer["inputs"].shape == (2, 48)
     with pytest.raises(ConfigError, match="offset"):
         ShiftedCopy(seq_len=4, offset=4)
+
+
+def test_reversal_examples_answer_each_prompt_with_the_word_backwards():
+    from lab.data.tasks import reversal_examples
+
+    encode = lambda text: [ord(c) for c in text]  # one id per character
+    arrays, seq_len = reversal_examples(["abc", "hello"], ["xy"], encode)
+    assert seq_len == len("hello=") + len("olleh.") - 1
+    assert arrays["train"].shape == (2, seq_len + 1) and arrays["val"].shape == (1, seq_len + 1)
+    row, mask = arrays["train"][1], arrays["train_mask"][1]
+    assert "".join(chr(i) for i in row) == "hello=olleh."
+    assert "".join(chr(i) for i in row[1:][mask]) == "olleh."  # the loss sees the answer only
+    row, mask = arrays["val"][0], arrays["val_mask"][0]
+    assert "".join(chr(i) for i in row[1:][mask]) == "yx." and not row[len("xy=yx.") :].any()  # padded
