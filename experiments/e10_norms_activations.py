@@ -10,9 +10,8 @@ Redraw:   lab analyze e10
 Writes:   results/e10_norms_activations/
   runs/<norm>-<placement>-<activation>/   one sweep per variant: seeds x {normal, high} peak learning
                                           rate as vmapped members (byte-level text, next-token loss)
-  runs/activations.npz                    from each variant's checkpoint, on 8 validation windows: the
-                                          residual stream's RMS per depth (every member), and seed 0's
-                                          residual (norm variants) or MLP (activation variants) values
+  runs/activations.npz                    captured from each checkpoint on 8 validation windows: residual
+                                          RMS per depth; seed 0's residual or MLP values, for the violins
   plots/*.png, tables/*.md, findings.json
 
 Variants. Norms (with GELU): layernorm, rmsnorm and none, pre-norm (GPT-2: x + f(norm(x)), final norm)
@@ -25,8 +24,7 @@ vs 2 x 64 x 256 = 32768, +0.2%).
 Gradient clipping is off in this experiment (train.grad_clip=0): it is itself a stabilizer, and with it
 on, Adam's bounded steps plus clipping hide most of what the norms do. "Failed" below means a run whose
 loss went non-finite (recorded as divergence, lab.train.step) or that ended above the untrained model's
-validation loss. Comparisons count a failed run at the untrained model's loss (it learned nothing), so a
-variant whose runs fail compares as worse; every verdict follows lab.analysis's rule.
+validation loss; comparisons count a failed run at the untrained model's loss (it learned nothing).
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
@@ -57,18 +54,17 @@ PLACEMENTS = typing.get_args(NormPlacement)
 ACTIVATIONS = typing.get_args(Activation)
 NORM_VARIANTS = tuple(f"{n}-{p}" for p in PLACEMENTS for n in NORMS if not (n == "none" and p == "post"))
 BASE_NORM, BASE_ACT = "layernorm-pre", "gelu"
+BASE = f"{BASE_NORM}-{BASE_ACT}"
 ACT_BATCH = 8  # validation windows whose activations are recorded from each checkpoint
-EQUAL_MARGIN = (
-    0.02  # nats: "trains as well as", the margin the RMSNorm claim has stated since e10 was written
-)
+# nats: "trains as well as" for RMSNorm vs LayerNorm, the margin its claim has stated since e10 was written
+EQUAL_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
 class E10Config:
     model: ModelConfig = PRESETS["cpu"].replace(n_layers=4)
-    train: TrainConfig = TrainConfig(
-        steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150, grad_clip=0.0
-    )
+    train: TrainConfig = TrainConfig(steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150,
+                                     grad_clip=0.0)  # fmt: skip
     data: DataConfig = DataConfig()
     seeds: int = 3
     lrs: tuple[float, ...] = (1e-3, 3e-2)  # a normal and a high peak learning rate
@@ -80,11 +76,8 @@ class E10Config:
         check(len(self.lrs) == 2, f"lrs must be (normal, high), got {self.lrs}")
         check(0 < self.lrs[0] < self.lrs[1], f"lrs must be increasing and > 0, got {self.lrs}")
         bad = [v for v in self.norms if v not in NORM_VARIANTS]
-        check(
-            not bad,
-            f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
-            "(post-norm needs a norm: 'none-post' is not a variant)",
-        )
+        check(not bad, f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
+              "(post-norm needs a norm: 'none-post' is not a variant)")  # fmt: skip
         bad = [v for v in self.activations if v not in ACTIVATIONS]
         check(not bad, f"activations: unknown {bad}; allowed: {', '.join(ACTIVATIONS)}")
         check(BASE_NORM in self.norms, f"norms must include the baseline {BASE_NORM!r}")
@@ -93,41 +86,30 @@ class E10Config:
             values = getattr(self, name)
             check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
         check(self.model.mask == "causal", "e10 trains causal language models; model.mask must be 'causal'")
-        check(
-            (self.model.norm, self.model.norm_placement, self.model.activation)
-            == ("layernorm", "pre", "gelu"),
-            "model.norm, model.norm_placement and model.activation are set per variant here; "
-            "choose them with `norms` and `activations`",
-        )
+        check((self.model.norm, self.model.norm_placement, self.model.activation) == ("layernorm", "pre", "gelu"),
+              "model.norm, model.norm_placement and model.activation are set per variant here; "
+              "choose them with `norms` and `activations`")  # fmt: skip
 
 
 PRESET_TABLE = {
-    "smoke": E10Config(
-        model=PRESETS["smoke"],
-        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
-        seeds=2,
-        norms=("layernorm-pre", "none-pre", "rmsnorm-post"),
-        activations=("gelu",),  # the gated MLPs are checked in tests/model; three programs keep this fast
-    ),
+    # smoke: the gated MLPs are checked in tests/model; three programs keep this fast
+    "smoke": E10Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
+                       seeds=2, norms=("layernorm-pre", "none-pre", "rmsnorm-post"), activations=("gelu",)),
     "cpu": E10Config(),
-    "gpu": E10Config(
-        model=PRESETS["gpu"].replace(n_layers=8),
-        train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
-        data=DataConfig(name="pystdlib"),
-        lrs=(6e-4, 1e-2),
-    ),
-}
+    "gpu": E10Config(model=PRESETS["gpu"].replace(n_layers=8), train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
+                     data=DataConfig(name="pystdlib"), lrs=(6e-4, 1e-2)),
+}  # fmt: skip
 
 
 # --- variants -----------------------------------------------------------------------------------------------
-def variants(cfg: E10Config) -> list[tuple[str, str, str]]:
-    """(name, norm variant, activation) of every trained model; the baseline appears once."""
-    out = [(f"{n}-{BASE_ACT}", n, BASE_ACT) for n in cfg.norms]
-    return out + [(f"{BASE_NORM}-{a}", BASE_NORM, a) for a in cfg.activations if a != BASE_ACT]
+def variants(cfg: E10Config) -> list[str]:
+    """Every trained model, "<norm>-<placement>-<activation>": each norm variant with GELU, each activation
+    with pre-LayerNorm (the baseline once)."""
+    return list(dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations]))  # fmt: skip
 
 
-def model_for(cfg: E10Config, vocab: int, norm_variant: str, act: str) -> ModelConfig:
-    norm, placement = norm_variant.split("-")
+def model_for(cfg: E10Config, vocab: int, name: str) -> ModelConfig:
+    norm, placement, act = name.split("-")
     return cfg.model.replace(vocab_size=vocab, norm=norm, norm_placement=placement, activation=act)
 
 
@@ -138,34 +120,27 @@ def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
 
 
 def check_config(cfg: E10Config) -> None:
-    lm = text_lm(cfg.data, cfg.model)
-    lm.check()
-    for _, n, a in variants(cfg):  # every variant's model config is valid before anything compiles
-        model_for(cfg, lm.vocab_size, n, a)
+    (lm := text_lm(cfg.data, cfg.model)).check()
+    for name in variants(cfg):  # every variant's model config is valid before anything compiles
+        model_for(cfg, lm.vocab_size, name)
 
 
 def run(cfg: E10Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
     members = members_grid(range(cfg.seeds), cfg.lrs, [cfg.train.init_scale])
-    tokens = np.stack(
-        [lm.text.val[i * cfg.model.max_len : (i + 1) * cfg.model.max_len] for i in range(ACT_BATCH)]
-    )
-    tokens, groups = jnp.asarray(tokens.astype(np.int32)), _groups(cfg)
+    tokens = lm.text.val[: ACT_BATCH * cfg.model.max_len].reshape(ACT_BATCH, -1).astype(np.int32)
     acts = {"sha256": np.array(lm.text.info["sha256"])}
-    for name, n, a in variants(cfg):
-        model = model_for(cfg, lm.vocab_size, n, a)
-        spec = SweepSpec(model=model, train=cfg.train, task=lm.task, data=lm.text.arrays, members=members,
-                         data_info=lm.text.info)  # fmt: skip
-        train_sweep(
-            out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}"
-        )
+    for name in variants(cfg):
+        model = model_for(cfg, lm.vocab_size, name)
+        spec = SweepSpec(model=model, train=cfg.train, task=lm.task, data=lm.text.arrays, members=members, data_info=lm.text.info)  # fmt: skip
+        train_sweep(out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")  # fmt: skip
         _, state = latest_state(out / "runs" / name, model, cfg.train, members)
         inter = jax.jit(jax.vmap(lambda p, model=model: capture(model, p, tokens)[1]))(state.params)
         res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
         acts[f"{name}:rms"] = np.sqrt(np.mean(res**2, axis=(2, 3, 4)))  # (M, L+1)
-        if name in dict(groups["norms"]):  # seed 0 at the normal lr: each layer's values, for the violins
+        if name.endswith(f"-{BASE_ACT}"):  # a norm variant: seed 0 at the normal lr, each layer's values
             acts[f"{name}:residual"] = res[0].reshape(res.shape[1], -1)
-        if name in dict(groups["activations"]):
+        if name.startswith(f"{BASE_NORM}-"):  # an activation variant
             acts[f"{name}:mlp"] = np.asarray(inter["mlp_hidden"])[0].reshape(model.n_layers, -1)
     write_measurement(out / "runs" / "activations.npz", acts, cfg)
 
@@ -177,9 +152,6 @@ class _Runs:
     runs: dict  # variant name -> lab.runs.RunData
     initial: float  # the untrained model's validation loss (the baseline's first evaluation, every member)
 
-    def loss(self, name: str, lr: float) -> np.ndarray:
-        return self.runs[name].final_val_loss[self.runs[name].member_values("lr") == lr]
-
     def failed(self, name: str, lr: float) -> np.ndarray:
         """Per seed: non-finite at some step, or ended above the untrained model's validation loss."""
         r, fin = self.runs[name], self.runs[name].final_val_loss
@@ -187,41 +159,30 @@ class _Runs:
 
     def compare(self, a: str, b: str, lr: float, p: bool = False):
         """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained."""
-        score = lambda n: np.where(self.failed(n, lr), self.initial, self.loss(n, lr))
-        c = compare(score(a), score(b))
-        s = lambda n: (
-            f"{n} {summarize(self.loss(n, lr)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"
-        )
-        note = (
-            " (failed runs counted at the untrained loss)"
-            if self.failed(a, lr).any() or self.failed(b, lr).any()
-            else ""
-        )
+        loss = lambda n: self.runs[n].final_val_loss[self.runs[n].member_values("lr") == lr]
+        c = compare(*(np.where(self.failed(n, lr), self.initial, loss(n)) for n in (a, b)))
+        s = lambda n: f"{n} {summarize(loss(n)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"  # fmt: skip
+        note = " (failed runs counted at the untrained loss)" if self.failed(a, lr).any() or self.failed(b, lr).any() else ""  # fmt: skip
         return c, f"{s(b)} vs {s(a)} at lr {lr:g}: {c.fmt(p=p)}{note}"
 
 
-def _g(values) -> str:
-    """mean ± sd in 3 significant digits (gradient norms span many orders of magnitude)."""
-    s = summarize(values)
-    return "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}"
-
-
 def _table(r: _Runs, outs: Outputs) -> None:
-    cfg = r.cfg
+    # gradient norms span many orders of magnitude: their mean ± sd in 3 significant digits
+    cfg, g = r.cfg, lambda s: "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}"  # fmt: skip
     t = Table("Final validation loss per variant and peak learning rate",
               ["variant", "norm", "placement", "activation", "lr", "final val loss", "diverged", "failed", "max grad norm"],
               note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
               f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
               f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
               "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.")  # fmt: skip
-    for name, n, a in variants(cfg):
+    for name in variants(cfg):
         run = r.runs[name]
         for lr in cfg.lrs:
             idx = run.member_values("lr") == lr
             gmax = np.nanmax(np.where(np.isfinite(run.grad_norm[idx]), run.grad_norm[idx], np.nan), axis=1)
-            t.add(name, *n.split("-"), a, f"{lr:g}", summarize(run.final_val_loss[idx]).fmt(),
+            t.add(name, *name.split("-"), f"{lr:g}", summarize(run.final_val_loss[idx]).fmt(),
                   f"{int(np.sum(run.diverged_at[idx] >= 0))}/{idx.sum()}", f"{int(r.failed(name, lr).sum())}/{idx.sum()}",
-                  _g(gmax))  # fmt: skip
+                  g(summarize(gmax)))  # fmt: skip
     outs.table("variants.md", t)
 
 
@@ -238,9 +199,7 @@ def _curves(r: _Runs, outs: Outputs) -> None:
             axes[0, col].set_yscale("log")
             axes[1, col].set_yscale("log")
             kind = "normal" if lr == cfg.lrs[0] else "high"
-            plots.finish(
-                axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)"
-            )
+            plots.finish(axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)")  # fmt: skip
             plots.finish(axes[1, col], f"global gradient norm, {kind} lr {lr:g}", "step",
                          "grad norm (10-step mean, log)")  # fmt: skip
         fig.suptitle(f"e10: {group} — mean ± sd over {cfg.seeds} seeds (gaps = diverged runs)")
@@ -253,9 +212,7 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
     for col, lr in enumerate(cfg.lrs):
         ax = axes[0, col]
         for name, label in groups["norms"]:
-            plots.band(
-                ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o"
-            )
+            plots.band(ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o")  # fmt: skip
         ax.set_yscale("log")
         ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(cfg.model.n_layers)])
         plots.finish(ax, f"residual-stream RMS vs depth (lr {lr:g}, trained)", "residual stream after",
@@ -269,8 +226,7 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
             samples = acts[f"{name}:{kind}"]
             ax.violinplot([s for s in samples], positions=np.arange(len(samples)), showextrema=False)
             ax.set_yscale("symlog", linthresh=1e-1)
-            labels = (["emb"] if kind == "residual" else []) + [f"b{i}" for i in range(cfg.model.n_layers)]
-            ax.set_xticks(np.arange(len(samples)), labels)
+            ax.set_xticks(np.arange(len(samples)), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)])  # fmt: skip
             ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
             plots.finish(ax, label, "layer", "activation value (symlog)")
         fig.suptitle(f"e10: distribution of the {title}, per layer")
@@ -278,13 +234,16 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
 
 
 # --- findings: each sub-verdict by the rule (lab.analysis.stats), composed by `headline` ---------------------
-BASE = f"{BASE_NORM}-{BASE_ACT}"
+def _decided(claim: str, cs: list, direction: str, margin: float = 0.0) -> Finding:
+    """A finding over comparisons [(Comparison, evidence)], each decided on its own, composed by headline."""
+    return Finding(
+        claim, headline([c.verdict(direction, margin) for c, _ in cs]), "; ".join(s for _, s in cs)
+    )
 
 
 def _no_norm(r: _Runs) -> Finding:
-    cs = [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
-    return Finding("Removing the norm hurts, most at a high learning rate",
-                   headline([c.verdict("greater") for c, _ in cs]), "; ".join(s for _, s in cs))  # fmt: skip
+    return _decided("Removing the norm hurts, most at a high learning rate",
+                    [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "greater")  # fmt: skip
 
 
 def _growth(r: _Runs, acts: dict) -> Finding:
@@ -302,49 +261,40 @@ def _growth(r: _Runs, acts: dict) -> Finding:
 
 
 def _rmsnorm(r: _Runs) -> Finding:
-    cs = [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
-    return Finding(f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
-                   headline([c.verdict("equal", EQUAL_MARGIN) for c, _ in cs]), "; ".join(s for _, s in cs))  # fmt: skip
+    return _decided(f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
+                    [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "equal", EQUAL_MARGIN)  # fmt: skip
 
 
 def _post_norm(r: _Runs, posts: list[str]) -> Finding:
-    cs = []
-    for p in posts:  # against the same norm pre-placed, else the baseline
-        pre = f"{p.split('-')[0]}-pre-{BASE_ACT}"
-        cs += [r.compare(pre if pre in r.runs else BASE, f"{p}-{BASE_ACT}", lr) for lr in r.cfg.lrs]
-    return Finding("Post-norm trains worse than pre-norm (without warm-up tuning)",
-                   headline([c.verdict("greater") for c, _ in cs]), "; ".join(s for _, s in cs))  # fmt: skip
+    pre = {p: f"{p.split('-')[0]}-pre-{BASE_ACT}" for p in posts}  # against the same norm pre-placed,
+    pre = {p: n if n in r.runs else BASE for p, n in pre.items()}  # else against the baseline
+    cs = [r.compare(pre[p], f"{p}-{BASE_ACT}", lr) for p in posts for lr in r.cfg.lrs]
+    return _decided("Post-norm trains worse than pre-norm (without warm-up tuning)", cs, "greater")
 
 
 def _gated(r: _Runs, gated: list[str]) -> Finding:
-    lo, others = r.cfg.lrs[0], [a for a in r.cfg.activations if a not in gated and a != BASE_ACT]
-    cs = [
-        r.compare(BASE, f"{BASE_NORM}-{a}", lo, p=True) for a in gated + others
-    ]  # the others: evidence only
-    return Finding("Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))",
-                   headline([c.verdict("less") for c, _ in cs[: len(gated)]]), "; ".join(s for _, s in cs))  # fmt: skip
+    others = [a for a in r.cfg.activations if a not in gated and a != BASE_ACT]  # shown, not decided
+    cs = [r.compare(BASE, f"{BASE_NORM}-{a}", r.cfg.lrs[0], p=True) for a in gated + others]
+    verdict = headline([c.verdict("less") for c, _ in cs[: len(gated)]])
+    return Finding("Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))", verdict, "; ".join(s for _, s in cs))  # fmt: skip
 
 
 def analyze(cfg: E10Config, out: Path) -> Findings:
     outs, vs = Outputs(out), variants(cfg)
     acts = read_measurement(outs.out / "runs" / "activations.npz", cfg)
-    runs = load_runs({name: outs.out / "runs" / name for name, _, _ in vs}, str(acts["sha256"]))
+    runs = load_runs({name: outs.out / "runs" / name for name in vs}, str(acts["sha256"]))
     r = _Runs(cfg, runs, float(np.nanmean(runs[BASE].val_loss[:, 0])))
     _table(r, outs)
     _curves(r, outs)
     _activation_plots(r, outs, acts)
-    stability, findings = [], []  # the headline claim's own sub-findings: norms and their placement
-    if f"none-pre-{BASE_ACT}" in runs:
-        stability += [_no_norm(r), _growth(r, acts)]
-    findings += stability + ([_rmsnorm(r)] if f"rmsnorm-pre-{BASE_ACT}" in runs else [])
-    if posts := [n for n in cfg.norms if n.endswith("-post")]:
-        stability.append(_post_norm(r, posts))
-        findings.append(stability[-1])
-    if gated := [a for a in cfg.activations if a in ("swiglu", "geglu")]:
-        findings.append(_gated(r, gated))
+    has = lambda norm: f"{norm}-{BASE_ACT}" in runs
+    posts, gated = [n for n in cfg.norms if n.endswith("-post")], [a for a in cfg.activations if a in ("swiglu", "geglu")]  # fmt: skip
+    no_norm = [_no_norm(r), _growth(r, acts)] if has("none-pre") else []
+    post = [_post_norm(r, posts)] if posts else []
+    findings = no_norm + ([_rmsnorm(r)] if has("rmsnorm-pre") else []) + post + ([_gated(r, gated)] if gated else [])  # fmt: skip
     summary = (f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "
                "steps, clipping off. " + " ".join(f"[{f.verdict}] {f.claim}." for f in findings))  # fmt: skip
-    return outs.findings(headline(stability), summary, findings)
+    return outs.findings(headline(no_norm + post), summary, findings)  # the claim: norms and their placement
 
 
 EXPERIMENT = Experiment(

@@ -33,7 +33,7 @@ def test_analysis_redraws_from_files_and_decides_by_the_rule(smoke):
     html = (out / "plots" / "tokens.html").read_text()
     assert html.count("<span class='t'") > 100 and "title='id " in html
     m = read_measurement(out / "runs" / "measurements.json", cfg)
-    lm, rev = m["lm"], m["reverse"]["scores"]
+    lm, rev = m["lm"], m["reverse"]
     want = headline([compare(lm["byte"]["bpb"], lm[v]["bpb"]).verdict("less") for v in lm if v != "byte"])
     assert first["findings"][1]["verdict"] == want
     bv = f"bpe{max(cfg.lm_bpe_sizes)}"
@@ -51,7 +51,7 @@ def test_made_up_measurements_give_the_verdicts_the_rule_gives(smoke, tmp_path):
     m = read_measurement(copy / "runs" / "measurements.json", cfg)
     for v, r in m["lm"].items():
         r["bpb"] = [2.0, 2.01] if v == "byte" else [3.0, 3.02]
-    for v, r in m["reverse"]["scores"].items():
+    for v, r in m["reverse"].items():
         r["exact"] = [0.5, 0.52] if v == "byte" else [0.5, 0.51]
     write_measurement(copy / "runs" / "measurements.json", m, cfg)
     assert main(["analyze", "e01", "--results", str(tmp_path)]) == 0
