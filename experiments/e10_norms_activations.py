@@ -11,7 +11,7 @@ Writes:   results/e10_norms_activations/
   runs/<norm>-<placement>-<activation>/   one sweep per variant: seeds x {normal, high} peak learning
                                           rate as vmapped members (byte-level text, next-token loss)
   runs/activations.npz                    captured from each checkpoint on 8 validation windows: residual
-                                          RMS per depth; seed 0's residual or MLP values, for the violins
+                                          RMS per depth; violin statistics of seed 0's residual/MLP values
   plots/*.png, tables/*.md, findings.json
 
 Variants. Norms (with GELU): layernorm, rmsnorm and none, pre-norm (GPT-2: x + f(norm(x)), final norm)
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from matplotlib import cbook
 
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
 from lab.config import check
@@ -56,6 +57,7 @@ NORM_VARIANTS = tuple(f"{n}-{p}" for p in PLACEMENTS for n in NORMS if not (n ==
 BASE_NORM, BASE_ACT = "layernorm-pre", "gelu"
 BASE = f"{BASE_NORM}-{BASE_ACT}"
 ACT_BATCH = 8  # validation windows whose activations are recorded from each checkpoint
+VIOLIN = ("coords", "vals", "mean", "median", "min", "max")  # matplotlib's violin statistics, kept per layer
 # nats: "trains as well as" for RMSNorm vs LayerNorm, the margin its claim has stated since e10 was written
 EQUAL_MARGIN = 0.02
 
@@ -108,11 +110,6 @@ def variants(cfg: E10Config) -> list[str]:
     return list(dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations]))  # fmt: skip
 
 
-def model_for(cfg: E10Config, vocab: int, name: str) -> ModelConfig:
-    norm, placement, act = name.split("-")
-    return cfg.model.replace(vocab_size=vocab, norm=norm, norm_placement=placement, activation=act)
-
-
 def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
     """(variant name, label) of the norm variants (with the baseline activation) and the activation ones."""
     return {"norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms],
@@ -120,9 +117,7 @@ def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
 
 
 def check_config(cfg: E10Config) -> None:
-    (lm := text_lm(cfg.data, cfg.model)).check()
-    for name in variants(cfg):  # every variant's model config is valid before anything compiles
-        model_for(cfg, lm.vocab_size, name)
+    text_lm(cfg.data, cfg.model).check()  # the variants' names and model settings are checked by E10Config
 
 
 def run(cfg: E10Config, out: Path, opts) -> None:
@@ -131,17 +126,19 @@ def run(cfg: E10Config, out: Path, opts) -> None:
     tokens = lm.text.val[: ACT_BATCH * cfg.model.max_len].reshape(ACT_BATCH, -1).astype(np.int32)
     acts = {"sha256": np.array(lm.text.info["sha256"])}
     for name in variants(cfg):
-        model = model_for(cfg, lm.vocab_size, name)
+        norm, placement, act = name.split("-")
+        model = lm.model.replace(norm=norm, norm_placement=placement, activation=act)
         spec = SweepSpec(model=model, train=cfg.train, task=lm.task, data=lm.text.arrays, members=members, data_info=lm.text.info)  # fmt: skip
         train_sweep(out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")  # fmt: skip
         _, state = latest_state(out / "runs" / name, model, cfg.train, members)
         inter = jax.jit(jax.vmap(lambda p, model=model: capture(model, p, tokens)[1]))(state.params)
         res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
         acts[f"{name}:rms"] = np.sqrt(np.mean(res**2, axis=(2, 3, 4)))  # (M, L+1)
-        if name.endswith(f"-{BASE_ACT}"):  # a norm variant: seed 0 at the normal lr, each layer's values
-            acts[f"{name}:residual"] = res[0].reshape(res.shape[1], -1)
-        if name.startswith(f"{BASE_NORM}-"):  # an activation variant
-            acts[f"{name}:mlp"] = np.asarray(inter["mlp_hidden"])[0].reshape(model.n_layers, -1)
+        for kind, x in (("residual", res), ("mlp", np.asarray(inter["mlp_hidden"]))):  # seed 0, normal lr
+            if name.endswith(f"-{BASE_ACT}") if kind == "residual" else name.startswith(f"{BASE_NORM}-"):
+                # each layer's violin as matplotlib draws it (Gaussian KDE at 100 points, Scott's bandwidth)
+                v = cbook.violin_stats(list(x[0].reshape(x.shape[1], -1)), ("GaussianKDE", None), points=100)
+                acts |= {f"{name}:{kind}:{k}": np.stack([layer[k] for layer in v]) for k in VIOLIN}
     write_measurement(out / "runs" / "activations.npz", acts, cfg)
 
 
@@ -223,10 +220,11 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
                                ("mlp", groups["activations"], "MLP activations (after the nonlinearity/gate)")):  # fmt: skip
         fig, axes = plots.figure(ncols=len(items), width=3.2, height=3.4)
         for ax, (name, label) in zip(axes[0], items):
-            samples = acts[f"{name}:{kind}"]
-            ax.violinplot([s for s in samples], positions=np.arange(len(samples)), showextrema=False)
+            n = len(acts[f"{name}:{kind}:mean"])
+            ax.violin([{k: acts[f"{name}:{kind}:{k}"][i] for k in VIOLIN} | {"quantiles": []} for i in range(n)],
+                      positions=np.arange(n), showextrema=False)  # fmt: skip
             ax.set_yscale("symlog", linthresh=1e-1)
-            ax.set_xticks(np.arange(len(samples)), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)])  # fmt: skip
+            ax.set_xticks(np.arange(n), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)])  # fmt: skip
             ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
             plots.finish(ax, label, "layer", "activation value (symlog)")
         fig.suptitle(f"e10: distribution of the {title}, per layer")
