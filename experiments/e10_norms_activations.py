@@ -10,6 +10,8 @@ Redraw:   lab analyze e10
 Writes:   results/e10_norms_activations/
   runs/<norm>-<placement>-<activation>/   one sweep per variant: seeds x {normal, high} peak learning
                                           rate as vmapped members (byte-level text, next-token loss)
+  runs/activations.npz                    captured from each checkpoint on 8 validation windows: residual
+                                          RMS per depth; violin statistics of seed 0's residual/MLP values
   plots/*.png, tables/*.md, findings.json
 
 Variants. Norms (with GELU): layernorm, rmsnorm and none, pre-norm (GPT-2: x + f(norm(x)), final norm)
@@ -22,7 +24,7 @@ vs 2 x 64 x 256 = 32768, +0.2%).
 Gradient clipping is off in this experiment (train.grad_clip=0): it is itself a stabilizer, and with it
 on, Adam's bounded steps plus clipping hide most of what the norms do. "Failed" below means a run whose
 loss went non-finite (recorded as divergence, lab.train.step) or that ended above the untrained model's
-validation loss.
+validation loss; comparisons count a failed run at the untrained model's loss (it learned nothing).
 """
 
 from __future__ import annotations
@@ -32,22 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from matplotlib import cbook
 
-from lab.analysis.findings import Finding, Findings
-from lab.analysis.stats import summarize, welch
+from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
 from lab.config import check
-from lab.data.pipeline import DataConfig, load_text_data
-from lab.data.tasks import TextWindows
-from lab.errors import CheckpointError
+from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
-from lab.fileio import atomic_write_text
 from lab.model import PRESETS, ModelConfig
 from lab.model.config import Activation, Norm, NormPlacement
 from lab.model.transformer import capture
-from lab.runs import load_run
-from lab.train import Member, SweepSpec, TrainConfig, train_sweep
+from lab.runs import load_runs, read_measurement, write_measurement
+from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
@@ -57,15 +55,18 @@ PLACEMENTS = typing.get_args(NormPlacement)
 ACTIVATIONS = typing.get_args(Activation)
 NORM_VARIANTS = tuple(f"{n}-{p}" for p in PLACEMENTS for n in NORMS if not (n == "none" and p == "post"))
 BASE_NORM, BASE_ACT = "layernorm-pre", "gelu"
+BASE = f"{BASE_NORM}-{BASE_ACT}"
 ACT_BATCH = 8  # validation windows whose activations are recorded from each checkpoint
+VIOLIN = ("coords", "vals", "mean", "median", "min", "max")  # matplotlib's violin statistics, kept per layer
+# nats: "trains as well as" for RMSNorm vs LayerNorm, the margin its claim has stated since e10 was written
+EQUAL_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
 class E10Config:
     model: ModelConfig = PRESETS["cpu"].replace(n_layers=4)
-    train: TrainConfig = TrainConfig(
-        steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150, grad_clip=0.0
-    )
+    train: TrainConfig = TrainConfig(steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150,
+                                     grad_clip=0.0)  # fmt: skip
     data: DataConfig = DataConfig()
     seeds: int = 3
     lrs: tuple[float, ...] = (1e-3, 3e-2)  # a normal and a high peak learning rate
@@ -77,11 +78,8 @@ class E10Config:
         check(len(self.lrs) == 2, f"lrs must be (normal, high), got {self.lrs}")
         check(0 < self.lrs[0] < self.lrs[1], f"lrs must be increasing and > 0, got {self.lrs}")
         bad = [v for v in self.norms if v not in NORM_VARIANTS]
-        check(
-            not bad,
-            f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
-            "(post-norm needs a norm: 'none-post' is not a variant)",
-        )
+        check(not bad, f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
+              "(post-norm needs a norm: 'none-post' is not a variant)")  # fmt: skip
         bad = [v for v in self.activations if v not in ACTIVATIONS]
         check(not bad, f"activations: unknown {bad}; allowed: {', '.join(ACTIVATIONS)}")
         check(BASE_NORM in self.norms, f"norms must include the baseline {BASE_NORM!r}")
@@ -90,370 +88,211 @@ class E10Config:
             values = getattr(self, name)
             check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
         check(self.model.mask == "causal", "e10 trains causal language models; model.mask must be 'causal'")
-        check(
-            (self.model.norm, self.model.norm_placement, self.model.activation)
-            == ("layernorm", "pre", "gelu"),
-            "model.norm, model.norm_placement and model.activation are set per variant here; "
-            "choose them with `norms` and `activations`",
-        )
+        check((self.model.norm, self.model.norm_placement, self.model.activation) == ("layernorm", "pre", "gelu"),
+              "model.norm, model.norm_placement and model.activation are set per variant here; "
+              "choose them with `norms` and `activations`")  # fmt: skip
 
 
 PRESET_TABLE = {
-    "smoke": E10Config(
-        model=PRESETS["smoke"],
-        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
-        seeds=2,
-        norms=("layernorm-pre", "none-pre", "rmsnorm-post"),
-        activations=("gelu",),  # the gated MLPs are checked in tests/model; three programs keep this fast
-    ),
+    # smoke: the gated MLPs are checked in tests/model; three programs keep this fast
+    "smoke": E10Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
+                       seeds=2, norms=("layernorm-pre", "none-pre", "rmsnorm-post"), activations=("gelu",)),
     "cpu": E10Config(),
-    "gpu": E10Config(
-        model=PRESETS["gpu"].replace(n_layers=8),
-        train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
-        data=DataConfig(name="pystdlib"),
-        lrs=(6e-4, 1e-2),
-    ),
-}
+    "gpu": E10Config(model=PRESETS["gpu"].replace(n_layers=8), train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
+                     data=DataConfig(name="pystdlib"), lrs=(6e-4, 1e-2)),
+}  # fmt: skip
 
 
 # --- variants -----------------------------------------------------------------------------------------------
-def variants(cfg: E10Config) -> list[tuple[str, str, str]]:
-    """(name, norm variant, activation) of every trained model; the baseline appears once."""
-    out = [(f"{n}-{BASE_ACT}", n, BASE_ACT) for n in cfg.norms]
-    out += [(f"{BASE_NORM}-{a}", BASE_NORM, a) for a in cfg.activations if a != BASE_ACT]
-    return out
+def variants(cfg: E10Config) -> list[str]:
+    """Every trained model, "<norm>-<placement>-<activation>": each norm variant with GELU, each activation
+    with pre-LayerNorm (the baseline once)."""
+    return list(dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations]))  # fmt: skip
 
 
-def model_for(cfg: E10Config, vocab: int, norm_variant: str, act: str) -> ModelConfig:
-    norm, placement = norm_variant.split("-")
-    return cfg.model.replace(vocab_size=vocab, norm=norm, norm_placement=placement, activation=act)
-
-
-def _members(cfg: E10Config) -> list[Member]:
-    return [Member(s, float(lr), cfg.train.init_scale) for lr in cfg.lrs for s in range(cfg.seeds)]
+def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
+    """(variant name, label) of the norm variants (with the baseline activation) and the activation ones."""
+    return {"norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms],
+            "activations": [(f"{BASE_NORM}-{a}", a) for a in cfg.activations]}  # fmt: skip
 
 
 def check_config(cfg: E10Config) -> None:
-    text = load_text_data(cfg.data)
-    TextWindows(cfg.model.max_len, text.tokenizer.vocab_size).check_data(text.arrays)
-    for _, n, a in variants(cfg):  # every variant's model config is valid before anything compiles
-        model_for(cfg, text.tokenizer.vocab_size, n, a)
+    text_lm(cfg.data, cfg.model).check()  # the variants' names and model settings are checked by E10Config
 
 
 def run(cfg: E10Config, out: Path, opts) -> None:
-    text = load_text_data(cfg.data)
-    vocab = text.tokenizer.vocab_size
-    task = TextWindows(cfg.model.max_len, vocab)
-    for name, n, a in variants(cfg):
-        train_sweep(
-            out / "runs" / name,
-            SweepSpec(
-                model=model_for(cfg, vocab, n, a),
-                train=cfg.train,
-                task=task,
-                data=text.arrays,
-                members=_members(cfg),
-                data_info=text.info,
-            ),
-            strategy=opts.strategy,
-            progress=opts.progress,
-            desc=f"e10 {name}",
-        )
+    lm = text_lm(cfg.data, cfg.model)
+    members = members_grid(range(cfg.seeds), cfg.lrs, [cfg.train.init_scale])
+    tokens = lm.text.val[: ACT_BATCH * cfg.model.max_len].reshape(ACT_BATCH, -1).astype(np.int32)
+    acts = {"sha256": np.array(lm.text.info["sha256"])}
+    for name in variants(cfg):
+        norm, placement, act = name.split("-")
+        model = lm.model.replace(norm=norm, norm_placement=placement, activation=act)
+        spec = SweepSpec(model=model, train=cfg.train, task=lm.task, data=lm.text.arrays, members=members, data_info=lm.text.info)  # fmt: skip
+        train_sweep(out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")  # fmt: skip
+        _, state = latest_state(out / "runs" / name, model, cfg.train, members)
+        inter = jax.jit(jax.vmap(lambda p, model=model: capture(model, p, tokens)[1]))(state.params)
+        res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
+        acts[f"{name}:rms"] = np.sqrt(np.mean(res**2, axis=(2, 3, 4)))  # (M, L+1)
+        for kind, x in (("residual", res), ("mlp", np.asarray(inter["mlp_hidden"]))):  # seed 0, normal lr
+            if name.endswith(f"-{BASE_ACT}") if kind == "residual" else name.startswith(f"{BASE_NORM}-"):
+                # each layer's violin as matplotlib draws it (Gaussian KDE at 100 points, Scott's bandwidth)
+                v = cbook.violin_stats(list(x[0].reshape(x.shape[1], -1)), ("GaussianKDE", None), points=100)
+                acts |= {f"{name}:{kind}:{k}": np.stack([layer[k] for layer in v]) for k in VIOLIN}
+    write_measurement(out / "runs" / "activations.npz", acts, cfg)
 
 
-# --- analysis: everything below reads files under `out` -----------------------------------------------------
-def _fail(run, initial: float) -> np.ndarray:
-    """(M,) bool: non-finite at some step, or ended above the untrained model's validation loss."""
-    fin = run.final_val_loss
-    return (run.diverged_at >= 0) | ~np.isfinite(fin) | (fin > initial)
+# --- analysis: reads the sweeps' metrics and runs/activations.npz -------------------------------------------
+@dataclass
+class _Runs:
+    cfg: E10Config
+    runs: dict  # variant name -> lab.runs.RunData
+    initial: float  # the untrained model's validation loss (the baseline's first evaluation, every member)
+
+    def failed(self, name: str, lr: float) -> np.ndarray:
+        """Per seed: non-finite at some step, or ended above the untrained model's validation loss."""
+        r, fin = self.runs[name], self.runs[name].final_val_loss
+        return ((r.diverged_at >= 0) | ~np.isfinite(fin) | (fin > self.initial))[r.member_values("lr") == lr]
+
+    def compare(self, a: str, b: str, lr: float, p: bool = False):
+        """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained."""
+        loss = lambda n: self.runs[n].final_val_loss[self.runs[n].member_values("lr") == lr]
+        c = compare(*(np.where(self.failed(n, lr), self.initial, loss(n)) for n in (a, b)))
+        s = lambda n: f"{n} {summarize(loss(n)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"  # fmt: skip
+        note = " (failed runs counted at the untrained loss)" if self.failed(a, lr).any() or self.failed(b, lr).any() else ""  # fmt: skip
+        return c, f"{s(b)} vs {s(a)} at lr {lr:g}: {c.fmt(p=p)}{note}"
 
 
-def _activations(cfg, out, name, model, tokens):
-    """Residual-stream RMS per layer (M, L+1), and per-layer samples of residual and MLP activations
-    (seed 0, normal lr) from the newest checkpoint of a variant."""
-    members = _members(cfg)
-    _, state = latest_state(out / "runs" / name, model, cfg.train, members)
-    f = jax.jit(jax.vmap(lambda p: capture(model, p, tokens)[1]))
-    inter = f(state.params)
-    res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
-    rms = np.sqrt(np.mean(res**2, axis=(2, 3, 4)))  # (M, L+1)
-    return (
-        rms,
-        res[0].reshape(res.shape[1], -1),
-        np.asarray(inter["mlp_hidden"])[0].reshape(model.n_layers, -1),
-    )
-
-
-def _g(values) -> str:
-    """mean ± sd in 3 significant digits (gradient norms span many orders of magnitude)."""
-    s = summarize(values)
-    return "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}"
-
-
-def analyze(cfg: E10Config, out: Path) -> Findings:
-    text = load_text_data(cfg.data)
-    vocab = text.tokenizer.vocab_size
-    vs = variants(cfg)
-    runs = {name: load_run(out / "runs" / name) for name, _, _ in vs}
-    for name, r in runs.items():
-        if r.config.get("data", {}).get("sha256") != text.info["sha256"]:
-            raise CheckpointError(f"the corpus changed since {name} was trained; rerun `lab run e10 --fresh`")
-    members = _members(cfg)
-    lr_of = np.array([m.lr for m in members])
-    lo, hi = cfg.lrs
-    initial = float(np.nanmean(runs[f"{BASE_NORM}-{BASE_ACT}"].val_loss[:, 0]))
-    pick = lambda name, lr: runs[name].final_val_loss[lr_of == lr]
-    fails = {(name, lr): _fail(runs[name], initial)[lr_of == lr] for name, _, _ in vs for lr in cfg.lrs}
-    plot_files, tables, findings = [], [], []
-
-    # ---- table ---------------------------------------------------------------------------------------------
-    rows = [
-        "### Final validation loss per variant and peak learning rate",
-        "",
-        f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
-        f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
-        f"{initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
-        "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.",
-        "",
-        "| variant | norm | placement | activation | lr | final val loss | diverged | failed | max grad norm |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, n, a in vs:
-        r = runs[name]
+def _table(r: _Runs, outs: Outputs) -> None:
+    # gradient norms span many orders of magnitude: their mean ± sd in 3 significant digits
+    cfg, g = r.cfg, lambda s: "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}"  # fmt: skip
+    t = Table("Final validation loss per variant and peak learning rate",
+              ["variant", "norm", "placement", "activation", "lr", "final val loss", "diverged", "failed", "max grad norm"],
+              note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
+              f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
+              f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
+              "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.")  # fmt: skip
+    for name in variants(cfg):
+        run = r.runs[name]
         for lr in cfg.lrs:
-            idx = lr_of == lr
-            div = int(np.sum(r.diverged_at[idx] >= 0))
-            gmax = np.nanmax(np.where(np.isfinite(r.grad_norm[idx]), r.grad_norm[idx], np.nan), axis=1)
-            norm, placement = n.split("-")
-            rows.append(
-                f"| {name} | {norm} | {placement} | {a} | {lr:g} | {summarize(r.final_val_loss[idx]).fmt()} | "
-                f"{div}/{idx.sum()} | {int(fails[(name, lr)].sum())}/{idx.sum()} | {_g(gmax)} |"
-            )
-    atomic_write_text(out / "tables" / "variants.md", "\n".join(rows) + "\n")
-    tables.append("tables/variants.md")
+            idx = run.member_values("lr") == lr
+            gmax = np.nanmax(np.where(np.isfinite(run.grad_norm[idx]), run.grad_norm[idx], np.nan), axis=1)
+            t.add(name, *name.split("-"), f"{lr:g}", summarize(run.final_val_loss[idx]).fmt(),
+                  f"{int(np.sum(run.diverged_at[idx] >= 0))}/{idx.sum()}", f"{int(r.failed(name, lr).sum())}/{idx.sum()}",
+                  g(summarize(gmax)))  # fmt: skip
+    outs.table("variants.md", t)
 
-    # ---- loss and grad-norm curves ---------------------------------------------------------------------------
-    groups = {"norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms], "activations": []}
-    groups["activations"] = [(f"{BASE_NORM}-{a}", a) for a in cfg.activations]
-    for group, items in groups.items():
+
+def _curves(r: _Runs, outs: Outputs) -> None:
+    cfg = r.cfg
+    for group, items in _groups(cfg).items():
         fig, axes = plots.figure(ncols=2, nrows=2, width=5.5, height=3.4)
         for col, lr in enumerate(cfg.lrs):
             for name, label in items:
-                r = runs[name]
-                plots.band(axes[0, col], r.train_steps, r.train_loss[lr_of == lr], label)
-                plots.band(axes[1, col], r.train_steps, r.grad_norm[lr_of == lr], label)
-            axes[0, col].axhline(initial, color="grey", linestyle="--", linewidth=1, label="untrained")
+                run, sel = r.runs[name], r.runs[name].member_values("lr") == lr
+                plots.band(axes[0, col], run.train_steps, run.train_loss[sel], label)
+                plots.band(axes[1, col], run.train_steps, run.grad_norm[sel], label)
+            axes[0, col].axhline(r.initial, color="grey", linestyle="--", linewidth=1, label="untrained")
             axes[0, col].set_yscale("log")
             axes[1, col].set_yscale("log")
-            kind = "normal" if lr == lo else "high"
-            plots.finish(
-                axes[0, col],
-                f"train loss, {kind} lr {lr:g}",
-                "step",
-                "train loss (nats/token, log)",
-            )
-            plots.finish(
-                axes[1, col],
-                f"global gradient norm, {kind} lr {lr:g}",
-                "step",
-                "grad norm (10-step mean, log)",
-            )
+            kind = "normal" if lr == cfg.lrs[0] else "high"
+            plots.finish(axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)")  # fmt: skip
+            plots.finish(axes[1, col], f"global gradient norm, {kind} lr {lr:g}", "step",
+                         "grad norm (10-step mean, log)")  # fmt: skip
         fig.suptitle(f"e10: {group} — mean ± sd over {cfg.seeds} seeds (gaps = diverged runs)")
-        plot_files.append(str(plots.save(fig, out / "plots" / f"curves_{group}.png").relative_to(out)))
+        plots.save(fig, outs.plot(f"curves_{group}.png"))
 
-    # ---- activations from checkpoints --------------------------------------------------------------------
-    tokens = np.stack(
-        [text.val[i * cfg.model.max_len : (i + 1) * cfg.model.max_len] for i in range(ACT_BATCH)]
-    )
-    tokens = jnp.asarray(tokens.astype(np.int32))
-    acts = {}
-    for name, n, a in vs:
-        acts[name] = _activations(cfg, out, name, model_for(cfg, vocab, n, a), tokens)
-    depth = np.arange(cfg.model.n_layers + 1)
+
+def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
+    cfg, groups, depth = r.cfg, _groups(r.cfg), np.arange(r.cfg.model.n_layers + 1)
     fig, axes = plots.figure(ncols=2, width=5.5)
     for col, lr in enumerate(cfg.lrs):
         ax = axes[0, col]
         for name, label in groups["norms"]:
-            plots.band(ax, depth, acts[name][0][lr_of == lr], label, marker="o")
+            plots.band(ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o")  # fmt: skip
         ax.set_yscale("log")
         ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(cfg.model.n_layers)])
-        plots.finish(
-            ax,
-            f"residual-stream RMS vs depth (lr {lr:g}, trained)",
-            "residual stream after",
-            "RMS over tokens and dims (log)",
-        )
+        plots.finish(ax, f"residual-stream RMS vs depth (lr {lr:g}, trained)", "residual stream after",
+                     "RMS over tokens and dims (log)")  # fmt: skip
     fig.suptitle("e10: residual-stream RMS with depth per norm variant (from checkpoints, mean ± sd)")
-    plot_files.append(str(plots.save(fig, out / "plots" / "residual_rms.png").relative_to(out)))
-
-    for kind, slot, items, title in (
-        ("residual", 1, groups["norms"], "residual stream after each block"),
-        ("mlp", 2, groups["activations"], "MLP activations (after the nonlinearity/gate)"),
-    ):
+    plots.save(fig, outs.plot("residual_rms.png"))
+    for kind, items, title in (("residual", groups["norms"], "residual stream after each block"),
+                               ("mlp", groups["activations"], "MLP activations (after the nonlinearity/gate)")):  # fmt: skip
         fig, axes = plots.figure(ncols=len(items), width=3.2, height=3.4)
         for ax, (name, label) in zip(axes[0], items):
-            samples = acts[name][slot]
-            ax.violinplot([s for s in samples], positions=np.arange(len(samples)), showextrema=False)
+            n = len(acts[f"{name}:{kind}:mean"])
+            ax.violin([{k: acts[f"{name}:{kind}:{k}"][i] for k in VIOLIN} | {"quantiles": []} for i in range(n)],
+                      positions=np.arange(n), showextrema=False)  # fmt: skip
             ax.set_yscale("symlog", linthresh=1e-1)
-            labels = (["emb"] if kind == "residual" else []) + [f"b{i}" for i in range(cfg.model.n_layers)]
-            ax.set_xticks(np.arange(len(samples)), labels)
-            ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {lo:g}")
+            ax.set_xticks(np.arange(n), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)])  # fmt: skip
+            ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
             plots.finish(ax, label, "layer", "activation value (symlog)")
         fig.suptitle(f"e10: distribution of the {title}, per layer")
-        plot_files.append(str(plots.save(fig, out / "plots" / f"violins_{kind}.png").relative_to(out)))
+        plots.save(fig, outs.plot(f"violins_{kind}.png"))
 
-    # ---- findings -----------------------------------------------------------------------------------------
-    fmt = lambda x: summarize(x).fmt()
-    fail_s = lambda name, lr: f"{int(fails[(name, lr)].sum())}/{cfg.seeds} failed"
-    base = f"{BASE_NORM}-{BASE_ACT}"
 
-    def cmp(a_name, b_name, lr):
-        c = welch(pick(a_name, lr), pick(b_name, lr))
-        if fails[(a_name, lr)].all() or fails[(b_name, lr)].all():
-            delta = "no Δ: every run of one side failed"
-        elif np.isfinite(c.ci95[0]):
-            delta = f"Δ {c.diff:+.3f} [95% CI {c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]"
-        else:
-            delta = "no Δ: too few finite runs to compare"
-        return c, (
-            f"{b_name} {fmt(pick(b_name, lr))} ({fail_s(b_name, lr)}) vs {a_name} {fmt(pick(a_name, lr))} "
-            f"({fail_s(a_name, lr)}) at lr {lr:g}: {delta}"
-        )
-
-    def worse(a_name, b_name, lr) -> bool | None:
-        """True if b is worse than a at lr (more failures, or a significantly higher loss), False if
-        significantly better or equal with no extra failures, None if unclear."""
-        fa, fb = fails[(a_name, lr)].sum(), fails[(b_name, lr)].sum()
-        if fb > fa:
-            return True
-        c, _ = cmp(a_name, b_name, lr)
-        if c.significant():
-            return c.diff > 0
-        return None
-
-    # 1. removing the norm
-    none = f"none-pre-{BASE_ACT}"
-    if none in runs:
-        ev, verdicts = [], []
-        for lr in cfg.lrs:
-            c, s = cmp(base, none, lr)
-            ev.append(s)
-            verdicts.append(worse(base, none, lr))
-        if verdicts[1] is True:
-            v1 = "supported" if verdicts[0] is not False else "qualified"
-        elif verdicts[1] is False:
-            v1 = "refuted"
-        else:
-            v1 = "inconclusive"
-        findings.append(Finding("Removing the norm hurts, most at a high learning rate", v1, "; ".join(ev)))
-
-        # 4. residual growth
-        ratio = lambda name: acts[name][0][:, -1] / acts[name][0][:, 0]  # (M,) last / embedding
-        rn, rb = ratio(none)[lr_of == lo], ratio(base)[lr_of == lo]
-        c = welch(np.log(rb), np.log(rn))
-        rms_none = acts[none][0][lr_of == lo]
-        grows = bool(np.all(np.diff(rms_none.mean(0)) > 0))
-        v4 = (
-            "supported"
-            if (c.diff > 0 and c.significant() and grows)
-            else ("qualified" if c.diff > 0 else "refuted")
-        )
-        findings.append(
-            Finding(
-                "Without a norm, the residual stream's RMS grows with depth faster than with one",
-                v4,
-                f"RMS(after last block) / RMS(embedding), trained at lr {lo:g}: none-pre {fmt(rn)} vs "
-                f"layernorm-pre {fmt(rb)} (log-ratio Δ {c.diff:+.2f}, p={c.p:.2g}); none-pre RMS per depth "
-                + ", ".join(f"{m:.3g}" for m in rms_none.mean(0))
-                + f" ({'monotone growth' if grows else 'not monotone'})",
-            )
-        )
-
-    # 2. RMSNorm vs LayerNorm
-    rms = f"rmsnorm-pre-{BASE_ACT}"
-    if rms in runs:
-        c, s = cmp(base, rms, lo)
-        _, s_hi = cmp(base, rms, hi)
-        margin = 0.02
-        v2 = (
-            "supported"
-            if (abs(c.ci95[0]) < margin and abs(c.ci95[1]) < margin)
-            or (not c.significant() and abs(c.diff) < margin)
-            else ("refuted" if c.significant() and c.diff > margin else "qualified")
-        )
-        findings.append(
-            Finding(
-                f"RMSNorm trains as well as LayerNorm (within {margin} nats)",
-                v2,
-                s + "; " + s_hi,
-            )
-        )
-
-    # 3. pre vs post
-    posts = [n for n in cfg.norms if n.endswith("-post")]
-    if posts:
-        ev, ws = [], []
-        for p in posts:
-            pre = f"{p.split('-')[0]}-pre-{BASE_ACT}"
-            pre = pre if pre in runs else base  # the same norm pre-placed, else the baseline
-            for lr in cfg.lrs:
-                _, s = cmp(pre, f"{p}-{BASE_ACT}", lr)
-                ev.append(s)
-                ws.append(worse(pre, f"{p}-{BASE_ACT}", lr))
-        if ws and all(w is True for w in ws):
-            v3 = "supported"
-        elif any(w is True for w in ws):
-            v3 = "qualified"
-        elif ws and all(w is False for w in ws):
-            v3 = "refuted"
-        else:
-            v3 = "inconclusive"
-        findings.append(
-            Finding("Post-norm trains worse than pre-norm (without warm-up tuning)", v3, "; ".join(ev))
-        )
-
-    # 5. activations
-    gated = [a for a in cfg.activations if a in ("swiglu", "geglu")]
-    if gated:
-        ev, better = [], []
-        for a in gated:
-            c, s = cmp(base, f"{BASE_NORM}-{a}", lo)
-            ev.append(s + f", p={c.p:.2g}")
-            better.append(c.diff < 0 and c.significant())
-        others = [a for a in cfg.activations if a not in gated and a != BASE_ACT]
-        for a in others:
-            c, s = cmp(base, f"{BASE_NORM}-{a}", lo)
-            ev.append(s + f", p={c.p:.2g}")
-        v5 = "supported" if all(better) else ("qualified" if any(better) else "inconclusive")
-        findings.append(
-            Finding(
-                "Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))",
-                v5,
-                "; ".join(ev),
-            )
-        )
-
-    stability = ("Removing the norm", "Without a norm", "Post-norm")  # the claim's own sub-findings
-    headline = [f.verdict for f in findings if f.claim.startswith(stability)]
-    if headline and all(v == "supported" for v in headline):
-        verdict = "supported"
-    elif any(v in ("supported", "qualified") for v in headline):
-        verdict = "qualified"
-    elif headline and all(v == "refuted" for v in headline):
-        verdict = "refuted"
-    else:
-        verdict = "inconclusive"
-    summary = (
-        f"{len(vs)} variants x {cfg.seeds} seeds x lr {lo:g} / {hi:g}, {cfg.train.steps} steps, clipping off. "
-        + " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
+# --- findings: each sub-verdict by the rule (lab.analysis.stats), composed by `headline` ---------------------
+def _decided(claim: str, cs: list, direction: str, margin: float = 0.0) -> Finding:
+    """A finding over comparisons [(Comparison, evidence)], each decided on its own, composed by headline."""
+    return Finding(
+        claim, headline([c.verdict(direction, margin) for c, _ in cs]), "; ".join(s for _, s in cs)
     )
-    return Findings(
-        verdict=verdict,
-        summary=summary,
-        findings=findings,
-        tables=tables,
-        plots=plot_files,
-    )
+
+
+def _no_norm(r: _Runs) -> Finding:
+    return _decided("Removing the norm hurts, most at a high learning rate",
+                    [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "greater")  # fmt: skip
+
+
+def _growth(r: _Runs, acts: dict) -> Finding:
+    lo, none = r.cfg.lrs[0], f"none-pre-{BASE_ACT}"
+    rms = lambda name: acts[f"{name}:rms"][r.runs[name].member_values("lr") == lo]  # (seeds, L+1)
+    ratio = lambda name: rms(name)[:, -1] / rms(name)[:, 0]  # after the last block / the embedding
+    rn, rb = ratio(none), ratio(BASE)
+    c, per_depth = compare(np.log(rb), np.log(rn)), rms(none).mean(0)
+    grows = bool(np.all(np.diff(per_depth) > 0))
+    return Finding("Without a norm, the residual stream's RMS grows with depth faster than with one",
+                   headline([c.verdict("greater"), "supported" if grows else "refuted"]),
+                   f"RMS(after last block) / RMS(embedding), trained at lr {lo:g}: none-pre {summarize(rn).fmt()} vs "
+                   f"layernorm-pre {summarize(rb).fmt()} (log-ratio {c.fmt(2)}); none-pre RMS per depth "
+                   + ", ".join(f"{m:.3g}" for m in per_depth) + f" ({'monotone growth' if grows else 'not monotone'})")  # fmt: skip
+
+
+def _rmsnorm(r: _Runs) -> Finding:
+    return _decided(f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
+                    [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "equal", EQUAL_MARGIN)  # fmt: skip
+
+
+def _post_norm(r: _Runs, posts: list[str]) -> Finding:
+    pre = {p: f"{p.split('-')[0]}-pre-{BASE_ACT}" for p in posts}  # against the same norm pre-placed,
+    pre = {p: n if n in r.runs else BASE for p, n in pre.items()}  # else against the baseline
+    cs = [r.compare(pre[p], f"{p}-{BASE_ACT}", lr) for p in posts for lr in r.cfg.lrs]
+    return _decided("Post-norm trains worse than pre-norm (without warm-up tuning)", cs, "greater")
+
+
+def _gated(r: _Runs, gated: list[str]) -> Finding:
+    others = [a for a in r.cfg.activations if a not in gated and a != BASE_ACT]  # shown, not decided
+    cs = [r.compare(BASE, f"{BASE_NORM}-{a}", r.cfg.lrs[0], p=True) for a in gated + others]
+    verdict = headline([c.verdict("less") for c, _ in cs[: len(gated)]])
+    return Finding("Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))", verdict, "; ".join(s for _, s in cs))  # fmt: skip
+
+
+def analyze(cfg: E10Config, out: Path) -> Findings:
+    outs, vs = Outputs(out), variants(cfg)
+    acts = read_measurement(outs.out / "runs" / "activations.npz", cfg)
+    runs = load_runs({name: outs.out / "runs" / name for name in vs}, str(acts["sha256"]))
+    r = _Runs(cfg, runs, float(np.nanmean(runs[BASE].val_loss[:, 0])))
+    _table(r, outs)
+    _curves(r, outs)
+    _activation_plots(r, outs, acts)
+    has = lambda norm: f"{norm}-{BASE_ACT}" in runs
+    posts, gated = [n for n in cfg.norms if n.endswith("-post")], [a for a in cfg.activations if a in ("swiglu", "geglu")]  # fmt: skip
+    no_norm = [_no_norm(r), _growth(r, acts)] if has("none-pre") else []
+    post = [_post_norm(r, posts)] if posts else []
+    findings = no_norm + ([_rmsnorm(r)] if has("rmsnorm-pre") else []) + post + ([_gated(r, gated)] if gated else [])  # fmt: skip
+    summary = (f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "
+               "steps, clipping off. " + " ".join(f"[{f.verdict}] {f.claim}." for f in findings))  # fmt: skip
+    return outs.findings(headline(no_norm + post), summary, findings)  # the claim: norms and their placement
 
 
 EXPERIMENT = Experiment(

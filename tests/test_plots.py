@@ -67,3 +67,15 @@ def test_log_axes_scales_and_labels_ticks_as_given():
     fig, axes = plots.figure()
     plots.log_axes(axes[0, 0], 10, ylog=False)
     assert axes[0, 0].get_xscale() == "log" and axes[0, 0].get_yscale() == "linear"
+
+
+def test_token_visualizer_png_grows_with_the_rows_it_shows(tmp_path):
+    import struct
+
+    from lab.viz.tokens import write_png
+
+    pieces = [(i, "ab") for i in range(40)]  # 40 two-column tokens: two lines at width 72
+    short = write_png(tmp_path / "short.png", [("one", pieces)])
+    tall = write_png(tmp_path / "tall.png", [("one", pieces), ("two", pieces * 3)])
+    size = lambda p: struct.unpack(">II", p.read_bytes()[16:24])  # (width, height) from the PNG header
+    assert size(short)[0] == size(tall)[0] and size(tall)[1] > size(short)[1]

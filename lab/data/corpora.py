@@ -376,3 +376,26 @@ def _download(name: str, download: Download, target: pathlib.Path) -> None:
         # Also on KeyboardInterrupt: a partial file must never survive.
         tmp.unlink(missing_ok=True)
         raise
+
+
+def reference_file(name: str, source: str = "auto") -> pathlib.Path | None:
+    """A pinned download used as a reference (e.g. GPT-2's ranks), found without the network unless asked.
+
+    source "auto": $LAB_REFERENCE_DATA/<file>, else an already cached download, else None; "download":
+    fetch it (sha256-checked, cached); "none": None; anything else is the path of a local copy.
+    """
+    known = {**DOWNLOADS, **ASSETS}
+    if name not in known:
+        raise _fail(f"unknown download {name!r}; allowed: {', '.join(sorted(known))}")
+    if source in ("none", "download"):
+        return fetch(name) if source == "download" else None
+    if source == "auto":
+        ref = os.environ.get("LAB_REFERENCE_DATA")
+        paths = ([pathlib.Path(ref, known[name].filename)] if ref else []) + [
+            default_cache_dir() / known[name].filename
+        ]
+        return next((p for p in paths if p.is_file()), None)
+    path = pathlib.Path(source).expanduser()
+    if not path.is_file():
+        raise _fail(f"{name}: no such file {source!r}; allowed: auto, download, none, or the path of a copy")
+    return path

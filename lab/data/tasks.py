@@ -220,3 +220,14 @@ def order_blind_losses(task: ShiftedCopy, n: int = 4000, seed: int = 0) -> tuple
         bi.append(-np.log((prefix[rows, -1, target] - same) / (seq_len - 1)))
         ca.append(-np.log((prefix[rows, t, target] - same) / t))
     return float(np.mean(bi)), float(np.mean(ca))
+
+
+def reversal_examples(train_words, val_words, encode) -> tuple[dict[str, np.ndarray], int]:
+    """Spell words backwards, prompt "word=" and answer "drow.", as `PromptAnswer` data for any tokenizer
+    (`encode(text) -> ids`): ({"train", "train_mask", "val", "val_mask"}, seq_len), with seq_len the
+    longest example of either split minus one, so both splits share one shape."""
+    pairs = lambda words: [(list(encode(f"{w}=")), list(encode(f"{w[::-1]}."))) for w in words]
+    tr, va = pairs(train_words), pairs(val_words)
+    seq_len = max(len(p) + len(a) for p, a in tr + va) - 1
+    (train, train_mask), (val, val_mask) = (pack_examples(x, pad=0, seq_len=seq_len) for x in (tr, va))
+    return {"train": train, "train_mask": train_mask, "val": val, "val_mask": val_mask}, seq_len

@@ -10,6 +10,7 @@ byte across tokenizers, or exact-match accuracy on a held-out set.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -55,3 +56,20 @@ def stream_windows(tokens, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(w)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
     windows = tokens[idx].astype(np.int32)
     return windows[:, :-1], windows[:, 1:]
+
+
+def bits_per_byte(cfg: ModelConfig, params, tokens, n_bytes) -> float:
+    """Bits per UTF-8 byte of `params` on a whole token stream (its `stream_windows` of cfg.max_len): the
+    summed next-token loss in bits over the bytes the targets stand for, `n_bytes(ids)` (a tokenizer's
+    n_bytes). The one measure that compares language models with different tokenizers."""
+    inputs, targets = stream_windows(tokens, cfg.max_len)
+    loss, _ = token_scores(cfg, params, inputs, targets)
+    return float(loss.astype(np.float64).sum()) / n_bytes(targets.ravel()) / math.log(2)
+
+
+def answer_accuracy(cfg: ModelConfig, params, examples, mask) -> tuple[float, float]:
+    """(exact match, per-answer-token accuracy) on prompt/answer examples (`lab.data.tasks.PromptAnswer`'s
+    (N, T + 1) ids and (N, T) answer-target mask). An example is exact when the argmax is right at every
+    answer position under teacher forcing, i.e. when greedy decoding writes the whole answer."""
+    _, correct = token_scores(cfg, params, examples[:, :-1], examples[:, 1:])
+    return float(np.mean(np.all(correct | ~mask, axis=1))), float(correct[mask].mean())

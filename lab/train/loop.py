@@ -378,3 +378,10 @@ def _finished(run_dir, real_state, step, runner, skipped=False, resumed_from=Non
 def latest_state(run_dir, cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]):
     """(step, stacked train states) of the newest checkpoint of a sweep, for analysis."""
     return ckpt.restore_latest(Path(run_dir) / "checkpoints", abstract_sweep(cfg, tcfg, members))
+
+
+def member_params(run_dir, cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]) -> list:
+    """Each member's parameters from the newest checkpoint of a sweep, one pytree per member in order
+    (what `run` measures trained models with: evaluations, interventions, activations)."""
+    _, state = latest_state(run_dir, cfg, tcfg, members)
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i], state.params) for i in range(len(members))]

@@ -87,3 +87,14 @@ def draw(ax, rows: list[tuple[str, list[tuple[int, str]]]], width: int = 64) -> 
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
+
+
+def write_png(path: str | Path, rows: list[tuple[str, list[tuple[int, str]]]], width: int = 72) -> Path:
+    """The rows of `draw` as one PNG figure, its height growing with the number of wrapped lines."""
+    from lab.viz import plots
+
+    fig, axes = plots.figure(width=10, height=0.55 * sum(2 + len(p) // 14 for _, p in rows))
+    draw(axes[0, 0], rows, width=width)
+    plots.finish(axes[0, 0], "Token boundaries (colour = one token, number = its id)",
+                 "position along the text (monospace columns)", "sample and tokenizer", legend=False)  # fmt: skip
+    return plots.save(fig, path)

@@ -421,3 +421,24 @@ def test_corpora_and_tokenize_import_no_jax():
         """
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_reference_file_is_found_without_the_network_or_left_out(tmp_path, monkeypatch):
+    ref, cache = tmp_path / "ref", tmp_path / "cache"
+    ref.mkdir()
+    cache.mkdir()
+    monkeypatch.setenv("LAB_CACHE", str(cache))
+    monkeypatch.delenv("LAB_REFERENCE_DATA", raising=False)
+    monkeypatch.setattr(corpora, "fetch", lambda name, cache_dir=None: pytest.fail("no download asked for"))
+    assert corpora.reference_file("gpt2.tiktoken") is None  # nothing at hand: left out
+    (cache / "gpt2.tiktoken").write_text("cached")
+    assert corpora.reference_file("gpt2.tiktoken") == cache / "gpt2.tiktoken"
+    (ref / "gpt2.tiktoken").write_text("reference")
+    monkeypatch.setenv("LAB_REFERENCE_DATA", str(ref))
+    assert corpora.reference_file("gpt2.tiktoken", "auto") == ref / "gpt2.tiktoken"  # preferred to the cache
+    assert corpora.reference_file("gpt2.tiktoken", "none") is None
+    assert corpora.reference_file("gpt2.tiktoken", str(cache / "gpt2.tiktoken")) == cache / "gpt2.tiktoken"
+    with pytest.raises(DataError, match="no such file"):
+        corpora.reference_file("gpt2.tiktoken", str(tmp_path / "missing.tiktoken"))
+    with pytest.raises(DataError, match="unknown download"):
+        corpora.reference_file("gpt3.tiktoken")

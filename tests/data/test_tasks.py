@@ -121,3 +121,17 @@ def test_order_blind_losses_match_exact_enumeration_on_a_tiny_task():
     # Monte Carlo over 20000 x 3 positions: standard error ~0.004; 0.03 is ~7 of them
     np.testing.assert_allclose(got, (np.mean(bi), np.mean(ca)), atol=0.03)
     assert got[1] < got[0] < np.log(3)  # the bag beats chance; the prefix's bag beats the whole bag here
+
+
+def test_reversal_examples_answer_each_prompt_with_the_word_backwards():
+    from lab.data.tasks import reversal_examples
+
+    encode = lambda text: [ord(c) for c in text]  # one id per character
+    arrays, seq_len = reversal_examples(["abc", "hello"], ["xy"], encode)
+    assert seq_len == len("hello=") + len("olleh.") - 1
+    assert arrays["train"].shape == (2, seq_len + 1) and arrays["val"].shape == (1, seq_len + 1)
+    row, mask = arrays["train"][1], arrays["train_mask"][1]
+    assert "".join(chr(i) for i in row) == "hello=olleh."
+    assert "".join(chr(i) for i in row[1:][mask]) == "olleh."  # the loss sees the answer only
+    row, mask = arrays["val"][0], arrays["val_mask"][0]
+    assert "".join(chr(i) for i in row[1:][mask]) == "yx." and not row[len("xy=yx.") :].any()  # padded

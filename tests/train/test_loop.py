@@ -225,3 +225,19 @@ def jax_tree_scale(tree, factor, n=None):
     import jax
 
     return jax.tree_util.tree_map(lambda x: (x if n is None else x[:n]) * factor, tree)
+
+
+def test_member_params_are_each_members_slice_of_the_newest_checkpoint(tmp_path, tiny):
+    import numpy as np
+
+    from lab.train.loop import latest_state, member_params
+
+    cfg, tcfg, task = tiny
+    members = members_grid([0, 1], [3e-3, 1e-2])
+    train_sweep(tmp_path / "a", SweepSpec(cfg, tcfg, task, members), progress=False)
+    _, state = latest_state(tmp_path / "a", cfg, tcfg, members)
+    each = member_params(tmp_path / "a", cfg, tcfg, members)
+    assert len(each) == 4
+    for i, params in enumerate(each):
+        np.testing.assert_array_equal(params["wte"], np.asarray(state.params["wte"])[i])
+    assert not np.array_equal(each[0]["wte"], each[3]["wte"])
