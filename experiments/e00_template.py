@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, compare, headline, summarize
-from lab.config import check
+from lab.config import check, check_at_least
 from lab.data.tasks import Sort
 from lab.experiment import Experiment
 from lab.model import ModelConfig, apply
@@ -55,11 +55,10 @@ class E00Config:
     seeds: int = 3
 
     def __post_init__(self):
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        check(len(self.widths) == 2 and 1 <= self.widths[0] < self.widths[1], "widths must be (narrow, wide)")
+        check_at_least(self, 1, "seeds", "eval_inputs")
+        check(len(self.widths) == 2 and self.widths[0] < self.widths[1], "widths must be (narrow, wide)")
         for d in self.widths:  # each width must make a valid model (d_model divisible by n_heads, ...)
             self.model.replace(d_model=d)
-        check(self.eval_inputs >= 1, "eval_inputs must be >= 1")
         Sort(self.n_items, self.n_symbols)  # refuses bad sizes with a message naming them
 
 

@@ -190,3 +190,34 @@ def check(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless condition holds; used in ``__post_init__`` range checks."""
     if not condition:
         raise ConfigError(message)
+
+
+# --- declarative range checks for experiment configs (each names the key and what is allowed) ------------
+def check_at_least(cfg, minimum, *names: str) -> None:
+    """Each named field of `cfg` (a number, or a tuple of numbers) is >= minimum."""
+    for name in names:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, tuple) else (value,)
+        check(all(v >= minimum for v in values), f"{name} must be >= {minimum}, got {value}")
+
+
+def check_distinct(cfg, *names: str) -> None:
+    """Each named tuple field of `cfg` is non-empty and has no repeated value."""
+    for name in names:
+        value = getattr(cfg, name)
+        check(len(value) > 0, f"{name} must not be empty")
+        check(len(set(value)) == len(value), f"{name} has a repeated value: {value}")
+
+
+def check_choices(cfg, name: str, allowed, required=()) -> None:
+    """The tuple field `name` of `cfg` names only `allowed` values, including every one of `required`."""
+    value = getattr(cfg, name)
+    bad = [v for v in value if v not in allowed]
+    check(not bad, f"{name}: unknown {bad}; allowed: {', '.join(map(str, allowed))}")
+    missing = [r for r in required if r not in value]
+    check(not missing, f"{name} must include {', '.join(map(repr, missing))}")
+
+
+def check_causal(model, why: str) -> None:
+    """A model config whose experiment needs a causal language model (`why` says what for)."""
+    check(model.mask == "causal", f"model.mask must be 'causal': {why}")

@@ -88,3 +88,34 @@ def test_real_configs_are_hashable_static_args():
         assert hash(cfg) == hash(dataclasses.replace(cfg))
         with pytest.raises(dataclasses.FrozenInstanceError):
             cfg.__setattr__("steps" if isinstance(cfg, TrainConfig) else "n_layers", 3)
+
+
+def test_declarative_checks_name_the_key_and_what_is_allowed():
+    from dataclasses import dataclass
+
+    from lab.config import check_at_least, check_causal, check_choices, check_distinct
+    from lab.model import ModelConfig
+
+    @dataclass(frozen=True)
+    class C:
+        seeds: int = 3
+        lrs: tuple = (1e-3, 1e-2)
+        variants: tuple = ("intact", "zero_v")
+
+    check_at_least(C(), 1, "seeds")
+    check_distinct(C(), "lrs", "variants")
+    check_choices(C(), "variants", ("intact", "zero_v", "swap_qk"), required=("intact",))
+    with pytest.raises(ConfigError, match=r"seeds must be >= 1, got 0"):
+        check_at_least(C(seeds=0), 1, "seeds")
+    with pytest.raises(ConfigError, match=r"lrs must be >= 0.1, got \(0.001, 0.01\)"):
+        check_at_least(C(), 0.1, "lrs")
+    with pytest.raises(ConfigError, match="lrs has a repeated value"):
+        check_distinct(C(lrs=(1.0, 1.0)), "lrs")
+    with pytest.raises(ConfigError, match="variants must not be empty"):
+        check_distinct(C(variants=()), "variants")
+    with pytest.raises(ConfigError, match=r"variants: unknown \['swap_xy'\]; allowed: intact, zero_v"):
+        check_choices(C(variants=("swap_xy",)), "variants", ("intact", "zero_v"))
+    with pytest.raises(ConfigError, match="variants must include 'zero_v'"):
+        check_choices(C(variants=("intact",)), "variants", ("intact", "zero_v"), required=("zero_v",))
+    with pytest.raises(ConfigError, match="model.mask must be 'causal': e99 generates"):
+        check_causal(ModelConfig(mask="bidirectional"), "e99 generates")
