@@ -65,8 +65,12 @@ SAMPLES = {
     "digits": "In 2026, 1234567 + 89 = 1234656, and pi is 3.14159.",
 }
 # Token classes of the embedding map, first match wins (the rest are "other").
-CLASSES = {"contains a digit": rb".*\d.*", "space + letters": rb" [A-Za-z]+", "letters": rb"[A-Za-z]+",
-           "whitespace": rb"\s+"}  # fmt: skip
+CLASSES = {
+    "contains a digit": rb".*\d.*",
+    "space + letters": rb" [A-Za-z]+",
+    "letters": rb"[A-Za-z]+",
+    "whitespace": rb"\s+",
+}
 # Margins fixed before the rule took these verdicts (both stood in e01's earlier hand-written rules):
 GAIN_SLACK = 0.02  # a doubling may gain up to 2% of the first doubling's gain more than the one before it
 REVERSE_MARGIN = 0.2  # exact match: a byte - BPE gap within ±0.2 is too small to call one easy, one hard
@@ -93,7 +97,9 @@ class ReverseSpec:
 @dataclass(frozen=True)
 class E01Config:
     model: ModelConfig = PRESETS["cpu"]
-    train: TrainConfig = TrainConfig(steps=600, batch_size=16, warmup_steps=60, eval_every=100, ckpt_every=200)  # fmt: skip
+    train: TrainConfig = TrainConfig(
+        steps=600, batch_size=16, warmup_steps=60, eval_every=100, ckpt_every=200
+    )
     data: DataConfig = DataConfig()
     seeds: int = 3
     lm_bpe_sizes: tuple[int, ...] = (512, 2048)  # BPE vocabularies trained against the byte model
@@ -107,22 +113,35 @@ class E01Config:
             values = getattr(self, name)
             check(len(values) > 0, f"{name} must not be empty")
             check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
-            check(min(values) >= least, f"{name}: every size must be >= {least} (256 byte ids"
-                  f"{' + at least one merge' * (least > 256)}), got {values}")  # fmt: skip
+            check(
+                min(values) >= least,
+                f"{name}: every size must be >= {least} (256 byte ids"
+                f"{' + at least one merge' * (least > 256)}), got {values}",
+            )
         check(self.data.tokenizer == "byte", "data.tokenizer must stay 'byte'; e01 builds its own tokenizers")
         check(self.model.mask == "causal", "e01 trains causal language models; model.mask must be 'causal'")
 
 
 PRESET_TABLE = {
-    "smoke": E01Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"], seeds=2, lm_bpe_sizes=(300,),
-                       compression_sizes=(256, 300, 400), gpt2="none",
-                       reverse=ReverseSpec(min_len=3, max_len=5, n_val=20, n_train=200, steps=20, lr=1e-3)),
+    "smoke": E01Config(
+        model=PRESETS["smoke"],
+        train=TRAIN_PRESETS["smoke"],
+        seeds=2,
+        lm_bpe_sizes=(300,),
+        compression_sizes=(256, 300, 400),
+        gpt2="none",
+        reverse=ReverseSpec(min_len=3, max_len=5, n_val=20, n_train=200, steps=20, lr=1e-3),
+    ),
     "cpu": E01Config(),
-    "gpu": E01Config(model=PRESETS["gpu"], train=TRAIN_PRESETS["gpu"].replace(steps=4000),
-                     data=DataConfig(name="pystdlib"), lm_bpe_sizes=(1024, 4096, 16384),
-                     compression_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
-                     reverse=ReverseSpec(min_len=3, max_len=12, n_val=1000, n_train=20000, steps=3000)),
-}  # fmt: skip
+    "gpu": E01Config(
+        model=PRESETS["gpu"],
+        train=TRAIN_PRESETS["gpu"].replace(steps=4000),
+        data=DataConfig(name="pystdlib"),
+        lm_bpe_sizes=(1024, 4096, 16384),
+        compression_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768),
+        reverse=ReverseSpec(min_len=3, max_len=12, n_val=1000, n_train=20000, steps=3000),
+    ),
+}
 
 
 # --- set-ups (check and run) ------------------------------------------------------------------------------
@@ -132,7 +151,11 @@ def _variants(cfg: E01Config) -> list[str]:
 
 
 def _data_cfg(cfg: E01Config, variant: str) -> DataConfig:
-    return cfg.data if variant == "byte" else DataConfig(cfg.data.name, "bpe", cfg.data.val_fraction, int(variant[3:]), "gpt2")  # fmt: skip
+    return (
+        cfg.data
+        if variant == "byte"
+        else DataConfig(cfg.data.name, "bpe", cfg.data.val_fraction, int(variant[3:]), "gpt2")
+    )
 
 
 def _lm(cfg: E01Config, variant: str):
@@ -156,8 +179,10 @@ def _words(cfg: E01Config) -> tuple[list[str], list[str]]:
     train_text, r = _split_text(cfg)[0], cfg.reverse
     found = sorted(set(re.findall(rf"(?<![A-Za-z])[a-z]{{{r.min_len},{r.max_len}}}(?![A-Za-z])", train_text)))
     if len(found) < r.n_val + 1:
-        raise DataError(f"the corpus has {len(found)} distinct words of {r.min_len}-{r.max_len} letters; "
-                        f"the reversal task needs more than reverse.n_val = {r.n_val}")  # fmt: skip
+        raise DataError(
+            f"the corpus has {len(found)} distinct words of {r.min_len}-{r.max_len} letters; "
+            f"the reversal task needs more than reverse.n_val = {r.n_val}"
+        )
     order = np.random.default_rng(0).permutation(len(found))
     words = [found[i] for i in order]
     return words[r.n_val : r.n_val + r.n_train], words[: r.n_val]
@@ -184,18 +209,29 @@ def run(cfg: E01Config, out: Path, opts) -> None:
     tok_dir, max_vocab = out / "runs" / "tokenizers", max((*cfg.compression_sizes, *cfg.lm_bpe_sizes))
     for pattern in PATTERNS:
         if not (tok_dir / pattern / "tokenizer.json").exists():
-            save(train_bpe(_split_text(cfg)[0], max_vocab, pattern=pattern, name=f"{cfg.data.name}-{pattern}"),
-                 tok_dir / pattern)  # fmt: skip
+            save(
+                train_bpe(_split_text(cfg)[0], max_vocab, pattern=pattern, name=f"{cfg.data.name}-{pattern}"),
+                tok_dir / pattern,
+            )
     if (source := reference_file("gpt2.tiktoken", cfg.gpt2)) is not None:
         load_tiktoken_file(source)  # refuse a corrupted file before copying it
         shutil.copyfile(source, tok_dir / "gpt2.tiktoken")
-    kw, measured = dict(strategy=opts.strategy, progress=opts.progress), _measure_tokenizers(cfg, tok_dir, max_vocab)  # fmt: skip
+    kw, measured = (
+        dict(strategy=opts.strategy, progress=opts.progress),
+        _measure_tokenizers(cfg, tok_dir, max_vocab),
+    )
     grid = lambda tcfg: members_grid(range(cfg.seeds), [tcfg.lr], [tcfg.init_scale])  # seeds of one recipe
     for variant in _variants(cfg):  # train, then measure with every seed's trained parameters
         lm, tcfg = _lm(cfg, variant)
         members, run_dir = grid(tcfg), out / "runs" / "lm" / variant
-        spec = SweepSpec(model=lm.model, train=tcfg, task=lm.task, data=lm.text.arrays, members=members,
-                         data_info=lm.text.info)  # fmt: skip
+        spec = SweepSpec(
+            model=lm.model,
+            train=tcfg,
+            task=lm.task,
+            data=lm.text.arrays,
+            members=members,
+            data_info=lm.text.info,
+        )
         train_sweep(run_dir, spec, desc=f"e01 LM {variant}", **kw)
         params = member_params(run_dir, lm.model, tcfg, members)
         measured.setdefault("lm", {})[variant] = _measure_lm(lm, tcfg, params)
@@ -205,10 +241,18 @@ def run(cfg: E01Config, out: Path, opts) -> None:
         members, run_dir = grid(tcfg), out / "runs" / "reverse" / variant
         spec = SweepSpec(model=model, train=tcfg, task=task, data=arrays, members=members)
         train_sweep(run_dir, spec, desc=f"e01 reverse {variant}", **kw)
-        acc = [answer_accuracy(model, p, arrays["val"], arrays["val_mask"]) for p in member_params(run_dir, model, tcfg, members)]  # fmt: skip
-        measured.setdefault("reverse", {})[variant] = {"exact": [a for a, _ in acc], "token": [t for _, t in acc],
-                                                       "answer_tokens": float(arrays["val_mask"].sum(axis=1).mean())}  # fmt: skip
-    measured["reverse_examples"] = [(w, [tok.bpe.decode([i]) for i in tok.encode(f"{w[::-1]}.")]) for w in _words(cfg)[1][:6]]  # fmt: skip
+        acc = [
+            answer_accuracy(model, p, arrays["val"], arrays["val_mask"])
+            for p in member_params(run_dir, model, tcfg, members)
+        ]
+        measured.setdefault("reverse", {})[variant] = {
+            "exact": [a for a, _ in acc],
+            "token": [t for _, t in acc],
+            "answer_tokens": float(arrays["val_mask"].sum(axis=1).mean()),
+        }
+    measured["reverse_examples"] = [
+        (w, [tok.bpe.decode([i]) for i in tok.encode(f"{w[::-1]}.")]) for w in _words(cfg)[1][:6]
+    ]
     write_measurement(out / "runs" / "measurements.json", measured, cfg)
 
 
@@ -224,7 +268,9 @@ def _measure_tokenizers(cfg: E01Config, tok_dir: Path, max_vocab: int) -> dict:
     shown = sorted({min(cfg.compression_sizes[1:] or cfg.compression_sizes), max_vocab})
     tokenizers = [(f"ours, {v} ids", truncate(toks["gpt2"], v)) for v in shown]
     tokenizers += [("GPT-2, 50,257 ids", gpt2)] if gpt2 is not None else []
-    pieces = [(name, [(label, token_pieces(t, text)) for label, t in tokenizers]) for name, text in SAMPLES.items()]  # fmt: skip
+    pieces = [
+        (name, [(label, token_pieces(t, text)) for label, t in tokenizers]) for name, text in SAMPLES.items()
+    ]
     return {"compression": {"n_bytes": n_bytes, "sizes": sizes, "gpt2_ref": ref, **m}, "pieces": pieces}
 
 
@@ -232,10 +278,17 @@ def _measure_lm(lm, tcfg: TrainConfig, params: list) -> dict:
     """Bits per byte on the whole validation split per seed, and the sizes the table and curves need."""
     model, info, n = lm.model, lm.text.info, lm.text.tokenizer.n_bytes
     per_step = train_flops_per_step(model, tcfg.batch_size)
-    return {"bpb": [bits_per_byte(model, p, lm.text.val, n) for p in params], "steps": tcfg.steps,
-            "flops_per_step": per_step, "flops": per_step * tcfg.steps, "bytes_per_token": info["val_bytes"] / info["val_tokens"],
-            "train_bytes": tcfg.steps * tcfg.batch_size * model.max_len * info["val_bytes"] / info["val_tokens"],
-            "val_tokens": info["val_tokens"], "val_bytes": info["val_bytes"], "sha256": info["sha256"]}  # fmt: skip
+    return {
+        "bpb": [bits_per_byte(model, p, lm.text.val, n) for p in params],
+        "steps": tcfg.steps,
+        "flops_per_step": per_step,
+        "flops": per_step * tcfg.steps,
+        "bytes_per_token": info["val_bytes"] / info["val_tokens"],
+        "train_bytes": tcfg.steps * tcfg.batch_size * model.max_len * info["val_bytes"] / info["val_tokens"],
+        "val_tokens": info["val_tokens"],
+        "val_bytes": info["val_bytes"],
+        "sha256": info["sha256"],
+    }
 
 
 def _measure_embeddings(cfg: E01Config, variant: str, lm, params: list) -> dict:
@@ -245,27 +298,54 @@ def _measure_embeddings(cfg: E01Config, variant: str, lm, params: list) -> dict:
     unit = wte / np.linalg.norm(wte, axis=-1, keepdims=True)
     digits = [tok.ranks[str(d).encode()] for d in range(10)]
     counts = np.bincount(lm.text.val, minlength=tok.vocab_size)
-    cased = {r: tok.ranks.get(b[:2].upper() + b[2:]) for b, r in tok.ranks.items() if re.fullmatch(rb" [a-z]{3,}", b)}  # fmt: skip
-    pairs = [(r, c) for _, r, c in sorted(((int(counts[r]), r, c) for r, c in cased.items() if c is not None), reverse=True)[:6]]  # fmt: skip
+    cased = {
+        r: tok.ranks.get(b[:2].upper() + b[2:])
+        for b, r in tok.ranks.items()
+        if re.fullmatch(rb" [a-z]{3,}", b)
+    }
+    pairs = [
+        (r, c)
+        for _, r, c in sorted(
+            ((int(counts[r]), r, c) for r, c in cased.items() if c is not None), reverse=True
+        )[:6]
+    ]
     seen = np.flatnonzero(counts > 0)
     rand = np.random.default_rng(0).choice(seen, size=(2000, 2))
     rand = rand[rand[:, 0] != rand[:, 1]]
     cos = lambda s, a, b: float(np.mean(np.sum(unit[s, a] * unit[s, b], axis=-1)))
     di, dj = np.triu_indices(10, 1)
     pa, pb = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    stats = {"digits": [cos(s, np.array(digits)[di], np.array(digits)[dj]) for s in range(cfg.seeds)],
-             "case pairs": [cos(s, pa, pb) if pairs else np.nan for s in range(cfg.seeds)],
-             "random pairs": [cos(s, rand[:, 0], rand[:, 1]) for s in range(cfg.seeds)]}  # fmt: skip
+    stats = {
+        "digits": [cos(s, np.array(digits)[di], np.array(digits)[dj]) for s in range(cfg.seeds)],
+        "case pairs": [cos(s, pa, pb) if pairs else np.nan for s in range(cfg.seeds)],
+        "random pairs": [cos(s, rand[:, 0], rand[:, 1]) for s in range(cfg.seeds)],
+    }
     chosen = digits + [i for p in pairs for i in p]
     centered = unit[0, seen] - unit[0, seen].mean(axis=0)
     _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    kind = [next((k for k, pat in CLASSES.items() if re.fullmatch(pat, tok.token_bytes(int(i)))), "other") for i in seen]  # fmt: skip
-    probes = [i for i in (tok.ranks.get(b) for b in (b" the", b" return", b"1", b" self", b"(", b" is")) if i is not None]  # fmt: skip
-    near = [[int(seen[j]) for j in np.argsort(-(unit[0, seen] @ unit[0, i])) if seen[j] != i][:5] for i in probes]  # fmt: skip
-    return {"variant": variant, **stats, "case_pairs": [(tok.decode([a]), tok.decode([b])) for a, b in pairs],
-            "labels": [repr(tok.decode([i]))[1:-1] for i in chosen], "sim": (unit[0, chosen] @ unit[0, chosen].T).tolist(),
-            "xy": (centered @ vt[:2].T).tolist(), "kind": kind, "digit_rows": [int(np.flatnonzero(seen == d)[0]) for d in digits],
-            "neighbours": [(tok.decode([i]), [tok.decode([j]) for j in n]) for i, n in zip(probes, near)]}  # fmt: skip
+    kind = [
+        next((k for k, pat in CLASSES.items() if re.fullmatch(pat, tok.token_bytes(int(i)))), "other")
+        for i in seen
+    ]
+    probes = [
+        i
+        for i in (tok.ranks.get(b) for b in (b" the", b" return", b"1", b" self", b"(", b" is"))
+        if i is not None
+    ]
+    near = [
+        [int(seen[j]) for j in np.argsort(-(unit[0, seen] @ unit[0, i])) if seen[j] != i][:5] for i in probes
+    ]
+    return {
+        "variant": variant,
+        **stats,
+        "case_pairs": [(tok.decode([a]), tok.decode([b])) for a, b in pairs],
+        "labels": [repr(tok.decode([i]))[1:-1] for i in chosen],
+        "sim": (unit[0, chosen] @ unit[0, chosen].T).tolist(),
+        "xy": (centered @ vt[:2].T).tolist(),
+        "kind": kind,
+        "digit_rows": [int(np.flatnonzero(seen == d)[0]) for d in digits],
+        "neighbours": [(tok.decode([i]), [tok.decode([j]) for j in n]) for i, n in zip(probes, near)],
+    }
 
 
 # --- analysis: reads runs/measurements.json and the LM sweeps' metrics, draws and decides ---------------------
@@ -278,11 +358,17 @@ def _compression(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
     if ref is not None:
         ax.plot(ref[:1], ref[1:], marker="*", markersize=12, linestyle="none", label="GPT-2 (50,257 ids)")
     ax.set_xscale("log", base=2)
-    plots.finish(ax, f"Compression on held-out {cfg.data.name} text", "vocabulary size (ids, log scale)",
-                 "UTF-8 bytes per token")  # fmt: skip
+    plots.finish(
+        ax,
+        f"Compression on held-out {cfg.data.name} text",
+        "vocabulary size (ids, log scale)",
+        "UTF-8 bytes per token",
+    )
     plots.save(fig, outs.plot("compression.png"))
-    t = Table(f"Compression: UTF-8 bytes per token on held-out {cfg.data.name} text ({m['n_bytes']:,} bytes)",
-              ["vocabulary", *(f"{p} pattern" for p in PATTERNS)])  # fmt: skip
+    t = Table(
+        f"Compression: UTF-8 bytes per token on held-out {cfg.data.name} text ({m['n_bytes']:,} bytes)",
+        ["vocabulary", *(f"{p} pattern" for p in PATTERNS)],
+    )
     for k, v in enumerate(sizes):
         t.add(v, *(f"{m[p][k]:.3f}" for p in PATTERNS))
     if ref is not None:
@@ -295,8 +381,11 @@ def _compression(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
         shrink = np.all(np.diff(m[p]) > 0) and np.all(np.diff(gains) <= 1e-9 + GAIN_SLACK * gains[0])
         parts.append("supported" if shrink else "refuted")
     ev += [f"GPT-2's 50,257 ids: {ref[1]:.2f} bytes/token on the same text"] if ref is not None else []
-    return Finding("A larger vocabulary compresses held-out text more, with shrinking returns per doubling",
-                   headline(parts), "; ".join(ev) + ". Deterministic (BPE training has no seed).")  # fmt: skip
+    return Finding(
+        "A larger vocabulary compresses held-out text more, with shrinking returns per doubling",
+        headline(parts),
+        "; ".join(ev) + ". Deterministic (BPE training has no seed).",
+    )
 
 
 def _lm_finding(cfg: E01Config, outs: Outputs, lm: dict) -> Finding:
@@ -305,8 +394,12 @@ def _lm_finding(cfg: E01Config, outs: Outputs, lm: dict) -> Finding:
     for v, r in lm.items():  # nats/token -> bits/byte with the split's average bytes per token
         y = runs[v].val_loss / math.log(2) * r["val_tokens"] / r["val_bytes"]
         plots.band(axes[0, 0], runs[v].val_steps * r["flops_per_step"], y, v)
-    plots.finish(axes[0, 0], "Validation loss at equal training compute", "training compute (FLOPs)",
-                 "validation bits per byte (estimate)")  # fmt: skip
+    plots.finish(
+        axes[0, 0],
+        "Validation loss at equal training compute",
+        "training compute (FLOPs)",
+        "validation bits per byte (estimate)",
+    )
     ax = axes[0, 1]
     for k, (v, r) in enumerate(lm.items()):
         ax.scatter([k] * len(r["bpb"]), r["bpb"], alpha=0.5)
@@ -314,20 +407,43 @@ def _lm_finding(cfg: E01Config, outs: Outputs, lm: dict) -> Finding:
     ax.set_xticks(range(len(lm)), list(lm))
     plots.finish(ax, "Final bits per byte, whole validation split", "tokenizer", "bits per UTF-8 byte")
     plots.save(fig, outs.plot("lm_bits_per_byte.png"))
-    t = Table("Language modelling at equal training FLOPs", ["tokenizer", "vocabulary", "bytes/token (val)",
-              "steps", "training FLOPs", "bytes seen", "val bits/byte"])  # fmt: skip
+    t = Table(
+        "Language modelling at equal training FLOPs",
+        [
+            "tokenizer",
+            "vocabulary",
+            "bytes/token (val)",
+            "steps",
+            "training FLOPs",
+            "bytes seen",
+            "val bits/byte",
+        ],
+    )
     for v, r in lm.items():
-        t.add(v, 256 if v == "byte" else int(v[3:]), f"{r['bytes_per_token']:.2f}", r["steps"], f"{r['flops']:.2e}",
-              f"{r['train_bytes']:,.0f}", summarize(r["bpb"]).fmt(3))  # fmt: skip
+        t.add(
+            v,
+            256 if v == "byte" else int(v[3:]),
+            f"{r['bytes_per_token']:.2f}",
+            r["steps"],
+            f"{r['flops']:.2e}",
+            f"{r['train_bytes']:,.0f}",
+            summarize(r["bpb"]).fmt(3),
+        )
     outs.table("lm.md", t)
     cmps = {v: compare(lm["byte"]["bpb"], r["bpb"]) for v, r in lm.items() if v != "byte"}  # Δ = BPE - byte
-    ev = "; ".join(f"{v}: {summarize(r['bpb']).fmt(3)} bits/byte after {r['steps']} steps "
-                   f"({r['train_bytes']:,.0f} bytes of text seen)" for v, r in lm.items())  # fmt: skip
-    return Finding("At equal training FLOPs, a BPE model predicts text better per byte than a byte model",
-                   headline([c.verdict("less") for c in cmps.values()]),
-                   f"{ev}. " + "; ".join(f"{v} − byte (bits/byte): {c.fmt()}" for v, c in cmps.items())
-                   + ". Each BPE token carries several bytes, so at equal compute the BPE model reads more text, "
-                   "even though its larger embedding costs it steps.")  # fmt: skip
+    ev = "; ".join(
+        f"{v}: {summarize(r['bpb']).fmt(3)} bits/byte after {r['steps']} steps "
+        f"({r['train_bytes']:,.0f} bytes of text seen)"
+        for v, r in lm.items()
+    )
+    return Finding(
+        "At equal training FLOPs, a BPE model predicts text better per byte than a byte model",
+        headline([c.verdict("less") for c in cmps.values()]),
+        f"{ev}. "
+        + "; ".join(f"{v} − byte (bits/byte): {c.fmt()}" for v, c in cmps.items())
+        + ". Each BPE token carries several bytes, so at equal compute the BPE model reads more text, "
+        "even though its larger embedding costs it steps.",
+    )
 
 
 def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
@@ -337,37 +453,52 @@ def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
     for k, r in enumerate(scores.values()):
         ax.scatter([k - 0.1] * len(r["exact"]), r["exact"], alpha=0.5, color="C0")
         ax.scatter([k + 0.1] * len(r["token"]), r["token"], alpha=0.5, color="C1")
-    plots.points(ax, np.arange(len(scores)) - 0.1, [r["exact"] for r in scores.values()], "whole word exact (greedy)")  # fmt: skip
+    plots.points(
+        ax, np.arange(len(scores)) - 0.1, [r["exact"] for r in scores.values()], "whole word exact (greedy)"
+    )
     plots.points(ax, np.arange(len(scores)) + 0.1, [r["token"] for r in scores.values()], "per answer token")
     ax.set_xticks(range(len(scores)), list(scores))
     ax.set_ylim(-0.05, 1.05)
-    plots.finish(ax, f"Spelling held-out words backwards ({cfg.reverse.steps} steps)", "tokenizer",
-                 "accuracy (fraction of held-out words)")  # fmt: skip
+    plots.finish(
+        ax,
+        f"Spelling held-out words backwards ({cfg.reverse.steps} steps)",
+        "tokenizer",
+        "accuracy (fraction of held-out words)",
+    )
     plots.save(fig, outs.plot("reverse.png"))
     cuts = [(w, "|".join(p)) for w, p in m["reverse_examples"]]
-    t = Table("Spelling words backwards (exact match on held-out words)",
-              ["tokenizer", "answer tokens (mean)", "exact match", "per-token accuracy"],
-              after=f"How {bv} cuts a few reversed held-out words: " + "; ".join(f"`{w}` → `{p}`" for w, p in cuts)
-              + "\n\nToken visualizer (HTML, ids on hover and under each token): "
-              "[plots/tokens.html](e01_tokenization/plots/tokens.html)")  # fmt: skip
+    t = Table(
+        "Spelling words backwards (exact match on held-out words)",
+        ["tokenizer", "answer tokens (mean)", "exact match", "per-token accuracy"],
+        after=f"How {bv} cuts a few reversed held-out words: "
+        + "; ".join(f"`{w}` → `{p}`" for w, p in cuts)
+        + "\n\nToken visualizer (HTML, ids on hover and under each token): "
+        "[plots/tokens.html](e01_tokenization/plots/tokens.html)",
+    )
     for v, r in scores.items():
         t.add(v, f"{r['answer_tokens']:.1f}", summarize(r["exact"]).fmt(3), summarize(r["token"]).fmt(3))
     outs.table("reverse.md", t)
     c = compare(scores[bv]["exact"], scores["byte"]["exact"])  # Δ = byte - BPE
     fmt = lambda v, k: summarize(scores[v][k]).fmt(3)
-    return Finding("Spelling a word backwards is easy with bytes and hard with BPE", c.verdict("greater", REVERSE_MARGIN),
-                   f"exact match on {cfg.reverse.n_val} held-out words: byte {fmt('byte', 'exact')}, {bv} {fmt(bv, 'exact')} "
-                   f"(per answer token: byte {fmt('byte', 'token')}, {bv} {fmt(bv, 'token')}); byte − {bv}: {c.fmt()}. "
-                   f"The BPE answers are {scores[bv]['answer_tokens']:.1f} tokens of unusual pieces ("
-                   + "; ".join(f'"{w}" reversed is {p}' for w, p in cuts[:3]) + "), so the model must know how each "
-                   "token is spelled, which nothing in its input shows it.")  # fmt: skip
+    return Finding(
+        "Spelling a word backwards is easy with bytes and hard with BPE",
+        c.verdict("greater", REVERSE_MARGIN),
+        f"exact match on {cfg.reverse.n_val} held-out words: byte {fmt('byte', 'exact')}, {bv} {fmt(bv, 'exact')} "
+        f"(per answer token: byte {fmt('byte', 'token')}, {bv} {fmt(bv, 'token')}); byte − {bv}: {c.fmt()}. "
+        f"The BPE answers are {scores[bv]['answer_tokens']:.1f} tokens of unusual pieces ("
+        + "; ".join(f'"{w}" reversed is {p}' for w, p in cuts[:3])
+        + "), so the model must know how each "
+        "token is spelled, which nothing in its input shows it.",
+    )
 
 
 def _embeddings(outs: Outputs, e: dict) -> Finding:
     n, variant, xy, kind = len(e["labels"]), e["variant"], np.array(e["xy"]), np.array(e["kind"])
     fig, axes = plots.figure(ncols=3, width=5.2, height=4.6)
-    for ax, mat, title in ((axes[0, 0], np.eye(n), "One-hot ids (seed-free)"),
-                           (axes[0, 1], np.array(e["sim"]), f"Learned embeddings ({variant}, seed 0)")):  # fmt: skip
+    for ax, mat, title in (
+        (axes[0, 0], np.eye(n), "One-hot ids (seed-free)"),
+        (axes[0, 1], np.array(e["sim"]), f"Learned embeddings ({variant}, seed 0)"),
+    ):
         im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set_xticks(range(n), e["labels"], rotation=90, fontsize=6)
         ax.set_yticks(range(n), e["labels"], fontsize=6)
@@ -380,41 +511,61 @@ def _embeddings(outs: Outputs, e: dict) -> Finding:
         ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, label=f"{k} ({int(sel.sum())})")
     for d, j in enumerate(e["digit_rows"]):
         ax.annotate(str(d), xy[j], fontsize=7)
-    plots.finish(ax, "Learned embeddings, first two principal components", "PC 1 (unitless)", "PC 2 (unitless)")  # fmt: skip
+    plots.finish(
+        ax, "Learned embeddings, first two principal components", "PC 1 (unitless)", "PC 2 (unitless)"
+    )
     plots.save(fig, outs.plot("embeddings.png"))
-    t = Table(f"Nearest neighbours by cosine similarity ({variant} embeddings, seed 0)", ["token", "5 nearest tokens"])  # fmt: skip
+    t = Table(
+        f"Nearest neighbours by cosine similarity ({variant} embeddings, seed 0)",
+        ["token", "5 nearest tokens"],
+    )
     for token, near in e["neighbours"]:
         t.add(f"`{token!r}`", ", ".join(f"`{s!r}`" for s in near))
     outs.table("embeddings.md", t)
     pairs, fmt = e["case_pairs"], lambda k: summarize(e[k]).fmt(3)
     cmps = {k: compare(e["random pairs"], e[k]) for k in ("digits", "case pairs") if k == "digits" or pairs}
-    return Finding("Learned embeddings place related tokens together; one-hot ids cannot (all cosines 0)",
-                   headline([c.verdict("greater") for c in cmps.values()]),
-                   f"mean cosine similarity in the trained {variant} table: between digits {fmt('digits')}, "
-                   + (f"between case variants ({', '.join(f'{a!r}/{b!r}' for a, b in pairs[:3])}, ...) "
-                      f"{fmt('case pairs')}, " if pairs else "no case-variant pairs (' word'/' Word') in this vocabulary, ")
-                   + f"random token pairs {fmt('random pairs')} (one-hot ids: exactly 0 for every pair). Random pairs "
-                   "are not at 0: the trained table shares a common direction (anisotropy), so 'related' means above "
-                   "that baseline. Digits cluster; case variants need not: with tied input/output embeddings a token's "
-                   "vector also encodes what follows it and where it occurs (' The' opens sentences, ' the' sits inside "
-                   "them). Against random pairs: " + "; ".join(f"{k} {c.fmt()}" for k, c in cmps.items()))  # fmt: skip
+    return Finding(
+        "Learned embeddings place related tokens together; one-hot ids cannot (all cosines 0)",
+        headline([c.verdict("greater") for c in cmps.values()]),
+        f"mean cosine similarity in the trained {variant} table: between digits {fmt('digits')}, "
+        + (
+            f"between case variants ({', '.join(f'{a!r}/{b!r}' for a, b in pairs[:3])}, ...) "
+            f"{fmt('case pairs')}, "
+            if pairs
+            else "no case-variant pairs (' word'/' Word') in this vocabulary, "
+        )
+        + f"random token pairs {fmt('random pairs')} (one-hot ids: exactly 0 for every pair). Random pairs "
+        "are not at 0: the trained table shares a common direction (anisotropy), so 'related' means above "
+        "that baseline. Digits cluster; case variants need not: with tied input/output embeddings a token's "
+        "vector also encodes what follows it and where it occurs (' The' opens sentences, ' the' sits inside "
+        "them). Against random pairs: " + "; ".join(f"{k} {c.fmt()}" for k, c in cmps.items()),
+    )
 
 
 def analyze(cfg: E01Config, out: Path) -> Findings:
     outs = Outputs(out)
     m = read_measurement(outs.out / "runs" / "measurements.json", cfg)
     sections = m["pieces"]  # the visualizer, as a page and as a figure
-    write_html(outs.out / "plots" / "tokens.html", f"How {len(sections[0][1])} tokenizers cut the same text", sections)  # fmt: skip
+    write_html(
+        outs.out / "plots" / "tokens.html",
+        f"How {len(sections[0][1])} tokenizers cut the same text",
+        sections,
+    )
     write_png(
         outs.plot("tokens.png"), [(f"{name} — {label}", p) for name, sec in sections for label, p in sec]
     )
-    findings = [_compression(cfg, outs, m["compression"]), _lm_finding(cfg, outs, m["lm"]),
-                _reverse(cfg, outs, m), _embeddings(outs, m["embeddings"])]  # fmt: skip
+    findings = [
+        _compression(cfg, outs, m["compression"]),
+        _lm_finding(cfg, outs, m["lm"]),
+        _reverse(cfg, outs, m),
+        _embeddings(outs, m["embeddings"]),
+    ]
     verdict = headline(findings[1:3])  # the claim: what the same model learns at the same compute
-    summary = {"supported": "The tokenizer changes what the same model learns with the same compute, in both "
-               "directions: BPE models predict text better per byte, and fail a letter-level task that byte models solve.",
-               "qualified": "Tokenization changes what the model learns in some of our tests but not all; see the findings.",
-               }.get(verdict, "At this scale the tokenizers did not separate clearly; see the findings.")  # fmt: skip
+    summary = {
+        "supported": "The tokenizer changes what the same model learns with the same compute, in both "
+        "directions: BPE models predict text better per byte, and fail a letter-level task that byte models solve.",
+        "qualified": "Tokenization changes what the model learns in some of our tests but not all; see the findings.",
+    }.get(verdict, "At this scale the tokenizers did not separate clearly; see the findings.")
     return outs.findings(verdict, summary, findings)
 
 

@@ -65,8 +65,9 @@ EQUAL_MARGIN = 0.02
 @dataclass(frozen=True)
 class E10Config:
     model: ModelConfig = PRESETS["cpu"].replace(n_layers=4)
-    train: TrainConfig = TrainConfig(steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150,
-                                     grad_clip=0.0)  # fmt: skip
+    train: TrainConfig = TrainConfig(
+        steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150, grad_clip=0.0
+    )
     data: DataConfig = DataConfig()
     seeds: int = 3
     lrs: tuple[float, ...] = (1e-3, 3e-2)  # a normal and a high peak learning rate
@@ -78,8 +79,11 @@ class E10Config:
         check(len(self.lrs) == 2, f"lrs must be (normal, high), got {self.lrs}")
         check(0 < self.lrs[0] < self.lrs[1], f"lrs must be increasing and > 0, got {self.lrs}")
         bad = [v for v in self.norms if v not in NORM_VARIANTS]
-        check(not bad, f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
-              "(post-norm needs a norm: 'none-post' is not a variant)")  # fmt: skip
+        check(
+            not bad,
+            f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
+            "(post-norm needs a norm: 'none-post' is not a variant)",
+        )
         bad = [v for v in self.activations if v not in ACTIVATIONS]
         check(not bad, f"activations: unknown {bad}; allowed: {', '.join(ACTIVATIONS)}")
         check(BASE_NORM in self.norms, f"norms must include the baseline {BASE_NORM!r}")
@@ -88,32 +92,48 @@ class E10Config:
             values = getattr(self, name)
             check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
         check(self.model.mask == "causal", "e10 trains causal language models; model.mask must be 'causal'")
-        check((self.model.norm, self.model.norm_placement, self.model.activation) == ("layernorm", "pre", "gelu"),
-              "model.norm, model.norm_placement and model.activation are set per variant here; "
-              "choose them with `norms` and `activations`")  # fmt: skip
+        check(
+            (self.model.norm, self.model.norm_placement, self.model.activation)
+            == ("layernorm", "pre", "gelu"),
+            "model.norm, model.norm_placement and model.activation are set per variant here; "
+            "choose them with `norms` and `activations`",
+        )
 
 
 PRESET_TABLE = {
     # smoke: the gated MLPs are checked in tests/model; three programs keep this fast
-    "smoke": E10Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
-                       seeds=2, norms=("layernorm-pre", "none-pre", "rmsnorm-post"), activations=("gelu",)),
+    "smoke": E10Config(
+        model=PRESETS["smoke"],
+        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
+        seeds=2,
+        norms=("layernorm-pre", "none-pre", "rmsnorm-post"),
+        activations=("gelu",),
+    ),
     "cpu": E10Config(),
-    "gpu": E10Config(model=PRESETS["gpu"].replace(n_layers=8), train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
-                     data=DataConfig(name="pystdlib"), lrs=(6e-4, 1e-2)),
-}  # fmt: skip
+    "gpu": E10Config(
+        model=PRESETS["gpu"].replace(n_layers=8),
+        train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
+        data=DataConfig(name="pystdlib"),
+        lrs=(6e-4, 1e-2),
+    ),
+}
 
 
 # --- variants -----------------------------------------------------------------------------------------------
 def variants(cfg: E10Config) -> list[str]:
     """Every trained model, "<norm>-<placement>-<activation>": each norm variant with GELU, each activation
     with pre-LayerNorm (the baseline once)."""
-    return list(dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations]))  # fmt: skip
+    return list(
+        dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations])
+    )
 
 
 def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
     """(variant name, label) of the norm variants (with the baseline activation) and the activation ones."""
-    return {"norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms],
-            "activations": [(f"{BASE_NORM}-{a}", a) for a in cfg.activations]}  # fmt: skip
+    return {
+        "norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms],
+        "activations": [(f"{BASE_NORM}-{a}", a) for a in cfg.activations],
+    }
 
 
 def check_config(cfg: E10Config) -> None:
@@ -128,8 +148,17 @@ def run(cfg: E10Config, out: Path, opts) -> None:
     for name in variants(cfg):
         norm, placement, act = name.split("-")
         model = lm.model.replace(norm=norm, norm_placement=placement, activation=act)
-        spec = SweepSpec(model=model, train=cfg.train, task=lm.task, data=lm.text.arrays, members=members, data_info=lm.text.info)  # fmt: skip
-        train_sweep(out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")  # fmt: skip
+        spec = SweepSpec(
+            model=model,
+            train=cfg.train,
+            task=lm.task,
+            data=lm.text.arrays,
+            members=members,
+            data_info=lm.text.info,
+        )
+        train_sweep(
+            out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}"
+        )
         _, state = latest_state(out / "runs" / name, model, cfg.train, members)
         inter = jax.jit(jax.vmap(lambda p, model=model: capture(model, p, tokens)[1]))(state.params)
         res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
@@ -158,28 +187,55 @@ class _Runs:
         """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained."""
         loss = lambda n: self.runs[n].final_val_loss[self.runs[n].member_values("lr") == lr]
         c = compare(*(np.where(self.failed(n, lr), self.initial, loss(n)) for n in (a, b)))
-        s = lambda n: f"{n} {summarize(loss(n)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"  # fmt: skip
-        note = " (failed runs counted at the untrained loss)" if self.failed(a, lr).any() or self.failed(b, lr).any() else ""  # fmt: skip
+        s = lambda n: (
+            f"{n} {summarize(loss(n)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"
+        )
+        note = (
+            " (failed runs counted at the untrained loss)"
+            if self.failed(a, lr).any() or self.failed(b, lr).any()
+            else ""
+        )
         return c, f"{s(b)} vs {s(a)} at lr {lr:g}: {c.fmt(p=p)}{note}"
 
 
 def _table(r: _Runs, outs: Outputs) -> None:
     # gradient norms span many orders of magnitude: their mean ± sd in 3 significant digits
-    cfg, g = r.cfg, lambda s: "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}"  # fmt: skip
-    t = Table("Final validation loss per variant and peak learning rate",
-              ["variant", "norm", "placement", "activation", "lr", "final val loss", "diverged", "failed", "max grad norm"],
-              note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
-              f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
-              f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
-              "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.")  # fmt: skip
+    cfg, g = (
+        r.cfg,
+        lambda s: "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}",
+    )
+    t = Table(
+        "Final validation loss per variant and peak learning rate",
+        [
+            "variant",
+            "norm",
+            "placement",
+            "activation",
+            "lr",
+            "final val loss",
+            "diverged",
+            "failed",
+            "max grad norm",
+        ],
+        note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
+        f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
+        f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
+        "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.",
+    )
     for name in variants(cfg):
         run = r.runs[name]
         for lr in cfg.lrs:
             idx = run.member_values("lr") == lr
             gmax = np.nanmax(np.where(np.isfinite(run.grad_norm[idx]), run.grad_norm[idx], np.nan), axis=1)
-            t.add(name, *name.split("-"), f"{lr:g}", summarize(run.final_val_loss[idx]).fmt(),
-                  f"{int(np.sum(run.diverged_at[idx] >= 0))}/{idx.sum()}", f"{int(r.failed(name, lr).sum())}/{idx.sum()}",
-                  g(summarize(gmax)))  # fmt: skip
+            t.add(
+                name,
+                *name.split("-"),
+                f"{lr:g}",
+                summarize(run.final_val_loss[idx]).fmt(),
+                f"{int(np.sum(run.diverged_at[idx] >= 0))}/{idx.sum()}",
+                f"{int(r.failed(name, lr).sum())}/{idx.sum()}",
+                g(summarize(gmax)),
+            )
     outs.table("variants.md", t)
 
 
@@ -196,9 +252,15 @@ def _curves(r: _Runs, outs: Outputs) -> None:
             axes[0, col].set_yscale("log")
             axes[1, col].set_yscale("log")
             kind = "normal" if lr == cfg.lrs[0] else "high"
-            plots.finish(axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)")  # fmt: skip
-            plots.finish(axes[1, col], f"global gradient norm, {kind} lr {lr:g}", "step",
-                         "grad norm (10-step mean, log)")  # fmt: skip
+            plots.finish(
+                axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)"
+            )
+            plots.finish(
+                axes[1, col],
+                f"global gradient norm, {kind} lr {lr:g}",
+                "step",
+                "grad norm (10-step mean, log)",
+            )
         fig.suptitle(f"e10: {group} — mean ± sd over {cfg.seeds} seeds (gaps = diverged runs)")
         plots.save(fig, outs.plot(f"curves_{group}.png"))
 
@@ -209,22 +271,35 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
     for col, lr in enumerate(cfg.lrs):
         ax = axes[0, col]
         for name, label in groups["norms"]:
-            plots.band(ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o")  # fmt: skip
+            plots.band(
+                ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o"
+            )
         ax.set_yscale("log")
         ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(cfg.model.n_layers)])
-        plots.finish(ax, f"residual-stream RMS vs depth (lr {lr:g}, trained)", "residual stream after",
-                     "RMS over tokens and dims (log)")  # fmt: skip
+        plots.finish(
+            ax,
+            f"residual-stream RMS vs depth (lr {lr:g}, trained)",
+            "residual stream after",
+            "RMS over tokens and dims (log)",
+        )
     fig.suptitle("e10: residual-stream RMS with depth per norm variant (from checkpoints, mean ± sd)")
     plots.save(fig, outs.plot("residual_rms.png"))
-    for kind, items, title in (("residual", groups["norms"], "residual stream after each block"),
-                               ("mlp", groups["activations"], "MLP activations (after the nonlinearity/gate)")):  # fmt: skip
+    for kind, items, title in (
+        ("residual", groups["norms"], "residual stream after each block"),
+        ("mlp", groups["activations"], "MLP activations (after the nonlinearity/gate)"),
+    ):
         fig, axes = plots.figure(ncols=len(items), width=3.2, height=3.4)
         for ax, (name, label) in zip(axes[0], items):
             n = len(acts[f"{name}:{kind}:mean"])
-            ax.violin([{k: acts[f"{name}:{kind}:{k}"][i] for k in VIOLIN} | {"quantiles": []} for i in range(n)],
-                      positions=np.arange(n), showextrema=False)  # fmt: skip
+            ax.violin(
+                [{k: acts[f"{name}:{kind}:{k}"][i] for k in VIOLIN} | {"quantiles": []} for i in range(n)],
+                positions=np.arange(n),
+                showextrema=False,
+            )
             ax.set_yscale("symlog", linthresh=1e-1)
-            ax.set_xticks(np.arange(n), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)])  # fmt: skip
+            ax.set_xticks(
+                np.arange(n), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)]
+            )
             ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
             plots.finish(ax, label, "layer", "activation value (symlog)")
         fig.suptitle(f"e10: distribution of the {title}, per layer")
@@ -240,8 +315,11 @@ def _decided(claim: str, cs: list, direction: str, margin: float = 0.0) -> Findi
 
 
 def _no_norm(r: _Runs) -> Finding:
-    return _decided("Removing the norm hurts, most at a high learning rate",
-                    [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "greater")  # fmt: skip
+    return _decided(
+        "Removing the norm hurts, most at a high learning rate",
+        [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs],
+        "greater",
+    )
 
 
 def _growth(r: _Runs, acts: dict) -> Finding:
@@ -251,16 +329,23 @@ def _growth(r: _Runs, acts: dict) -> Finding:
     rn, rb = ratio(none), ratio(BASE)
     c, per_depth = compare(np.log(rb), np.log(rn)), rms(none).mean(0)
     grows = bool(np.all(np.diff(per_depth) > 0))
-    return Finding("Without a norm, the residual stream's RMS grows with depth faster than with one",
-                   headline([c.verdict("greater"), "supported" if grows else "refuted"]),
-                   f"RMS(after last block) / RMS(embedding), trained at lr {lo:g}: none-pre {summarize(rn).fmt()} vs "
-                   f"layernorm-pre {summarize(rb).fmt()} (log-ratio {c.fmt(2)}); none-pre RMS per depth "
-                   + ", ".join(f"{m:.3g}" for m in per_depth) + f" ({'monotone growth' if grows else 'not monotone'})")  # fmt: skip
+    return Finding(
+        "Without a norm, the residual stream's RMS grows with depth faster than with one",
+        headline([c.verdict("greater"), "supported" if grows else "refuted"]),
+        f"RMS(after last block) / RMS(embedding), trained at lr {lo:g}: none-pre {summarize(rn).fmt()} vs "
+        f"layernorm-pre {summarize(rb).fmt()} (log-ratio {c.fmt(2)}); none-pre RMS per depth "
+        + ", ".join(f"{m:.3g}" for m in per_depth)
+        + f" ({'monotone growth' if grows else 'not monotone'})",
+    )
 
 
 def _rmsnorm(r: _Runs) -> Finding:
-    return _decided(f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
-                    [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs], "equal", EQUAL_MARGIN)  # fmt: skip
+    return _decided(
+        f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
+        [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs],
+        "equal",
+        EQUAL_MARGIN,
+    )
 
 
 def _post_norm(r: _Runs, posts: list[str]) -> Finding:
@@ -274,7 +359,11 @@ def _gated(r: _Runs, gated: list[str]) -> Finding:
     others = [a for a in r.cfg.activations if a not in gated and a != BASE_ACT]  # shown, not decided
     cs = [r.compare(BASE, f"{BASE_NORM}-{a}", r.cfg.lrs[0], p=True) for a in gated + others]
     verdict = headline([c.verdict("less") for c, _ in cs[: len(gated)]])
-    return Finding("Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))", verdict, "; ".join(s for _, s in cs))  # fmt: skip
+    return Finding(
+        "Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))",
+        verdict,
+        "; ".join(s for _, s in cs),
+    )
 
 
 def analyze(cfg: E10Config, out: Path) -> Findings:
@@ -286,12 +375,19 @@ def analyze(cfg: E10Config, out: Path) -> Findings:
     _curves(r, outs)
     _activation_plots(r, outs, acts)
     has = lambda norm: f"{norm}-{BASE_ACT}" in runs
-    posts, gated = [n for n in cfg.norms if n.endswith("-post")], [a for a in cfg.activations if a in ("swiglu", "geglu")]  # fmt: skip
+    posts, gated = (
+        [n for n in cfg.norms if n.endswith("-post")],
+        [a for a in cfg.activations if a in ("swiglu", "geglu")],
+    )
     no_norm = [_no_norm(r), _growth(r, acts)] if has("none-pre") else []
     post = [_post_norm(r, posts)] if posts else []
-    findings = no_norm + ([_rmsnorm(r)] if has("rmsnorm-pre") else []) + post + ([_gated(r, gated)] if gated else [])  # fmt: skip
-    summary = (f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "
-               "steps, clipping off. " + " ".join(f"[{f.verdict}] {f.claim}." for f in findings))  # fmt: skip
+    findings = (
+        no_norm + ([_rmsnorm(r)] if has("rmsnorm-pre") else []) + post + ([_gated(r, gated)] if gated else [])
+    )
+    summary = (
+        f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "
+        "steps, clipping off. " + " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
+    )
     return outs.findings(headline(no_norm + post), summary, findings)  # the claim: norms and their placement
 
 
