@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,20 @@ class RunData:
     def extra(self, i: int = 0) -> np.ndarray:
         """(M,) the i-th experiment-defined hyperparameter of each member."""
         return np.array([m["extra"][i] for m in self.members])
+
+    def failed(self, initial_loss: float) -> np.ndarray:
+        """(M,) members whose training failed: a non-finite loss at some step (diverged), or a final
+        validation loss above `initial_loss` (e.g. the untrained model's: it learned nothing)."""
+        final = self.final_val_loss
+        return (self.diverged_at >= 0) | ~np.isfinite(final) | (final > initial_loss)
+
+    @property
+    def max_grad_norm(self) -> np.ndarray:
+        """(M,) the largest finite logged gradient norm of each member (NaN where none is finite)."""
+        finite = np.where(np.isfinite(self.grad_norm), self.grad_norm, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: members that diverged at once
+            return np.nanmax(finite, axis=1)
 
 
 def _grid(rows, key, members, steps):

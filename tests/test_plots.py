@@ -79,3 +79,17 @@ def test_token_visualizer_png_grows_with_the_rows_it_shows(tmp_path):
     tall = write_png(tmp_path / "tall.png", [("one", pieces), ("two", pieces * 3)])
     size = lambda p: struct.unpack(">II", p.read_bytes()[16:24])  # (width, height) from the PNG header
     assert size(short)[0] == size(tall)[0] and size(tall)[1] > size(short)[1]
+
+
+def test_violins_from_stored_statistics_draw_what_violinplot_draws_from_the_values():
+    groups = np.random.default_rng(0).normal(size=(3, 200)) * np.array([[0.5], [1.0], [4.0]])
+    stats = plots.violin_stats(groups)
+    assert set(stats) == set(plots.VIOLIN_KEYS) and stats["coords"].shape == (3, 100)
+    np.testing.assert_allclose(stats["mean"], groups.mean(axis=1))
+    _, axes = plots.figure(ncols=2)
+    axes[0, 0].violinplot(list(groups), positions=np.arange(3), showextrema=False)
+    plots.violins(axes[0, 1], stats)
+    want, got = axes[0, 0].collections, axes[0, 1].collections
+    assert len(got) == len(want) == 3
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a.get_paths()[0].vertices, b.get_paths()[0].vertices)

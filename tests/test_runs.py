@@ -62,3 +62,26 @@ def test_runs_trained_on_different_corpora_are_refused(tmp_path):
         load_runs({"a": tmp_path / "a", "b": tmp_path / "b"})
     with pytest.raises(DataError, match="run the experiment first"):
         load_run(tmp_path / "absent")
+
+
+def test_failed_members_and_largest_finite_gradient_norm(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    members = [{"seed": s, "lr": 1e-3, "init_scale": 1.0, "extra": []} for s in range(4)]
+    (d / "config.json").write_text(json.dumps({"config": {"members": members}}))
+    rows = [  # member 0 learns; 1 ends above the untrained loss; 2 diverges at step 10; 3 diverges at once
+        {"step": 10, "member": m, "loss": lo, "grad_norm": g, "val_loss": v, "diverged_at": d_at}
+        for m, lo, g, v, d_at in [
+            (0, 2.0, 1.5, 2.5, -1),
+            (1, 4.0, 9.0, 5.5, -1),
+            (2, float("nan"), float("inf"), float("nan"), 10),
+            (3, float("nan"), float("nan"), float("nan"), 10),
+        ]
+    ]
+    rows += [{"step": 20, "member": 0, "loss": 1.8, "grad_norm": 2.5, "val_loss": 2.2}]
+    rows += [{"step": 20, "member": 1, "loss": 4.1, "grad_norm": 0.5, "val_loss": 5.6}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = load_run(d)
+    assert run.failed(initial_loss=5.0).tolist() == [False, True, True, True]
+    assert run.failed(initial_loss=6.0).tolist() == [False, False, True, True]
+    np.testing.assert_array_equal(run.max_grad_norm, [2.5, 9.0, np.nan, np.nan])

@@ -37,10 +37,13 @@ class Summary:
     n: int  # finite values counted
     n_nonfinite: int  # diverged runs, excluded from mean and sd
 
-    def fmt(self, digits: int = 3) -> str:
+    def fmt(self, digits: int = 3, style: str = "f") -> str:
+        """ "mean ± sd" with `digits` decimals, or with style="g" `digits` significant digits (for values
+        that span orders of magnitude, e.g. gradient norms)."""
         if self.n == 0:
             return "diverged" if self.n_nonfinite else "n/a"
-        s = f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}" if self.n > 1 else f"{self.mean:.{digits}f}"
+        f = f".{digits}{style}"
+        s = f"{self.mean:{f}} ± {self.sd:{f}}" if self.n > 1 else f"{self.mean:{f}}"
         return s + (f" ({self.n_nonfinite} diverged)" if self.n_nonfinite else "")
 
 

@@ -114,3 +114,11 @@ def text_lm(dcfg: DataConfig, model, seq_len: int | None = None) -> TextLM:
     text = load_text_data(dcfg)
     model = model.replace(vocab_size=text.tokenizer.vocab_size)
     return TextLM(text, model, TextWindows(seq_len or model.max_len, model.vocab_size))
+
+
+def split_text(dcfg: DataConfig) -> tuple[str, str]:
+    """(training text, held-out text) of `dcfg`'s corpus, cut at `val_fraction` of its characters as
+    `load_text_data` cuts it to fit a BPE: the text a tokenizer may be trained on, and text it never saw."""
+    text = load_corpus(dcfg.name).text
+    cut = int(len(text) * (1.0 - dcfg.val_fraction))
+    return text[:cut], text[cut:]

@@ -13,6 +13,7 @@ inside the compiled step, so no data crosses from host to device while training.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import jax
@@ -231,3 +232,19 @@ def reversal_examples(train_words, val_words, encode) -> tuple[dict[str, np.ndar
     seq_len = max(len(p) + len(a) for p, a in tr + va) - 1
     (train, train_mask), (val, val_mask) = (pack_examples(x, pad=0, seq_len=seq_len) for x in (tr, va))
     return {"train": train, "train_mask": train_mask, "val": val, "val_mask": val_mask}, seq_len
+
+
+def word_split(text: str, min_len: int, max_len: int, n_val: int, n_train: int, seed: int = 0):
+    """(train words, held-out words) for a word-level task: the distinct lowercase ASCII words of `text`
+    with min_len..max_len letters (not part of a longer run of letters), sorted, then shuffled once with
+    `seed`; the first n_val are held out and the next n_train (at most) are for training, so no held-out
+    word is ever trained on. Raises DataError unless there are more than n_val such words."""
+    found = sorted(set(re.findall(rf"(?<![A-Za-z])[a-z]{{{min_len},{max_len}}}(?![A-Za-z])", text)))
+    if len(found) < n_val + 1:
+        raise DataError(
+            f"the text has {len(found)} distinct words of {min_len}-{max_len} letters; the task needs "
+            f"more than n_val = {n_val}"
+        )
+    order = np.random.default_rng(seed).permutation(len(found))
+    words = [found[i] for i in order]
+    return words[n_val : n_val + n_train], words[:n_val]

@@ -27,3 +27,13 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float
 def train_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int | None = None) -> float:
     t = cfg.max_len if seq_len is None else seq_len
     return train_flops_per_token(cfg, t) * batch_size * t
+
+
+def equal_flops_steps(
+    cfg: ModelConfig, reference: ModelConfig, steps: int, batch_size: int, multiple: int = 1
+) -> int:
+    """Training steps that give `cfg` the FLOPs `reference` gets in `steps` steps at the same batch size
+    (a model with a larger vocabulary or more layers trains fewer steps), rounded to a multiple of
+    `multiple` (e.g. the logging interval), and at least one multiple."""
+    ratio = train_flops_per_step(reference, batch_size) / train_flops_per_step(cfg, batch_size)
+    return max(multiple, int(round(steps * ratio / multiple)) * multiple)

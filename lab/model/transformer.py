@@ -165,3 +165,9 @@ def cache_memory(cfg: ModelConfig, batch: int, size: int) -> dict:
             cfg.n_layers, batch, cfg.kv_heads, cfg.head_dim, size, itemsize
         ),
     }
+
+
+def stacked_capture(cfg: ModelConfig, params: dict, tokens_BT) -> dict:
+    """`capture`'s intermediates for S stacked parameter sets (a sweep's members on a leading axis) on the
+    same tokens (B, T), in one compiled call: each array gains a leading S axis."""
+    return jax.jit(jax.vmap(lambda p: capture(cfg, p, tokens_BT)[1]))(params)

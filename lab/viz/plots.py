@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import cbook  # noqa: E402
 
 from lab.fileio import atomic_write_bytes  # noqa: E402
 
@@ -148,3 +149,22 @@ def log_axes(ax, xbase: float = 10, ylog: bool = True, xticks=None):
         ax.set_yscale("log")
     if xticks is not None:
         ax.set_xticks(list(xticks), [str(x) for x in xticks])
+
+
+VIOLIN_KEYS = ("coords", "vals", "mean", "median", "min", "max")  # what Axes.violin needs of each violin
+
+
+def violin_stats(groups, points: int = 100) -> dict[str, np.ndarray]:
+    """Matplotlib's violin statistics of each group of values (a Gaussian KDE at `points` points, Scott's
+    bandwidth, as `Axes.violinplot` computes them), one row per group under each of VIOLIN_KEYS: what
+    `violins` draws, and small enough to store in place of the values (measure in `run`, draw in
+    `analyze` without the data)."""
+    stats = cbook.violin_stats(list(groups), ("GaussianKDE", None), points=points)
+    return {k: np.stack([s[k] for s in stats]) for k in VIOLIN_KEYS}
+
+
+def violins(ax, stats: dict) -> None:
+    """One violin per row of `violin_stats` output, at x = 0, 1, ..., without extrema lines."""
+    n = len(stats["mean"])
+    vpstats = [{k: stats[k][i] for k in VIOLIN_KEYS} | {"quantiles": []} for i in range(n)]
+    ax.violin(vpstats, positions=np.arange(n), showextrema=False)

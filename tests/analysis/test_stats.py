@@ -31,6 +31,8 @@ def test_summarize_excludes_nonfinite_and_uses_sample_sd():
     assert (s.mean, s.n, s.n_nonfinite) == (2.0, 3, 2)
     assert s.sd == pytest.approx(1.0)
     assert "2 diverged" in s.fmt()
+    assert summarize([1234.5, 5.4e14]).fmt(3, "g") == "2.7e+14 ± 3.82e+14"  # significant digits
+    assert (summarize([0.012345]).fmt(3, "g"), summarize([]).fmt(3, "g")) == ("0.0123", "n/a")
 
 
 def test_welch_against_hand_computation():

@@ -135,3 +135,16 @@ def test_reversal_examples_answer_each_prompt_with_the_word_backwards():
     assert "".join(chr(i) for i in row[1:][mask]) == "olleh."  # the loss sees the answer only
     row, mask = arrays["val"][0], arrays["val_mask"][0]
     assert "".join(chr(i) for i in row[1:][mask]) == "yx." and not row[len("xy=yx.") :].any()  # padded
+
+
+def test_word_split_holds_out_distinct_whole_words():
+    from lab.data.tasks import word_split
+
+    text = "the cat sat; Cats nap. a zebra_x dog 42 cat bird owl"
+    train, val = word_split(text, 3, 4, 2, 10)
+    assert len(val) == 2 and not set(train) & set(val)
+    assert sorted(train + val) == ["bird", "cat", "dog", "nap", "owl", "sat", "the"]  # not "ats", "zebra"
+    assert (train, val) == word_split(text, 3, 4, 2, 10)  # one fixed shuffle
+    assert len(word_split(text, 3, 4, 2, 3)[0]) == 3
+    with pytest.raises(DataError, match="n_val = 7"):
+        word_split(text, 3, 4, 7, 10)

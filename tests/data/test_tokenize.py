@@ -234,3 +234,16 @@ def test_bpe_data_pipeline_fits_on_training_text_only(tmp_path):
     assert b"zyzzyva" not in data.tokenizer.bpe.ranks and b" zyzzyva" not in data.tokenizer.bpe.ranks
     assert data.info["val_bytes"] == data.tokenizer.n_bytes(data.val)
     assert data.tokenizer.decode(np.concatenate([data.train, data.val])) == path.read_text()
+
+
+def test_split_text_is_the_text_a_pipeline_bpe_is_fitted_on(tmp_path):
+    from lab.data.pipeline import DataConfig, load_text_data, split_text
+    from lab.tokenizer import train_bpe
+
+    path = tmp_path / "c.txt"
+    path.write_text("alpha beta gamma delta. " * 200 + "zyzzyva " * 60)
+    dcfg = DataConfig(f"file:{path}", "bpe", 0.1, bpe_vocab_size=265)
+    train, held_out = split_text(dcfg)
+    assert train + held_out == path.read_text() and len(train) == int(len(path.read_text()) * 0.9)
+    assert "zyzzyva" in held_out and "zyzzyva" not in train
+    assert train_bpe(train, 265).ranks == load_text_data(dcfg).tokenizer.bpe.ranks

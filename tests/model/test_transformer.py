@@ -701,3 +701,15 @@ def test_cache_memory_is_the_allocated_cache_next_to_the_formula(kv, dtype, size
     got = transformer.cache_memory(cfg, batch=3, size=7)
     want = 2 * cfg.n_layers * 3 * cfg.kv_heads * cfg.head_dim * 7 * size  # written out independently
     assert got == {"measured_bytes": want, "bookkeeping_bytes": 7 * 4 + 4, "formula_bytes": want}
+
+
+def test_stacked_capture_is_capture_of_each_member():
+    params = [_params(BASE, s) for s in (3, 4)]
+    tokens = _tokens(3)
+    stacked = transformer.stacked_capture(
+        BASE, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params), tokens
+    )
+    for i, p in enumerate(params):
+        one = transformer.capture(BASE, p, tokens)[1]
+        for key in ("residual", "mlp_hidden", "attn_weights"):
+            np.testing.assert_allclose(stacked[key][i], one[key], rtol=1e-5, atol=1e-5)
