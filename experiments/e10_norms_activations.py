@@ -33,17 +33,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
-from matplotlib import cbook
 
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
-from lab.config import check
+from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig
-from lab.model.config import Activation, Norm, NormPlacement
-from lab.model.transformer import capture
+from lab.model.config import GATED_ACTIVATIONS, Activation, Norm, NormPlacement
+from lab.model.transformer import stacked_capture
 from lab.runs import load_runs, read_measurement, write_measurement
 from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
@@ -53,11 +51,11 @@ from lab.viz import plots
 NORMS = typing.get_args(Norm)
 PLACEMENTS = typing.get_args(NormPlacement)
 ACTIVATIONS = typing.get_args(Activation)
+# post-norm needs a norm: "none-post" is not a variant (it would be pre-norm with none)
 NORM_VARIANTS = tuple(f"{n}-{p}" for p in PLACEMENTS for n in NORMS if not (n == "none" and p == "post"))
 BASE_NORM, BASE_ACT = "layernorm-pre", "gelu"
 BASE = f"{BASE_NORM}-{BASE_ACT}"
 ACT_BATCH = 8  # validation windows whose activations are recorded from each checkpoint
-VIOLIN = ("coords", "vals", "mean", "median", "min", "max")  # matplotlib's violin statistics, kept per layer
 # nats: "trains as well as" for RMSNorm vs LayerNorm, the margin its claim has stated since e10 was written
 EQUAL_MARGIN = 0.02
 
@@ -65,9 +63,7 @@ EQUAL_MARGIN = 0.02
 @dataclass(frozen=True)
 class E10Config:
     model: ModelConfig = PRESETS["cpu"].replace(n_layers=4)
-    train: TrainConfig = TrainConfig(
-        steps=150, batch_size=16, warmup_steps=15, eval_every=50, ckpt_every=150, grad_clip=0.0
-    )
+    train: TrainConfig = TrainConfig(steps=150, warmup_steps=15, eval_every=50, ckpt_every=150, grad_clip=0.0)
     data: DataConfig = DataConfig()
     seeds: int = 3
     lrs: tuple[float, ...] = (1e-3, 3e-2)  # a normal and a high peak learning rate
@@ -75,65 +71,47 @@ class E10Config:
     activations: tuple[str, ...] = ACTIVATIONS  # each trained with pre-LayerNorm
 
     def __post_init__(self):
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        check_at_least(self, 1, "seeds")
         check(len(self.lrs) == 2, f"lrs must be (normal, high), got {self.lrs}")
         check(0 < self.lrs[0] < self.lrs[1], f"lrs must be increasing and > 0, got {self.lrs}")
-        bad = [v for v in self.norms if v not in NORM_VARIANTS]
+        check_choices(self, "norms", NORM_VARIANTS, required=(BASE_NORM,))
+        check_choices(self, "activations", ACTIVATIONS, required=(BASE_ACT,))
+        check_distinct(self, "norms", "activations")
+        check_causal(self.model, "e10 trains language models")
+        m = self.model
         check(
-            not bad,
-            f"norms: unknown or invalid {bad}; allowed: {', '.join(NORM_VARIANTS)} "
-            "(post-norm needs a norm: 'none-post' is not a variant)",
-        )
-        bad = [v for v in self.activations if v not in ACTIVATIONS]
-        check(not bad, f"activations: unknown {bad}; allowed: {', '.join(ACTIVATIONS)}")
-        check(BASE_NORM in self.norms, f"norms must include the baseline {BASE_NORM!r}")
-        check(BASE_ACT in self.activations, f"activations must include the baseline {BASE_ACT!r}")
-        for name in ("norms", "activations"):
-            values = getattr(self, name)
-            check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
-        check(self.model.mask == "causal", "e10 trains causal language models; model.mask must be 'causal'")
-        check(
-            (self.model.norm, self.model.norm_placement, self.model.activation)
-            == ("layernorm", "pre", "gelu"),
+            f"{m.norm}-{m.norm_placement}-{m.activation}" == BASE,
             "model.norm, model.norm_placement and model.activation are set per variant here; "
             "choose them with `norms` and `activations`",
         )
 
 
+# fmt: off
 PRESET_TABLE = {
     # smoke: the gated MLPs are checked in tests/model; three programs keep this fast
-    "smoke": E10Config(
-        model=PRESETS["smoke"],
-        train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
-        seeds=2,
-        norms=("layernorm-pre", "none-pre", "rmsnorm-post"),
-        activations=("gelu",),
-    ),
+    "smoke": E10Config(model=PRESETS["smoke"], seeds=2,
+                       train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20, grad_clip=0.0),
+                       norms=("layernorm-pre", "none-pre", "rmsnorm-post"), activations=("gelu",)),
     "cpu": E10Config(),
-    "gpu": E10Config(
-        model=PRESETS["gpu"].replace(n_layers=8),
-        train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0),
-        data=DataConfig(name="pystdlib"),
-        lrs=(6e-4, 1e-2),
-    ),
+    "gpu": E10Config(model=PRESETS["gpu"].replace(n_layers=8), lrs=(6e-4, 1e-2),
+                     train=TRAIN_PRESETS["gpu"].replace(grad_clip=0.0), data=DataConfig(name="pystdlib")),
 }
+# fmt: on
 
 
 # --- variants -----------------------------------------------------------------------------------------------
-def variants(cfg: E10Config) -> list[str]:
-    """Every trained model, "<norm>-<placement>-<activation>": each norm variant with GELU, each activation
-    with pre-LayerNorm (the baseline once)."""
-    return list(
-        dict.fromkeys([f"{n}-{BASE_ACT}" for n in cfg.norms] + [f"{BASE_NORM}-{a}" for a in cfg.activations])
-    )
-
-
 def _groups(cfg: E10Config) -> dict[str, list[tuple[str, str]]]:
     """(variant name, label) of the norm variants (with the baseline activation) and the activation ones."""
     return {
         "norms": [(f"{n}-{BASE_ACT}", n) for n in cfg.norms],
         "activations": [(f"{BASE_NORM}-{a}", a) for a in cfg.activations],
     }
+
+
+def variants(cfg: E10Config) -> list[str]:
+    """Every trained model, "<norm>-<placement>-<activation>": each norm variant with GELU, each activation
+    with pre-LayerNorm (the baseline once)."""
+    return list(dict.fromkeys(name for items in _groups(cfg).values() for name, _ in items))
 
 
 def check_config(cfg: E10Config) -> None:
@@ -147,27 +125,19 @@ def run(cfg: E10Config, out: Path, opts) -> None:
     acts = {"sha256": np.array(lm.text.info["sha256"])}
     for name in variants(cfg):
         norm, placement, act = name.split("-")
-        model = lm.model.replace(norm=norm, norm_placement=placement, activation=act)
-        spec = SweepSpec(
-            model=model,
-            train=cfg.train,
-            task=lm.task,
-            data=lm.text.arrays,
-            members=members,
-            data_info=lm.text.info,
-        )
-        train_sweep(
-            out / "runs" / name, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}"
-        )
-        _, state = latest_state(out / "runs" / name, model, cfg.train, members)
-        inter = jax.jit(jax.vmap(lambda p, model=model: capture(model, p, tokens)[1]))(state.params)
+        spec = SweepSpec.text(lm, cfg.train, members)
+        spec = spec.replace(model=lm.model.replace(norm=norm, norm_placement=placement, activation=act))
+        run_dir = out / "runs" / name
+        train_sweep(run_dir, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")
+        _, state = latest_state(run_dir, spec.model, cfg.train, members)
+        inter = stacked_capture(spec.model, state.params, tokens)
         res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)
         acts[f"{name}:rms"] = np.sqrt(np.mean(res**2, axis=(2, 3, 4)))  # (M, L+1)
         for kind, x in (("residual", res), ("mlp", np.asarray(inter["mlp_hidden"]))):  # seed 0, normal lr
             if name.endswith(f"-{BASE_ACT}") if kind == "residual" else name.startswith(f"{BASE_NORM}-"):
-                # each layer's violin as matplotlib draws it (Gaussian KDE at 100 points, Scott's bandwidth)
-                v = cbook.violin_stats(list(x[0].reshape(x.shape[1], -1)), ("GaussianKDE", None), points=100)
-                acts |= {f"{name}:{kind}:{k}": np.stack([layer[k] for layer in v]) for k in VIOLIN}
+                # each layer's violin as matplotlib draws it, kept instead of the values
+                stats = plots.violin_stats(x[0].reshape(x.shape[1], -1))
+                acts |= {f"{name}:{kind}:{k}": v for k, v in stats.items()}
     write_measurement(out / "runs" / "activations.npz", acts, cfg)
 
 
@@ -178,64 +148,39 @@ class _Runs:
     runs: dict  # variant name -> lab.runs.RunData
     initial: float  # the untrained model's validation loss (the baseline's first evaluation, every member)
 
-    def failed(self, name: str, lr: float) -> np.ndarray:
-        """Per seed: non-finite at some step, or ended above the untrained model's validation loss."""
-        r, fin = self.runs[name], self.runs[name].final_val_loss
-        return ((r.diverged_at >= 0) | ~np.isfinite(fin) | (fin > self.initial))[r.member_values("lr") == lr]
+    def at(self, name: str, lr: float) -> np.ndarray:
+        """(M,) which members of a variant's sweep trained at peak learning rate `lr`."""
+        return self.runs[name].member_values("lr") == lr
 
     def compare(self, a: str, b: str, lr: float, p: bool = False):
         """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained."""
-        loss = lambda n: self.runs[n].final_val_loss[self.runs[n].member_values("lr") == lr]
-        c = compare(*(np.where(self.failed(n, lr), self.initial, loss(n)) for n in (a, b)))
-        s = lambda n: (
-            f"{n} {summarize(loss(n)).fmt()} ({int(self.failed(n, lr).sum())}/{self.cfg.seeds} failed)"
-        )
-        note = (
-            " (failed runs counted at the untrained loss)"
-            if self.failed(a, lr).any() or self.failed(b, lr).any()
-            else ""
-        )
-        return c, f"{s(b)} vs {s(a)} at lr {lr:g}: {c.fmt(p=p)}{note}"
+        loss = {n: self.runs[n].final_val_loss[self.at(n, lr)] for n in (a, b)}
+        failed = {n: self.runs[n].failed(self.initial)[self.at(n, lr)] for n in (a, b)}
+        c = compare(*(np.where(failed[n], self.initial, loss[n]) for n in (a, b)))
+        s = {n: f"{n} {summarize(loss[n]).fmt()} ({failed[n].sum()}/{self.cfg.seeds} failed)" for n in (a, b)}
+        note = " (failed runs counted at the untrained loss)" if failed[a].any() or failed[b].any() else ""
+        return c, f"{s[b]} vs {s[a]} at lr {lr:g}: {c.fmt(p=p)}{note}"
 
 
 def _table(r: _Runs, outs: Outputs) -> None:
-    # gradient norms span many orders of magnitude: their mean ± sd in 3 significant digits
-    cfg, g = (
-        r.cfg,
-        lambda s: "n/a" if s.n == 0 else f"{s.mean:.3g} ± {s.sd:.3g}" if s.n > 1 else f"{s.mean:.3g}",
-    )
+    cfg = r.cfg
+    columns = ["variant", "norm", "placement", "activation", "lr", "final val loss", "diverged", "failed"]
     t = Table(
         "Final validation loss per variant and peak learning rate",
-        [
-            "variant",
-            "norm",
-            "placement",
-            "activation",
-            "lr",
-            "final val loss",
-            "diverged",
-            "failed",
-            "max grad norm",
-        ],
+        [*columns, "max grad norm"],
         note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
         f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
-        f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained one. "
-        "Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.",
+        f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained "
+        "one. Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.",
     )
     for name in variants(cfg):
         run = r.runs[name]
         for lr in cfg.lrs:
-            idx = run.member_values("lr") == lr
-            gmax = np.nanmax(np.where(np.isfinite(run.grad_norm[idx]), run.grad_norm[idx], np.nan), axis=1)
-            t.add(
-                name,
-                *name.split("-"),
-                f"{lr:g}",
-                summarize(run.final_val_loss[idx]).fmt(),
-                f"{int(np.sum(run.diverged_at[idx] >= 0))}/{idx.sum()}",
-                f"{int(r.failed(name, lr).sum())}/{idx.sum()}",
-                g(summarize(gmax)),
-            )
+            idx = r.at(name, lr)
+            gmax = summarize(run.max_grad_norm[idx]).fmt(3, "g")  # spans orders of magnitude
+            n, loss = idx.sum(), summarize(run.final_val_loss[idx]).fmt()
+            diverged, failed = int(np.sum(run.diverged_at[idx] >= 0)), int(run.failed(r.initial)[idx].sum())
+            t.add(name, *name.split("-"), f"{lr:g}", loss, f"{diverged}/{n}", f"{failed}/{n}", gmax)
     outs.table("variants.md", t)
 
 
@@ -245,43 +190,32 @@ def _curves(r: _Runs, outs: Outputs) -> None:
         fig, axes = plots.figure(ncols=2, nrows=2, width=5.5, height=3.4)
         for col, lr in enumerate(cfg.lrs):
             for name, label in items:
-                run, sel = r.runs[name], r.runs[name].member_values("lr") == lr
+                run, sel = r.runs[name], r.at(name, lr)
                 plots.band(axes[0, col], run.train_steps, run.train_loss[sel], label)
                 plots.band(axes[1, col], run.train_steps, run.grad_norm[sel], label)
             axes[0, col].axhline(r.initial, color="grey", linestyle="--", linewidth=1, label="untrained")
             axes[0, col].set_yscale("log")
             axes[1, col].set_yscale("log")
-            kind = "normal" if lr == cfg.lrs[0] else "high"
-            plots.finish(
-                axes[0, col], f"train loss, {kind} lr {lr:g}", "step", "train loss (nats/token, log)"
-            )
-            plots.finish(
-                axes[1, col],
-                f"global gradient norm, {kind} lr {lr:g}",
-                "step",
-                "grad norm (10-step mean, log)",
-            )
+            kind = f"{'normal' if lr == cfg.lrs[0] else 'high'} lr {lr:g}"
+            plots.finish(axes[0, col], f"train loss, {kind}", "step", "train loss (nats/token, log)")
+            ylabel = "grad norm (10-step mean, log)"
+            plots.finish(axes[1, col], f"global gradient norm, {kind}", "step", ylabel)
         fig.suptitle(f"e10: {group} — mean ± sd over {cfg.seeds} seeds (gaps = diverged runs)")
         plots.save(fig, outs.plot(f"curves_{group}.png"))
 
 
 def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
-    cfg, groups, depth = r.cfg, _groups(r.cfg), np.arange(r.cfg.model.n_layers + 1)
+    cfg, groups, blocks = r.cfg, _groups(r.cfg), r.cfg.model.n_layers
+    depth = np.arange(blocks + 1)  # the embedding, then after each block
     fig, axes = plots.figure(ncols=2, width=5.5)
     for col, lr in enumerate(cfg.lrs):
         ax = axes[0, col]
         for name, label in groups["norms"]:
-            plots.band(
-                ax, depth, acts[f"{name}:rms"][r.runs[name].member_values("lr") == lr], label, marker="o"
-            )
+            plots.band(ax, depth, acts[f"{name}:rms"][r.at(name, lr)], label, marker="o")
         ax.set_yscale("log")
-        ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(cfg.model.n_layers)])
-        plots.finish(
-            ax,
-            f"residual-stream RMS vs depth (lr {lr:g}, trained)",
-            "residual stream after",
-            "RMS over tokens and dims (log)",
-        )
+        ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(blocks)])
+        title = f"residual-stream RMS vs depth (lr {lr:g}, trained)"
+        plots.finish(ax, title, "residual stream after", "RMS over tokens and dims (log)")
     fig.suptitle("e10: residual-stream RMS with depth per norm variant (from checkpoints, mean ± sd)")
     plots.save(fig, outs.plot("residual_rms.png"))
     for kind, items, title in (
@@ -290,41 +224,32 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
     ):
         fig, axes = plots.figure(ncols=len(items), width=3.2, height=3.4)
         for ax, (name, label) in zip(axes[0], items):
-            n = len(acts[f"{name}:{kind}:mean"])
-            ax.violin(
-                [{k: acts[f"{name}:{kind}:{k}"][i] for k in VIOLIN} | {"quantiles": []} for i in range(n)],
-                positions=np.arange(n),
-                showextrema=False,
-            )
+            plots.violins(ax, {k: acts[f"{name}:{kind}:{k}"] for k in plots.VIOLIN_KEYS})
             ax.set_yscale("symlog", linthresh=1e-1)
-            ax.set_xticks(
-                np.arange(n), ["emb"] * (kind == "residual") + [f"b{i}" for i in range(cfg.model.n_layers)]
-            )
+            ticks = ["emb"] * (kind == "residual") + [f"b{i}" for i in range(blocks)]
+            ax.set_xticks(np.arange(len(ticks)), ticks)
             ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
             plots.finish(ax, label, "layer", "activation value (symlog)")
         fig.suptitle(f"e10: distribution of the {title}, per layer")
         plots.save(fig, outs.plot(f"violins_{kind}.png"))
 
 
-# --- findings: each sub-verdict by the rule (lab.analysis.stats), composed by `headline` ---------------------
-def _decided(claim: str, cs: list, direction: str, margin: float = 0.0) -> Finding:
-    """A finding over comparisons [(Comparison, evidence)], each decided on its own, composed by headline."""
-    return Finding(
-        claim, headline([c.verdict(direction, margin) for c, _ in cs]), "; ".join(s for _, s in cs)
-    )
+# --- findings: each sub-verdict by the rule (lab.analysis.stats), composed by `headline` -----------------
+def _decided(claim: str, cs: list, direction: str, margin: float = 0.0, shown: list = ()) -> Finding:
+    """A finding over comparisons [(Comparison, evidence)], each decided on its own, composed by headline;
+    the comparisons in `shown` are reported after them, not decided."""
+    verdict = headline([c.verdict(direction, margin) for c, _ in cs])
+    return Finding(claim, verdict, "; ".join(s for _, s in [*cs, *shown]))
 
 
 def _no_norm(r: _Runs) -> Finding:
-    return _decided(
-        "Removing the norm hurts, most at a high learning rate",
-        [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs],
-        "greater",
-    )
+    cs = [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
+    return _decided("Removing the norm hurts, most at a high learning rate", cs, "greater")
 
 
 def _growth(r: _Runs, acts: dict) -> Finding:
     lo, none = r.cfg.lrs[0], f"none-pre-{BASE_ACT}"
-    rms = lambda name: acts[f"{name}:rms"][r.runs[name].member_values("lr") == lo]  # (seeds, L+1)
+    rms = lambda name: acts[f"{name}:rms"][r.at(name, lo)]  # (seeds, L+1)
     ratio = lambda name: rms(name)[:, -1] / rms(name)[:, 0]  # after the last block / the embedding
     rn, rb = ratio(none), ratio(BASE)
     c, per_depth = compare(np.log(rb), np.log(rn)), rms(none).mean(0)
@@ -340,12 +265,9 @@ def _growth(r: _Runs, acts: dict) -> Finding:
 
 
 def _rmsnorm(r: _Runs) -> Finding:
-    return _decided(
-        f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)",
-        [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs],
-        "equal",
-        EQUAL_MARGIN,
-    )
+    cs = [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
+    claim = f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)"
+    return _decided(claim, cs, "equal", EQUAL_MARGIN)
 
 
 def _post_norm(r: _Runs, posts: list[str]) -> Finding:
@@ -358,12 +280,8 @@ def _post_norm(r: _Runs, posts: list[str]) -> Finding:
 def _gated(r: _Runs, gated: list[str]) -> Finding:
     others = [a for a in r.cfg.activations if a not in gated and a != BASE_ACT]  # shown, not decided
     cs = [r.compare(BASE, f"{BASE_NORM}-{a}", r.cfg.lrs[0], p=True) for a in gated + others]
-    verdict = headline([c.verdict("less") for c, _ in cs[: len(gated)]])
-    return Finding(
-        "Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))",
-        verdict,
-        "; ".join(s for _, s in cs),
-    )
+    claim = "Gated MLPs (SwiGLU, GeGLU) beat GELU at an equal parameter count (hidden = round(2 d_ff/3))"
+    return _decided(claim, cs[: len(gated)], "less", shown=cs[len(gated) :])
 
 
 def analyze(cfg: E10Config, out: Path) -> Findings:
@@ -374,16 +292,12 @@ def analyze(cfg: E10Config, out: Path) -> Findings:
     _table(r, outs)
     _curves(r, outs)
     _activation_plots(r, outs, acts)
-    has = lambda norm: f"{norm}-{BASE_ACT}" in runs
-    posts, gated = (
-        [n for n in cfg.norms if n.endswith("-post")],
-        [a for a in cfg.activations if a in ("swiglu", "geglu")],
-    )
-    no_norm = [_no_norm(r), _growth(r, acts)] if has("none-pre") else []
+    posts = [n for n in cfg.norms if n.endswith("-post")]
+    gated = [a for a in cfg.activations if a in GATED_ACTIVATIONS]
+    no_norm = [_no_norm(r), _growth(r, acts)] if "none-pre" in cfg.norms else []
     post = [_post_norm(r, posts)] if posts else []
-    findings = (
-        no_norm + ([_rmsnorm(r)] if has("rmsnorm-pre") else []) + post + ([_gated(r, gated)] if gated else [])
-    )
+    findings = no_norm + ([_rmsnorm(r)] if "rmsnorm-pre" in cfg.norms else []) + post
+    findings += [_gated(r, gated)] if gated else []
     summary = (
         f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "
         "steps, clipping off. " + " ".join(f"[{f.verdict}] {f.claim}." for f in findings)

@@ -9,7 +9,7 @@ import pytest
 from experiments import e01_tokenization as e01
 from lab.analysis import compare, headline, summarize
 from lab.cli import main
-from lab.data.pipeline import load_text_data
+from lab.data.pipeline import load_text_data, split_text
 from lab.model.flops import train_flops_per_step
 from lab.runs import read_measurement, write_measurement
 from lab.tokenizer import load, truncate
@@ -71,7 +71,7 @@ def test_saved_tokenizers_are_the_ones_the_models_trained_with(smoke):
 
 def test_compression_table_matches_an_independent_count(smoke):
     _, out, cfg = smoke
-    _, held_out = e01._split_text(cfg)
+    _, held_out = split_text(cfg.data)
     tok = truncate(load(out / "runs" / "tokenizers" / "gpt4"), 300)
     want = len(held_out.encode("utf-8")) / len(tok.encode(held_out, backend="python"))
     row = next(
