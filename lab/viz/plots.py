@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from lab.fileio import atomic_write_bytes  # noqa: E402
 
@@ -56,10 +58,13 @@ def mean_sd(values) -> tuple[float, float]:
     return (float(v.mean()) if v.size else np.nan), (float(v.std(ddof=1)) if v.size > 1 else np.nan)
 
 
-def points(ax, x, groups, label: str):
-    """Mean ± sd (error bars) of each group of per-seed values, one point per x."""
+def points(ax, x, groups, label: str, **style):
+    """Mean ± sd (error bars) of each group of per-seed values, one point per x; `style` goes to
+    matplotlib's errorbar (e.g. linestyle="--")."""
     s = [mean_sd(g) for g in groups]
-    return ax.errorbar(x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label)
+    return ax.errorbar(
+        x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label, **style
+    )
 
 
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
@@ -148,3 +153,20 @@ def log_axes(ax, xbase: float = 10, ylog: bool = True, xticks=None):
         ax.set_yscale("log")
     if xticks is not None:
         ax.set_xticks(list(xticks), [str(x) for x in xticks])
+
+
+def category_maps(maps: dict, colors, names, xlabel: str, ylabel: str, width: float, height: float):
+    """A row of maps of category indices (0 .. len(colors) - 1, e.g. the state of every cache row at every
+    decode step), one per item of `maps` ({title: (Y, X) array}), category i drawn in colors[i]; a legend
+    of the categories (`names`) on the first map."""
+    fig, axes = figure(ncols=len(maps), width=width, height=height)
+    cmap = ListedColormap(colors)
+    for ax, (title, m) in zip(axes[0], maps.items()):
+        ax.imshow(m, cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, aspect="auto", interpolation="nearest")
+        ax.grid(False)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    handles = [Patch(facecolor=c, edgecolor="k", label=name) for c, name in zip(colors, names)]
+    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7)
+    return fig
