@@ -46,7 +46,14 @@ MIXED = (
     "; truncation (top-p) always cuts entropy, but does not always make tokens likelier or remove repetition."
 )
 STRONG = 0.8  # "diversity rises with entropy": per-seed Pearson r above this (e05's threshold from the start)
-METRICS = ("entropy", "distinct1", "distinct2", "distinct3", "rep4", "loops")  # the columns of tables/grid.md
+METRICS = {  # the columns of tables/grid.md, each a (seeds, settings) array (as is "logp", not shown)
+    "entropy": "entropy (nats/token)",
+    "distinct1": "distinct-1",
+    "distinct2": "distinct-2",
+    "distinct3": "distinct-3",
+    "rep4": "repeated 4-grams",
+    "loops": "ends in a loop",
+}
 
 
 @dataclass(frozen=True)
@@ -155,15 +162,7 @@ def _plot(cfg: E05Config, outs: Outputs, m: dict, samples: list[dict], grid: lis
 
 def _tables(cfg: E05Config, outs: Outputs, m: dict, z: dict, grid: list, decode) -> None:
     title = f"Sampler grid ({cfg.prompts} prompts x {cfg.new_tokens} new tokens, {cfg.seeds} seeds)"
-    cols = [
-        "entropy (nats/token)",
-        "distinct-1",
-        "distinct-2",
-        "distinct-3",
-        "repeated 4-grams",
-        "ends in a loop",
-    ]
-    t = Table(title, ["setting", *cols])
+    t = Table(title, ["setting", *METRICS.values()])
     for j, s in enumerate(grid):
         t.add(_label(*s), *(summarize(m[k][:, j]).fmt(3) for k in METRICS))
     show = lambda text: cell(text.replace("\n", "↵"))  # noqa: E731
@@ -207,8 +206,8 @@ def _truncation(m: dict, grid: list) -> list[Finding]:
     pairs = [(a, b) for a in unfiltered for b, s in enumerate(grid) if s[:2] == grid[a][:2] and s[2] < 1]
     if not pairs:
         return []
-    by = lambda k, d: [compare(m[k][:, a], m[k][:, b], True).verdict(d) for a, b in pairs]  # noqa: E731
-    per_t = lambda f: ", ".join(f(a, b, f"T={grid[a][0]:g}") for a, b in pairs)  # noqa: E731
+    by = lambda k, d: [compare(m[k][:, a], m[k][:, b], paired_by_seed=True).verdict(d) for a, b in pairs]
+    per_t = lambda f: ", ".join(f(a, b, f"T={grid[a][0]:g}") for a, b in pairs)  # f(a, b, "T=...")
     cut, safe = by("entropy", "less"), by("logp", "greater")
     drop = per_t(lambda a, b, T: f"{T}: {summarize(m['entropy'][:, a] - m['entropy'][:, b]).fmt(3)} nats")
     rise = per_t(lambda a, b, T: summarize(m["logp"][:, b] - m["logp"][:, a]).fmt(3))

@@ -77,10 +77,8 @@ class E06Config:
         check_causal(self.model, "e06 decodes autoregressively")
         m, longest = self.model, self.prompt_len + max(self.lengths)
         need = max(longest, self.prompt_len + self.timeline_steps)
-        msg = (
-            f"model.max_len ({m.max_len}) must be >= prompt_len + max(max(lengths), timeline_steps) = {need}"
-        )
-        check(m.position != "learned" or m.max_len >= need, msg + " (learned positions)")
+        msg = f"model.max_len ({m.max_len}) must be >= prompt_len + max(max(lengths), timeline_steps)"
+        check(m.position != "learned" or m.max_len >= need, msg + f" = {need} (learned positions)")
         msg = f"positions must be <= prompt_len + max(lengths) = {longest}, got {max(self.positions)}"
         check(max(self.positions) <= longest, msg)
         msg = f"window must be in [1, prompt_len + timeline_steps) so that it evicts, got {self.window}"
@@ -262,11 +260,11 @@ def _memory_finding(cfg: E06Config, mem: dict, outs: Outputs) -> Finding:
     fig, axes = plots.figure()
     ax = axes[0, 0]
     for b in cfg.batches:
-        r = np.array(
-            [(x["length"], x["formula_bytes"], x["measured_bytes"]) for x in rows if x["batch"] == b]
-        )
-        ax.plot(r[:, 0], r[:, 1] / 2**20, linestyle="-", label=f"formula, batch {b}")
-        ax.plot(r[:, 0], r[:, 2] / 2**20, linestyle="none", marker="o", label=f"measured arrays, batch {b}")
+        r = [x for x in rows if x["batch"] == b]
+        lens = [x["length"] for x in r]
+        ax.plot(lens, [x["formula_bytes"] / 2**20 for x in r], linestyle="-", label=f"formula, batch {b}")
+        mib = [x["measured_bytes"] / 2**20 for x in r]
+        ax.plot(lens, mib, linestyle="none", marker="o", label=f"measured arrays, batch {b}")
     ax.axhline(params / 2**20, color="grey", linestyle=":", label="model parameters")
     plots.log_axes(ax, 2)
     plots.finish(ax, "e06: KV-cache memory vs sequence length", "cached positions (tokens)", "MiB (log)")
@@ -295,7 +293,7 @@ def _timeline_finding(tl: dict, outs: Outputs) -> Finding:
         "full cache": ct.slot_states(tl["caches"]["full"]["steps"], p + n, None),
         f"sliding window, W={w}": ct.slot_states(tl["caches"]["sliding"]["steps"], p + n, w),
     }
-    count = lambda g, state: int((g == state).sum())  # noqa: E731
+    count = lambda g, state: int((g == state).sum())  # cells of `g` in `state`
     titled = {f"{name}: {count(g, ct.COMPUTED)} K/V rows computed": g for name, g in grids.items()}
     colors = ["#d62728", "#2ca02c", "#7f7f7f", "#ffffff"]  # of the states ct.COMPUTED, READ, EVICTED, NOT_YET
     xy = "position of the K/V row (tokens)", "decode step (0 = prefill)"
@@ -304,11 +302,9 @@ def _timeline_finding(tl: dict, outs: Outputs) -> Finding:
     plots.save(fig, outs.plot("cache_timeline.png"))
     none, full, slide = grids.values()
     reads = count(slide[-1], ct.READ)
-    ev = f"over {n} steps after a {p}-token prompt: no cache computes {count(none, ct.COMPUTED)} K/V rows, a "
-    ev += (
-        f"full cache {count(full, ct.COMPUTED)} (each once) and reads {count(full[-1], ct.READ)} at the last "
-    )
-    ev += f"step; the window-{w} ring reads {reads} at the last step and has evicted "
+    ev = f"over {n} steps after a {p}-token prompt: no cache computes {count(none, ct.COMPUTED)} K/V rows, "
+    ev += f"a full cache {count(full, ct.COMPUTED)} (each once) and reads {count(full[-1], ct.READ)} at the "
+    ev += f"last step; the window-{w} ring reads {reads} at the last step and has evicted "
     ev += f"{count(slide[-1], ct.EVICTED)} rows, holding {tl['caches']['sliding']['slots']} slots instead of "
     ev += f"{tl['caches']['full']['slots']}"
     claim = "A sliding-window cache bounds memory at W rows by evicting the oldest"
@@ -327,14 +323,13 @@ def analyze(cfg: E06Config, out: Path):
     big = max(mem["rows"], key=lambda x: x["measured_bytes"])
     n = max((n for (b, n) in d["speedup"] if b == b0), default=None)  # the longest generation compared
     sp = f"{summarize(d['speedup'][(b0, n)]).fmt(1)}× at {n} generated tokens (batch {b0})" if n else "n/a"
-    summary = (
-        f"The cache made generation {sp}, with identical tokens, by computing each position's keys and "
-        "values once; the price is memory linear in length and batch (exactly the formula: "
-        f"{big['measured_bytes'] / 2**20:.2f} MiB at batch {big['batch']} × {big['length']} positions, "
-        f"{big['measured_bytes'] / params:.1f}× the parameters). The speedup grows with length because "
-        "recomputation costs O(length) per token. With a fixed-shape cache every step pays for all slots, so "
-        "short generations in a long cache give some of it back (per-token time is flat, not growing)."
-    )
+    summary = f"The cache made generation {sp}, with identical tokens, by computing each position's keys and "
+    summary += "values once; the price is memory linear in length and batch (exactly the formula: "
+    summary += f"{big['measured_bytes'] / 2**20:.2f} MiB at batch {big['batch']} × {big['length']} "
+    summary += f"positions, {big['measured_bytes'] / params:.1f}× the parameters). The speedup grows with "
+    summary += "length because recomputation costs O(length) per token. With a fixed-shape cache every step "
+    summary += "pays for all slots, so short generations in a long cache give some of it back (per-token "
+    summary += "time is flat, not growing)."
     # The sliding window (findings[4]) is a variant beside the claim, which is about the full cache.
     return outs.findings(headline(findings[:4]), summary, findings)
 

@@ -181,11 +181,9 @@ def _recovery_finding(cfg: E09Config, q: dict) -> Finding:
         jump, rec = compare(mha, q["before"][g], True), compare(control, q["after"][g], True)
         most = compare(0.5 * (q["before"][g] - mha), q["after"][g] - control, True)
         parts += [jump.verdict("greater"), most.verdict("less")]
-        ev.append(
-            f"G={g}: conversion {_ms(mha)} → {_ms(q['before'][g])} ({jump.fmt()}); after {k} steps "
-            f"{_ms(q['after'][g])} vs MHA + {k} steps {_ms(control)} ({rec.fmt(p=False)}; gap left minus "
-            f"half the rise: {most.fmt()})"
-        )
+        e = f"G={g}: conversion {_ms(mha)} → {_ms(q['before'][g])} ({jump.fmt()}); after {k} steps "
+        e += f"{_ms(q['after'][g])} vs MHA + {k} steps {_ms(control)} ({rec.fmt(p=False)}; gap left minus "
+        ev.append(e + f"half the rise: {most.fmt()})")
     claim = "Mean-pooling K/V heads costs loss, and brief uptraining recovers most of it"
     return Finding(claim, headline(parts), "; ".join(ev))
 
@@ -195,10 +193,8 @@ def _scratch_finding(cfg: E09Config, q: dict) -> Finding:
     for g in sorted(set(cfg.groups) - {cfg.model.n_heads}):
         c = compare(q["scratch"][g], q["after"][g])
         parts.append(c.verdict("less"))
-        ev.append(
-            f"G={g}: uptrained ({steps}+{k} steps) {_ms(q['after'][g])} vs scratch ({steps} steps) "
-            f"{_ms(q['scratch'][g])} ({c.fmt()})"
-        )
+        up, fresh = _ms(q["after"][g]), _ms(q["scratch"][g])  # uptrained, trained from scratch
+        ev.append(f"G={g}: uptrained ({steps}+{k} steps) {up} vs scratch ({steps} steps) {fresh} ({c.fmt()})")
     claim = "An uptrained conversion is at least as good as the same GQA model trained from scratch"
     note = ". The uptrained models saw more steps in total, as in Ainslie et al., whose point is that "
     note += "uptraining is cheaper than pretraining a GQA model."
@@ -251,21 +247,18 @@ def _speed_finding(cfg: E09Config, d: dict) -> Finding:
     1 ± SPEEDUP_MARGIN), and faster there than where it is smallest."""
     big, small, h, g1, speed = d["big"], d["small"], cfg.model.n_heads, min(cfg.groups), d["speed"]
     faster, more = compare_to(speed[big], 1.0), compare(speed[small], speed[big])
-    every = "; ".join(
-        f"context {c} × batch {b} ({mib:.2f} MiB MHA cache): {summarize(speed[(g1, c, b)]).fmt(2)}×"
-        for (g, c, b), mib in d["mib"].items()
-        if g == h
-    )
+    cases = [
+        (c, b, mib, summarize(speed[(g1, c, b)]).fmt(2)) for (g, c, b), mib in d["mib"].items() if g == h
+    ]
+    every = "; ".join(f"context {c} × batch {b} ({mib:.2f} MiB MHA cache): {x}×" for c, b, mib, x in cases)
     ev = f"G={g1} vs MHA per decode step: {every} (largest cache against 1×: {faster.fmt(2)}; largest "
-    ev += f"against smallest: {more.fmt(2)}). A decode step's attention is a matrix-vector product per "
-    ev += "query head over the cache (about one multiply-add per K/V element read), so it is bound by "
-    ev += f"reading the cache, and G={g1} reads {h // g1}× fewer bytes; the speedup stays below {h // g1}× "
-    ev += (
-        "because the weight matmuls, norms and per-call overhead of a step are unchanged, and those are all "
-    )
-    ev += f"there is when the cache is small (context {small[1]} × batch {small[2]}). On this CPU the gain "
-    ev += "appears as soon as the cache is a large part of the bytes a step touches (long contexts even at "
-    ev += "batch 1), not only once it exceeds the CPU caches"
+    ev += f"against smallest: {more.fmt(2)}). A decode step's attention is a matrix-vector product per query "
+    ev += "head over the cache (about one multiply-add per K/V element read), so it is bound by reading the "
+    ev += f"cache, and G={g1} reads {h // g1}× fewer bytes; the speedup stays below {h // g1}× because the "
+    ev += "weight matmuls, norms and per-call overhead of a step are unchanged, and those are all there is "
+    ev += f"when the cache is small (context {small[1]} × batch {small[2]}). On this CPU the gain appears as "
+    ev += "soon as the cache is a large part of the bytes a step touches (long contexts even at batch 1), "
+    ev += "not only once it exceeds the CPU caches"
     claim = "Fewer K/V heads speed up decoding where reading the K/V cache dominates a step, not elsewhere"
     return Finding(claim, headline([faster.verdict("greater", SPEEDUP_MARGIN), more.verdict("greater")]), ev)
 
@@ -280,14 +273,12 @@ def analyze(cfg: E09Config, out: Path):
     parts += [_bytes_finding(cfg, d), _speed_finding(cfg, d)]
     aside = _scratch_finding(cfg, q)  # not part of the claim: the uptrained models saw more steps
     g1, speed = big[0], {key: summarize(d["speed"][key]).fmt(2) for key in (big, small)}
-    summary = (
-        "Sharing K/V heads is a constraint that buys speed where reading the K/V cache is the bottleneck: "
-        f"MQA (G={g1}) decoded {speed[big]}× faster than MHA at context {big[1]} × batch {big[2]} and "
-        f"{speed[small]}× at context {small[1]} × batch {small[2]}, with a {h // g1}× smaller cache. "
-        f"Converting a trained MHA model by mean-pooling raised the val loss ({_ms(q['mha'])} → "
-        f"{_ms(q['before'][g1])} for G={g1}); {cfg.uptrain_steps} uptraining steps brought it to "
-        f"{_ms(q['after'][g1])} (MHA with the same steps: {_ms(q['after'][h])})."
-    )
+    summary = "Sharing K/V heads is a constraint that buys speed where reading the K/V cache is the "
+    summary += f"bottleneck: MQA (G={g1}) decoded {speed[big]}× faster than MHA at context {big[1]} × batch "
+    summary += f"{big[2]} and {speed[small]}× at context {small[1]} × batch {small[2]}, with a {h // g1}× "
+    summary += "smaller cache. Converting a trained MHA model by mean-pooling raised the val loss "
+    summary += f"({_ms(q['mha'])} → {_ms(q['before'][g1])} for G={g1}); {cfg.uptrain_steps} uptraining steps "
+    summary += f"brought it to {_ms(q['after'][g1])} (MHA with the same steps: {_ms(q['after'][h])})."
     return outs.findings(headline(parts), summary, [*parts[:2], aside, *parts[2:]])
 
 
