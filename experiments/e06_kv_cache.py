@@ -7,12 +7,12 @@ prefix for each new token makes generation much faster, at the price of cache me
 Measured with random weights (speed and memory do not depend on their values; the seeds vary them for the
 exactness check, and every timing is a mean ± sd over one repeat per seed):
   1. tokens/s of `generate_cached` (prefill + lax.scan decode) vs the uncached `generate` (the whole buffer
-     recomputed every step) against length and batch; uncached only where batch * length <= uncached_max_tokens;
+     recomputed every step) vs length and batch; uncached only where batch * length <= uncached_max_tokens;
   2. time per token against position t: one cached decode step (a fixed-shape cache) vs one forward over
      the t tokens so far (a cacheless step at t); the median of `position_calls` single calls per repeat;
   3. cache bytes against length and batch: the arrays' measured sizes vs the formula;
   4. a hit/miss timeline: which K/V rows each decode step computes, reads or has evicted, with a full cache,
-     a sliding-window cache (a ring buffer) and none, from the caches' own slot positions (lab.infer.cache_trace).
+     a sliding-window cache (a ring buffer) and none, from the caches' slot positions (lab.infer.cache_trace).
 
 Run:      lab run e06 [--preset smoke|cpu|gpu] [--set lengths=[64,256]] [--seeds 3]
 Redraw:   lab analyze e06
@@ -26,6 +26,7 @@ Writes:   results/e06_kv_cache/   (runs/*.json: lab.runs measurement files, with
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.colors import ListedColormap
-from matplotlib.patches import Patch
 from tqdm.auto import tqdm
 
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
-from lab.config import check
+from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.errors import DataError
 from lab.experiment import Experiment
@@ -71,38 +70,31 @@ class E06Config:
     seeds: int = 3
 
     def __post_init__(self):
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        check(self.model.mask == "causal", "e06 decodes autoregressively; model.mask must be 'causal'")
-        check(self.prompt_len >= 1, f"prompt_len must be >= 1, got {self.prompt_len}")
-        for name, v in (("lengths", self.lengths), ("batches", self.batches), ("positions", self.positions)):
-            check(len(v) > 0 and all(x >= 1 for x in v), f"{name} must all be >= 1 (and not empty), got {v}")
-            check(len(set(v)) == len(v), f"{name} has a repeated value: {v}")
-        m, longest, shown = (
-            self.model,
-            self.prompt_len + max(self.lengths),
-            self.prompt_len + self.timeline_steps,
-        )
-        msg = f"model.max_len ({m.max_len}) must be >= prompt_len + max(lengths) = {longest} (learned positions)"
-        check(m.position != "learned" or m.max_len >= longest, msg)
+        check_at_least(self, 1, "seeds", "prompt_len", "lengths", "batches", "positions", "position_calls")
+        check_distinct(self, "lengths", "batches", "positions")
+        check_at_least(self, 0, "uncached_max_tokens")
+        check_at_least(self, 2, "timeline_steps")
+        check_causal(self.model, "e06 decodes autoregressively")
+        m, longest = self.model, self.prompt_len + max(self.lengths)
+        need = max(longest, self.prompt_len + self.timeline_steps)
+        msg = f"model.max_len ({m.max_len}) must be >= prompt_len + max(max(lengths), timeline_steps)"
+        check(m.position != "learned" or m.max_len >= need, msg + f" = {need} (learned positions)")
         msg = f"positions must be <= prompt_len + max(lengths) = {longest}, got {max(self.positions)}"
         check(max(self.positions) <= longest, msg)
-        check(self.uncached_max_tokens >= 0, "uncached_max_tokens must be >= 0")
-        check(self.position_calls >= 1, "position_calls must be >= 1")
-        check(self.timeline_steps >= 2, f"timeline_steps must be >= 2, got {self.timeline_steps}")
         msg = f"window must be in [1, prompt_len + timeline_steps) so that it evicts, got {self.window}"
-        check(1 <= self.window < shown, msg)
-        msg = "model.max_len must be >= prompt_len + timeline_steps"
-        check(m.position != "learned" or m.max_len >= shown, msg)
+        check(1 <= self.window < self.prompt_len + self.timeline_steps, msg)
 
 
 # fmt: off
 PRESET_TABLE = {
-    "smoke": E06Config(model=PRESETS["smoke"].replace(max_len=40), prompt_len=8, lengths=(24,), batches=(1, 2),
-                       uncached_max_tokens=64, positions=(8, 32), position_calls=3, window=4, timeline_steps=12),
+    "smoke": E06Config(model=PRESETS["smoke"].replace(max_len=40), prompt_len=8, lengths=(24,),
+                       batches=(1, 2), uncached_max_tokens=64, positions=(8, 32), position_calls=3,
+                       window=4, timeline_steps=12),
     "cpu": E06Config(),
-    "gpu": E06Config(model=PRESETS["gpu"].replace(max_len=4160), data=DataConfig(name="pystdlib"), prompt_len=64,
-                     lengths=(64, 256, 1024, 4096), batches=(1, 32), uncached_max_tokens=32 * 1024,
-                     positions=(64, 256, 1024, 4096), position_calls=20, window=32, timeline_steps=96),
+    "gpu": E06Config(model=PRESETS["gpu"].replace(max_len=4160), data=DataConfig(name="pystdlib"),
+                     prompt_len=64, lengths=(64, 256, 1024, 4096), batches=(1, 32),
+                     uncached_max_tokens=32 * 1024, positions=(64, 256, 1024, 4096), position_calls=20,
+                     window=32, timeline_steps=96),
 }
 # fmt: on
 
@@ -119,34 +111,27 @@ def _model(cfg: E06Config) -> tuple[ModelConfig, np.ndarray]:
 def run(cfg: E06Config, out: Path, opts) -> None:
     model, prompt = _model(cfg)
     params = [init(model, jax.random.PRNGKey(s)) for s in range(cfg.seeds)]
-    measure = {
-        "generation": lambda: _generation(cfg, model, params, prompt),
-        "positions": lambda: _positions(cfg, model, params, prompt),
-        "memory": lambda: _memory(cfg, model, params[0]),
-        "timeline": lambda: _timeline(cfg, model, params[0], prompt),
-    }
+    measure = {"generation": _generation, "positions": _positions, "memory": _memory, "timeline": _timeline}
     for name, fn in tqdm(measure.items(), desc="e06", disable=not opts.progress, leave=False):
-        write_measurement(out / "runs" / f"{name}.json", fn(), cfg)
+        write_measurement(out / "runs" / f"{name}.json", fn(cfg, model, params, prompt), cfg)
 
 
 def _generation(cfg, model, params, prompt) -> dict:
     rows = []
-    for b in cfg.batches:
-        prompt_BP = jnp.asarray(np.tile(prompt, (b, 1)))
-        for n in cfg.lengths:
-            methods = {"cached": lambda p, n=n, x=prompt_BP: generate_cached(model, p, x, n)}
-            if b * n <= cfg.uncached_max_tokens:
-                methods["uncached"] = lambda p, n=n, x=prompt_BP: generate(model, p, x, n)
-            toks = {}
-            for name, fn in methods.items():
-                compile_s = timed(lambda fn=fn: fn(params[0]))[0]  # first call: compile + one run
-                runs = [timed(lambda fn=fn, p=p: fn(p)) for p in params]  # one repeat per seed's weights
-                toks[name] = [y for _, y in runs]
-                row = {"method": name, "batch": b, "n_new": n, "seconds": [s for s, _ in runs]}
-                rows.append(row | {"first_call_seconds": compile_s})
-            if "uncached" in toks:
-                same = [bool(np.array_equal(a, c)) for a, c in zip(toks["cached"], toks["uncached"])]
-                rows[-1]["tokens_equal_cached"] = rows[-2]["tokens_equal_cached"] = same
+    for b, n in ((b, n) for b in cfg.batches for n in cfg.lengths):
+        x, toks = jnp.asarray(np.tile(prompt, (b, 1))), {}
+        for name, gen in (("cached", generate_cached), ("uncached", generate)):
+            if name == "uncached" and b * n > cfg.uncached_max_tokens:
+                continue  # the baseline only where it is affordable
+            fn = functools.partial(gen, model, prompt_BP=x, n_new=n)  # fn(params) -> tokens
+            compile_s = timed(lambda fn=fn: fn(params[0]))[0]  # first call: compile + one run
+            runs = [timed(lambda fn=fn, p=p: fn(p)) for p in params]  # one repeat per seed's weights
+            toks[name] = [y for _, y in runs]
+            row = {"method": name, "batch": b, "n_new": n, "seconds": [s for s, _ in runs]}
+            rows.append(row | {"first_call_seconds": compile_s})
+        if "uncached" in toks:
+            same = [bool(np.array_equal(a, c)) for a, c in zip(toks["cached"], toks["uncached"])]
+            rows[-1]["tokens_equal_cached"] = rows[-2]["tokens_equal_cached"] = same
     return {"prompt_len": cfg.prompt_len, "rows": rows}
 
 
@@ -157,20 +142,20 @@ def _positions(cfg, model, params, prompt) -> dict:
     return {"cache_size": size, "cached": cached, "uncached": uncached, "calls": cfg.position_calls}
 
 
-def _memory(cfg, model, params) -> dict:
+def _memory(cfg, model, params, _prompt) -> dict:
     lengths = sorted({cfg.prompt_len + n for n in cfg.lengths})
     rows = [{"batch": b, "length": n} | cache_memory(model, b, n) for b in cfg.batches for n in lengths]
     shape = {"layers": model.n_layers, "kv_heads": model.kv_heads, "head_dim": model.head_dim}
     itemsize = jnp.dtype(model.dtype).itemsize
-    return {"rows": rows, "param_bytes": 4 * param_count(params), **shape, "bytes_per_element": itemsize}
+    return {"rows": rows, "param_bytes": 4 * param_count(params[0]), **shape, "bytes_per_element": itemsize}
 
 
 def _timeline(cfg, model, params, prompt) -> dict:
-    """Greedy decoding with a full and with a sliding-window cache, recording each cache's slot positions
-    (which K/V rows it holds) before and after every step."""
+    """Greedy decoding (the first seed's weights) with a full and with a sliding-window cache, recording
+    each cache's slot positions (which K/V rows it holds) before and after every step."""
     out = {"prompt_len": cfg.prompt_len, "steps": cfg.timeline_steps, "window": cfg.window, "caches": {}}
     for kind, window in (("full", None), ("sliding", cfg.window)):
-        steps = ct.slot_trace(model, params, prompt, cfg.timeline_steps, window)
+        steps = ct.slot_trace(model, params[0], prompt, cfg.timeline_steps, window)
         out["caches"][kind] = {"window": window, "slots": len(steps[-1]["after"]), "steps": steps}
     return out
 
@@ -181,8 +166,8 @@ def _generation_data(gen: dict) -> dict:
     repeat (time without / with, the same seed's weights) and whether the tokens were the same."""
     by = {(r["method"], r["batch"], r["n_new"]): r for r in gen["rows"]}
     d = {"tps": {k: np.array([k[1] * k[2] / s for s in r["seconds"]]) for k, r in by.items()}}
-    d["speedup"] = {(b, n): np.array(r["seconds"]) / np.array(by[("cached", b, n)]["seconds"])
-                    for (m, b, n), r in by.items() if m == "uncached"}  # fmt: skip
+    uncached = {(b, n): np.array(r["seconds"]) for (m, b, n), r in by.items() if m == "uncached"}
+    d["speedup"] = {k: s / np.array(by[("cached", *k)]["seconds"]) for k, s in uncached.items()}
     d["same"] = {(b, n): by[("cached", b, n)]["tokens_equal_cached"] for b, n in d["speedup"]}
     return d
 
@@ -191,32 +176,28 @@ def _throughput(cfg: E06Config, prompt_len: int, d: dict, outs: Outputs) -> None
     tps, speedup = d["tps"], d["speedup"]
     fig, axes = plots.figure(ncols=2, width=5.5)
     for b, (method, style) in ((b, ms) for b in cfg.batches for ms in (("cached", "-"), ("uncached", "--"))):
-        ns = [n for n in cfg.lengths if (method, b, n) in tps]
-        s = [summarize(tps[(method, b, n)]) for n in ns]
-        label = f"{'with' if method == 'cached' else 'without'} cache, batch {b}"
-        if ns:
-            axes[0, 0].errorbar(ns, [x.mean for x in s], yerr=[x.sd for x in s], marker="o", linestyle=style,
-                                capsize=3, label=label)  # fmt: skip
+        if ns := [n for n in cfg.lengths if (method, b, n) in tps]:
+            label = f"{'with' if method == 'cached' else 'without'} cache, batch {b}"
+            plots.points(axes[0, 0], ns, [tps[(method, b, n)] for n in ns], label, linestyle=style)
     plots.log_axes(axes[0, 0], 2)
-    plots.finish(axes[0, 0], "e06: generation throughput (mean ± sd over repeats)", "generated tokens",
-                 "tokens/s (log)")  # fmt: skip
+    title = "e06: generation throughput (mean ± sd over repeats)"
+    plots.finish(axes[0, 0], title, "generated tokens", "tokens/s (log)")
     title = f"Generation throughput (prompt {prompt_len} tokens; mean ± sd over {cfg.seeds} repeats)"
-    t = Table(
-        title, ["batch", "generated", "with cache (tok/s)", "without cache (tok/s)", "speedup", "same tokens"]
-    )
+    cols = ["batch", "generated", "with cache (tok/s)", "without cache (tok/s)", "speedup", "same tokens"]
+    t = Table(title, cols)
     for b in cfg.batches:
         for n in cfg.lengths:
             row, same = ["not run", "", ""], d["same"].get((b, n), [])
             if (b, n) in speedup:
-                row = [summarize(tps[("uncached", b, n)]).fmt(0), summarize(speedup[(b, n)]).fmt(1) + "×",
-                       f"{sum(same)}/{len(same)}"]  # fmt: skip
+                row = [summarize(tps[("uncached", b, n)]).fmt(0), summarize(speedup[(b, n)]).fmt(1) + "×"]
+                row.append(f"{sum(same)}/{len(same)}")
             t.add(b, n, summarize(tps[("cached", b, n)]).fmt(0), *row)
         if ns := [n for n in cfg.lengths if (b, n) in speedup]:
             plots.points(axes[0, 1], ns, [speedup[(b, n)] for n in ns], f"batch {b}")
     axes[0, 1].axhline(MIN_SPEEDUP, color="grey", linestyle=":", label=f"{MIN_SPEEDUP:g}× target")
     plots.log_axes(axes[0, 1], 2)
-    plots.finish(axes[0, 1], "e06: speedup of the KV cache (time without / with)", "generated tokens",
-                 "speedup (×, log)")  # fmt: skip
+    title = "e06: speedup of the KV cache (time without / with)"
+    plots.finish(axes[0, 1], title, "generated tokens", "speedup (×, log)")
     plots.save(fig, outs.plot("throughput.png"))
     outs.table("throughput.md", t)
 
@@ -224,8 +205,8 @@ def _throughput(cfg: E06Config, prompt_len: int, d: dict, outs: Outputs) -> None
 def _exact_finding(d: dict) -> Finding:
     equal = [x for same in d["same"].values() for x in same]
     verdict = "supported" if equal and all(equal) else ("refuted" if equal else "inconclusive")
-    ev = f"greedy tokens identical in {sum(equal)}/{len(equal)} (batch, length, seed) runs where both were run "
-    ev += "(the test suite also checks sampling, GQA and logits to 1e-5)"
+    ev = f"greedy tokens identical in {sum(equal)}/{len(equal)} (batch, length, seed) runs where both were "
+    ev += "run (the test suite also checks sampling, GQA and logits to 1e-5)"
     return Finding("Cached generation produces exactly the tokens of full recomputation", verdict, ev)
 
 
@@ -240,12 +221,11 @@ def _speed_finding(cfg: E06Config, d: dict) -> Finding:
         tests = [(f"against {MIN_SPEEDUP:g}×", compare_to(hi, MIN_SPEEDUP))]
         tests += [("longest against shortest", compare(lo, hi))] if len(ns) > 1 else []
         parts += [c.verdict("greater") for _, c in tests]
-        ev.append(f"batch {b}: {summarize(lo).fmt(1)}× at {ns[0]} tokens, {summarize(hi).fmt(1)}× at {ns[-1]} tokens "
-                  f"({'; '.join(f'{k}: {c.fmt(1)}' for k, c in tests)})")  # fmt: skip
+        at = f"{summarize(lo).fmt(1)}× at {ns[0]} tokens, {summarize(hi).fmt(1)}× at {ns[-1]} tokens"
+        ev.append(f"batch {b}: {at} ({'; '.join(f'{k}: {c.fmt(1)}' for k, c in tests)})")
     b, n = cfg.batches[0], max(cfg.lengths)
-    ev.append(
-        f"with the cache, batch {b} still makes {summarize(d['tps'][('cached', b, n)]).fmt(0)} tok/s at {n} tokens"
-    )
+    tps = summarize(d["tps"][("cached", b, n)]).fmt(0)
+    ev.append(f"with the cache, batch {b} still makes {tps} tok/s at {n} tokens")
     claim = f"The cache speeds generation up by at least {MIN_SPEEDUP:g}× at long lengths, more the longer"
     return Finding(claim, headline(parts), "; ".join(ev))
 
@@ -254,8 +234,7 @@ def _position_finding(pos: dict, outs: Outputs) -> Finding:
     """Per-token time from the first position to the last: within FLAT_RATIO either way with the cache
     (compared as ln(time)), growing beyond it without."""
     ts = sorted(int(t) for t in pos["cached"])
-    cached_ms = [1e3 * np.array(pos["cached"][str(t)]) for t in ts]
-    uncached_ms = [1e3 * np.array(pos["uncached"][str(t)]) for t in ts]
+    cached_ms, uncached_ms = ([1e3 * np.array(pos[k][str(t)]) for t in ts] for k in ("cached", "uncached"))
     fig, axes = plots.figure()
     ax = axes[0, 0]
     plots.points(ax, ts, cached_ms, f"with cache: one decode step (cache of {pos['cache_size']} slots)")
@@ -265,18 +244,15 @@ def _position_finding(pos: dict, outs: Outputs) -> Finding:
     plots.finish(ax, title, "position t (tokens)", "ms per token (log)")
     plots.save(fig, outs.plot("time_per_position.png"))
     c0, c1, u0, u1 = (summarize(x[i]) for x in (cached_ms, uncached_ms) for i in (0, -1))
-    flat = compare(np.log(cached_ms[0]), np.log(cached_ms[-1]))
-    grows = compare(np.log(uncached_ms[0]), np.log(uncached_ms[-1]))
+    flat, grows = (compare(np.log(x[0]), np.log(x[-1])) for x in (cached_ms, uncached_ms))  # last vs first
     m = math.log(FLAT_RATIO)
     verdict = headline([flat.verdict("equal", m), grows.verdict("greater", m)])
-    return Finding(
-        "Per-token time is flat with the cache and grows with position without it",
-        verdict,
-        f"from position {ts[0]} to {ts[-1]} ({ts[-1] / ts[0]:.0f}× longer): with cache {c0.fmt(3)} → {c1.fmt(3)} "
-        f"ms ({c1.mean / c0.mean:.2f}×; the fixed-shape cache attends over all {pos['cache_size']} slots, masked, "
-        f"whatever the position), without {u0.fmt(3)} → {u1.fmt(3)} ms ({u1.mean / u0.mean:.1f}×); ln(time) "
-        f"last minus first, with cache {flat.fmt()} (flat: inside ±ln {FLAT_RATIO:g}), without {grows.fmt()}",
-    )
+    ev = f"from position {ts[0]} to {ts[-1]} ({ts[-1] / ts[0]:.0f}× longer): with cache {c0.fmt(3)} → "
+    ev += f"{c1.fmt(3)} ms ({c1.mean / c0.mean:.2f}×; the fixed-shape cache attends over all "
+    ev += f"{pos['cache_size']} slots, masked, whatever the position), without {u0.fmt(3)} → {u1.fmt(3)} ms "
+    ev += f"({u1.mean / u0.mean:.1f}×); ln(time) last minus first, with cache {flat.fmt()} (flat: inside "
+    ev += f"±ln {FLAT_RATIO:g}), without {grows.fmt()}"
+    return Finding("Per-token time is flat with the cache and grows with position without it", verdict, ev)
 
 
 def _memory_finding(cfg: E06Config, mem: dict, outs: Outputs) -> Finding:
@@ -298,18 +274,16 @@ def _memory_finding(cfg: E06Config, mem: dict, outs: Outputs) -> Finding:
     cols = ["batch", "length", "formula", "measured", "+ pos/length bookkeeping", "× parameter bytes"]
     t = Table(title, cols)
     for x in rows:
-        t.add(x["batch"], x["length"], f"{x['formula_bytes']:,}", f"{x['measured_bytes']:,}",
-              f"{x['bookkeeping_bytes']:,}", f"{x['measured_bytes'] / params:.2f}")  # fmt: skip
+        nums = (x["formula_bytes"], x["measured_bytes"], x["bookkeeping_bytes"])
+        t.add(x["batch"], x["length"], *(f"{v:,}" for v in nums), f"{x['measured_bytes'] / params:.2f}")
     outs.table("memory.md", t)
     same = sum(x["measured_bytes"] == x["formula_bytes"] for x in rows)
     big = max(rows, key=lambda x: x["measured_bytes"])
-    return Finding(
-        "Cache memory is 2 · layers · batch · kv_heads · head_dim · length · bytes, linear in length",
-        "supported" if same == len(rows) else "refuted",
-        f"measured array bytes equal the formula in {same}/{len(rows)} (batch, length) cases; at batch "
-        f"{big['batch']} and {big['length']} positions the cache holds {big['measured_bytes'] / 2**20:.2f} MiB, "
-        f"{big['measured_bytes'] / params:.1f}× the model's {params / 2**20:.2f} MiB of parameters",
-    )
+    ev = f"measured array bytes equal the formula in {same}/{len(rows)} (batch, length) cases; at batch "
+    ev += f"{big['batch']} and {big['length']} positions the cache holds {big['measured_bytes'] / 2**20:.2f} "
+    ev += f"MiB, {big['measured_bytes'] / params:.1f}× the model's {params / 2**20:.2f} MiB of parameters"
+    claim = "Cache memory is 2 · layers · batch · kv_heads · head_dim · length · bytes, linear in length"
+    return Finding(claim, "supported" if same == len(rows) else "refuted", ev)
 
 
 def _timeline_finding(tl: dict, outs: Outputs) -> Finding:
@@ -319,29 +293,22 @@ def _timeline_finding(tl: dict, outs: Outputs) -> Finding:
         "full cache": ct.slot_states(tl["caches"]["full"]["steps"], p + n, None),
         f"sliding window, W={w}": ct.slot_states(tl["caches"]["sliding"]["steps"], p + n, w),
     }
-    colors = ["#d62728", "#2ca02c", "#7f7f7f", "#ffffff"]
-    fig, axes = plots.figure(ncols=3, width=4.2, height=4.2)
-    for ax, (name, g) in zip(axes[0], grids.items()):
-        ax.imshow(g, cmap=ListedColormap(colors), vmin=-0.5, vmax=3.5, aspect="auto", interpolation="nearest")
-        ax.grid(False)
-        ax.set_title(f"{name}: {int((g == ct.COMPUTED).sum())} K/V rows computed")
-        ax.set_xlabel("position of the K/V row (tokens)")
-        ax.set_ylabel("decode step (0 = prefill)")
-    handles = [Patch(facecolor=c, edgecolor="k", label=label) for c, label in zip(colors, ct.STATE_NAMES)]
-    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7)
+    count = lambda g, state: int((g == state).sum())  # cells of `g` in `state`
+    titled = {f"{name}: {count(g, ct.COMPUTED)} K/V rows computed": g for name, g in grids.items()}
+    colors = ["#d62728", "#2ca02c", "#7f7f7f", "#ffffff"]  # of the states ct.COMPUTED, READ, EVICTED, NOT_YET
+    xy = "position of the K/V row (tokens)", "decode step (0 = prefill)"
+    fig = plots.category_maps(titled, colors, ct.STATE_NAMES, *xy, width=4.2, height=4.2)
     fig.suptitle("e06: which K/V rows each decode step computes and which it reads from the cache")
     plots.save(fig, outs.plot("cache_timeline.png"))
     none, full, slide = grids.values()
-    reads = int((slide[-1] == ct.READ).sum())
-    return Finding(
-        "A sliding-window cache bounds memory at W rows by evicting the oldest",
-        "supported" if reads <= w - 1 else "refuted",
-        f"over {n} steps after a {p}-token prompt: no cache computes {int((none == ct.COMPUTED).sum())} K/V rows, a "
-        f"full cache {int((full == ct.COMPUTED).sum())} (each once) and reads {int((full[-1] == ct.READ).sum())} at the "
-        f"last step; the window-{w} ring reads {reads} at the last step and has evicted "
-        f"{int((slide[-1] == ct.EVICTED).sum())} rows, holding {tl['caches']['sliding']['slots']} slots instead of "
-        f"{tl['caches']['full']['slots']}",
-    )
+    reads = count(slide[-1], ct.READ)
+    ev = f"over {n} steps after a {p}-token prompt: no cache computes {count(none, ct.COMPUTED)} K/V rows, "
+    ev += f"a full cache {count(full, ct.COMPUTED)} (each once) and reads {count(full[-1], ct.READ)} at the "
+    ev += f"last step; the window-{w} ring reads {reads} at the last step and has evicted "
+    ev += f"{count(slide[-1], ct.EVICTED)} rows, holding {tl['caches']['sliding']['slots']} slots instead of "
+    ev += f"{tl['caches']['full']['slots']}"
+    claim = "A sliding-window cache bounds memory at W rows by evicting the oldest"
+    return Finding(claim, "supported" if reads <= w - 1 else "refuted", ev)
 
 
 def analyze(cfg: E06Config, out: Path):
@@ -352,17 +319,17 @@ def analyze(cfg: E06Config, out: Path):
     _throughput(cfg, gen["prompt_len"], d, outs)
     findings = [_exact_finding(d), _speed_finding(cfg, d), _position_finding(pos, outs)]
     findings += [_memory_finding(cfg, mem, outs), _timeline_finding(tl, outs)]
-    b0, params, big = cfg.batches[0], mem["param_bytes"], max(mem["rows"], key=lambda x: x["measured_bytes"])
-    hi = max((n for (bb, n) in d["speedup"] if bb == b0), default=None)
-    sp = f"{summarize(d['speedup'][(b0, hi)]).fmt(1)}× at {hi} generated tokens (batch {b0})" if hi else "n/a"
-    summary = (
-        f"The cache made generation {sp}, with identical tokens, by computing each position's keys and values "
-        f"once; the price is memory linear in length and batch (exactly the formula: {big['measured_bytes'] / 2**20:.2f} "
-        f"MiB at batch {big['batch']} × {big['length']} positions, {big['measured_bytes'] / params:.1f}× "
-        "the parameters). The speedup grows with length because recomputation costs O(length) per token. "
-        "With a fixed-shape cache every step pays for all slots, so short generations in a long cache give some of "
-        "it back (per-token time is flat, not growing)."
-    )
+    b0, params = cfg.batches[0], mem["param_bytes"]
+    big = max(mem["rows"], key=lambda x: x["measured_bytes"])
+    n = max((n for (b, n) in d["speedup"] if b == b0), default=None)  # the longest generation compared
+    sp = f"{summarize(d['speedup'][(b0, n)]).fmt(1)}× at {n} generated tokens (batch {b0})" if n else "n/a"
+    summary = f"The cache made generation {sp}, with identical tokens, by computing each position's keys and "
+    summary += "values once; the price is memory linear in length and batch (exactly the formula: "
+    summary += f"{big['measured_bytes'] / 2**20:.2f} MiB at batch {big['batch']} × {big['length']} "
+    summary += f"positions, {big['measured_bytes'] / params:.1f}× the parameters). The speedup grows with "
+    summary += "length because recomputation costs O(length) per token. With a fixed-shape cache every step "
+    summary += "pays for all slots, so short generations in a long cache give some of it back (per-token "
+    summary += "time is flat, not growing)."
     # The sliding window (findings[4]) is a variant beside the claim, which is about the full cache.
     return outs.findings(headline(findings[:4]), summary, findings)
 

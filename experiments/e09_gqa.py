@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
-from lab.config import check
+from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
 from lab.infer.timing import decode_step_seconds
@@ -45,6 +45,7 @@ from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import latest_state
 from lab.viz import plots
 
+CLAIM = "Most speedups come from architectural constraints: sharing K/V heads (GQA/MQA) speeds up decoding."
 # A speedup under 1.2x is too small to call one (fixed with the claim, before measuring; the pre-foundation
 # rule's threshold): the decode claim is refuted if the CI of the speedup lies inside 1 ± this.
 SPEEDUP_MARGIN = 0.2
@@ -53,9 +54,7 @@ SPEEDUP_MARGIN = 0.2
 @dataclass(frozen=True)
 class E09Config:
     model: ModelConfig = PRESETS["cpu"]  # the multi-head model (n_kv_heads unset)
-    train: TrainConfig = TrainConfig(
-        steps=300, batch_size=16, warmup_steps=30, eval_every=100, ckpt_every=300
-    )
+    train: TrainConfig = TrainConfig(steps=300, warmup_steps=30, ckpt_every=300)  # batch 16, eval every 100
     data: DataConfig = DataConfig()
     groups: tuple[int, ...] = (1, 2, 4)  # key/value heads G; n_heads = MHA, 1 = MQA
     uptrain_steps: int = 30  # 10% of pretraining (Ainslie et al. used 5%)
@@ -66,19 +65,14 @@ class E09Config:
 
     def __post_init__(self):
         h = self.model.n_heads
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        check_at_least(self, 1, "seeds", "uptrain_steps", "groups", "decode_contexts", "decode_batches")
         check(self.model.kv_heads == h, "model must be multi-head: leave model.n_kv_heads unset")
-        check(self.model.mask == "causal", "e09 trains causal language models; model.mask must be 'causal'")
-        check(len(set(self.groups)) == len(self.groups) > 0, "groups must be non-empty, no repeats")
-        check(all(g >= 1 and h % g == 0 for g in self.groups), f"groups must divide model.n_heads ({h})")
+        check_causal(self.model, "e09 trains causal language models")
+        check_distinct(self, "groups", "decode_contexts", "decode_batches")
+        check(all(h % g == 0 for g in self.groups), f"groups must divide model.n_heads ({h})")
         check(h in self.groups, f"groups must include model.n_heads ({h}): the MHA reference and control")
-        check(self.uptrain_steps >= 1, f"uptrain_steps must be >= 1, got {self.uptrain_steps}")
-        for name, v in (("decode_contexts", self.decode_contexts), ("decode_batches", self.decode_batches)):
-            check(len(v) > 0 and all(x >= 1 for x in v), f"{name} must be non-empty and >= 1, got {v}")
-        n = self.decode_steps
-        check(
-            1 <= n < min(self.decode_contexts), f"decode_steps must be in [1, min(decode_contexts)), got {n}"
-        )
+        msg = f"decode_steps must be in [1, min(decode_contexts)), got {self.decode_steps}"
+        check(1 <= self.decode_steps < min(self.decode_contexts), msg)
 
 
 # fmt: off
@@ -91,10 +85,6 @@ PRESET_TABLE = {
                      decode_contexts=(256, 4096), decode_batches=(1, 16, 128), decode_steps=32),
 }
 # fmt: on
-
-
-def check_config(cfg: E09Config) -> None:
-    text_lm(cfg.data, cfg.model).check()
 
 
 # --- run ---------------------------------------------------------------------------------------------------
@@ -131,7 +121,7 @@ def _decode(cfg, model, opts) -> dict:
     return {"n_heads": model.n_heads, "layers": model.n_layers, "head_dim": model.head_dim, "rows": rows}
 
 
-# --- analysis: reads the run directories and runs/decode.json ------------------------------------------------
+# --- analysis: reads the run directories and runs/decode.json ----------------------------------------------
 def _ms(x) -> str:
     return summarize(x).fmt()
 
@@ -191,11 +181,9 @@ def _recovery_finding(cfg: E09Config, q: dict) -> Finding:
         jump, rec = compare(mha, q["before"][g], True), compare(control, q["after"][g], True)
         most = compare(0.5 * (q["before"][g] - mha), q["after"][g] - control, True)
         parts += [jump.verdict("greater"), most.verdict("less")]
-        ev.append(
-            f"G={g}: conversion {_ms(mha)} → {_ms(q['before'][g])} ({jump.fmt()}); after {k} steps "
-            f"{_ms(q['after'][g])} vs MHA + {k} steps {_ms(control)} ({rec.fmt(p=False)}; gap left minus "
-            f"half the rise: {most.fmt()})"
-        )
+        e = f"G={g}: conversion {_ms(mha)} → {_ms(q['before'][g])} ({jump.fmt()}); after {k} steps "
+        e += f"{_ms(q['after'][g])} vs MHA + {k} steps {_ms(control)} ({rec.fmt(p=False)}; gap left minus "
+        ev.append(e + f"half the rise: {most.fmt()})")
     claim = "Mean-pooling K/V heads costs loss, and brief uptraining recovers most of it"
     return Finding(claim, headline(parts), "; ".join(ev))
 
@@ -205,15 +193,17 @@ def _scratch_finding(cfg: E09Config, q: dict) -> Finding:
     for g in sorted(set(cfg.groups) - {cfg.model.n_heads}):
         c = compare(q["scratch"][g], q["after"][g])
         parts.append(c.verdict("less"))
-        ev.append(f"G={g}: uptrained ({steps}+{k} steps) {_ms(q['after'][g])} vs scratch ({steps} steps) "
-                  f"{_ms(q['scratch'][g])} ({c.fmt()})")  # fmt: skip
+        up, fresh = _ms(q["after"][g]), _ms(q["scratch"][g])  # uptrained, trained from scratch
+        ev.append(f"G={g}: uptrained ({steps}+{k} steps) {up} vs scratch ({steps} steps) {fresh} ({c.fmt()})")
     claim = "An uptrained conversion is at least as good as the same GQA model trained from scratch"
-    return Finding(claim, headline(parts), "; ".join(ev) + ". The uptrained models saw more steps in total, "
-                   "as in Ainslie et al., whose point is that uptraining is cheaper than pretraining a GQA model.")  # fmt: skip
+    note = ". The uptrained models saw more steps in total, as in Ainslie et al., whose point is that "
+    note += "uptraining is cheaper than pretraining a GQA model."
+    return Finding(claim, headline(parts), "; ".join(ev) + note)
 
 
 def _decode_data(cfg: E09Config, dec: dict) -> dict:
-    """Per (G, context, batch): seconds per step and speedup vs MHA (per repeat), cache MiB, bytes = formula."""
+    """Per (G, context, batch): seconds per step and speedup vs MHA (per repeat), cache MiB; whether the
+    bytes equal the formula."""
     rows, h = {(r["groups"], r["context"], r["batch"]): r for r in dec["rows"]}, cfg.model.n_heads
     d = {"secs": {key: np.array(r["seconds_per_step"]) for key, r in rows.items()}, "dec": dec}
     d["speed"] = {(g, c, b): d["secs"][(h, c, b)] / s for (g, c, b), s in d["secs"].items()}
@@ -257,23 +247,20 @@ def _speed_finding(cfg: E09Config, d: dict) -> Finding:
     1 ± SPEEDUP_MARGIN), and faster there than where it is smallest."""
     big, small, h, g1, speed = d["big"], d["small"], cfg.model.n_heads, min(cfg.groups), d["speed"]
     faster, more = compare_to(speed[big], 1.0), compare(speed[small], speed[big])
-    every = "; ".join(
-        f"context {c} × batch {b} ({mib:.2f} MiB MHA cache): {summarize(speed[(g1, c, b)]).fmt(2)}×"
-        for (g, c, b), mib in d["mib"].items()
-        if g == h
-    )
-    return Finding(
-        "Fewer K/V heads speed up decoding where reading the K/V cache dominates a step, not elsewhere",
-        headline([faster.verdict("greater", SPEEDUP_MARGIN), more.verdict("greater")]),
-        f"G={g1} vs MHA per decode step: {every} (largest cache against 1×: {faster.fmt(2)}; largest against "
-        f"smallest: {more.fmt(2)}). A decode step's attention is a matrix-vector product per query head over "
-        "the cache (about one multiply-add per K/V element read), so it is bound by reading the cache, and "
-        f"G={g1} reads {h // g1}× fewer bytes; the speedup stays below {h // g1}× because the weight matmuls, "
-        "norms and per-call overhead of a step are unchanged, and those are all there is when the cache is "
-        f"small (context {small[1]} × batch {small[2]}). On this CPU the gain appears as soon as the cache is a "
-        "large part of the bytes a step touches (long contexts even at batch 1), not only once it exceeds the "
-        "CPU caches",
-    )
+    cases = [
+        (c, b, mib, summarize(speed[(g1, c, b)]).fmt(2)) for (g, c, b), mib in d["mib"].items() if g == h
+    ]
+    every = "; ".join(f"context {c} × batch {b} ({mib:.2f} MiB MHA cache): {x}×" for c, b, mib, x in cases)
+    ev = f"G={g1} vs MHA per decode step: {every} (largest cache against 1×: {faster.fmt(2)}; largest "
+    ev += f"against smallest: {more.fmt(2)}). A decode step's attention is a matrix-vector product per query "
+    ev += "head over the cache (about one multiply-add per K/V element read), so it is bound by reading the "
+    ev += f"cache, and G={g1} reads {h // g1}× fewer bytes; the speedup stays below {h // g1}× because the "
+    ev += "weight matmuls, norms and per-call overhead of a step are unchanged, and those are all there is "
+    ev += f"when the cache is small (context {small[1]} × batch {small[2]}). On this CPU the gain appears as "
+    ev += "soon as the cache is a large part of the bytes a step touches (long contexts even at batch 1), "
+    ev += "not only once it exceeds the CPU caches"
+    claim = "Fewer K/V heads speed up decoding where reading the K/V cache dominates a step, not elsewhere"
+    return Finding(claim, headline([faster.verdict("greater", SPEEDUP_MARGIN), more.verdict("greater")]), ev)
 
 
 def analyze(cfg: E09Config, out: Path):
@@ -286,24 +273,22 @@ def analyze(cfg: E09Config, out: Path):
     parts += [_bytes_finding(cfg, d), _speed_finding(cfg, d)]
     aside = _scratch_finding(cfg, q)  # not part of the claim: the uptrained models saw more steps
     g1, speed = big[0], {key: summarize(d["speed"][key]).fmt(2) for key in (big, small)}
-    summary = (
-        f"Sharing K/V heads is a constraint that buys speed where reading the K/V cache is the bottleneck: MQA "
-        f"(G={g1}) decoded {speed[big]}× faster than MHA at context {big[1]} × batch {big[2]} and {speed[small]}× "
-        f"at context {small[1]} × batch {small[2]}, with a {h // g1}× smaller cache. Converting a trained MHA "
-        f"model by mean-pooling raised the val loss ({_ms(q['mha'])} → {_ms(q['before'][g1])} for G={g1}); "
-        f"{cfg.uptrain_steps} uptraining steps brought it to {_ms(q['after'][g1])} (MHA with the same steps: "
-        f"{_ms(q['after'][h])})."
-    )
+    summary = "Sharing K/V heads is a constraint that buys speed where reading the K/V cache is the "
+    summary += f"bottleneck: MQA (G={g1}) decoded {speed[big]}× faster than MHA at context {big[1]} × batch "
+    summary += f"{big[2]} and {speed[small]}× at context {small[1]} × batch {small[2]}, with a {h // g1}× "
+    summary += "smaller cache. Converting a trained MHA model by mean-pooling raised the val loss "
+    summary += f"({_ms(q['mha'])} → {_ms(q['before'][g1])} for G={g1}); {cfg.uptrain_steps} uptraining steps "
+    summary += f"brought it to {_ms(q['after'][g1])} (MHA with the same steps: {_ms(q['after'][h])})."
     return outs.findings(headline(parts), summary, [*parts[:2], aside, *parts[2:]])
 
 
 EXPERIMENT = Experiment(
     name="e09_gqa",
     title="Grouped-query attention: a smaller KV cache, paid for in quality, recovered by uptraining",
-    claim="Most speedups come from architectural constraints: sharing K/V heads (GQA/MQA) speeds up decoding.",
+    claim=CLAIM,
     config_class=E09Config,
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
-    check=check_config,
+    check=lambda cfg: text_lm(cfg.data, cfg.model).check(),
 )

@@ -93,3 +93,29 @@ def test_violins_from_stored_statistics_draw_what_violinplot_draws_from_the_valu
     assert len(got) == len(want) == 3
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a.get_paths()[0].vertices, b.get_paths()[0].vertices)
+
+
+def test_points_are_mean_and_sample_sd_and_take_a_line_style():
+    fig, axes = plots.figure()
+    bars = plots.points(axes[0, 0], [1, 2], [[1.0, 3.0], [2.0, np.nan, 4.0]], "2 seeds", linestyle="--")
+    line, _, (errors,) = bars.lines
+    assert list(line.get_ydata()) == [2.0, 3.0]
+    assert line.get_linestyle() == "--" and line.get_marker() == "o" and bars.get_label() == "2 seeds"
+    assert [s[1, 1] - s[0, 1] for s in errors.get_segments()] == pytest.approx([2 * np.sqrt(2.0)] * 2)
+
+
+def test_category_maps_draw_each_category_in_its_color_with_a_legend(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    colors = ["#d62728", "#2ca02c", "#ffffff"]
+    maps = {"first": np.array([[0, 1], [2, 2]]), "second": np.array([[2, 0], [1, 0]])}
+    fig = plots.category_maps(maps, colors, ["a", "b", "c"], "position", "step", width=2.0, height=2.0)
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["first", "second"] and axes[1].get_xlabel() == "position"
+    image = axes[1].images[0]
+    rgba = image.cmap(image.norm(image.get_array()))  # the color each cell is drawn in
+    assert tuple(rgba[0, 0]) == to_rgba(colors[2]) and tuple(rgba[0, 1]) == to_rgba(colors[0])
+    assert tuple(rgba[1, 0]) == to_rgba(colors[1])
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["a", "b", "c"]
+    assert axes[1].get_legend() is None
+    assert plots.save(fig, tmp_path / "maps.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import cbook  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from lab.fileio import atomic_write_bytes  # noqa: E402
 
@@ -57,10 +59,13 @@ def mean_sd(values) -> tuple[float, float]:
     return (float(v.mean()) if v.size else np.nan), (float(v.std(ddof=1)) if v.size > 1 else np.nan)
 
 
-def points(ax, x, groups, label: str):
-    """Mean ± sd (error bars) of each group of per-seed values, one point per x."""
+def points(ax, x, groups, label: str, **style):
+    """Mean ± sd (error bars) of each group of per-seed values, one point per x; `style` goes to
+    matplotlib's errorbar (e.g. linestyle="--")."""
     s = [mean_sd(g) for g in groups]
-    return ax.errorbar(x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label)
+    return ax.errorbar(
+        x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label, **style
+    )
 
 
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
@@ -168,3 +173,20 @@ def violins(ax, stats: dict) -> None:
     n = len(stats["mean"])
     vpstats = [{k: stats[k][i] for k in VIOLIN_KEYS} | {"quantiles": []} for i in range(n)]
     ax.violin(vpstats, positions=np.arange(n), showextrema=False)
+
+
+def category_maps(maps: dict, colors, names, xlabel: str, ylabel: str, width: float, height: float):
+    """A row of maps of category indices (0 .. len(colors) - 1, e.g. the state of every cache row at every
+    decode step), one per item of `maps` ({title: (Y, X) array}), category i drawn in colors[i]; a legend
+    of the categories (`names`) on the first map."""
+    fig, axes = figure(ncols=len(maps), width=width, height=height)
+    cmap = ListedColormap(colors)
+    for ax, (title, m) in zip(axes[0], maps.items()):
+        ax.imshow(m, cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, aspect="auto", interpolation="nearest")
+        ax.grid(False)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    handles = [Patch(facecolor=c, edgecolor="k", label=name) for c, name in zip(colors, names)]
+    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7)
+    return fig
