@@ -5,6 +5,7 @@ Every figure gets a title, axis labels with units and a legend; `finish` refuses
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -148,3 +149,30 @@ def log_axes(ax, xbase: float = 10, ylog: bool = True, xticks=None):
         ax.set_yscale("log")
     if xticks is not None:
         ax.set_xticks(list(xticks), [str(x) for x in xticks])
+
+
+@contextlib.contextmanager
+def panel(path, title: str, xlabel: str, ylabel: str, legend: bool = True, **figure_kw):
+    """A one-axes figure as a `with` block: yields the axes to draw on, then `finish`es them (title, axis
+    labels, legend) and saves the PNG to `path`; `figure_kw` sizes it (width=, height=). Nothing is saved
+    if the block raises."""
+    fig, axes = figure(**figure_kw)
+    try:
+        yield axes[0, 0]
+        finish(axes[0, 0], title, xlabel, ylabel, legend)
+    except BaseException:
+        plt.close(fig)
+        raise
+    save(fig, path)
+
+
+def grouped_bars(ax, names, series: dict, capsize: float = 3, **tick_kw):
+    """Bars side by side: for each name, one bar per series, the mean ± sd (error bars) of that name's
+    per-seed values. `series` maps a label to one group of values per name (None: no bar there); bars of
+    one name share 0.8 of the axis unit; `tick_kw` styles the names (e.g. rotation=45, ha="right")."""
+    xs, width = np.arange(len(names)), 0.8 / len(series)
+    for k, (label, groups) in enumerate(series.items()):
+        s = [(np.nan, 0.0) if g is None else mean_sd(g) for g in groups]
+        dx = (k - (len(series) - 1) / 2) * width
+        ax.bar(xs + dx, [m for m, _ in s], width, yerr=[sd for _, sd in s], label=label, capsize=capsize)
+    ax.set_xticks(xs, names, **tick_kw)
