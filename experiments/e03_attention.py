@@ -158,6 +158,8 @@ def _specialization(cfg, m, outs) -> Finding:
     """The most and least costly heads to ablate differ (paired over seeds), and the most previous-token
     head puts more than PREV_TOKEN_HEAD on key t-1. The heads are picked on the seeds they are tested on."""
     jump = m["ablated"] - m["intact"][None, None]  # (L, H, S): val-loss increase when the head is removed
+    names = [f"L{l}H{h}" for l, h in np.ndindex(*jump.shape[:2])]  # order of the (heads, seeds) rows below
+    prev, ent, cost = (x.reshape(cfg.seeds, -1).T for x in (m["prev"], m["entropy"], jump.transpose(2, 0, 1)))
     t = Table(
         "Head specialization (trained model, mean ± sd over seeds)",
         ["layer", "head", "previous-token score", "entropy (nats)", "ablation Δ val loss (nats)"],
@@ -166,36 +168,33 @@ def _specialization(cfg, m, outs) -> Finding:
         "output projection and measure the validation-loss increase without retraining (same seeds, "
         "paired).",
     )
-    for l, h in np.ndindex(*jump.shape[:2]):
-        t.add(l, h, _fmt(m["prev"][:, l, h]), _fmt(m["entropy"][:, l, h]), _fmt(jump[l, h]))
+    for (l, h), *cells in zip(np.ndindex(*jump.shape[:2]), prev, ent, cost):
+        t.add(l, h, *map(_fmt, cells))
     outs.table("heads.md", t)
-    (L, H), prev, ent = jump.shape[:2], m["prev"], m["entropy"]
-    names, per_head = [f"L{l}H{h}" for l, h in np.ndindex(L, H)], jump.reshape(L * H, -1)  # (heads, seeds)
     fig, axes = plots.figure(ncols=3, width=4.2)
     for ax, vals, title, ylabel in (
-        (axes[0, 0], prev.reshape(cfg.seeds, -1), "previous-token score", "mean weight on key t-1"),
-        (axes[0, 1], ent.reshape(cfg.seeds, -1), "attention entropy", "entropy (nats)"),
-        (axes[0, 2], per_head.T, "head ablation", "Δ val loss (nats/token)"),
+        (axes[0, 0], prev, "previous-token score", "mean weight on key t-1"),
+        (axes[0, 1], ent, "attention entropy", "entropy (nats)"),
+        (axes[0, 2], cost, "head ablation", "Δ val loss (nats/token)"),
     ):
-        plots.bars(ax, names, list(vals.T), f"{cfg.seeds} seeds", capsize=2, rotation=90)
+        plots.bars(ax, names, list(vals), f"{cfg.seeds} seeds", capsize=2, rotation=90)
         plots.finish(ax, title, "head (layer, head)", ylabel)
-    fig.suptitle(f"e03: what each of the {H} heads does (mean ± sd over seeds)")
+    fig.suptitle(f"e03: what each of the {jump.shape[1]} heads does (mean ± sd over seeds)")
     plots.save(fig, outs.plot("head_specialization.png"))
-    hi, lo = int(np.argmax(per_head.mean(1))), int(np.argmin(per_head.mean(1)))
-    c = compare(per_head[lo], per_head[hi], paired_by_seed=True)
-    best = np.unravel_index(np.argmax(prev.mean(0)), prev.shape[1:])
-    p = compare_to(prev[:, best[0], best[1]], PREV_TOKEN_HEAD)
+    hi, lo = int(np.argmax(cost.mean(1))), int(np.argmin(cost.mean(1)))
+    c = compare(cost[lo], cost[hi], paired_by_seed=True)
+    best = int(np.argmax(prev.mean(1)))  # the most previous-token head
+    p = compare_to(prev[best], PREV_TOKEN_HEAD)
     uniform = float(np.mean(1.0 / (np.arange(1, cfg.model.max_len) + 1)))  # a uniform causal row, on t-1
     return Finding(
         "Heads specialize: ablating different heads costs different amounts, and some are "
         "previous-token heads",
         headline([c.verdict("greater"), p.verdict("greater")]),
-        f"ablation cost ranges from {names[lo]} {_fmt(per_head[lo])} to {names[hi]} {_fmt(per_head[hi])} "
-        f"nats (paired {c.fmt()}); the most previous-token head, L{best[0]}H{best[1]}, puts "
-        f"{_fmt(prev[:, best[0], best[1]])} of its weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a "
-        f"uniform causal row would put {uniform:.3f}); entropies range {ent.mean(0).min():.2f}.."
-        f"{ent.mean(0).max():.2f} nats. Both heads were picked after seeing these seeds and are tested on "
-        "the same seeds, so the intervals are optimistic",
+        f"ablation cost ranges from {names[lo]} {_fmt(cost[lo])} to {names[hi]} {_fmt(cost[hi])} nats "
+        f"(paired {c.fmt()}); the most previous-token head, {names[best]}, puts {_fmt(prev[best])} of its "
+        f"weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a uniform causal row would put {uniform:.3f}); "
+        f"entropies range {ent.mean(1).min():.2f}..{ent.mean(1).max():.2f} nats. Both heads were picked "
+        "after seeing these seeds and are tested on the same seeds, so the intervals are optimistic",
     )
 
 

@@ -291,9 +291,8 @@ def _finding(d: Measured, claim: str, variants, phase: str, direction: str, desc
     `headline`; the evidence lists each comparison and the claim the rule supports for it."""
     pairs = [(t, v) for t in TASKS for v in variants]
     line = lambda t, v: f"{t} {v}: {describe(t, v)} ({d.cmp[(t, v, phase)].fmt()}; {d.label(t, v, phase)})"
-    ev = [line(t, v) for t, v in pairs]
     verdict = headline([d.verdict(t, v, phase, direction) for t, v in pairs])
-    return Finding(claim, verdict, "; ".join(ev + list(notes)) or "not run")
+    return Finding(claim, verdict, "; ".join([line(t, v) for t, v in pairs] + list(notes)) or "not run")
 
 
 def swaps_before_training(cfg: E04Config, d: Measured) -> Finding:
