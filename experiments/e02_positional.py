@@ -30,18 +30,18 @@ import numpy as np
 
 from lab import ops
 from lab.analysis import Finding, Findings, Outputs, Table, compare, compare_to, headline, summarize
-from lab.analysis.attention import row_entropy, weight_at_offset
+from lab.analysis.attention import head_scores
 from lab.analysis.findings import claims_summary
-from lab.config import check
+from lab.analysis.stats import principal_components
+from lab.config import check, check_at_least, check_choices, check_distinct
 from lab.data.tasks import ShiftedCopy, order_blind_losses
 from lab.errors import DataError
 from lab.experiment import Experiment
 from lab.model.config import ModelConfig, Position
 from lab.model.transformer import stacked_attention
 from lab.runs import load_runs, read_measurement, write_measurement
-from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, seed_members, sweep_params, train_sweep
 from lab.train.config import TRAIN_PRESETS
-from lab.train.loop import latest_state
 from lab.train.step import stacked_eval
 from lab.viz import plots
 from lab.viz.animation import trajectories_3d
@@ -69,14 +69,11 @@ class E02Config:
     eval_lengths: tuple[int, ...] = (1, 2, 4)  # multiples of the training length
 
     def __post_init__(self):
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        for name, allowed in (("positions", POSITIONS), ("masks", MASKS), ("eval_lengths", ())):
-            v = getattr(self, name)
-            bad = [x for x in v if allowed and x not in allowed]
-            check(not bad, f"{name}: unknown {bad}; allowed: {', '.join(allowed)}")
-            check(len(v) > 0 and len(set(v)) == len(v), f"{name} must be non-empty without repeats: {v}")
-        check("none" in self.positions, "positions must include 'none' (the collapse baseline)")
-        check(1 in self.eval_lengths and min(self.eval_lengths) >= 1, "eval_lengths must include 1")
+        check_at_least(self, 1, "seeds", "eval_lengths")
+        check_choices(self, "positions", POSITIONS, required=("none",))  # none: the collapse baseline
+        check_choices(self, "masks", MASKS)
+        check_distinct(self, "positions", "masks", "eval_lengths")
+        check(1 in self.eval_lengths, "eval_lengths must include 1 (the training length)")
         check(
             self.model.position == "learned" and self.model.mask == "causal",
             "model.position and model.mask are set per variant here; choose them with positions and masks",
@@ -112,37 +109,31 @@ def _model(cfg: E02Config, p: str, mask: str) -> ModelConfig:
     return cfg.model.replace(position=p, mask=mask, vocab_size=cfg.task.n_symbols, max_len=cfg.task.seq_len)
 
 
-def _members(cfg):
-    return members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
-
-
 def run(cfg: E02Config, out: Path, opts) -> None:
     for mask, p in [(m, p) for m in cfg.masks for p in cfg.positions]:
-        spec = SweepSpec(_model(cfg, p, mask), cfg.train, _task(cfg), _members(cfg))
+        spec = SweepSpec(_model(cfg, p, mask), cfg.train, _task(cfg), seed_members(cfg.seeds, cfg.train))
         kw = dict(strategy=opts.strategy, progress=opts.progress, desc=f"e02 {mask} {p}")
         train_sweep(out / "runs" / mask / p, spec, **kw)
-        write_measurement(out / "runs" / f"{mask}_{p}.npz", _measure(cfg, out, mask, p), cfg)
+        params = sweep_params(out / "runs" / mask / p, spec)
+        write_measurement(out / "runs" / f"{mask}_{p}.npz", _measure(cfg, spec.model, params), cfg)
     _animation(out)
 
 
-def _measure(cfg, out, mask, p) -> dict:
+def _measure(cfg, model, params) -> dict:
     """Per seed, the val loss at `mult` x T (NaN where learned positions cannot run: the model raises); per
     seed, layer and head the mean attention entropy and weight on key t-offset; seed 0's mean maps."""
-    model = _model(cfg, p, mask)
-    params = latest_state(out / "runs" / mask / p, model, cfg.train, _members(cfg))[1].params
     m = {}
     for mult in [k for k in cfg.eval_lengths if k > 1]:
         try:
             loss = stacked_eval({}, cfg=model, tcfg=cfg.train, task=_task(cfg, mult))(params)
             m[f"val_loss_x{mult}"] = np.asarray(loss, np.float64)
         except ValueError as e:
-            if not (p == "learned" and "max_len" in str(e)):
+            if not (model.position == "learned" and "max_len" in str(e)):
                 raise
             m[f"val_loss_x{mult}"] = np.full(cfg.seeds, np.nan)
     batch = _task(cfg).sample({}, "val", jax.random.PRNGKey(11), 16)
     w = np.asarray(stacked_attention(model, params, batch["inputs"]), np.float64)  # (S, L, B, H, T, T)
-    m["entropy"] = row_entropy(w).mean(axis=(2, 4))
-    m["at_offset"] = weight_at_offset(w, cfg.task.offset).mean(axis=(2, 4))
+    m["entropy"], m["at_offset"] = head_scores(w, cfg.task.offset)
     return {**m, "maps": w[0].mean(axis=1)}
 
 
@@ -153,9 +144,7 @@ def _animation(out: Path) -> None:
     rot = ops.apply_rope(jax.numpy.asarray(np.broadcast_to(x, (1, 32, 1, 16))), 10000.0)[0, :, 0]
     paths = {"sinusoidal: x + PE(t)": np.asarray(ops.sinusoidal_positions(32, 16)) + x[None]}
     paths["RoPE (interleaved pairs): R(t) x"] = np.asarray(rot)
-    c = {k: a - a.mean(0) for k, a in paths.items()}
-    pc3 = {k: a @ np.linalg.svd(a, full_matrices=False)[2][:3].T for k, a in c.items()}
-    panels = {k: {"token x at t = 0..31": a} for k, a in pc3.items()}
+    panels = {k: {"token x at t = 0..31": principal_components(a, 3)} for k, a in paths.items()}
     title = "e02: one token vector (D=16) encoded at positions 0..31, top-3 principal axes"
     gif, png = out / "plots" / "encoding_3d.gif", out / "plots" / "encoding_3d.png"
     trajectories_3d(gif, png, panels, title, ("PC 1 (a.u.)", "PC 2 (a.u.)", "PC 3 (a.u.)"))
@@ -173,12 +162,10 @@ def analyze(cfg: E02Config, out: Path) -> Findings:
     _plots(cfg, v, chance, outs)
     others = [p for p in cfg.positions if p != "none"]
     best = {m: min(others, key=lambda p: summarize(v[(m, p)][1]).mean) for m in cfg.masks}
-    findings = [
-        *([_order_blind(v, best, chance, bounds)] if "bidirectional" in cfg.masks else []),
-        *([_mask_recovers(v, best, chance, bounds)] if "causal" in cfg.masks else []),
-        *([_extrapolation(cfg, v, best, chance)] if max(cfg.eval_lengths) > 1 else []),
-        _positional_heads(cfg, v, chance),
-    ]
+    findings = [_order_blind(v, best, chance, bounds)] if "bidirectional" in cfg.masks else []
+    findings += [_mask_recovers(v, best, chance, bounds)] if "causal" in cfg.masks else []
+    findings += [_extrapolation(cfg, v, best, chance)] if max(cfg.eval_lengths) > 1 else []
+    findings.append(_positional_heads(cfg, v, chance))
     return outs.findings(headline(findings), claims_summary(findings), findings)
 
 
@@ -256,10 +243,9 @@ def _mask_recovers(v, best, chance, bounds, m="causal") -> Finding:
     none, b, bound = v[(m, "none")][1], v[(m, best[m])][1], bounds[m]
     recovered = (bound - none) / max(bound - summarize(b).mean, 1e-9)  # per seed
     below, most = compare_to(none, bound - SLACK), compare_to(recovered, 0.5)
-    verdict = headline([below.verdict("less"), most.verdict("greater")])  # beats it; closes half the gap
     return Finding(
         "A causal model without position recovers order from its mask (Haviv et al. 2022)",
-        verdict,
+        headline([below.verdict("less"), most.verdict("greater")]),  # beats it; closes half the gap
         f"causal none {_fmt(none)} vs the causal order-blind optimum {bound:.3f} (guess from the bag of the "
         f"prefix; uniform chance {chance:.3f}; vs the optimum - {SLACK}: {below.fmt()}) and the best "
         f"encoding {best[m]} {_fmt(b)}: it closes {summarize(recovered).fmt(2)} of the gap between them "

@@ -27,18 +27,17 @@ import numpy as np
 
 from lab import ops
 from lab.analysis import Finding, Findings, Outputs, Table, compare, compare_to, headline, summarize
-from lab.analysis.attention import row_entropy, weight_at_offset
+from lab.analysis.attention import head_scores
 from lab.analysis.findings import claims_summary
-from lab.config import check
+from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig, param_count
 from lab.model.surgery import ablate_head
 from lab.model.transformer import capture, input_dependency, stacked_attention
 from lab.runs import load_runs, read_measurement, write_measurement
-from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, seed_members, sweep_params, train_sweeps
 from lab.train.config import TRAIN_PRESETS
-from lab.train.loop import latest_state
 from lab.train.step import stacked_eval
 from lab.viz import plots
 
@@ -63,10 +62,10 @@ class E03Config:
 
     def __post_init__(self):
         m, bad = self.model, [h for h in self.heads if h < 1 or self.model.d_model % h]
-        check(self.seeds >= 1 and self.perturbations >= 1, "seeds and perturbations must be >= 1")
-        check(len(self.heads) >= 1 and len(set(self.heads)) == len(self.heads), "heads must be distinct")
+        check_at_least(self, 1, "seeds", "perturbations")
+        check_distinct(self, "heads")
         check(not bad, f"heads: {bad} must divide model.d_model ({m.d_model}) so parameters stay equal")
-        check(m.mask == "causal", "e03 studies causal models; model.mask must be 'causal'")
+        check_causal(m, "e03 studies causal models")
         check(m.n_kv_heads is None, "e03 compares multi-head attention; leave model.n_kv_heads none")
         hand = (m.norm, m.norm_placement, m.qkv, m.position in ("learned", "sinusoidal", "none"))
         check(
@@ -86,34 +85,32 @@ PRESET_TABLE = {
 
 def run(cfg: E03Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
-    members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
-    for h in cfg.heads:
-        spec = SweepSpec.text(lm, cfg.train, members).replace(model=lm.model.replace(n_heads=h))
-        kw = dict(strategy=opts.strategy, progress=opts.progress, desc=f"e03 {h} heads")
-        train_sweep(out / "runs" / f"H{h}", spec, **kw)
-    write_measurement(out / "runs" / "heads.npz", _measure(cfg, out, lm, members), cfg)
+    base = SweepSpec.text(lm, cfg.train, seed_members(cfg.seeds, cfg.train))
+    specs = {f"H{h}": base.replace(model=lm.model.replace(n_heads=h)) for h in cfg.heads}
+    train_sweeps(out / "runs", specs, "e03", opts)
+    write_measurement(out / "runs" / "heads.npz", _measure(cfg, out, lm, specs[f"H{max(cfg.heads)}"]), cfg)
 
 
-def _measure(cfg: E03Config, out: Path, lm, members) -> dict:
+def _measure(cfg: E03Config, out: Path, lm, spec: SweepSpec) -> dict:
     """On the largest head count's checkpoints: per seed, layer and head the previous-token score, entropy
     and val loss with the head ablated; on seed 0's chosen input the heatmaps, dependencies and one query."""
-    model, show = lm.model.replace(n_heads=max(cfg.heads)), min(SHOW_MAX, cfg.model.max_len)
-    params = latest_state(out / "runs" / f"H{model.n_heads}", model, cfg.train, members)[1].params
+    model, show = spec.model, min(SHOW_MAX, cfg.model.max_len)
+    params = sweep_params(out / "runs" / f"H{model.n_heads}", spec)
     p0 = jax.tree_util.tree_map(lambda x: x[0], params)
     tokens = jnp.asarray(lm.text.val[: cfg.model.max_len].astype(np.int32))[None]  # the chosen input
     decode = lambda t: repr(lm.text.tokenizer.decode(np.asarray([t])))[1:-1] or "·"
-    data = {k: jnp.asarray(v) for k, v in lm.text.arrays.items()}
-    batch = lm.task.sample(data, "val", jax.random.PRNGKey(3), 16)
+    batch = lm.task.sample(lm.text.arrays, "val", jax.random.PRNGKey(3), 16)
     w = np.asarray(stacked_attention(model, params, batch["inputs"])).astype(np.float64)  # (S, L, B, H, T, T)
-    ev = stacked_eval(data, cfg=model, tcfg=cfg.train, task=lm.task)
+    entropy, prev = head_scores(w, 1)  # (S, L, H) each; prev: the weight on key t-1
+    ev = stacked_eval(lm.text.arrays, cfg=model, tcfg=cfg.train, task=lm.task)
     ablate = lambda l, h: np.asarray(ev(jax.vmap(lambda p: ablate_head(p, l, h))(params)), np.float64)
     return {
         "sha256": np.array(lm.text.info["sha256"]),
         "labels": np.array([decode(t) for t in np.asarray(tokens[0, :show])]),
         "params": np.array(param_count(p0)),
         "heatmaps": np.asarray(stacked_attention(model, params, tokens), float)[0, :, 0, ..., :show, :show],
-        "prev": weight_at_offset(w, 1).mean(axis=(2, 4)),  # (S, L, H)
-        "entropy": row_entropy(w).mean(axis=(2, 4)),  # (S, L, H)
+        "prev": prev,
+        "entropy": entropy,
         "intact": np.asarray(ev(params), np.float64),  # (S,)
         "ablated": np.array([[ablate(l, h) for h in range(model.n_heads)] for l in range(model.n_layers)]),
         "dependency": input_dependency(model, p0, tokens[:, :show], cfg.perturbations),  # (i, j)
@@ -144,17 +141,14 @@ def analyze(cfg: E03Config, out: Path) -> Findings:
     outs, L, H, D = Outputs(out), cfg.model.n_layers, max(cfg.heads), cfg.model.d_model
     labels, tt = list(map(str, m["labels"])), [[f"layer {l} head {h}" for h in range(H)] for l in range(L)]
     fig = plots.heatmaps(m["heatmaps"], tt, "key token", "query token", "attention weight", 3.0, 2.9, labels)
-    fig.suptitle(
-        f"e03: attention per head for a validation snippet (seed 0, {H} heads, first {len(labels)} bytes)"
-    )
+    title = f"e03: attention per head for a validation snippet (seed 0, {H} heads, first {len(labels)} bytes)"
+    fig.suptitle(title)
     plots.save(fig, outs.plot("heatmaps.png"))
     findings = [_specialization(cfg, m, outs)]
-    fig, axes = plots.figure()
-    for h in cfg.heads:
-        plots.band(axes[0, 0], runs[h].val_steps, runs[h].val_loss, f"{h} head(s) of size {D // h}")
     title = "e03: validation loss, equal parameters, different head counts"
-    plots.finish(axes[0, 0], title, "step", "val loss (nats/token)")
-    plots.save(fig, outs.plot("heads_vs_loss.png"))
+    with plots.panel(outs.plot("heads_vs_loss.png"), title, "step", "val loss (nats/token)") as ax:
+        for h in cfg.heads:
+            plots.band(ax, runs[h].val_steps, runs[h].val_loss, f"{h} head(s) of size {D // h}")
     findings += [_more_heads(cfg, runs, m)] if len(cfg.heads) > 1 else []
     findings += [_causal(cfg, m, outs), _step(cfg, m, labels, outs)]
     return outs.findings(headline(findings), claims_summary(findings), findings)
@@ -164,42 +158,43 @@ def _specialization(cfg, m, outs) -> Finding:
     """The most and least costly heads to ablate differ (paired over seeds), and the most previous-token
     head puts more than PREV_TOKEN_HEAD on key t-1. The heads are picked on the seeds they are tested on."""
     jump = m["ablated"] - m["intact"][None, None]  # (L, H, S): val-loss increase when the head is removed
+    names = [f"L{l}H{h}" for l, h in np.ndindex(*jump.shape[:2])]  # order of the (heads, seeds) rows below
+    prev, ent, cost = (x.reshape(cfg.seeds, -1).T for x in (m["prev"], m["entropy"], jump.transpose(2, 0, 1)))
     t = Table(
         "Head specialization (trained model, mean ± sd over seeds)",
         ["layer", "head", "previous-token score", "entropy (nats)", "ablation Δ val loss (nats)"],
         note="Previous-token score: mean attention weight on key t-1. Entropy: of each query's attention "
         "row, mean over queries (a uniform row over t keys has entropy ln t). Ablation: zero the head's "
-        "output projection and measure the validation-loss increase without retraining (same seeds, paired).",
+        "output projection and measure the validation-loss increase without retraining (same seeds, "
+        "paired).",
     )
-    for l, h in np.ndindex(*jump.shape[:2]):
-        t.add(l, h, _fmt(m["prev"][:, l, h]), _fmt(m["entropy"][:, l, h]), _fmt(jump[l, h]))
+    for (l, h), *cells in zip(np.ndindex(*jump.shape[:2]), prev, ent, cost):
+        t.add(l, h, *map(_fmt, cells))
     outs.table("heads.md", t)
-    (L, H), prev, ent = jump.shape[:2], m["prev"], m["entropy"]
-    names, per_head = [f"L{l}H{h}" for l, h in np.ndindex(L, H)], jump.reshape(L * H, -1)  # (heads, seeds)
     fig, axes = plots.figure(ncols=3, width=4.2)
     for ax, vals, title, ylabel in (
-        (axes[0, 0], prev.reshape(cfg.seeds, -1), "previous-token score", "mean weight on key t-1"),
-        (axes[0, 1], ent.reshape(cfg.seeds, -1), "attention entropy", "entropy (nats)"),
-        (axes[0, 2], per_head.T, "head ablation", "Δ val loss (nats/token)"),
+        (axes[0, 0], prev, "previous-token score", "mean weight on key t-1"),
+        (axes[0, 1], ent, "attention entropy", "entropy (nats)"),
+        (axes[0, 2], cost, "head ablation", "Δ val loss (nats/token)"),
     ):
-        plots.bars(ax, names, list(vals.T), f"{cfg.seeds} seeds", capsize=2, rotation=90)
+        plots.bars(ax, names, list(vals), f"{cfg.seeds} seeds", capsize=2, rotation=90)
         plots.finish(ax, title, "head (layer, head)", ylabel)
-    fig.suptitle(f"e03: what each of the {H} heads does (mean ± sd over seeds)")
+    fig.suptitle(f"e03: what each of the {jump.shape[1]} heads does (mean ± sd over seeds)")
     plots.save(fig, outs.plot("head_specialization.png"))
-    hi, lo = int(np.argmax(per_head.mean(1))), int(np.argmin(per_head.mean(1)))
-    c = compare(per_head[lo], per_head[hi], paired_by_seed=True)
-    best = np.unravel_index(np.argmax(prev.mean(0)), prev.shape[1:])
-    p = compare_to(prev[:, best[0], best[1]], PREV_TOKEN_HEAD)
+    hi, lo = int(np.argmax(cost.mean(1))), int(np.argmin(cost.mean(1)))
+    c = compare(cost[lo], cost[hi], paired_by_seed=True)
+    best = int(np.argmax(prev.mean(1)))  # the most previous-token head
+    p = compare_to(prev[best], PREV_TOKEN_HEAD)
     uniform = float(np.mean(1.0 / (np.arange(1, cfg.model.max_len) + 1)))  # a uniform causal row, on t-1
     return Finding(
-        "Heads specialize: ablating different heads costs different amounts, and some are previous-token heads",
+        "Heads specialize: ablating different heads costs different amounts, and some are "
+        "previous-token heads",
         headline([c.verdict("greater"), p.verdict("greater")]),
-        f"ablation cost ranges from {names[lo]} {_fmt(per_head[lo])} to {names[hi]} {_fmt(per_head[hi])} "
-        f"nats (paired {c.fmt()}); the most previous-token head, L{best[0]}H{best[1]}, puts "
-        f"{_fmt(prev[:, best[0], best[1]])} of its weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a "
-        f"uniform causal row would put {uniform:.3f}); entropies range {ent.mean(0).min():.2f}.."
-        f"{ent.mean(0).max():.2f} nats. Both heads were picked after seeing these seeds and are tested on "
-        "the same seeds, so the intervals are optimistic",
+        f"ablation cost ranges from {names[lo]} {_fmt(cost[lo])} to {names[hi]} {_fmt(cost[hi])} nats "
+        f"(paired {c.fmt()}); the most previous-token head, {names[best]}, puts {_fmt(prev[best])} of its "
+        f"weight on t-1 (vs {PREV_TOKEN_HEAD}: {p.fmt()}; a uniform causal row would put {uniform:.3f}); "
+        f"entropies range {ent.mean(1).min():.2f}..{ent.mean(1).max():.2f} nats. Both heads were picked "
+        "after seeing these seeds and are tested on the same seeds, so the intervals are optimistic",
     )
 
 
@@ -217,13 +212,12 @@ def _more_heads(cfg, runs, m) -> Finding:
 def _causal(cfg, m, outs) -> Finding:
     dep = m["dependency"]  # (i, j) on seed 0's chosen input
     upper, lower = float(np.abs(np.triu(dep, k=1)).max()), float(np.tril(dep).mean())
-    fig, axes = plots.figure(width=5.5, height=4.8)
-    im = axes[0, 0].imshow(np.log10(dep + 1e-12), cmap="magma", vmin=-6)
-    axes[0, 0].grid(False)
-    plots.colorbar(fig, im, axes[0, 0], "log10 mean |Δ log p| (nats, L1 over vocab); exact 0 = black")
     title = "e03: causality by perturbation\n(changing token j moves the prediction at i? seed 0)"
-    plots.finish(axes[0, 0], title, "perturbed input position j", "output position i", legend=False)
-    plots.save(fig, outs.plot("causality.png"))
+    labels = ("perturbed input position j", "output position i")
+    with plots.panel(outs.plot("causality.png"), title, *labels, legend=False, width=5.5, height=4.8) as ax:
+        im = ax.imshow(np.log10(dep + 1e-12), cmap="magma", vmin=-6)
+        ax.grid(False)
+        plots.colorbar(ax.figure, im, ax, "log10 mean |Δ log p| (nats, L1 over vocab); exact 0 = black")
     return Finding(
         "The trained model is causal: its dependency matrix is lower-triangular",
         "supported" if upper == 0.0 and lower > 0 else "refuted",  # exact: no dependence above the diagonal

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, cell, compare, compare_to, headline, summarize
-from lab.config import check
+from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, TextLM, text_lm
 from lab.data.tasks import Sort
 from lab.experiment import Experiment
@@ -42,9 +42,8 @@ from lab.model import PRESETS, ModelConfig, apply
 from lab.model.surgery import ROUTES, mix, rewire
 from lab.model.surgery import VARIANTS as ALL_VARIANTS  # = model.qkv's values, in ROUTES' row order
 from lab.runs import load_runs, read_measurement, write_measurement
-from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, members_grid, seed_members, sweep_params, train_sweeps
 from lab.train.config import TRAIN_PRESETS
-from lab.train.loop import latest_state
 from lab.train.step import eval_transformed
 from lab.viz import plots
 
@@ -58,6 +57,7 @@ INTERVENTION_CHUNK = 8  # trained-model rewirings evaluated per compiled call (x
 # training-time comparison sets it, so that one comparison is judged without a margin.
 MARGIN_FRACTION, MARGIN_FLOOR = 0.1, 1e-3
 CLAIMS = {"equal": "harmless", "greater": "hurts", "less": "helps"}  # direction of the loss vs intact
+_fmt = lambda x: summarize(x).fmt()  # "mean ± sd" over seeds
 
 
 @dataclass(frozen=True)
@@ -85,20 +85,14 @@ class E04Config:
     sample_tokens: int = 160
 
     def __post_init__(self):
-        bad = [v for v in self.variants if v not in ALL_VARIANTS]
-        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        check(not bad, f"variants: unknown {bad}; allowed: {', '.join(ALL_VARIANTS)}")
-        check({"intact", "zero_v"} <= set(self.variants), "variants must include intact and zero_v")
+        check_choices(self, "variants", ALL_VARIANTS, required=("intact", "zero_v"))
+        check_distinct(self, "variants", "lr_sweep", "depths")
+        check_at_least(self, 1, "seeds", "lr_sweep_steps", "depths", "sample_tokens")
+        check(min(self.lr_sweep) > 0, f"lr_sweep must be > 0, got {self.lr_sweep}")
         check(self.model.qkv == "intact", "model.qkv must stay intact; choose ablations with `variants`")
         kv_ok = self.model.kv_heads == self.model.n_heads
         check(kv_ok, "model.n_kv_heads must equal model.n_heads (or be none): e04 rewires Q, K and V")
-        check(self.model.mask == "causal", "e04 trains causal language models; model.mask must be 'causal'")
-        for name in ("variants", "lr_sweep", "depths"):
-            values = getattr(self, name)
-            check(len(values) > 0, f"{name} must not be empty")
-            check(len(set(values)) == len(values), f"{name} has a repeated value: {values}")
-        check(min(self.lr_sweep) > 0 and self.lr_sweep_steps >= 1, "lr_sweep and lr_sweep_steps must be > 0")
-        check(min(self.depths) >= 1 and self.sample_tokens >= 1, "depths and sample_tokens must be >= 1")
+        check_causal(self.model, "e04 trains causal language models")
 
 
 PRESET_TABLE = {
@@ -139,30 +133,25 @@ def variant_forward(cfg: ModelConfig, params, batch, extra):
 
 def _specs(cfg: E04Config) -> tuple[TextLM, dict[str, SweepSpec]]:
     """The corpus, and every sweep by its directory under runs/."""
-    lm, sort = text_lm(cfg.data, cfg.model), Sort(cfg.sort.n_items, cfg.sort.n_symbols)
-    tr, seeds, lr, init = cfg.train, range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]
-    members = members_grid(seeds, lr, init, [(float(ALL_VARIANTS.index(v)),) for v in cfg.variants])
+    lm, sort, tr = text_lm(cfg.data, cfg.model), Sort(cfg.sort.n_items, cfg.sort.n_symbols), cfg.train
+    members = seed_members(cfg.seeds, tr, [(float(ALL_VARIANTS.index(v)),) for v in cfg.variants])
     smodel = cfg.model.replace(vocab_size=sort.vocab_size, max_len=sort.seq_len)
-    lr_members = members_grid(seeds, cfg.lr_sweep, init)
+    lr_members = members_grid(range(cfg.seeds), cfg.lr_sweep, [tr.init_scale])
     specs = {
         "text": SweepSpec.text(lm, tr, members, forward=variant_forward),
         "sort": SweepSpec(smodel, tr.replace(steps=cfg.sort.steps), sort, members, forward=variant_forward),
         "lr_sweep": SweepSpec.text(lm, tr.replace(steps=cfg.lr_sweep_steps), lr_members),
     }
-    for n in cfg.depths:  # the intact members of the text sweep are the model's own depth
-        if n != cfg.model.n_layers:
-            spec = SweepSpec.text(lm, cfg.train, members_grid(seeds, lr, init))
-            specs[f"depth/L{n}"] = spec.replace(model=lm.model.replace(n_layers=n))
+    plain = SweepSpec.text(lm, tr, seed_members(cfg.seeds, tr))
+    for n in [n for n in cfg.depths if n != cfg.model.n_layers]:  # the text sweep's intact ones: own depth
+        specs[f"depth/L{n}"] = plain.replace(model=lm.model.replace(n_layers=n))
     return lm, specs
 
 
 def run(cfg: E04Config, out: Path, opts) -> None:
     lm, specs = _specs(cfg)
-    kw = dict(strategy=opts.strategy, progress=opts.progress)
-    for name, spec in specs.items():
-        train_sweep(out / "runs" / name, spec, desc=f"e04 {name}", **kw)
-    restore = lambda t: latest_state(out / "runs" / t, specs[t].model, specs[t].train, specs[t].members)[1]
-    params = {t: restore(t).params for t in TASKS}  # each restored once; every variant and seed is a slice
+    train_sweeps(out / "runs", specs, "e04", opts)
+    params = {t: sweep_params(out / "runs" / t, specs[t]) for t in TASKS}  # every variant, seed: a slice
     losses = {f"{t}_{k}": v for t in TASKS for k, v in _interventions(cfg, specs[t], params[t]).items()}
     write_measurement(out / "runs" / "interventions.npz", losses, cfg)
     write_measurement(out / "runs" / "samples.json", _samples(cfg, lm, specs, params), cfg)
@@ -194,8 +183,7 @@ def _samples(cfg: E04Config, lm: TextLM, specs: dict, params: dict) -> dict:
     seed0 = lambda t, v: rewire(_of(specs[t], params[t], v, seed0=True), v)  # run as the intact model
     prompt, key, vs = lm.text.val[:32].astype(np.int32)[None], jax.random.PRNGKey(0), cfg.variants
     # Every variant is the intact model on rewired weights, so one compiled generator serves all.
-    intact = _of(specs["text"], params["text"], "intact", seed0=True)
-    models = stack([seed0("text", v) for v in vs] + [rewire(intact, v) for v in vs])
+    models = stack([seed0("text", v) for v in vs] + [rewire(seed0("text", "intact"), v) for v in vs])
     gen = jax.vmap(lambda p: generate(lm.model, p, prompt, cfg.sample_tokens, temperature=0.8, key=key)[0])
     toks, dec = np.asarray(gen(models))[:, prompt.shape[1] :], lm.text.tokenizer.decode
     text = [{"variant": v, "trained": dec(a), "after": dec(b)} for v, a, b in zip(vs, toks, toks[len(vs) :])]
@@ -221,6 +209,15 @@ class Measured:
     margins: dict  # task -> the equivalence margin (nats)
     cmp: dict  # (task, variant, "train" | "after") -> Comparison against intact
 
+    def verdict(self, t: str, v: str, phase: str, direction: str) -> str:
+        """The rule on one comparison with intact; zero_v at training time sets the margin, so it has none."""
+        m = 0.0 if (v, phase) == ("zero_v", "train") else self.margins[t]
+        return self.cmp[(t, v, phase)].verdict(direction, m) if m or direction != "equal" else "inconclusive"
+
+    def label(self, t: str, v: str, phase: str) -> str:
+        """The claim the rule supports for one comparison (harmless, hurts or helps), else 'unclear'."""
+        return next((CLAIMS[k] for k in CLAIMS if self.verdict(t, v, phase, k) == "supported"), "unclear")
+
 
 def _load(cfg: E04Config, out: Path) -> Measured:
     names = [*TASKS, "lr_sweep", *(f"depth/L{n}" for n in cfg.depths if n != cfg.model.n_layers)]
@@ -229,10 +226,10 @@ def _load(cfg: E04Config, out: Path) -> Measured:
     finals = {(t, v): runs[t].final_val_loss[index[t] == ALL_VARIANTS.index(v)] for t in TASKS for v in vs}
     m = read_measurement(out / "runs" / "interventions.npz", cfg)
     whole = {t: dict(zip(ALL_VARIANTS, m[f"{t}_whole"])) for t in TASKS}
-    jumps, margins, cmp = {}, {}, {}
+    heads = [(t, v) for t in TASKS for v in HEAD_VARIANTS]
+    jumps = {(t, v): (m[f"{t}_heads_{v}"] - whole[t]["intact"]).mean(axis=-1) for t, v in heads}
+    margins, cmp = {}, {}
     for t in TASKS:
-        for v in HEAD_VARIANTS:
-            jumps[(t, v)] = (m[f"{t}_heads_{v}"] - whole[t]["intact"]).mean(axis=-1)
         harm = summarize(finals[(t, "zero_v")]).mean - summarize(finals[(t, "intact")]).mean
         margins[t] = max(MARGIN_FRACTION * harm, MARGIN_FLOOR) if np.isfinite(harm) else MARGIN_FLOOR
         for v in ALL_VARIANTS[1:]:  # after "intact"
@@ -242,33 +239,20 @@ def _load(cfg: E04Config, out: Path) -> Measured:
     return Measured(runs, finals, whole, jumps, margins, cmp)
 
 
-def _verdict(d: Measured, t: str, v: str, phase: str, direction: str) -> str:
-    """The rule on one comparison with intact; zero_v at training time sets the margin, so it has none."""
-    m = 0.0 if (v, phase) == ("zero_v", "train") else d.margins[t]
-    return d.cmp[(t, v, phase)].verdict(direction, m) if m or direction != "equal" else "inconclusive"
-
-
-def _label(d: Measured, t: str, v: str, phase: str) -> str:
-    """The claim the rule supports for one comparison (harmless, hurts or helps), else 'unclear'."""
-    return next((CLAIMS[k] for k in CLAIMS if _verdict(d, t, v, phase, k) == "supported"), "unclear")
-
-
-def _fmt(x) -> str:
-    return summarize(x).fmt()
-
-
 def _variants_table(cfg: E04Config, d: Measured) -> Table:
-    columns = "task|variant|trained with variant: val loss|vs intact||applied to trained intact model: val loss|jump|"
+    columns = "task|variant|trained with variant: val loss|vs intact|"
+    columns += "|applied to trained intact model: val loss|jump|"
     table = Table(
         "Final validation loss (nats/token), mean ± sd over seeds",
         columns.split("|"),
-        note=f"Margins for 'harmless' (a tenth of what zero_v costs at training time): text ±{d.margins['text']:.3f}, "
-        f"sort ±{d.margins['sort']:.3f}. Training-time rows compare independent runs (Welch t-test); "
-        "trained-model rows compare the same seeds before and after rewiring (paired t-test).",
+        note="Margins for 'harmless' (a tenth of what zero_v costs at training time): "
+        f"text ±{d.margins['text']:.3f}, sort ±{d.margins['sort']:.3f}. Training-time rows compare "
+        "independent runs (Welch t-test); trained-model rows compare the same seeds before and after "
+        "rewiring (paired t-test).",
     )
     for t, v in ((t, v) for t in TASKS for v in ALL_VARIANTS):
         keys = ((t, v, "train"), (t, v, "after"))  # intact: no comparison ("—"); not run: blank
-        c = [[d.cmp[k].fmt(), _label(d, *k)] if k in d.cmp else ["", "—" * (v == "intact")] for k in keys]
+        c = [[d.cmp[k].fmt(), d.label(*k)] if k in d.cmp else ["", "—" * (v == "intact")] for k in keys]
         trained = _fmt(d.finals[(t, v)]) if v in cfg.variants else "not run"
         table.add(t, v, trained, *c[0], _fmt(d.whole[t][v]), *c[1])
     return table
@@ -276,30 +260,24 @@ def _variants_table(cfg: E04Config, d: Measured) -> Table:
 
 def _plots(cfg: E04Config, d: Measured, outs: Outputs) -> None:
     """Training curves per variant, final losses before/after training, and the per-head loss jumps."""
+    ylabel = "train loss (nats/token, log scale)"
     for t, r in ((t, d.runs[t]) for t in TASKS):
-        fig, axes = plots.figure()
-        for v in cfg.variants:
-            plots.band(axes[0, 0], r.train_steps, r.train_loss[r.extra(0) == ALL_VARIANTS.index(v)], v)
-        axes[0, 0].set_yscale("log")
         title = f"e04 {t}: training loss per Q/K/V variant (mean ± sd over {cfg.seeds} seeds)"
-        plots.finish(axes[0, 0], title, "step", "train loss (nats/token, log scale)")
-        plots.save(fig, outs.plot(f"loss_curves_{t}.png"))
+        with plots.panel(outs.plot(f"loss_curves_{t}.png"), title, "step", ylabel) as ax:
+            for v in cfg.variants:
+                plots.band(ax, r.train_steps, r.train_loss[r.extra(0) == ALL_VARIANTS.index(v)], v)
+            ax.set_yscale("log")
     fig, axes = plots.figure(ncols=2, width=5.5)
     for ax, t in zip(axes[0], TASKS):
-        xs = np.arange(len(ALL_VARIANTS))
-        a = [summarize(d.finals[(t, v)]) if v in cfg.variants else None for v in ALL_VARIANTS]
-        b = [summarize(d.whole[t][v]) for v in ALL_VARIANTS]
+        a = [d.finals[(t, v)] if v in cfg.variants else None for v in ALL_VARIANTS]
+        b = [d.whole[t][v] for v in ALL_VARIANTS]
         bars = {"trained with the variant": a, "variant applied to the trained intact model": b}
-        for dx, (label, s) in zip((-0.2, 0.2), bars.items()):
-            means, sds = [x.mean if x else np.nan for x in s], [x.sd if x else 0 for x in s]
-            ax.bar(xs + dx, means, 0.4, yerr=sds, label=label, capsize=2)
-        ax.set_xticks(xs, ALL_VARIANTS, rotation=45, ha="right")
+        plots.grouped_bars(ax, ALL_VARIANTS, bars, capsize=2, rotation=45, ha="right")
         ax.set_yscale("log")
         plots.finish(ax, f"{t}: final val loss (mean ± sd)", "Q/K/V variant", "val loss (nats/token, log)")
     plots.save(fig, outs.plot("before_after_training.png"))
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.5, height=3.0)
-    for (row, t), (col, v) in ((rt, cv) for rt in enumerate(TASKS) for cv in enumerate(HEAD_VARIANTS)):
-        jump, ax = d.jumps[(t, v)], axes[row, col]
+    for ax, ((t, v), jump) in zip(axes.flat, d.jumps.items()):  # a row per task, a column per variant
         plots.colorbar(fig, ax.imshow(jump, cmap="magma", aspect="auto"), ax, "Δ val loss (nats/token)")
         ax.grid(False)
         ax.set(xticks=range(jump.shape[1]), yticks=range(jump.shape[0]), title=f"{t}: {v} in one head")
@@ -312,10 +290,9 @@ def _finding(d: Measured, claim: str, variants, phase: str, direction: str, desc
     """`claim` about `variants` on both tasks: one verdict per (task, variant) by the rule, composed by
     `headline`; the evidence lists each comparison and the claim the rule supports for it."""
     pairs = [(t, v) for t in TASKS for v in variants]
-    line = lambda t, v: f"{t} {v}: {describe(t, v)} ({d.cmp[(t, v, phase)].fmt()}; {_label(d, t, v, phase)})"
-    ev = [line(t, v) for t, v in pairs]
-    verdict = headline([_verdict(d, t, v, phase, direction) for t, v in pairs])
-    return Finding(claim, verdict, "; ".join(ev + list(notes)) or "not run")
+    line = lambda t, v: f"{t} {v}: {describe(t, v)} ({d.cmp[(t, v, phase)].fmt()}; {d.label(t, v, phase)})"
+    verdict = headline([d.verdict(t, v, phase, direction) for t, v in pairs])
+    return Finding(claim, verdict, "; ".join([line(t, v) for t, v in pairs] + list(notes)) or "not run")
 
 
 def swaps_before_training(cfg: E04Config, d: Measured) -> Finding:
@@ -335,7 +312,7 @@ def removals_hurt(cfg: E04Config, d: Measured) -> Finding:
     if "tie_qk" in removals:
         why = (
             "it hurt where marked, since a query can no longer look for something unlike itself"
-            if any(_label(d, t, "tie_qk", "train") == "hurts" for t in TASKS)
+            if any(d.label(t, "tie_qk", "train") == "hurts" for t in TASKS)
             else "it cost little here: the causal mask and the row-wise softmax still make attention "
             "asymmetric, so a symmetric score matrix constrains less than it seems"
         )
@@ -346,8 +323,7 @@ def removals_hurt(cfg: E04Config, d: Measured) -> Finding:
 
 def swaps_after_training(cfg: E04Config, d: Measured) -> Finding:
     notes = []
-    for t, v in ((t, v) for t in TASKS for v in HEAD_VARIANTS):
-        jump = d.jumps[(t, v)]
+    for (t, v), jump in d.jumps.items():
         li, hi = np.unravel_index(np.nanargmax(jump), jump.shape)
         span = f"{np.nanmin(jump):+.3f} to {np.nanmax(jump):+.3f} nats"
         notes.append(f"{t} {v}: {span} (largest: layer {li} head {hi})")
@@ -363,30 +339,29 @@ def lr_threshold(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
     run = d.runs["lr_sweep"]
     lrs, initial = run.member_values("lr"), float(np.nanmean(run.val_loss[:, 0]))  # every member starts alike
     levels = sorted(set(lrs.tolist()))
+    fin = {lr: run.final_val_loss[lrs == lr] for lr in levels}
+    div = {lr: run.diverged_at[(lrs == lr) & (run.diverged_at >= 0)] for lr in levels}
+    blew = {lr: int(np.sum(np.isfinite(fin[lr]) & (fin[lr] > initial))) for lr in levels}
     fig, axes = plots.figure(ncols=2, width=5.5)
     for lr in levels:
         line = plots.band(axes[0, 0], run.train_steps, run.train_loss[lrs == lr], f"lr {lr:g}")
-        for step in run.diverged_at[(lrs == lr) & (run.diverged_at >= 0)]:
+        for step in div[lr]:
             axes[0, 0].axvline(step, color=line.get_color(), linestyle=":", linewidth=1)
             axes[0, 0].plot([step], [initial], marker="x", color=line.get_color(), markersize=8)
     axes[0, 0].set_yscale("log")
     title = "e04: training loss vs step per peak learning rate (x = divergence)"
     plots.finish(axes[0, 0], title, "step", "train loss (nats/token, log scale)")
-    finals = [run.final_val_loss[lrs == lr] for lr in levels]
-    plots.points(axes[0, 1], levels, finals, "final val loss (finite runs)")
+    plots.points(axes[0, 1], levels, list(fin.values()), "final val loss (finite runs)")
     axes[0, 1].axhline(initial, color="grey", linestyle="--", label="untrained model")
     axes[0, 1].set_xscale("log")
     title = "e04: final validation loss vs peak learning rate"
     plots.finish(axes[0, 1], title, "peak learning rate", "val loss (nats/token)")
     plots.save(fig, outs.plot("lr_sweep.png"))
-    fin = {lr: run.final_val_loss[lrs == lr] for lr in levels}
-    div = {lr: run.diverged_at[(lrs == lr) & (run.diverged_at >= 0)] for lr in levels}
-    blew = {lr: int(np.sum(np.isfinite(fin[lr]) & (fin[lr] > initial))) for lr in levels}
     table = Table(
         "Learning-rate sweep (intact text model)",
         ["peak lr", "final val loss", "diverged", "blew up"],
-        note=f"{cfg.lr_sweep_steps} steps, {cfg.seeds} seeds per learning rate; the untrained model's val loss "
-        f"is {initial:.3f}. 'Diverged' = a non-finite loss or gradient (training of that run stopped "
+        note=f"{cfg.lr_sweep_steps} steps, {cfg.seeds} seeds per learning rate; the untrained model's val "
+        f"loss is {initial:.3f}. 'Diverged' = a non-finite loss or gradient (training of that run stopped "
         "there); 'blew up' = finite but ending above the untrained loss.",
     )
     for lr, n in ((lr, len(fin[lr])) for lr in levels):
@@ -413,12 +388,10 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
     """Supported when the deepest model's final val loss is lower than the shallowest's (the rule, "less")."""
     depths, own = sorted(cfg.depths), d.finals[("text", "intact")]
     finals = {n: own if n == cfg.model.n_layers else d.runs[f"depth/L{n}"].final_val_loss for n in depths}
-    fig, axes = plots.figure()
-    plots.points(axes[0, 0], depths, [finals[n] for n in depths], f"intact model, {cfg.train.steps} steps")
-    axes[0, 0].set_xticks(depths)
     title = "e04: stacking blocks — final val loss vs depth (mean ± sd)"
-    plots.finish(axes[0, 0], title, "blocks (n_layers)", "val loss (nats/token)")
-    plots.save(fig, outs.plot("depth.png"))
+    with plots.panel(outs.plot("depth.png"), title, "blocks (n_layers)", "val loss (nats/token)") as ax:
+        plots.points(ax, depths, [finals[n] for n in depths], f"intact model, {cfg.train.steps} steps")
+        ax.set_xticks(depths)
     table = Table("Stacking blocks (intact text model, same steps)", ["blocks", "final val loss"])
     for n in depths:
         table.add(n, _fmt(finals[n]))
@@ -432,7 +405,8 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
 
 
 def _samples_tables(s: dict) -> tuple[Table, Table]:
-    note = f"Text, temperature 0.8, seed-0 model, {s['tokens']} new tokens after the prompt `{cell(s['prompt'])}`."
+    note = f"Text, temperature 0.8, seed-0 model, {s['tokens']} new tokens after the prompt "
+    note += f"`{cell(s['prompt'])}`."
     columns = ["variant", "trained with the variant", "intact model, variant applied after training"]
     text = Table("Samples", columns, note=note)
     for r in s["text"]:
@@ -446,8 +420,8 @@ def _samples_tables(s: dict) -> tuple[Table, Table]:
 
 def _summary(cfg: E04Config, d: Measured, f2: Finding) -> str:
     swaps = [v for v in SWAPS if v in cfg.variants]
-    before = [_label(d, t, v, "train") for t in TASKS for v in swaps]
-    after = [_label(d, t, v, "after") for t in TASKS for v in SWAPS]
+    before = [d.label(t, v, "train") for t in TASKS for v in swaps]
+    after = [d.label(t, v, "after") for t in TASKS for v in SWAPS]
     if "hurts" in after and "harmless" in before and "hurts" not in before:
         summary = (
             "Q, K and V are not interchangeable in a trained model: rewiring them afterwards raised the loss "
@@ -463,7 +437,7 @@ def _summary(cfg: E04Config, d: Measured, f2: Finding) -> str:
         summary = "Rewiring a trained model's projections did not hurt it."
     else:
         summary = f"Not enough evidence at this budget (swaps before training: {before}; after: {after})."
-    text_unclear = [v for v in swaps if _label(d, "text", v, "train") == "unclear"]
+    text_unclear = [v for v in swaps if d.label("text", v, "train") == "unclear"]
     if text_unclear:
         cost = summarize(d.finals[("text", "zero_v")]).mean - summarize(d.finals[("text", "intact")]).mean
         summary += (
@@ -483,7 +457,7 @@ def analyze(cfg: E04Config, out: Path):
     outs.table("samples.md", *_samples_tables(read_measurement(out / "runs" / "samples.json", cfg)))
     # The claim by the rule: swapping hurts at training time (each swap's "greater" verdict), zeroing or
     # tying hurts (finding 2), and swapping a trained model's projections hurts (finding 3).
-    swaps_hurt = [_verdict(d, t, v, "train", "greater") for t in TASKS for v in SWAPS if v in cfg.variants]
+    swaps_hurt = [d.verdict(t, v, "train", "greater") for t in TASKS for v in SWAPS if v in cfg.variants]
     return outs.findings(headline([headline(swaps_hurt), f2, f3]), _summary(cfg, d, f2), findings)
 
 

@@ -119,3 +119,38 @@ def test_category_maps_draw_each_category_in_its_color_with_a_legend(tmp_path):
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["a", "b", "c"]
     assert axes[1].get_legend() is None
     assert plots.save(fig, tmp_path / "maps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_panel_finishes_and_saves_its_axes_and_saves_nothing_when_the_block_fails(tmp_path):
+    with plots.panel(tmp_path / "p.png", "t", "step", "loss (nats)", width=3.0, height=2.0) as ax:
+        ax.plot([0, 1], [1.0, 0.5], label="run")
+        fig = ax.figure
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("t", "step", "loss (nats)")
+    assert ax.get_legend() is not None and tuple(fig.get_size_inches()) == (3.0, 2.0)
+    with pytest.raises(ValueError, match="nothing to put in its legend"):  # finish's refusal comes through
+        with plots.panel(tmp_path / "empty.png", "t", "x", "y"):
+            pass
+    with pytest.raises(KeyError):
+        with plots.panel(tmp_path / "failed.png", "t", "x", "y", legend=False) as ax:
+            ax.plot([0, 1], [0, 1])
+            raise KeyError("drawing failed")
+    assert not (tmp_path / "empty.png").exists() and not (tmp_path / "failed.png").exists()
+
+
+def test_grouped_bars_put_each_series_side_by_side_with_mean_and_sd(tmp_path):
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    series = {"before": [[1.0, 3.0], None, [5.0, 5.0]], "after": [[2.0, 2.0], [4.0, 6.0], [np.nan, 8.0]]}
+    plots.grouped_bars(ax, ["a", "b", "c"], series, capsize=2, rotation=45)
+    before, after = ax.patches[:3], ax.patches[3:]  # the bars, series by series
+    assert [b.get_x() + b.get_width() / 2 for b in before] == pytest.approx([-0.2, 0.8, 1.8])
+    assert [b.get_x() + b.get_width() / 2 for b in after] == pytest.approx([0.2, 1.2, 2.2])
+    assert [b.get_width() for b in before] == pytest.approx([0.4] * 3)
+    heights = [b.get_height() for b in before]
+    assert heights[0] == 2.0 and np.isnan(heights[1]) and heights[2] == 5.0  # None: no bar
+    assert [b.get_height() for b in after] == [2.0, 5.0, 8.0]  # NaN (a diverged seed) left out
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    plots.finish(ax, "t", "variant", "loss (nats)")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before", "after"]
+    assert plots.save(fig, tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"

@@ -20,3 +20,10 @@ def weight_at_offset(w, k: int) -> np.ndarray:
     w = np.asarray(w)
     t = np.arange(k, w.shape[-1])
     return w[..., t, t - k]
+
+
+def head_scores(w, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per head, the mean over sequences and queries of the row entropy and of the weight on key t - k,
+    from stacked attention weights (S, L, B, H, T, T) (seeds, layers, batch, heads, queries, keys), e.g.
+    lab.model.transformer.stacked_attention's: two (S, L, H) arrays, (entropy, weight at offset k)."""
+    return row_entropy(w).mean(axis=(2, 4)), weight_at_offset(w, k).mean(axis=(2, 4))

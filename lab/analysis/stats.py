@@ -207,3 +207,11 @@ def compare_to(values, reference: float) -> Comparison:
     """The mean of per-seed `values` against a fixed `reference` (chance, a bound): one-sample t."""
     x = np.asarray(values, np.float64)
     return paired(np.full(x.shape, float(reference)), x)
+
+
+def principal_components(x, k: int) -> np.ndarray:
+    """The rows of `x` (N, D), centred, projected on their top `k` principal axes (the right singular
+    vectors of the centred matrix, largest first): (N, k) coordinates, e.g. to draw embeddings in 2-D
+    or a path through space in 3-D. Each axis's sign is whatever the SVD returns."""
+    centred = x - x.mean(axis=0)
+    return centred @ np.linalg.svd(centred, full_matrices=False)[2][:k].T

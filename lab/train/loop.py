@@ -385,3 +385,19 @@ def member_params(run_dir, cfg: ModelConfig, tcfg: TrainConfig, members: list[Me
     (what `run` measures trained models with: evaluations, interventions, activations)."""
     _, state = latest_state(run_dir, cfg, tcfg, members)
     return [jax.tree_util.tree_map(lambda x, i=i: x[i], state.params) for i in range(len(members))]
+
+
+def sweep_params(run_dir, spec: SweepSpec):
+    """The stacked parameters (leading axis: `spec.members`) of the newest checkpoint of the sweep `spec`
+    under `run_dir`: what `run` measures its trained models with."""
+    return latest_state(run_dir, spec.model, spec.train, list(spec.members))[1].params
+
+
+def train_sweeps(runs_dir, specs: dict[str, SweepSpec], desc: str, opts) -> dict[str, SweepResult]:
+    """`train_sweep` for each named sweep of `specs`, under `runs_dir`/<name>, its progress labelled
+    "<desc> <name>"; `opts` (lab.experiment.RunOptions: anything with .strategy and .progress) says how.
+    What an experiment's `run` does first when it trains several sweeps."""
+    kw = dict(strategy=opts.strategy, progress=opts.progress)
+    return {
+        name: train_sweep(Path(runs_dir) / name, s, desc=f"{desc} {name}", **kw) for name, s in specs.items()
+    }

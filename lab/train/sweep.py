@@ -218,3 +218,9 @@ class SweepRunner:
 
     def evaluate(self, state, data) -> dict:
         return self._eval(state, data)
+
+
+def seed_members(seeds: int, tcfg: TrainConfig, extras=((),)) -> list[Member]:
+    """Seeds 0..seeds-1 of one training recipe (its peak lr and init scale), for each of `extras`: the
+    members of an experiment that repeats one setting over seeds (`members_grid` with one lr and scale)."""
+    return members_grid(range(seeds), [tcfg.lr], [tcfg.init_scale], extras)

@@ -5,6 +5,7 @@ Every figure gets a title, axis labels with units and a legend; `finish` refuses
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -190,3 +191,30 @@ def category_maps(maps: dict, colors, names, xlabel: str, ylabel: str, width: fl
     handles = [Patch(facecolor=c, edgecolor="k", label=name) for c, name in zip(colors, names)]
     axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7)
     return fig
+
+
+@contextlib.contextmanager
+def panel(path, title: str, xlabel: str, ylabel: str, legend: bool = True, **figure_kw):
+    """A one-axes figure as a `with` block: yields the axes to draw on, then `finish`es them (title, axis
+    labels, legend) and saves the PNG to `path`; `figure_kw` sizes it (width=, height=). Nothing is saved
+    if the block raises."""
+    fig, axes = figure(**figure_kw)
+    try:
+        yield axes[0, 0]
+        finish(axes[0, 0], title, xlabel, ylabel, legend)
+    except BaseException:
+        plt.close(fig)
+        raise
+    save(fig, path)
+
+
+def grouped_bars(ax, names, series: dict, capsize: float = 3, **tick_kw):
+    """Bars side by side: for each name, one bar per series, the mean ± sd (error bars) of that name's
+    per-seed values. `series` maps a label to one group of values per name (None: no bar there); bars of
+    one name share 0.8 of the axis unit; `tick_kw` styles the names (e.g. rotation=45, ha="right")."""
+    xs, width = np.arange(len(names)), 0.8 / len(series)
+    for k, (label, groups) in enumerate(series.items()):
+        s = [(np.nan, 0.0) if g is None else mean_sd(g) for g in groups]
+        dx = (k - (len(series) - 1) / 2) * width
+        ax.bar(xs + dx, [m for m, _ in s], width, yerr=[sd for _, sd in s], label=label, capsize=capsize)
+    ax.set_xticks(xs, names, **tick_kw)

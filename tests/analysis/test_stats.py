@@ -52,3 +52,20 @@ def test_paired_detects_consistent_shift_that_welch_misses():
     after = base + np.array([0.10, 0.11, 0.09])
     assert paired(base, after).p < 0.01
     assert welch(base, after).p > 0.5
+
+
+def test_principal_components_find_the_axis_the_points_lie_along():
+    from lab.analysis.stats import principal_components
+
+    t = np.linspace(-1.0, 1.0, 9)
+    direction = np.array([3.0, 4.0, 0.0]) / 5.0
+    x = 7.0 + t[:, None] * direction  # points on a line in 3-D, off the origin
+    pc = principal_components(x, 2)
+    assert pc.shape == (9, 2)
+    np.testing.assert_allclose(np.abs(pc[:, 0]), np.abs(t), atol=1e-12)  # the coordinate along the line
+    np.testing.assert_allclose(pc[:, 1], 0.0, atol=1e-12)  # nothing off it
+    y = np.random.default_rng(0).normal(size=(20, 4))
+    full = principal_components(y, 4)  # all axes: a rotation of the centred points, distances kept
+    d = lambda a: np.linalg.norm(a[:, None] - a[None], axis=-1)
+    np.testing.assert_allclose(d(full), d(y), atol=1e-12)
+    assert np.var(full[:, 0]) >= np.var(full[:, 1]) >= np.var(full[:, 3])  # largest first

@@ -241,3 +241,45 @@ def test_member_params_are_each_members_slice_of_the_newest_checkpoint(tmp_path,
     for i, params in enumerate(each):
         np.testing.assert_array_equal(params["wte"], np.asarray(state.params["wte"])[i])
     assert not np.array_equal(each[0]["wte"], each[3]["wte"])
+
+
+def test_seed_members_are_the_seeds_of_one_recipe_for_each_extra(tiny):
+    from lab.train import seed_members
+
+    _, tcfg, _ = tiny
+    recipe = tcfg.replace(lr=2e-3, init_scale=0.5)
+    got = [(m.seed, m.lr, m.init_scale, m.extra) for m in seed_members(2, recipe, [(0.0,), (3.0,)])]
+    assert got == [
+        (0, 2e-3, 0.5, (0.0,)),
+        (1, 2e-3, 0.5, (0.0,)),
+        (0, 2e-3, 0.5, (3.0,)),
+        (1, 2e-3, 0.5, (3.0,)),
+    ]
+    assert [m.extra for m in seed_members(3, recipe)] == [(), (), ()]
+
+
+def test_train_sweeps_trains_each_named_sweep_and_sweep_params_restores_its_last_checkpoint(tmp_path, tiny):
+    import numpy as np
+
+    from lab.experiment import RunOptions
+    from lab.train import seed_members, sweep_params, train_sweeps
+    from lab.train.step import stacked_eval
+
+    cfg, tcfg, task = tiny
+    members = seed_members(2, tcfg)
+    specs = {
+        "one": SweepSpec(cfg, tcfg, task, members),
+        "deep/two": SweepSpec(cfg.replace(n_layers=2), tcfg, task, members),
+    }
+    done = train_sweeps(tmp_path / "runs", specs, "test", RunOptions(progress=False))
+    assert sorted(done) == ["deep/two", "one"] and not any(r.skipped for r in done.values())
+    assert {n: r.run_dir for n, r in done.items()} == {n: tmp_path / "runs" / n for n in specs}
+    assert all(
+        train_sweeps(tmp_path / "runs", specs, "test", RunOptions(progress=False))[n].skipped for n in specs
+    )
+    params = sweep_params(tmp_path / "runs" / "deep" / "two", specs["deep/two"])
+    assert sorted(k for k in params if k.startswith("block_")) == ["block_0", "block_1"]
+    assert params["wte"].shape[0] == 2 and not np.array_equal(params["wte"][0], params["wte"][1])  # 2 seeds
+    # the parameters of the last checkpoint: evaluated again, they give the final val loss the run logged
+    again = stacked_eval({}, cfg=cfg.replace(n_layers=2), tcfg=tcfg, task=task)(params)
+    np.testing.assert_allclose(np.asarray(again), done["deep/two"].final_val_loss, rtol=1e-6)
