@@ -374,7 +374,21 @@ def run_tests(pytest_args: list[str]) -> int:
             )
             return rc
     extra = [a for a in pytest_args if a != "--"]
-    return subprocess.call([sys.executable, "-m", "pytest", *extra], cwd=ROOT)
+    return subprocess.call([sys.executable, "-m", "pytest", *_test_workers(extra), *extra], cwd=ROOT)
+
+
+def _test_workers(pytest_args: list[str]) -> list[str]:
+    """pytest-xdist options: one worker per core (at most 4), unless the arguments choose (`-n`, `-p no:xdist`).
+
+    Most of the suite's time is XLA compiling tiny programs, one core each, so two cores nearly halve it.
+    An experiment's tests share its smoke run, so whole files go to a worker (tests/experiments/conftest.py).
+    """
+    if any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in pytest_args):
+        return []
+    from lab.runtime import available_cores
+
+    workers = min(available_cores(), 4)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
 
 
 def main(argv=None) -> int:

@@ -22,11 +22,15 @@ def default_cpu_devices() -> int:
 
             raise ConfigError(f"LAB_CPU_DEVICES={env!r} must be a whole number >= 1")
         return int(env)
+    return min(available_cores(), 8)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+        return os.cpu_count() or 1
 
 
 def init_jax(cpu_devices: int | None = None) -> None:

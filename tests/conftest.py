@@ -1,12 +1,22 @@
-"""Test session set-up: 8 host CPU devices (for the sharded-sweep tests) before JAX starts, files-only plots.
+"""Test session set-up: 8 host CPU devices (for the sharded-sweep tests) before JAX starts, files-only plots,
+and cheaper compilation.
 
-Every test uses tiny configs so the whole suite stays within minutes on 2 cores; JAX compiles once per
-config, so tests share configs through module-scoped fixtures where they can.
+Every test uses tiny configs, so most of the suite's time is XLA compiling programs that then run for
+milliseconds. XLA's CPU backend therefore compiles with LLVM's optimizations off
+(`--xla_backend_optimization_level=0`): code generation gets about three times faster and the programs
+slower, which programs this small do not notice. XLA's own graph passes (fusion, layouts, sharding) still
+run, so the tests exercise the programs users run; `lab run` keeps the default. The flag goes into the
+environment before JAX starts, so subprocesses that tests start get it too.
+
+`./lab.sh test` runs the suite on several processes (pytest-xdist; lab.cli.run_tests), which is why
+fixtures that train share work only within one process (see tests/experiments/conftest.py).
 """
 
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 import jax  # noqa: E402
 

@@ -112,3 +112,7 @@ def test_bad_variants_are_refused_before_anything_runs(tmp_path, capsys, sets, n
 def test_post_norm_with_no_norm_is_a_config_error():
     with pytest.raises(ConfigError, match="norm_placement"):
         ModelConfig(norm="none", norm_placement="post")
+
+
+def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
+    analysis_without_jax("e10", smoke[1])
