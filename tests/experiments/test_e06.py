@@ -43,8 +43,8 @@ def test_measurements_are_complete_and_exact(smoke):
     assert (grid == ct.COMPUTED).sum() == cfg.prompt_len + cfg.timeline_steps - 1  # each row once
 
 
-def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke):
-    results, out, cfg = smoke
+def test_verdicts_are_the_rule_on_the_run_files(smoke):
+    _, out, cfg = smoke
     first = json.loads((out / "findings.json").read_text())
     assert first["preset"] == "smoke" and first["seeds"] == cfg.seeds
     exact, speed, flat, memory, window = first["findings"]
@@ -59,9 +59,6 @@ def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke)
     with_cache = compare(np.log(pos["cached"][t0]), np.log(pos["cached"][t1])).verdict("equal", m)
     without = compare(np.log(pos["uncached"][t0]), np.log(pos["uncached"][t1])).verdict("greater", m)
     assert flat["verdict"] == headline([with_cache, without])
-    (out / "findings.json").unlink()
-    assert main(["analyze", "e06", "--results", str(results)]) == 0  # from files on disk only
-    assert json.loads((out / "findings.json").read_text())["findings"] == first["findings"]
 
 
 def _generation(cfg, speedups):

@@ -34,8 +34,8 @@ def test_uptraining_starts_from_the_converted_mha_and_runs_through_the_driver(sm
             assert np.all(run.val_loss[:, 0] != mha)
 
 
-def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke):
-    results, out, cfg = smoke
+def test_verdicts_are_the_rule_on_the_run_files(smoke):
+    _, out, cfg = smoke
     first = json.loads((out / "findings.json").read_text())
     assert first["preset"] == "smoke" and first["seeds"] == cfg.seeds
     exact, recovery, scratch, nbytes, speed = first["findings"]
@@ -59,9 +59,6 @@ def test_verdicts_are_the_rule_on_the_run_files_and_analysis_redraws_them(smoke)
         m = cfg.model
         want = 2 * m.n_layers * r["batch"] * r["groups"] * m.head_dim * r["context"] * 4
         assert r["measured_bytes"] == r["formula_bytes"] == want and len(r["seconds_per_step"]) == cfg.seeds
-    (out / "findings.json").unlink()
-    assert main(["analyze", "e09", "--results", str(results)]) == 0  # from files on disk only
-    assert json.loads((out / "findings.json").read_text())["findings"] == first["findings"]
 
 
 def _decode(cfg, seconds):
