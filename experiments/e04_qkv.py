@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, cell, compare, compare_to, headline, summarize
+from lab.analysis import Finding, Outputs, Table, code, compare, compare_to, escape, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, TextLM, text_lm
 from lab.data.tasks import Sort
@@ -406,11 +406,12 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
 
 def _samples_tables(s: dict) -> tuple[Table, Table]:
     note = f"Text, temperature 0.8, seed-0 model, {s['tokens']} new tokens after the prompt "
-    note += f"`{cell(s['prompt'])}`."
+    note += f"{code(escape(s['prompt']))}; non-printing characters are written as in Python (\\n, \\x07; "
+    note += "a backslash as \\\\)."
     columns = ["variant", "trained with the variant", "intact model, variant applied after training"]
     text = Table("Samples", columns, note=note)
     for r in s["text"]:
-        text.add(r["variant"], f"`{cell(r['trained'])}`", f"`{cell(r['after'])}`")
+        text.add(r["variant"], code(r["trained"]), code(r["after"]))  # the table escapes each cell
     note = "Sorting, greedy, seed-0 model of each training-time variant."
     sort = Table("Sorting samples", ["variant", "input", "output", "correct"], note=note)
     for r in s["sort"]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, cell, compare, compare_to, headline, summarize
+from lab.analysis import Finding, Outputs, Table, code, compare, compare_to, escape, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -165,15 +165,16 @@ def _tables(cfg: E05Config, outs: Outputs, m: dict, z: dict, grid: list, decode)
     t = Table(title, ["setting", *METRICS.values()])
     for j, s in enumerate(grid):
         t.add(_label(*s), *(summarize(m[k][:, j]).fmt(3) for k in METRICS))
-    show = lambda text: cell(text.replace("\n", "↵"))  # noqa: E731
+    show = lambda text: code(text.replace("\n", "↵"))  # noqa: E731  (the table escapes its cells)
     j1 = next((j for j, st in enumerate(grid) if st == (1.0, 0, 0.9)), len(grid) - 1)
-    after = f"The same first prompt sampled with {_label(*grid[j1])}: `{show(decode(z['tokens'][0, j1]))}`"
+    sampled = escape(show(decode(z["tokens"][0, j1])))  # not a table cell: escaped here
+    after = f"The same first prompt sampled with {_label(*grid[j1])}: {sampled}"
     cols = ["prompt (end)", "greedy continuation", "loop"]
     g = Table("What greedy decoding writes (seed-0 model)", cols, after=after)
     for i in range(min(cfg.prompts, 4)):
         lp = loop(toks := z["tokens"][i, 0].tolist(), 3)
-        seen = lp and f"period {lp[0]} tokens from token {lp[1]}: `{show(decode(toks[lp[1] : sum(lp)]))}`"
-        g.add(f"`{show(decode(z['prompts'][i])[-30:])}`", f"`{show(decode(toks))}`", seen or "none")
+        seen = lp and f"period {lp[0]} tokens from token {lp[1]}: {show(decode(toks[lp[1] : sum(lp)]))}"
+        g.add(show(decode(z["prompts"][i])[-30:]), show(decode(toks)), seen or "none")
     outs.table("grid.md", t)
     outs.table("greedy.md", g)
 

@@ -6,12 +6,13 @@ Every experiment's `analyze` uses these instead of writing its own:
                                          margin) by the written rule in lab.analysis.stats; .fmt()
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)
     Finding, Findings                    what findings.json holds
-    Table, Outputs, cell                 Markdown tables, the record of written plots and tables
+    Table, Outputs                       Markdown tables (every cell escaped), the record of plots and tables
+    cell, escape, code                   a table cell made safe (\\x07, \\n, \\|); that escaping; a code span
 """
 
 from lab.analysis.findings import VERDICTS, Finding, Findings, headline
 from lab.analysis.stats import Comparison, compare, compare_to, decide, summarize
-from lab.analysis.tables import Outputs, Table, cell
+from lab.analysis.tables import Outputs, Table, cell, code, escape
 
 __all__ = [
     "VERDICTS",
@@ -21,9 +22,11 @@ __all__ = [
     "Outputs",
     "Table",
     "cell",
+    "code",
     "compare",
     "compare_to",
     "decide",
+    "escape",
     "headline",
     "summarize",
 ]

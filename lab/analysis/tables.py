@@ -2,7 +2,7 @@
 
     outs = Outputs(out)                                # out = results/<experiment>
     t = Table("Final validation loss", ["variant", "val loss"], note="3 seeds; nats/token")
-    t.add("intact", summarize(x).fmt())
+    t.add("intact", summarize(x).fmt())              # cells are escaped by the table (`cell`)
     outs.table("variants.md", t)                       # writes out/tables/variants.md, records it
     plots.save(fig, outs.plot("curves.png"))           # out/plots/curves.png, recorded
     return outs.findings(verdict, summary, findings)   # Findings with every table and plot listed
@@ -27,11 +27,31 @@ from lab.analysis.findings import Finding, Findings
 from lab.fileio import atomic_write_text
 
 
-def cell(text: str) -> str:
-    """Text made safe for one Markdown table cell: newlines shown as ⏎, control characters escaped
-    (\\x07), and the characters that end a cell or a code span replaced (| -> ¦, ` -> ')."""
-    text = text.replace("\n", "⏎").replace("|", "¦").replace("`", "'")
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+def escape(text: str) -> str:
+    """`text` with each backslash doubled and every non-printing character (C0 and C1 controls, DEL,
+    newline, tab, other invisible characters) written as in a Python string literal: \\x07, \\n, \\t,
+    \\x85, \\u200b; so a newline (\\n) and a backslash before an n (\\\\n) read apart. Spaces and other
+    printable characters are kept."""
+    return "".join(map(_escape_char, text))
+
+
+def _escape_char(c: str) -> str:
+    if c == "\\":
+        return "\\\\"
+    return c if c.isprintable() or c == " " else repr(c)[1:-1]  # repr: '\\x07' and the like
+
+
+def cell(text) -> str:
+    """`text` (str()-ed) made safe for one Markdown table cell: `escape`d, and each | (which would end the
+    cell) written \\|, GitHub's escape, shown as | in code spans too. `Table` applies it to every cell,
+    so a cell is passed to it as it is, unescaped."""
+    return escape(str(text)).replace("|", "\\|")
+
+
+def code(text: str) -> str:
+    """`text` as an inline code span, backticks (which would end it) shown as '. Not escaped: in a `Table`
+    cell the table escapes it; elsewhere, pass it `escape`d."""
+    return "`" + text.replace("`", "'") + "`"
 
 
 class Table:
@@ -40,18 +60,19 @@ class Table:
         self.rows: list[list[str]] = []
 
     def add(self, *cells) -> Table:
+        """One row; each cell is str()-ed and made safe by `cell` (control characters escaped, | as \\|)."""
         if len(cells) != len(self.columns):
             raise ValueError(
                 f"table {self.title!r} has {len(self.columns)} columns, got a row of {len(cells)}"
             )
-        self.rows.append([str(c) for c in cells])
+        self.rows.append([cell(c) for c in cells])
         return self
 
     def render(self) -> str:
         lines = [f"### {self.title}", ""]
         if self.note:
             lines += [self.note, ""]
-        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("| " + " | ".join(cell(c) for c in self.columns) + " |")
         lines.append("|" + "---|" * len(self.columns))
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         if self.after:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lab.analysis import Outputs, Table, cell
+from lab.analysis import Outputs, Table, cell, code, escape
 
 
 def test_table_renders_title_note_header_rows_and_after():
@@ -16,8 +16,30 @@ def test_table_renders_title_note_header_rows_and_after():
         t.add("a", "b", "c")
 
 
-def test_cell_defuses_table_syntax_and_control_characters():
-    assert cell("a|b`c\nd\x07") == "a¦b'c⏎d\\x07"
+def test_cell_escapes_control_characters_backslashes_and_pipes():
+    assert cell("a|b`c\nd\x07") == "a\\|b`c\\nd\\x07"
+    assert cell("\x00\t\r\x1b\x7f\x85\x9f\u200b") == "\\x00\\t\\r\\x1b\\x7f\\x85\\x9f\\u200b"  # C0, DEL, C1
+    # a backslash before an n reads apart from a newline
+    assert cell("a\\nb") == "a\\\\nb" and escape("a\\nb\n") == "a\\\\nb\\n"
+    assert cell("é ü ± — ⏎ �") == "é ü ± — ⏎ �" and cell(3.5) == "3.5"  # printable text kept
+    assert code("a`b\x07") == "`a'b\x07`"  # a code span; its text is escaped where it is used
+
+
+def test_every_cell_of_a_table_is_escaped_and_keeps_its_row_on_one_line():
+    t = Table("Samples", ["name", "text|raw"])
+    t.add("bell", "ding\x07dong").add("lines", "one\ntwo\r\nthree\tfour").add("c1", "\x85\x9b|x")
+    t.add("code", code("a|b`c\x00"))
+    lines = t.render().splitlines()
+    assert lines[2] == "| name | text\\|raw |"
+    rows = lines[4:]
+    assert rows == [
+        "| bell | ding\\x07dong |",
+        "| lines | one\\ntwo\\r\\nthree\\tfour |",
+        "| c1 | \\x85\\x9b\\|x |",
+        "| code | `a\\|b'c\\x00` |",
+    ]
+    control = [c for c in t.render() if c != "\n" and not (c.isprintable() or c == " ")]
+    assert control == []
 
 
 def test_outputs_writes_tables_and_records_plots_once(tmp_path):

@@ -88,7 +88,8 @@ def test_made_up_measurements_give_the_known_verdicts(smoke, tmp_path):
         found = e04.analyze(cfg, copy)
         assert found.findings[2].verdict == want
     table = (copy / "tables" / "samples.md").read_text()
-    assert "`a\\x07b¦c'd⏎e`" in table and "\x07" not in table  # control bytes escaped, cell syntax defused
+    # control bytes escaped, cell syntax defused
+    assert "`a\\x07b\\|c'd\\ne`" in table and "\x07" not in table
 
 
 def test_report_shows_every_plot_and_table(smoke):
