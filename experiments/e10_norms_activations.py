@@ -152,12 +152,18 @@ class _Runs:
         """(M,) which members of a variant's sweep trained at peak learning rate `lr`."""
         return self.runs[name].member_values("lr") == lr
 
+    def failed(self, name: str, lr: float) -> np.ndarray:
+        """(seeds,) which runs of a variant at peak learning rate `lr` failed (diverged, or ended above the
+        untrained loss)."""
+        return self.runs[name].failed(self.initial)[self.at(name, lr)]
+
     def compare(self, a: str, b: str, lr: float, p: bool = False):
-        """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained."""
+        """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained; the
+        evidence shows the mean ± sd of the runs that did not fail, and counts the failed ones."""
         loss = {n: self.runs[n].final_val_loss[self.at(n, lr)] for n in (a, b)}
-        failed = {n: self.runs[n].failed(self.initial)[self.at(n, lr)] for n in (a, b)}
+        failed = {n: self.failed(n, lr) for n in (a, b)}
         c = compare(*(np.where(failed[n], self.initial, loss[n]) for n in (a, b)))
-        s = {n: f"{n} {summarize(loss[n]).fmt()} ({failed[n].sum()}/{self.cfg.seeds} failed)" for n in (a, b)}
+        s = {n: f"{n} {summarize(loss[n], failed[n], 'failed').fmt(count=True)}" for n in (a, b)}
         note = " (failed runs counted at the untrained loss)" if failed[a].any() or failed[b].any() else ""
         return c, f"{s[b]} vs {s[a]} at lr {lr:g}: {c.fmt(p=p)}{note}"
 
@@ -171,17 +177,26 @@ def _table(r: _Runs, outs: Outputs) -> None:
         note=f"{cfg.train.steps} steps, {cfg.seeds} seeds per cell, gradient clipping "
         f"{'off' if cfg.train.grad_clip == 0 else cfg.train.grad_clip}; the untrained model's val loss is "
         f"{r.initial:.3f} nats. Failed = non-finite loss (diverged) or final val loss above the untrained "
-        "one. Max grad norm: the largest logged (10-step mean) global gradient norm, mean over seeds.",
+        "one; failed runs are counted, not averaged (— when every run failed). Max grad norm: the largest "
+        "logged (10-step mean) global gradient norm, mean over the runs that did not fail, and the largest "
+        "of the failed ones.",
     )
     for name in variants(cfg):
         run = r.runs[name]
         for lr in cfg.lrs:
-            idx = r.at(name, lr)
-            gmax = summarize(run.max_grad_norm[idx]).fmt(3, "g")  # spans orders of magnitude
-            n, loss = idx.sum(), summarize(run.final_val_loss[idx]).fmt()
-            diverged, failed = int(np.sum(run.diverged_at[idx] >= 0)), int(run.failed(r.initial)[idx].sum())
-            t.add(name, *name.split("-"), f"{lr:g}", loss, f"{diverged}/{n}", f"{failed}/{n}", gmax)
+            idx, failed = r.at(name, lr), r.failed(name, lr)
+            loss, gmax = summarize(run.final_val_loss[idx], failed, "failed").fmt(), _gmax(run, idx, failed)
+            n, diverged = idx.sum(), int(np.sum(run.diverged_at[idx] >= 0))
+            t.add(name, *name.split("-"), f"{lr:g}", loss, f"{diverged}/{n}", f"{failed.sum()}/{n}", gmax)
     outs.table("variants.md", t)
+
+
+def _gmax(run, idx, failed) -> str:
+    """The table's max grad norm: mean ± sd over the runs that did not fail, then the largest of the failed
+    ones; 3 significant digits (they span orders of magnitude)."""
+    g = run.max_grad_norm[idx]
+    worst = f"; the failed reached {g[failed].max():.3g}" if failed.any() else ""
+    return summarize(g, failed, "failed").fmt(3, "g") + worst
 
 
 def _curves(r: _Runs, outs: Outputs) -> None:

@@ -1,7 +1,8 @@
 """The analysis toolkit, NumPy only: seed statistics, the one verdict rule, findings, Markdown tables.
 
 Every experiment's `analyze` uses these instead of writing its own:
-    summarize(values)                    mean ± sd over seeds (non-finite values counted apart)
+    summarize(values, left_out)          mean ± sd over seeds; non-finite (diverged) or marked values are
+                                         counted apart, never averaged: "2.310 ± 0.020 (1/3 diverged)"
     compare(a, b) / compare_to(x, ref)   difference, 95% CI, Welch (or paired) p; .verdict(direction,
                                          margin) by the written rule in lab.analysis.stats; .fmt()
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)

@@ -32,28 +32,38 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Summary:
-    mean: float
-    sd: float  # sample standard deviation (ddof=1); NaN for a single value
-    n: int  # finite values counted
-    n_nonfinite: int  # diverged runs, excluded from mean and sd
+    mean: float  # over the values kept
+    sd: float  # sample standard deviation (ddof=1) of the values kept; NaN for a single value
+    n: int  # values kept: finite and not marked as left out
+    n_out: int  # values left out of mean and sd, only counted: non-finite (diverged) or marked by the caller
+    why: str = "diverged"  # what `fmt` calls the values left out
 
-    def fmt(self, digits: int = 3, style: str = "f") -> str:
+    def fmt(self, digits: int = 3, style: str = "f", count: bool = False) -> str:
         """ "mean ± sd" with `digits` decimals, or with style="g" `digits` significant digits (for values
-        that span orders of magnitude, e.g. gradient norms)."""
+        that span orders of magnitude, e.g. gradient norms), then how many were left out and why:
+        "2.310 ± 0.020 (1/3 diverged)", or "— (3/3 diverged)" when none is left; with `count` the count
+        shows even when it is 0 ("(0/3 failed)")."""
+        total = self.n + self.n_out
+        tail = f" ({self.n_out}/{total} {self.why})" if self.n_out or (count and total) else ""
         if self.n == 0:
-            return "diverged" if self.n_nonfinite else "n/a"
+            return "—" + tail if self.n_out else "n/a"
         f = f".{digits}{style}"
-        s = f"{self.mean:{f}} ± {self.sd:{f}}" if self.n > 1 else f"{self.mean:{f}}"
-        return s + (f" ({self.n_nonfinite} diverged)" if self.n_nonfinite else "")
+        return (f"{self.mean:{f}} ± {self.sd:{f}}" if self.n > 1 else f"{self.mean:{f}}") + tail
 
 
-def summarize(values) -> Summary:
+def summarize(values, left_out=None, why: str = "diverged") -> Summary:
+    """Mean and sample sd over the finite values not marked in `left_out` (booleans shaped like `values`:
+    members the metrics mark as diverged, or an experiment's failed runs); the others are counted, never
+    averaged, and `fmt` calls them `why`."""
     x = np.asarray(values, dtype=np.float64).ravel()
-    finite = x[np.isfinite(x)]
-    n = int(finite.size)
-    mean = float(finite.mean()) if n else math.nan
-    sd = float(finite.std(ddof=1)) if n > 1 else math.nan
-    return Summary(mean, sd, n, int(x.size - n))
+    keep = np.isfinite(x)
+    if left_out is not None:
+        keep &= ~np.asarray(left_out, dtype=bool).ravel()
+    kept = x[keep]
+    n = int(kept.size)
+    mean = float(kept.mean()) if n else math.nan
+    sd = float(kept.std(ddof=1)) if n > 1 else math.nan
+    return Summary(mean, sd, n, int(x.size - n), why)
 
 
 def _betainc(a: float, b: float, x: float) -> float:

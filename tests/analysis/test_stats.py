@@ -28,11 +28,23 @@ def test_t_quantile_inverts_tail():
 
 def test_summarize_excludes_nonfinite_and_uses_sample_sd():
     s = summarize([1.0, 2.0, 3.0, float("nan"), float("inf")])
-    assert (s.mean, s.n, s.n_nonfinite) == (2.0, 3, 2)
+    assert (s.mean, s.n, s.n_out) == (2.0, 3, 2)
     assert s.sd == pytest.approx(1.0)
-    assert "2 diverged" in s.fmt()
+    assert s.fmt() == "2.000 ± 1.000 (2/5 diverged)"
     assert summarize([1234.5, 5.4e14]).fmt(3, "g") == "2.7e+14 ± 3.82e+14"  # significant digits
     assert (summarize([0.012345]).fmt(3, "g"), summarize([]).fmt(3, "g")) == ("0.0123", "n/a")
+
+
+def test_a_member_marked_diverged_is_counted_and_never_moves_the_mean():
+    finite = [2.30, 2.32, 2.31]
+    s = summarize(finite + [85247.0], left_out=[False, False, False, True])  # blew up without a NaN
+    assert (s.mean, s.sd, s.n, s.n_out) == (summarize(finite).mean, summarize(finite).sd, 3, 1)
+    assert s.fmt(2) == "2.31 ± 0.01 (1/4 diverged)"
+    assert summarize([3.0, float("nan"), 1e5], [True, False, True]).fmt() == "— (3/3 diverged)"
+    failed = summarize([3.0, 3.2, 1e5], [False, False, True], why="failed")
+    assert failed.fmt(1) == "3.1 ± 0.1 (1/3 failed)"
+    assert summarize([3.0, 3.2], [False, False], "failed").fmt(1, count=True) == "3.1 ± 0.1 (0/2 failed)"
+    assert summarize([3.0, 3.2]).fmt(1) == "3.1 ± 0.1" and summarize([]).fmt(count=True) == "n/a"
 
 
 def test_welch_against_hand_computation():
