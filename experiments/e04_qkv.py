@@ -263,18 +263,17 @@ def _plots(cfg: E04Config, d: Measured, outs: Outputs) -> None:
     ylabel = "train loss (nats/token, log scale)"
     for t, r in ((t, d.runs[t]) for t in TASKS):
         title = f"e04 {t}: training loss per Q/K/V variant (mean ± sd over {cfg.seeds} seeds)"
+        title += _same_by_design(cfg)
         with plots.panel(outs.plot(f"loss_curves_{t}.png"), title, "step", ylabel) as ax:
             for v in cfg.variants:
                 plots.band(ax, r.train_steps, r.train_loss[r.extra(0) == ALL_VARIANTS.index(v)], v)
             ax.set_yscale("log")
     fig, axes = plots.figure(ncols=2, width=5.5)
+    ylabel = "val loss (nats/token, log scale)"
     for ax, t in zip(axes[0], TASKS):
-        a = [d.finals[(t, v)] if v in cfg.variants else None for v in ALL_VARIANTS]
-        b = [d.whole[t][v] for v in ALL_VARIANTS]
-        bars = {"trained with the variant": a, "variant applied to the trained intact model": b}
-        plots.grouped_bars(ax, ALL_VARIANTS, bars, capsize=2, rotation=45, ha="right")
-        ax.set_yscale("log")
-        plots.finish(ax, f"{t}: final val loss (mean ± sd)", "Q/K/V variant", "val loss (nats/token, log)")
+        _before_after(ax, cfg, d, t)
+        last = t == TASKS[-1]  # one legend for both panels, beside the last one: it covers no data
+        plots.finish(ax, f"{t}: final val loss (mean ± sd)", "Q/K/V variant", ylabel, last, outside=True)
     plots.save(fig, outs.plot("before_after_training.png"))
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.5, height=3.0)
     for ax, ((t, v), jump) in zip(axes.flat, d.jumps.items()):  # a row per task, a column per variant
@@ -284,6 +283,29 @@ def _plots(cfg: E04Config, d: Measured, outs: Outputs) -> None:
         ax.set(xlabel="head", ylabel="layer")
     fig.suptitle("e04: loss jump when one head of the trained model is rewired (mean over seeds)")
     plots.save(fig, outs.plot("head_interventions.png"))
+
+
+def _same_by_design(cfg: E04Config) -> str:
+    """The title's last lines: which curves coincide by construction (told apart by their line styles)."""
+    vs, lines = set(cfg.variants), ""
+    if vs & set(SWAPS):
+        lines += "\nBy design, swaps only relabel Q, K, V: their curves track intact's"
+    if {"zero_q", "zero_k"} <= vs:
+        lines += "\nBy design, zero_q ≡ zero_k: either way every score is 0"
+    return lines
+
+
+def _before_after(ax, cfg: E04Config, d: Measured, t: str) -> None:
+    """Final val loss per variant, trained with it and applied to the trained intact model: points with
+    error bars side by side (a log axis has no zero for a bar to start from); non-finite losses marked."""
+    x, mark = np.arange(len(ALL_VARIANTS)), dict(diverged=True, linestyle="none")
+    run = [i for i, v in enumerate(ALL_VARIANTS) if v in cfg.variants]
+    trained = [d.finals[(t, ALL_VARIANTS[i])] for i in run]
+    plots.points(ax, x[run] - 0.15, trained, "trained with the variant", **mark)
+    after = [d.whole[t][v] for v in ALL_VARIANTS]
+    plots.points(ax, x + 0.15, after, "variant applied to the trained intact model", **mark)
+    ax.set_yscale("log")
+    ax.set_xticks(x, ALL_VARIANTS, rotation=45, ha="right")
 
 
 def _finding(d: Measured, claim: str, variants, phase: str, direction: str, describe, notes=()) -> Finding:
@@ -347,11 +369,11 @@ def lr_threshold(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
         line = plots.band(axes[0, 0], run.train_steps, run.train_loss[lrs == lr], f"lr {lr:g}")
         for step in div[lr]:
             axes[0, 0].axvline(step, color=line.get_color(), linestyle=":", linewidth=1)
-            axes[0, 0].plot([step], [initial], marker="x", color=line.get_color(), markersize=8)
     axes[0, 0].set_yscale("log")
-    title = "e04: training loss vs step per peak learning rate (x = divergence)"
+    title = "e04: training loss vs step per peak learning rate\n(× = last finite loss of a diverged run, "
+    title += "dotted = the step it diverged)"
     plots.finish(axes[0, 0], title, "step", "train loss (nats/token, log scale)")
-    plots.points(axes[0, 1], levels, list(fin.values()), "final val loss (finite runs)")
+    plots.points(axes[0, 1], levels, list(fin.values()), "final val loss", diverged=True)
     axes[0, 1].axhline(initial, color="grey", linestyle="--", label="untrained model")
     axes[0, 1].set_xscale("log")
     title = "e04: final validation loss vs peak learning rate"
@@ -390,7 +412,8 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
     finals = {n: own if n == cfg.model.n_layers else d.runs[f"depth/L{n}"].final_val_loss for n in depths}
     title = "e04: stacking blocks — final val loss vs depth (mean ± sd)"
     with plots.panel(outs.plot("depth.png"), title, "blocks (n_layers)", "val loss (nats/token)") as ax:
-        plots.points(ax, depths, [finals[n] for n in depths], f"intact model, {cfg.train.steps} steps")
+        label = f"intact model, {cfg.train.steps} steps"
+        plots.points(ax, depths, [finals[n] for n in depths], label, diverged=True)
         ax.set_xticks(depths)
     table = Table("Stacking blocks (intact text model, same steps)", ["blocks", "final val loss"])
     for n in depths:

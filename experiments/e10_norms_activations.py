@@ -202,20 +202,25 @@ def _gmax(run, idx, failed) -> str:
 def _curves(r: _Runs, outs: Outputs) -> None:
     cfg = r.cfg
     for group, items in _groups(cfg).items():
-        fig, axes = plots.figure(ncols=2, nrows=2, width=5.5, height=3.4)
+        fig, axes = plots.figure(ncols=2, nrows=2, width=7.0, height=3.4)
         for col, lr in enumerate(cfg.lrs):
             for name, label in items:
                 run, sel = r.runs[name], r.at(name, lr)
-                plots.band(axes[0, col], run.train_steps, run.train_loss[sel], label)
-                plots.band(axes[1, col], run.train_steps, run.grad_norm[sel], label)
+                failed = dict(diverged=r.failed(name, lr), why="failed")  # drawn alone, not averaged
+                plots.band(axes[0, col], run.train_steps, run.train_loss[sel], label, **failed)
+                plots.band(axes[1, col], run.train_steps, run.grad_norm[sel], label, **failed)
             axes[0, col].axhline(r.initial, color="grey", linestyle="--", linewidth=1, label="untrained")
             axes[0, col].set_yscale("log")
             axes[1, col].set_yscale("log")
             kind = f"{'normal' if lr == cfg.lrs[0] else 'high'} lr {lr:g}"
-            plots.finish(axes[0, col], f"train loss, {kind}", "step", "train loss (nats/token, log)")
+            ylabel = "train loss (nats/token, log)"
+            plots.finish(axes[0, col], f"train loss, {kind}", "step", ylabel, outside=True)  # off the curves
             ylabel = "grad norm (10-step mean, log)"
-            plots.finish(axes[1, col], f"global gradient norm, {kind}", "step", ylabel)
-        fig.suptitle(f"e10: {group} — mean ± sd over {cfg.seeds} seeds (gaps = diverged runs)")
+            plots.finish(axes[1, col], f"global gradient norm, {kind}", "step", ylabel, outside=True)
+        fig.suptitle(
+            f"e10: {group} — mean ± sd over the runs of {cfg.seeds} seeds that did not fail;\na failed run "
+            "(diverged, or ended above the untrained loss) is drawn alone, thin, ending in ×"
+        )
         plots.save(fig, outs.plot(f"curves_{group}.png"))
 
 
@@ -226,12 +231,15 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
     for col, lr in enumerate(cfg.lrs):
         ax = axes[0, col]
         for name, label in groups["norms"]:
-            plots.band(ax, depth, acts[f"{name}:rms"][r.at(name, lr)], label, marker="o")
+            rms, failed = acts[f"{name}:rms"][r.at(name, lr)], r.failed(name, lr)
+            plots.band(ax, depth, rms, label, marker="o", diverged=failed, why="failed")
         ax.set_yscale("log")
         ax.set_xticks(depth, ["emb"] + [f"block {i}" for i in range(blocks)])
         title = f"residual-stream RMS vs depth (lr {lr:g}, trained)"
         plots.finish(ax, title, "residual stream after", "RMS over tokens and dims (log)")
-    fig.suptitle("e10: residual-stream RMS with depth per norm variant (from checkpoints, mean ± sd)")
+    fig.suptitle(
+        "e10: residual-stream RMS with depth per norm variant (from checkpoints; mean ± sd, failed runs ×)"
+    )
     plots.save(fig, outs.plot("residual_rms.png"))
     for kind, items, title in (
         ("residual", groups["norms"], "residual stream after each block"),

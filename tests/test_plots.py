@@ -6,19 +6,110 @@ import pytest
 from lab.viz import plots
 
 
-def test_band_is_mean_and_sample_sd_and_skips_diverged(tmp_path):
+def test_band_is_mean_and_sample_sd_of_the_members_that_did_not_diverge(tmp_path):
     fig, axes = plots.figure()
     ax = axes[0, 0]
-    ys = np.array([[1.0, 2.0, np.nan], [3.0, 4.0, 5.0], [5.0, 6.0, 7.0]])
+    ys = np.array([[1.0, 2.0, np.nan], [3.0, 4.0, 5.0], [5.0, 6.0, 7.0]])  # member 0 diverged after x = 1
     line = plots.band(ax, np.arange(3), ys, "runs")
-    np.testing.assert_allclose(line.get_ydata(), [3.0, 4.0, 6.0])
+    np.testing.assert_allclose(line.get_ydata(), [4.0, 5.0, 6.0])  # members 1 and 2 only, at every x
     (poly,) = ax.collections
     top = poly.get_paths()[0].vertices[:, 1].max()
     assert top == pytest.approx(6.0 + np.std([5.0, 7.0], ddof=1))
-    assert line.get_label() == "runs (n=3)"
+    assert line.get_label() == "runs (n=2, 1 diverged: ×)"
+    trace, cross = ax.lines[1:]  # the diverged member alone, and an × at its last finite point
+    np.testing.assert_array_equal(trace.get_ydata(), ys[0])
+    assert cross.get_marker() == "x" and (list(cross.get_xdata()), list(cross.get_ydata())) == ([1], [2.0])
     plots.finish(ax, "t", "step", "loss (nats)")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["runs (n=2, 1 diverged: ×)"]
     path = plots.save(fig, tmp_path / "ok.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_member_marked_diverged_never_moves_the_band():
+    _, axes = plots.figure(ncols=2)
+    ok = np.array([[3.0, 4.0, 5.0], [5.0, 6.0, 7.0]])
+    blown = np.array([[4.0, 1e6, 1e7]])  # finite, but marked: e.g. ended above the untrained loss
+    clean = plots.band(axes[0, 0], np.arange(3), ok, "runs")
+    marked = plots.band(
+        axes[0, 1], np.arange(3), np.vstack([ok, blown]), "runs", diverged=[0, 0, 1], why="failed"
+    )
+    np.testing.assert_array_equal(marked.get_ydata(), clean.get_ydata())
+    np.testing.assert_array_equal(
+        axes[0, 1].collections[0].get_paths()[0].vertices, axes[0, 0].collections[0].get_paths()[0].vertices
+    )
+    assert marked.get_label() == "runs (n=2, 1 failed: ×)"
+    assert list(axes[0, 1].lines[-1].get_ydata()) == [1e7]  # the × at its last value
+    everyone = plots.band(axes[0, 1], np.arange(3), np.full((2, 3), np.nan), "gone")  # diverged at once
+    assert np.isnan(everyone.get_ydata()).all() and everyone.get_label() == "gone (n=0, 2 diverged: ×)"
+
+
+def test_bands_on_one_axes_take_successive_line_styles_and_say_when_they_coincide():
+    _, axes = plots.figure()
+    ax, x, ys = axes[0, 0], np.arange(3), np.array([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]])
+    lines = [plots.band(ax, x, ys, "a"), plots.band(ax, x, ys + 1, "b"), plots.band(ax, x, ys.copy(), "c")]
+    styles = [line.get_linestyle() for line in lines]
+    assert len(set(styles)) == 3 and styles[0] == "-"
+    assert [line.get_label() for line in lines] == ["a (n=2)", "b (n=2)", "c (n=2) ≡ a"]
+
+
+def _shown(axis, minor=False) -> list[str]:
+    """The tick label texts drawn inside the axis's view (matplotlib also keeps ticks just outside)."""
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = axis.get_minor_ticks() if minor else axis.get_major_ticks()
+    return [t.label1.get_text() for t in ticks if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+
+def test_saved_log_axes_are_labelled_in_plain_numbers(tmp_path):
+    fig, axes = plots.figure(ncols=3)
+    few, many, sym = axes[0]
+    few.plot([1e-3, 100], [2.7, 5.5], label="x")
+    few.set(xscale="log", yscale="log", xlim=(1e-3, 100), ylim=(2.7, 5.5))  # y: under a decade
+    many.plot([1, 1e9], [1e-6, 1], label="x")
+    many.set(xscale="log", yscale="log", xlim=(1, 1e9), ylim=(1e-6, 1))
+    sym.plot([0, 1], [-10, 10], label="x")
+    sym.set_yscale("symlog", linthresh=0.1)
+    sym.set_ylim(-10, 10)
+    for ax in axes[0]:
+        plots.finish(ax, "t", "x (a.u.)", "y (a.u.)")
+    plots.save(fig, tmp_path / "log.png")
+    assert _shown(few.xaxis) == ["0.001", "0.01", "0.1", "1", "10", "100"]
+    assert _shown(few.yaxis) == [] and _shown(few.yaxis, minor=True) == ["3", "4", "5"]  # the minors
+    assert _shown(many.xaxis) == ["1", "100", "10000", "1e6", "1e8"]
+    assert _shown(many.yaxis)[:3] == ["1e−6", "1e−5", "0.0001"] and _shown(many.yaxis, minor=True) == []
+    assert _shown(sym.yaxis) == ["−10", "−1", "−0.1", "0", "0.1", "1", "10"]  # U+2212, as on linear axes
+    every = [t for ax in axes[0] for a in (ax.xaxis, ax.yaxis) for m in (False, True) for t in _shown(a, m)]
+    assert not [t for t in every if "$" in t or "×" in t or "^" in t]  # no mathtext: 10^{-2}, 5×10^0
+
+
+def test_tick_labels_set_by_hand_survive_save(tmp_path):
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    ax.plot([1, 2, 4], [1.0, 10.0, 100.0], label="x")
+    plots.log_axes(ax, 2, xticks=[1, 2, 4])
+    plots.finish(ax, "t", "n (tokens)", "time (ms)")
+    plots.save(fig, tmp_path / "fixed.png")
+    assert _shown(ax.xaxis) == ["1", "2", "4"] and _shown(ax.yaxis) == ["1", "10", "100"]
+
+
+def test_bars_on_a_log_value_axis_are_refused(tmp_path):
+    fig, axes = plots.figure(ncols=2)
+    plots.bars(axes[0, 0], ["a", "b"], [[1.0, 2.0], [3.0, 4.0]], "2 seeds")
+    axes[0, 0].set_yscale("log")
+    axes[0, 1].barh([0, 1], [10.0, 100.0], label="x")
+    for ax in axes[0]:
+        plots.finish(ax, "t", "group", "value (a.u.)")
+    with pytest.raises(ValueError, match="bars on a log-scaled value axis in 't'"):
+        plots.save(fig, tmp_path / "bad.png")
+    axes[0, 0].set_yscale("linear")
+    axes[0, 1].set_xscale("log")  # horizontal bars: their value axis is x
+    with pytest.raises(ValueError, match="bars on a log-scaled value axis"):
+        plots.save(fig, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+    fig, axes = plots.figure()
+    axes[0, 0].barh([1, 10], [10.0, 100.0], label="x")
+    axes[0, 0].set_yscale("log")  # the category axis may be log: bar lengths still start at 0
+    plots.finish(axes[0, 0], "t", "value (a.u.)", "group")
+    assert plots.save(fig, tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unlabelled_plots_are_refused(tmp_path):
@@ -102,6 +193,32 @@ def test_points_are_mean_and_sample_sd_and_take_a_line_style():
     assert list(line.get_ydata()) == [2.0, 3.0]
     assert line.get_linestyle() == "--" and line.get_marker() == "o" and bars.get_label() == "2 seeds"
     assert [s[1, 1] - s[0, 1] for s in errors.get_segments()] == pytest.approx([2 * np.sqrt(2.0)] * 2)
+    assert len(axes[0, 0].lines) == 1 + 2  # the line and its caps; NaN not called a divergence unasked
+    second = plots.points(axes[0, 0], [1, 2], [[1.0], [2.0]], "other")
+    assert second.lines[0].get_marker() == plots.MARKERS[1]  # the next series: the next marker
+
+
+def test_points_mark_and_count_diverged_runs_without_averaging_them(tmp_path):
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    groups = [[1.0, 3.0, np.nan], [2.0, 4.0], [np.inf, np.nan]]
+    bars = plots.points(ax, [1, 2, 3], groups, "loss", diverged=True)
+    assert list(bars.lines[0].get_ydata())[:2] == [2.0, 3.0] and np.isnan(bars.lines[0].get_ydata()[2])
+    (cross,) = [line for line in ax.lines if line.get_marker() == "x"]
+    assert list(cross.get_xdata()) == [1, 3] and list(cross.get_ydata()) == [1.0, 1.0]  # the top edge
+    assert cross.get_label() == "loss: 3 diverged, not averaged (×, count/runs)"
+    assert [t.get_text() for t in ax.texts] == ["1/3", "2/2"]
+    plots.finish(ax, "t", "lr", "loss (nats)")
+    assert plots.save(fig, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_finish_can_put_the_legend_beside_the_axes(tmp_path):
+    fig, axes = plots.figure()
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], label="x")
+    plots.finish(ax, "t", "x (a.u.)", "y (a.u.)", outside=True)
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # covers no data
 
 
 def test_category_maps_draw_each_category_in_its_color_with_a_legend(tmp_path):

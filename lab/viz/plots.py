@@ -1,13 +1,16 @@
 """Matplotlib helpers: one house style, mean ± sd bands over seeds, and atomic PNG writes.
 
 Every figure gets a title, axis labels with units and a legend; `finish` refuses to save one without.
+`save`, which writes every PNG, labels every log axis in plain numbers (0.01, 5, 1000, not 10^-2 or 5×10^0)
+and refuses bars on a non-linear value axis (a bar's length is its value). Successive curves or point series
+on one axes get successive line styles or markers, so curves that coincide stay visible; members that
+diverged are drawn apart and counted, never averaged in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import cbook  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from lab.fileio import atomic_write_bytes  # noqa: E402
 
@@ -30,6 +36,10 @@ STYLE = {
     "font.size": 9,
     "legend.fontsize": 8,
 }
+# successive bands on one axes, then successive point series: equal curves still show each other
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P")
+BAND = "band:"  # the gid prefix that marks a band's mean line (then its label)
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 3.8):
@@ -38,19 +48,48 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 3
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
 
 
-def band(ax, x, ys, label: str, color=None, marker=None):
-    """Mean line with a ± 1 sd band over the rows of `ys` (seeds x points); NaNs (diverged) are skipped."""
-    ys = np.asarray(ys, dtype=np.float64)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (every seed diverged) are expected
-        n = np.sum(np.isfinite(ys), axis=0)
-        mean = np.where(n > 0, np.nanmean(np.where(np.isfinite(ys), ys, np.nan), axis=0), np.nan)
-        sd = np.where(n > 1, np.nanstd(np.where(np.isfinite(ys), ys, np.nan), axis=0, ddof=1), 0.0)
-    (line,) = ax.plot(
-        x, mean, label=f"{label} (n={int(n.max()) if n.size else 0})", color=color, marker=marker
-    )
+def band(ax, x, ys, label: str, color=None, marker=None, diverged=None, why: str = "diverged"):
+    """Mean line with a ± 1 sd band over the members (rows of `ys`, members x points) that did not diverge.
+
+    A member diverged if its row has a non-finite value or `diverged` (a boolean per row) marks it; it is
+    drawn alone, thin, ending in an × at its last finite point, and counted in the label as `why`
+    ("intact (n=2, 1 diverged: ×)"), never averaged into the band. Each band on an axes takes the next of
+    LINESTYLES; a mean identical to an earlier band's says so in its label ("swap_qk (n=3) ≡ intact").
+    """
+    ys = np.asarray(ys, dtype=np.float64).reshape(-1, np.size(x))
+    out = ~np.isfinite(ys).all(axis=1)
+    if diverged is not None:
+        out |= np.asarray(diverged, dtype=bool)
+    kept = ys[~out]
+    mean = kept.mean(axis=0) if len(kept) else np.full(ys.shape[1], np.nan)
+    sd = kept.std(axis=0, ddof=1) if len(kept) > 1 else np.zeros(ys.shape[1])
+    bands = _bands(ax)
+    same = next((f" ≡ {k}" for k, y in bands.items() if np.array_equal(y, mean, equal_nan=True)), "")
+    text = f"{label} (n={len(kept)}" + (f", {out.sum()} {why}: ×)" if out.any() else ")") + same
+    style = LINESTYLES[len(bands) % len(LINESTYLES)]
+    (line,) = ax.plot(x, mean, label=text, color=color, marker=marker, linestyle=style, gid=BAND + label)
     ax.fill_between(x, mean - sd, mean + sd, alpha=0.2, color=line.get_color(), linewidth=0)
+    for row in ys[out]:
+        _diverged_trace(ax, x, row, line.get_color())
     return line
+
+
+def _bands(ax) -> dict[str, np.ndarray]:
+    """The mean line of every band already on `ax`, by its label."""
+    gids = [(line.get_gid() or "", line) for line in ax.lines]
+    return {g[len(BAND) :]: line.get_ydata() for g, line in gids if g.startswith(BAND)}
+
+
+def _diverged_trace(ax, x, row, color) -> None:
+    """One diverged member: its finite values as a thin line, an × at the last of them (at the top edge
+    of the axes, at the first x, when it has none)."""
+    ok = np.flatnonzero(np.isfinite(row))
+    if not ok.size:
+        top = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.plot([x[0]], [1.0], "x", color=color, transform=top, clip_on=False, label="_diverged")
+        return
+    ax.plot(x, row, color=color, linewidth=0.7, alpha=0.6, label="_diverged")
+    ax.plot([x[ok[-1]]], [row[ok[-1]]], "x", color=color, markersize=8, label="_diverged")
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -60,16 +99,39 @@ def mean_sd(values) -> tuple[float, float]:
     return (float(v.mean()) if v.size else np.nan), (float(v.std(ddof=1)) if v.size > 1 else np.nan)
 
 
-def points(ax, x, groups, label: str, **style):
-    """Mean ± sd (error bars) of each group of per-seed values, one point per x; `style` goes to
-    matplotlib's errorbar (e.g. linestyle="--")."""
+def points(ax, x, groups, label: str, diverged: bool = False, **style):
+    """Mean ± sd (error bars) of the finite values of each group of per-seed values, one point per x;
+    `style` goes to matplotlib's errorbar (e.g. linestyle="--"). Each series on an axes takes the next of
+    MARKERS unless `style` names one. With `diverged`, the non-finite values are runs that diverged, and
+    `mark_diverged` shows where and how many (otherwise they may mean "not measured")."""
     s = [mean_sd(g) for g in groups]
-    return ax.errorbar(
-        x, [m for m, _ in s], yerr=[sd for _, sd in s], marker="o", capsize=3, label=label, **style
-    )
+    k = sum(isinstance(c, ErrorbarContainer) for c in ax.containers)
+    style.setdefault("marker", MARKERS[k % len(MARKERS)])
+    bars = ax.errorbar(x, [m for m, _ in s], yerr=[sd for _, sd in s], capsize=3, label=label, **style)
+    if diverged:
+        mark_diverged(ax, x, groups, bars.lines[0].get_color(), label)
+    return bars
 
 
-def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
+def mark_diverged(ax, x, groups, color, label: str) -> None:
+    """An × on the top edge of the axes at each x whose group has non-finite (diverged) values, with the
+    count under it ("2/3": diverged/runs), and one legend entry for them; nothing when all are finite."""
+    counts = [(xi, int(np.sum(~np.isfinite(np.asarray(g, float)))), np.size(g)) for xi, g in zip(x, groups)]
+    marked = [(xi, k, n) for xi, k, n in counts if k]
+    if not marked:
+        return
+    top = blended_transform_factory(ax.transData, ax.transAxes)  # x as data, y as axes fraction: 1 = top
+    xs = [xi for xi, _, _ in marked]
+    label = f"{label}: {sum(k for _, k, _ in marked)} diverged, not averaged (×, count/runs)"
+    ax.plot(xs, [1.0] * len(xs), "x", color=color, label=label, transform=top, clip_on=False)
+    text = dict(xycoords=top, xytext=(0, -12), textcoords="offset points", ha="center", fontsize=7)
+    for xi, k, n in marked:
+        ax.annotate(f"{k}/{n}", (xi, 1.0), color=color, **text)
+
+
+def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True, outside: bool = False):
+    """Title and axis labels, and a legend of what is drawn: placed where it covers least data ("best"),
+    or with `outside` to the right of the axes, where it covers none. Refuses an empty legend."""
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -77,7 +139,8 @@ def finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True):
         handles, _ = ax.get_legend_handles_labels()
         if not handles:
             raise ValueError(f"plot {title!r} has nothing to put in its legend")
-        ax.legend(loc="best", frameon=False)
+        beside = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0}
+        ax.legend(frameon=False, **(beside if outside else {"loc": "best"}))
 
 
 def colorbar(fig, mappable, ax, label: str):
@@ -88,8 +151,11 @@ def colorbar(fig, mappable, ax, label: str):
 
 
 def save(fig, path: str | Path) -> Path:
-    """Write a PNG atomically and close the figure."""
+    """Write a PNG atomically and close the figure, every log axis labelled in plain numbers
+    (`plain_log_ticks`). Refuses (ValueError) an axes with data but no title or axis labels, and bars on a
+    log value axis."""
     for ax in fig.axes:
+        plain_log_ticks(ax)
         if ax.get_label() == "<colorbar>":  # matplotlib's name for colorbar axes; labelled via `colorbar`
             continue
         if (
@@ -98,12 +164,53 @@ def save(fig, path: str | Path) -> Path:
             and not (ax.get_title() and ax.get_xlabel() and ax.get_ylabel())
         ):
             raise ValueError(f"refusing to save {path}: every plot needs a title and labelled axes")
+        _refuse_log_bars(ax, path)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def _refuse_log_bars(ax, path) -> None:
+    """ValueError if `ax` has bars whose value axis (y for vertical bars, x for horizontal) is not linear:
+    a bar's length shows its value only from a zero a log axis does not have."""
+    for c in ax.containers:
+        if isinstance(c, BarContainer):
+            axis = ax.xaxis if c.orientation == "horizontal" else ax.yaxis
+            if axis.get_scale() != "linear":
+                raise ValueError(
+                    f"refusing to save {path}: bars on a {axis.get_scale()}-scaled value axis in "
+                    f"{ax.get_title()!r}; draw points with error bars (plots.points) or use a linear axis"
+                )
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain numbers: 0.01, 5, 1000 (1e-5 and 1e6 beyond), on the ticks
+    matplotlib's LogFormatter labels (decades; minor ticks too when the axis spans few decades)."""
+
+    def __call__(self, x, pos=None):
+        if not super().__call__(x, pos):
+            return ""
+        digits, _, exponent = f"{x:g}".partition("e")
+        return self.fix_minus(f"{digits}e{int(exponent)}" if exponent else digits)  # − as on linear axes
+
+
+def plain_log_ticks(ax) -> None:
+    """Swap matplotlib's default log-axis labels (mathtext: 10⁻², 5×10⁰) for `PlainLogFormatter` on every
+    log or symlog axis of `ax`, majors and minors; tick labels set by hand (fixed formatters) are kept."""
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() not in ("log", "symlog"):
+            continue
+        base = axis.get_transform().base
+        for get, put in (
+            (axis.get_major_formatter, axis.set_major_formatter),
+            (axis.get_minor_formatter, axis.set_minor_formatter),
+        ):
+            old = get()
+            if isinstance(old, LogFormatter) and not isinstance(old, PlainLogFormatter):
+                put(PlainLogFormatter(base, labelOnlyBase=old.labelOnlyBase))
 
 
 def bars(ax, names, groups, label: str, capsize: float = 3, **tick_kw):
