@@ -3,8 +3,11 @@
     lab list                                   experiments and the claim each tests
     lab run e04 [--preset smoke|cpu|gpu] [--set train.steps=500 ...] [--seeds 3] [--data NAME]
     lab run all                                every experiment, then results/REPORT.md
-    lab analyze e04                            redraw plots and findings from files on disk only
-    lab report                                 assemble results/REPORT.md
+    lab analyze e04 [--preset P | --results R] redraw plots and findings from files on disk only
+    lab report [--preset P | --results R]      assemble REPORT.md from every findings.json
+
+`results/` holds the published runs: the cpu preset, nothing overridden. Any other run goes to `scratch/`
+(ignored by git) unless `--results` says where: see lab.experiment.default_results.
     lab config e04 [--preset P] [--set ...]    print the resolved config (every settable key)
     lab test [PYTEST ARGS]                     ruff check + the test suite
     lab dashboard [--checkpoint RUN_DIR] [--port 8765]  the sampler dashboard on http://127.0.0.1:8765
@@ -56,6 +59,26 @@ def _common_results(p):
     p.add_argument("--results", type=Path, default=E.RESULTS, help="results root (default: results/)")
 
 
+def _results_for_preset(p):
+    """`--results`, or by `--preset` the root `lab run` writes that preset to (E.default_results)."""
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results root (default: results/ for the cpu preset, scratch/<preset> for another)",
+    )
+    p.add_argument("--preset", default=E.DEFAULT_PRESET, help="which preset's default root (see `lab run`)")
+
+
+def _root(args) -> Path:
+    if args.results is not None:
+        return args.results
+    presets = sorted({p for e in _registry().values() for p in e.presets})
+    if args.preset not in presets:
+        raise ConfigError(f"unknown preset {args.preset!r}; allowed: {', '.join(presets)}")
+    return E.default_results(args.preset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lab", description="Sixteen LLM-engineering projects, built, broken and measured.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -77,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train, checkpoint and analyze")
     config_args(p)
-    _common_results(p)
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results root (default: results/ for the cpu preset with nothing overridden, which is what is "
+        "published; scratch/<preset> for another preset; scratch/<preset>+<hash> with overrides)",
+    )
     p.add_argument("--fresh", action="store_true", help="discard this experiment's results and start over")
     p.add_argument(
         "--strategy",
@@ -90,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="redraw plots and findings from files on disk")
     p.add_argument("experiment")
-    _common_results(p)
+    _results_for_preset(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="write results/REPORT.md from every findings.json")
-    _common_results(p)
+    _results_for_preset(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("config", help="print the resolved config")
@@ -144,7 +173,10 @@ def add_tokenizer_commands(sub) -> None:
     ):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument(
-            "--tokenizer", type=Path, required=True, help="a directory from `train` or a .tiktoken file"
+            "--tokenizer",
+            type=Path,
+            required=True,
+            help="a directory from `train`, a .tiktoken file, or gpt2 (GPT-2's ranks, downloaded once)",
         )
         if name == "show":
             p.add_argument("text", help="the text to tokenize")
@@ -199,8 +231,14 @@ def cmd_tokenizer_train(args) -> int:
 
 
 def _load_tokenizer(path):
+    """A tokenizer directory or .tiktoken file; `gpt2` names GPT-2's published ranks (a sha256-pinned
+    download, found in $LAB_REFERENCE_DATA or the cache first)."""
     from lab.tokenizer import load
 
+    if str(path) == "gpt2" and not Path(path).exists():
+        from lab.data.corpora import fetch, reference_file
+
+        path = reference_file("gpt2.tiktoken") or fetch("gpt2.tiktoken")
     return load(path)
 
 
@@ -325,6 +363,8 @@ def cmd_config(args) -> int:
 
 def cmd_run(args) -> int:
     exps = E.find(_registry(), args.experiment)
+    if args.results is None:
+        args.results = E.default_results(args.preset, args.set, args.seeds, args.data)
     # Resolve and check every config before anything trains or writes.
     resolved = [(exp, E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)) for exp in exps]
     for exp, cfg in resolved:
@@ -341,13 +381,15 @@ def cmd_run(args) -> int:
     from lab.report import write_report
 
     print(f"report: {write_report(_reported(), args.results)}")
+    if args.results != E.RESULTS:  # say how to find this run again
+        print(f"redraw with: lab analyze {args.experiment} --results {args.results}")
     return 0
 
 
 def cmd_analyze(args) -> int:
     # NumPy only: analysis reads what `run` wrote and never starts JAX (tests/cli check it cannot).
     for exp in E.find(_registry(), args.experiment):
-        findings = E.analyze(exp, exp.out_dir(args.results))
+        findings = E.analyze(exp, exp.out_dir(_root(args)))
         print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
     return 0
 
@@ -355,7 +397,7 @@ def cmd_analyze(args) -> int:
 def cmd_report(args) -> int:
     from lab.report import write_report
 
-    print(write_report(_reported(), args.results))
+    print(write_report(_reported(), _root(args)))
     return 0
 
 

@@ -24,6 +24,7 @@ never starts JAX's backends, and is tested in a process where JAX cannot compute
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import pkgutil
 import re
@@ -39,7 +40,8 @@ from lab.fileio import atomic_write_json, read_json
 from lab.runs import check_or_write_config
 
 DEFAULT_PRESET = "cpu"
-RESULTS = Path("results")
+RESULTS = Path("results")  # the published results: every experiment at the default preset, nothing overridden
+SCRATCH = Path("scratch")  # everything else a command writes by default (ignored by git)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,25 @@ def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds
     if data is not None:
         cfg = config_lib.override(cfg, "data.name", data)
     return cfg
+
+
+def default_results(preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None) -> Path:
+    """Where `lab run` writes when `--results` is not given.
+
+    The published tree `results/` holds only the default preset with nothing overridden, so no other run
+    can collide with it or overwrite a committed file. Any other preset writes to `scratch/<preset>`; a run
+    with overrides (`--set`, `--seeds`, `--data`) to `scratch/<preset>+<hash>`, where the hash (8 hex digits
+    of sha256) is of the overrides as given, so different overrides never share a directory.
+    """
+    overrides = [
+        *sets,
+        *([f"seeds={seeds}"] if seeds is not None else []),
+        *([f"data={data}"] if data else []),
+    ]
+    if not overrides:
+        return RESULTS if preset == DEFAULT_PRESET else SCRATCH / preset
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return SCRATCH / f"{preset}+{digest}"
 
 
 def write_config(

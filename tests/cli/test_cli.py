@@ -123,3 +123,31 @@ def test_exit_status_from_a_real_process():
         [sys.executable, "-m", "lab.cli", "run", "nope"], capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unknown experiment 'nope'" in p.stderr
+
+
+def test_only_the_plain_cpu_run_writes_the_published_root(capsys, monkeypatch, tmp_path):
+    """`lab run` without --results: results/ for the cpu preset with nothing overridden, scratch/<preset>
+    for another preset, scratch/<preset>+<hash of the overrides> otherwise; analyze finds them by --preset."""
+    monkeypatch.chdir(tmp_path)
+    wrote = []
+
+    class Done:
+        verdict, summary = "inconclusive", "made up"
+
+    monkeypatch.setattr(E, "run", lambda exp, cfg, out, preset, opts: wrote.append(str(out)) or Done)
+    monkeypatch.setattr(E, "analyze", lambda exp, out: wrote.append(f"analyze {out}") or Done)
+    for args in (
+        [],
+        ["--preset", "smoke"],
+        ["--preset", "smoke", "--set", "train.steps=7"],
+        ["--preset", "smoke", "--set", "train.steps=8"],
+        ["--seeds", "2"],
+    ):
+        assert run_cli(capsys, "run", "e04", *args)[0] == 0
+    assert run_cli(capsys, "analyze", "e04", "--preset", "smoke")[0] == 0
+    h7, h8, seeds = wrote[2].split("/")[1], wrote[3].split("/")[1], wrote[4].split("/")[1]
+    assert wrote[:2] == ["results/e04_qkv", "scratch/smoke/e04_qkv"]
+    assert h7.startswith("smoke+") and h8.startswith("smoke+") and h7 != h8 and seeds.startswith("cpu+")
+    assert wrote[5] == "analyze scratch/smoke/e04_qkv"
+    code, _, err = run_cli(capsys, "analyze", "e04", "--preset", "huge")
+    assert_one_line_error(code, err, "unknown preset 'huge'; allowed: cpu, gpu, smoke")
