@@ -3,7 +3,8 @@
 # project into it (editable, with the test extras); afterwards it reuses it, reinstalling only when
 # setup.cfg or pyproject.toml change. Then it runs the `lab` command line with the arguments given:
 #   ./lab.sh run all     train every experiment at the default `cpu` preset and write results/REPORT.md
-#   ./lab.sh test        ruff check + the whole pytest suite
+#   ./lab.sh test        ruff check + the whole pytest suite (as root on Debian/Ubuntu it first installs
+#                        the chromium package for the browser test, once; LAB_NO_BROWSER=1 skips that)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${LAB_VENV:-$root/.venv}"
@@ -34,11 +35,13 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 fi
 # The dashboard's browser test drives a real Chromium. Playwright is a Python test dependency, but its own
 # browser download needs the internet, so the test uses the system's Chromium: on Debian/Ubuntu as root
-# (CI), install the distribution's package once; elsewhere install it yourself or set LAB_CHROMIUM.
-if [ "${1:-}" = "test" ] && [ -z "${LAB_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 &&
-   ! command -v chromium-browser >/dev/null 2>&1 && [ ! -e "$venv/.chromium-tried" ] &&
-   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "lab: installing Debian's chromium for the dashboard's browser test (once) ..." >&2
+# (CI), `./lab.sh test` installs the distribution's package once, saying so first; LAB_NO_BROWSER=1 skips
+# the install (and the browser test, which then says why); elsewhere install it yourself or set LAB_CHROMIUM.
+if [ "${1:-}" = "test" ] && [ -z "${LAB_NO_BROWSER:-}" ] && [ -z "${LAB_CHROMIUM:-}" ] &&
+   ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 &&
+   [ ! -e "$venv/.chromium-tried" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "lab: installing Debian's chromium package system-wide (apt-get; ~300 MB with its libraries; once)" \
+       "for the dashboard's browser test; LAB_NO_BROWSER=1 ./lab.sh test skips it" >&2
   touch "$venv/.chromium-tried"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
        >"$venv/chromium-install.log" 2>&1; then

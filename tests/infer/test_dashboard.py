@@ -150,6 +150,8 @@ def _skip_or_fail(reason: str):
 
 
 def test_page_in_a_real_browser(server):
+    if os.environ.get("LAB_NO_BROWSER"):
+        _skip_or_fail("LAB_NO_BROWSER is set (./lab.sh test then installs no Chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
