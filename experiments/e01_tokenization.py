@@ -24,9 +24,10 @@ Writes:   results/e01_tokenization/
                                  byte, reversal accuracy, embedding cosines (and map, PCA, neighbours)
   plots/*.png, plots/tokens.html, tables/*.md, findings.json
 
-GPT-2 reference (`gpt2`): "auto" uses $LAB_REFERENCE_DATA/gpt2.tiktoken or an already cached download
-and otherwise leaves GPT-2 out (the experiment never needs the network); "download" fetches OpenAI's
-r50k_base.tiktoken once (sha256-pinned); "none" skips it; any other value is a path to a .tiktoken file.
+GPT-2 reference (`gpt2`): "auto" uses $LAB_REFERENCE_DATA/gpt2.tiktoken or an already cached download,
+else downloads OpenAI's r50k_base.tiktoken once (sha256-pinned, cached); offline, GPT-2 is left out and the
+run, the compression table and the finding say so and why. "download" requires the download; "none" skips
+GPT-2; any other value is a path to a .tiktoken file.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +44,10 @@ import numpy as np
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
 from lab.analysis.geometry import mean_cosine, nearest, pca, unit_rows
 from lab.config import check, check_at_least, check_causal, check_distinct
-from lab.data.corpora import reference_file
+from lab.data.corpora import fetch, reference_file
 from lab.data.pipeline import DataConfig, load_text_data, split_text, text_lm
 from lab.data.tasks import PromptAnswer, reversal_examples, word_split
+from lab.errors import DataError
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig
 from lab.model.flops import equal_flops_steps, train_flops_per_step
@@ -182,10 +185,14 @@ def run(cfg: E01Config, out: Path, opts) -> None:
         if not (tok_dir / pattern / "tokenizer.json").exists():
             text, name = split_text(cfg.data)[0], f"{cfg.data.name}-{pattern}"
             save(train_bpe(text, max_vocab, pattern=pattern, name=name), tok_dir / pattern)
-    if (source := reference_file("gpt2.tiktoken", cfg.gpt2)) is not None:
+    source, left_out = _gpt2_ranks(cfg.gpt2)
+    if source is not None:
         load_tiktoken_file(source)  # refuse a corrupted file before copying it
         shutil.copyfile(source, tok_dir / "gpt2.tiktoken")
+    elif cfg.gpt2 != "none":  # asked for and not had: say so now, not only in the table
+        print(f"e01: GPT-2's row is left out: {left_out}", file=sys.stderr)
     measured = _measure_tokenizers(cfg, tok_dir, max_vocab) | {"lm": {}, "reverse": {}}
+    measured["compression"]["gpt2_left_out"] = left_out
 
     def trained(kind: str, variant: str, spec: SweepSpec) -> list:
         """Train one sweep (or find it complete on disk) and return every seed's trained parameters."""
@@ -206,6 +213,19 @@ def run(cfg: E01Config, out: Path, opts) -> None:
         measured["reverse"][variant] = dict(exact=exact, token=token, answer_tokens=float(mask.sum(1).mean()))
     examples = [(w, [tok.bpe.decode([i]) for i in tok.encode(f"{w[::-1]}.")]) for w in _words(cfg)[1][:6]]
     write_measurement(out / "runs" / "measurements.json", measured | {"reverse_examples": examples}, cfg)
+
+
+def _gpt2_ranks(source: str) -> tuple[Path | None, str]:
+    """(GPT-2's ranks file or None, why it is left out): "auto" falls back on the pinned download."""
+    if source == "none":
+        return None, "the config says gpt2=none"
+    path = reference_file("gpt2.tiktoken", source)
+    if path is not None or source != "auto":
+        return path, ""
+    try:
+        return fetch("gpt2.tiktoken"), ""
+    except DataError as e:  # offline: say what is missing and how to supply it
+        return None, f"no local copy ($LAB_REFERENCE_DATA unset, none cached) and {e}"
 
 
 def _measure_tokenizers(cfg: E01Config, tok_dir: Path, max_vocab: int) -> dict:
@@ -292,6 +312,8 @@ def _compression(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
         t.add(v, *(f"{m[p][k]:.3f}" for p in PATTERNS))
     if ref is not None:
         t.add("GPT-2 (50,257, trained on WebText)", f"{ref[1]:.3f}", "")
+    elif m.get("gpt2_left_out"):
+        t.add("GPT-2 (50,257): left out", m["gpt2_left_out"], "")
     outs.table("compression.md", t)
     ev, parts = [], []
     for p in PATTERNS:  # deterministic: each pattern's curve is checked exactly
@@ -300,6 +322,7 @@ def _compression(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
         shrink = np.all(np.diff(m[p]) > 0) and np.all(np.diff(gains) <= 1e-9 + GAIN_SLACK * gains[0])
         parts.append("supported" if shrink else "refuted")
     ev += [f"GPT-2's 50,257 ids: {ref[1]:.2f} bytes/token on the same text"] if ref is not None else []
+    ev += [f"GPT-2 left out: {m['gpt2_left_out']}"] if ref is None and m.get("gpt2_left_out") else []
     return Finding(
         "A larger vocabulary compresses held-out text more, with shrinking returns per doubling",
         headline(parts),

@@ -133,7 +133,7 @@ def load_corpus(spec: str, *, cache_dir: str | os.PathLike[str] | None = None) -
         path = fetch(spec, cache_dir)
         download = DOWNLOADS[spec]
         text = _decode(path.read_bytes(), path)
-        return _make_corpus(spec, text, f"{download.url} (sha256-checked copy at {path})", 1)
+        return _make_corpus(spec, text, f"{download.url} (a sha256-checked copy)", 1)
     raise _fail(f"unknown corpus {spec!r}; allowed: {_allowed()}")
 
 
@@ -274,7 +274,7 @@ def _build_stdlib_corpus_gc_paused(kind: str, root: str) -> Corpus:
     what = "sources" if kind == "pystdlib" else "docstrings (via ast, not imported)"
     source = (
         f"Python {platform.python_version()} ({platform.python_implementation()}) standard library {what} "
-        f"at {root}: {n_files} *.py files, {skipped}, {n_used} used"
+        f"(the running interpreter's; its path is not recorded): {n_files} *.py files, {skipped}, {n_used} used"
     )
     return _make_corpus(kind, body, source, n_used)
 
@@ -359,9 +359,13 @@ def _download(name: str, download: Download, target: pathlib.Path) -> None:
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
                 # URLError subclasses OSError; its .reason is the useful part (DNS failure, refused, 404).
                 reason = getattr(e, "reason", None) or e
+                local = (
+                    "--data file:PATH"
+                    if name in DOWNLOADS
+                    else f"LAB_REFERENCE_DATA=DIR (a directory with {name})"
+                )
                 raise _fail(
-                    f"cannot download {name} from {download.url}: {reason}; "
-                    f"offline, pass a local copy with --data file:PATH"
+                    f"cannot download {name} from {download.url}: {reason}; offline, pass a local copy with {local}"
                 ) from None
             out.flush()
             os.fsync(out.fileno())

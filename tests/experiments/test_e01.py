@@ -53,12 +53,32 @@ def test_made_up_measurements_give_the_verdicts_the_rule_gives(smoke, tmp_path):
         r["bpb"] = [2.0, 2.01] if v == "byte" else [3.0, 3.02]
     for v, r in m["reverse"].items():
         r["exact"] = [0.5, 0.52] if v == "byte" else [0.5, 0.51]
+    m["compression"].update(gpt2_ref=None, gpt2_left_out="the download failed (made up)")
     write_measurement(copy / "runs" / "measurements.json", m, cfg)
     assert main(["analyze", "e01", "--results", str(tmp_path)]) == 0
     f = json.loads((copy / "findings.json").read_text())
     assert [x["verdict"] for x in f["findings"][1:3]] == ["refuted", "refuted"]
     assert f["verdict"] == "refuted"
     assert "Δ +1.005 [95% CI" in f["findings"][1]["evidence"]
+    assert "GPT-2 left out: the download failed (made up)" in f["findings"][0]["evidence"]
+    assert (
+        "| GPT-2 (50,257): left out | the download failed (made up) |"
+        in (copy / "tables" / "compression.md").read_text()
+    )
+
+
+def test_gpt2_is_downloaded_when_not_at_hand_and_left_out_saying_why_offline(monkeypatch, tmp_path):
+    monkeypatch.setattr(e01, "reference_file", lambda name, source="auto": None)
+    monkeypatch.setattr(e01, "fetch", lambda name: tmp_path / name)
+    assert e01._gpt2_ranks("auto") == (tmp_path / "gpt2.tiktoken", "")
+
+    def offline(name):
+        raise e01.DataError("cannot download gpt2.tiktoken: no route")
+
+    monkeypatch.setattr(e01, "fetch", offline)
+    path, why = e01._gpt2_ranks("auto")
+    assert path is None and "LAB_REFERENCE_DATA" in why and "no route" in why
+    assert e01._gpt2_ranks("none") == (None, "the config says gpt2=none")
 
 
 def test_saved_tokenizers_are_the_ones_the_models_trained_with(smoke):
