@@ -7,6 +7,7 @@ are listed as such, never silently dropped.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from lab.analysis.findings import Findings
@@ -70,6 +71,12 @@ def write_report(experiments, results: Path) -> Path:
     return path
 
 
+def portable_paths(text: str) -> str:
+    """`text` with each absolute path of a `file:` corpus written as `file:PATH/<file name>`: a committed
+    file names the data (its content hash is recorded where it matters), never one machine's directories."""
+    return re.sub(r"file:/\S*?([^/\s`'\"]+)(?=[\s`'\",;)]|$)", r"file:PATH/\1", text)
+
+
 def update_benchmarks(section: str, markdown: str, path: Path = Path("results/benchmarks.md")) -> Path:
     """Replace (or append) one benchmark script's section of results/benchmarks.md.
 
@@ -78,7 +85,7 @@ def update_benchmarks(section: str, markdown: str, path: Path = Path("results/be
     """
     path = Path(path)
     start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    block = f"{start}\n{portable_paths(markdown.rstrip())}\n{end}"
     text = (
         path.read_text(encoding="utf-8")
         if path.exists()

@@ -26,6 +26,9 @@ SHAPES = {
 }
 
 
+SMOKE_HELP = "tiny sizes, to check the script runs end to end (tests/test_readme.py); figures mean nothing; writes nothing"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="both", choices=[*SHAPES, "both"])
@@ -35,7 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, default=None, help="host CPU devices (default: cores, max 8)")
     p.add_argument("--strategies", default="loop,vmap,shard,auto", help="loop first: ratios are vs loop")
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
+    p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.shape, args.members, args.steps, args.repeats, args.write = "tiny", 2, 2, 1, False
 
     from lab.runtime import default_cpu_devices, init_jax
 
