@@ -8,11 +8,13 @@ slower, which programs this small do not notice. XLA's own graph passes (fusion,
 run, so the tests exercise the programs users run; `lab run` keeps the default. The flag goes into the
 environment before JAX starts, so subprocesses that tests start get it too.
 
-`./lab.sh test` runs the suite on several processes (pytest-xdist; lab.cli.run_tests), which is why
-fixtures that train share work only within one process (see tests/experiments/conftest.py).
+`./lab.sh test` runs the suite on several processes (pytest-xdist; lab.cli.run_tests). Each experiment's
+smoke run is made once per test session and shared by every process that needs it (`smoke_run`).
 """
 
+import fcntl
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -39,3 +41,39 @@ def tiny():
         steps=20, batch_size=4, warmup_steps=2, log_every=5, eval_every=10, eval_batches=2, ckpt_every=10
     )
     return cfg, tcfg, task
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory) -> Path:
+    """One results root for the whole session's smoke runs, shared by pytest-xdist's workers (their base
+    temporary directories are siblings; without xdist, the session's own)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "smoke_results"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_root):
+    """`smoke_run("e04")` -> (results root, the experiment's directory) after `lab run e04 --preset smoke`.
+
+    Each experiment's smoke run is made once per session: the first process to ask makes it while holding
+    a lock on the experiment, and every other process (an experiment's own tests, the README walkthrough)
+    waits for it and reuses it. A run is complete once its findings.json exists (written last).
+    """
+    import experiments
+    from lab.cli import main
+    from lab.experiment import registry
+
+    reg = registry(experiments)
+
+    def run(exp_id: str):
+        out = reg[exp_id].out_dir(smoke_root)
+        with open(smoke_root / f".{exp_id}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not (out / "findings.json").exists():
+                args = ["run", exp_id, "--preset", "smoke", "--results", str(smoke_root), "--no-progress"]
+                assert main(args) == 0
+        return smoke_root, out
+
+    return run

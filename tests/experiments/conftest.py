@@ -1,8 +1,5 @@
-"""Every experiment's smoke run, once per test process, and the check that its analysis needs no JAX.
-
-Each experiment's tests take `smoke_run("eNN")`. Session fixtures live once per process, so
-`./lab.sh test` distributes the suite over pytest-xdist workers a whole file at a time
-(`--dist loadfile`, lab.cli.run_tests): all of one experiment's tests, and its smoke run, stay together.
+"""The check that an experiment's analysis needs no JAX (each experiment's tests take its smoke run from
+`smoke_run("eNN")`, tests/conftest.py).
 
 `analysis_without_jax(exp_id, out)` redraws a run's findings in a child process where JAX cannot compute
 (DESIGN.md's layers: every number a model gives is computed by `run` and written to files; `analyze` only
@@ -17,8 +14,6 @@ import sys
 import textwrap
 
 import pytest
-
-from lab.cli import main
 
 CHILD = textwrap.dedent(
     """
@@ -38,6 +33,23 @@ CHILD = textwrap.dedent(
 )
 
 
+def analyze_without_jax(exp: str, root, tmp_path) -> None:
+    """`lab analyze exp --results root` in a child process where JAX cannot compute."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "JAX_PLATFORMS": "no_such_platform", "MPLBACKEND": "Agg"}
+    r = subprocess.run(
+        [sys.executable, str(script), exp, str(root)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture
+def redraw_without_jax(tmp_path):
+    """`redraw_without_jax(exp, root)`: `lab analyze exp --results root` where JAX cannot compute."""
+    return lambda exp, root: analyze_without_jax(exp, root, tmp_path)
+
+
 @pytest.fixture
 def analysis_without_jax(tmp_path):
     def check(exp_id: str, out):
@@ -47,44 +59,10 @@ def analysis_without_jax(tmp_path):
         copy = root / out.name
         shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
         (copy / "findings.json").unlink()
-        script = tmp_path / "child.py"
-        script.write_text(CHILD)
-        env = {**os.environ, "JAX_PLATFORMS": "no_such_platform", "MPLBACKEND": "Agg"}
-        r = subprocess.run(
-            [sys.executable, str(script), exp_id, str(root)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
+        analyze_without_jax(exp_id, root, tmp_path)
         after = json.loads((copy / "findings.json").read_text())
         assert after == json.loads((out / "findings.json").read_text())
         for rel in after["plots"]:
             assert (copy / rel).is_file(), f"{exp_id}: {rel} is listed but missing"
 
     return check
-
-
-@pytest.fixture(scope="session")
-def smoke_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoke_results")
-
-
-@pytest.fixture(scope="session")
-def smoke_run(smoke_root):
-    import experiments
-    from lab.experiment import registry
-
-    reg = registry(experiments)
-    done = {}
-
-    def run(exp_id: str):
-        """(results root, the experiment's results directory) after `lab run exp_id --preset smoke`."""
-        if exp_id not in done:
-            args = ["run", exp_id, "--preset", "smoke", "--results", str(smoke_root), "--no-progress"]
-            assert main(args) == 0
-            done[exp_id] = reg[exp_id].out_dir(smoke_root)
-        return smoke_root, done[exp_id]
-
-    return run
