@@ -200,18 +200,23 @@ def _plots(cfg, v, chance, outs) -> None:
         bar.axhline(chance, color="grey", linestyle="--", label="chance, ln(n_symbols)")
         plots.finish(bar, f"{mask}: final val loss per encoding", "position encoding", loss)
         for j, p in enumerate(P):
-            plots.points(ext, [m * T for m in X], [v[(mask, p)][m] for m in X], p)
+            nudge = 2 ** (0.04 * (j - (len(P) - 1) / 2))  # sideways, so equal losses do not hide each other
+            plots.points(ext, [m * T * nudge for m in X], [v[(mask, p)][m] for m in X], p)
             e, a = (v[(mask, p)][x].reshape(cfg.seeds, -1) for x in ("entropy", "at_offset"))  # (S, L*H)
             head.scatter(e.ravel(), a.ravel(), label=p, s=14, color=f"C{j}")
         ext.axhline(chance, color="grey", linestyle="--", label="chance")
         ext.axvline(T, color="black", linestyle=":", linewidth=1, label="training length")
         ext.set_xscale("log", base=2)
-        plots.finish(ext, f"{mask}: loss vs evaluation length", "evaluation length (tokens)", loss)
+        last = i == len(cfg.masks) - 1  # one legend, beside the last panel, over no data
+        plots.finish(
+            ext, f"{mask}: loss vs evaluation length", "evaluation length (tokens)", loss, last, True
+        )
         xlabel = "attention entropy (nats, mean over queries)"
         plots.finish(head, f"{mask}: every head of every seed", xlabel, f"mean weight on key t-{k}")
     titles = (
         f"e02: shifted copy (offset {k}) at T={T}, mean ± sd",
-        "e02: length extrapolation (learned positions cannot run past T: no points)",
+        "e02: length extrapolation (learned positions cannot run past T: no points; "
+        "encodings nudged sideways to stay visible)",
         "e02: positional heads are sharp (low entropy) and attend to the offset the task needs",
     )
     for n, title in zip(names, titles):

@@ -251,9 +251,10 @@ def _activation_plots(r: _Runs, outs: Outputs, acts: dict) -> None:
             ax.set_yscale("symlog", linthresh=1e-1)
             ticks = ["emb"] * (kind == "residual") + [f"b{i}" for i in range(blocks)]
             ax.set_xticks(np.arange(len(ticks)), ticks)
-            ax.plot([], [], color="C0", label=f"{label}, seed 0, lr {cfg.lrs[0]:g}")
-            plots.finish(ax, label, "layer", "activation value (symlog)")
-        fig.suptitle(f"e10: distribution of the {title}, per layer")
+            last = name == items[-1][0]  # one legend, beside the last panel, over no data
+            ax.fill([], [], color="C0", alpha=0.3, label="seed 0's values\n(density per layer)")
+            plots.finish(ax, label, "layer", "activation value (symlog)", last, outside=True)
+        fig.suptitle(f"e10: distribution of the {title}, per layer (seed 0, lr {cfg.lrs[0]:g})")
         plots.save(fig, outs.plot(f"violins_{kind}.png"))
 
 
