@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the interactive sampler dashboard on 127.0.0.1")
     p.add_argument("--checkpoint", type=Path, default=None, help="a run directory of a text model (default: "
-                   "e05's language model if trained, else a small model trained on first use)")  # fmt: skip
+                   "e05's language model if trained, else the default model, trained on first use)")  # fmt: skip
+    p.add_argument("--preset", default="cpu", help="size of the default model: cpu (the default; about 2 "
+                   "minutes of training on 2 cores) | smoke (seconds; writes gibberish; for tests)")  # fmt: skip
     p.add_argument("--member", type=int, default=0, help="which member (seed) of the run's sweep")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=256, help="longest generation a request may ask for")
     p.add_argument("--max-concurrent", type=int, default=2, help="generations allowed at once")
     _common_results(p)
+    p.add_argument("--scratch", type=Path, default=SCRATCH, help="where the default model is kept, under "
+                   "dashboard/PRESET (default: scratch/, which git ignores)")  # fmt: skip
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("test", help="ruff check, then pytest (extra arguments go to pytest)")
@@ -284,6 +288,10 @@ def cmd_tokenizer_show(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    if args.preset not in DASHBOARD_PRESETS:
+        raise ConfigError(
+            f"unknown preset {args.preset!r} for the dashboard; allowed: {', '.join(DASHBOARD_PRESETS)}"
+        )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
     if not 1 <= args.max_tokens <= 4096:
@@ -296,26 +304,29 @@ def cmd_dashboard(args) -> int:
     from lab.infer.dashboard import make_server
     from lab.infer.load import load_text_model
 
-    run_dir = args.checkpoint
+    run_dir, note, prompt = args.checkpoint, "", "def "
     if run_dir is None:
         e05 = args.results / "e05_sampling" / "runs" / "lm"
-        run_dir = e05 if (e05 / "checkpoints").is_dir() else args.results / "dashboard" / "model"
-        if run_dir != e05 and not (run_dir / "checkpoints").is_dir():
-            print(f"no trained model yet: training a small one into {run_dir} (about a minute, once)")
-            train_default_model(run_dir)
+        if (e05 / "checkpoints").is_dir():
+            run_dir = e05
+        else:
+            run_dir = args.scratch / "dashboard" / args.preset
+            train_default_model(run_dir, args.preset, progress=sys.stderr.isatty())
+            note = DASHBOARD_PRESETS[args.preset]["note"]
+            prompt = "Return the "  # docstrings (pydocs) rarely hold code; they often start so
     model = load_text_model(run_dir, args.member)
     try:
-        server = make_server(model, args.host, args.port, args.max_tokens, args.max_concurrent)
+        server = make_server(
+            model, args.host, args.port, args.max_tokens, args.max_concurrent, note=note, prompt=prompt
+        )
     except OSError as e:
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); try another --port"
         ) from None
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
-    print(
-        f"serving {model.description}\nopen http://{args.host}:{server.server_port}/  (Ctrl-C to stop)",
-        flush=True,
-    )
+    print(f"serving {model.description}", *([note] if note else []), sep="\n")
+    print(f"open http://{args.host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -325,21 +336,104 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
-DASHBOARD_STEPS = 800
+# Where the dashboard keeps the model it trains (under dashboard/<preset>): beside results/ in the checkout,
+# not in it, since results/ holds what experiments publish and git tracks it.
+SCRATCH = Path("scratch")
+_BETTER = ("For better text, train project 5's model on an accelerator (`./lab.sh run e05 --preset gpu`) and "
+           "restart the dashboard, which serves it when it exists, or pass --checkpoint RUN_DIR with any "
+           "text model's run.")  # fmt: skip
+# The dashboard's default model at each --preset: the sizes of lab.model.PRESETS[preset] and
+# lab.train.config.TRAIN_PRESETS[preset] (TrainConfig() where there is none) with `train` replaced, always
+# byte-level on `pydocs` (needs no network). `takes` and `note` are what the user is told.
+DASHBOARD_PRESETS = {
+    "cpu": {
+        "train": dict(steps=4000, batch_size=16, lr=6e-3, warmup_steps=100, eval_every=500, ckpt_every=500),
+        "takes": "about 2 minutes on 2 cores",
+        "note": f"This is the dashboard's default model, trained for about 2 minutes on a CPU. {_BETTER}",
+    },
+    "smoke": {
+        "train": {},
+        "takes": "seconds",
+        "note": "This is the smoke-test model (seconds of training): it writes gibberish. Restart without "
+        f"--preset smoke for the default model (about 2 minutes of training on a CPU). {_BETTER}",
+    },
+}
 
 
-def train_default_model(run_dir: Path, progress: bool = True) -> Path:
-    """The dashboard's fallback model: a small byte-level model of the `pydocs` corpus (needs no network),
-    trained once through the one training driver and then reused."""
+def train_default_model(run_dir: Path, preset: str = "cpu", progress: bool = True) -> Path:
+    """The dashboard's default model at `preset` (DASHBOARD_PRESETS) in `run_dir`: trained once through the
+    one training driver, resumed if interrupted, then reused as it is (without rebuilding the corpus). A model
+    stored there by a different config (an older lab's default, say) is refused in one line saying what to do.
+    """
+    import json
+
+    from lab.errors import CheckpointError
+    from lab.fileio import read_json
+    from lab.model import PRESETS, ModelConfig
+    from lab.train import checkpoint as ckpt
+    from lab.train.config import TRAIN_PRESETS, TrainConfig
+
+    run_dir = Path(run_dir)
+    model = PRESETS[preset]
+    tcfg = TRAIN_PRESETS.get(preset, TrainConfig()).replace(**DASHBOARD_PRESETS[preset]["train"])
+
+    def refuse(why: str):
+        raise CheckpointError(
+            f"{run_dir} holds a default model {why}: delete it to train this version's (rm -r {run_dir}), "
+            f"or serve it as it is with --checkpoint {run_dir}"
+        )
+
+    def differ(have: dict, want: dict):  # refuse if they differ, naming the first differences
+        d = config_lib.diff(have, want)
+        if d:
+            refuse(f"trained with a different config ({'; '.join(d[:2])}{'; ...' if len(d) > 2 else ''}; "
+                   "stored vs now)")  # fmt: skip
+
+    if (run_dir / "config.json").is_file():  # check what is stored before anything is loaded or trained
+        try:
+            stored = read_json(run_dir / "config.json")["config"]
+            have = {
+                k: config_lib.fill_defaults(stored[k], c)
+                for k, c in (("model", ModelConfig), ("train", TrainConfig))
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            refuse("whose config.json is unreadable")
+        want = {"model": config_lib.to_dict(model), "train": config_lib.to_dict(tcfg)}
+        for d in (have, want):
+            d["model"].pop("vocab_size", None)  # the tokenizer's, known once the corpus is loaded
+        differ(have, want)
+        if (run_dir / "checkpoints").is_dir():
+            mngr = ckpt.manager(run_dir / "checkpoints")
+            try:
+                if (mngr.latest_step() or 0) >= tcfg.steps:
+                    return run_dir
+            finally:
+                mngr.close()
     from lab.data.pipeline import DataConfig, text_lm
-    from lab.model import PRESETS
-    from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
+    from lab.train import SweepSpec, members_grid, train_sweep
+    from lab.train.loop import run_config
 
-    lm = text_lm(DataConfig("pydocs"), PRESETS["cpu"])
-    tcfg = TrainConfig(steps=DASHBOARD_STEPS, batch_size=16, warmup_steps=80, eval_every=200, ckpt_every=400)
+    takes = DASHBOARD_PRESETS[preset]["takes"]
+    if (run_dir / "checkpoints").is_dir():
+        print(
+            f"resuming the training of the {preset} default model in {run_dir} ({takes} in all)", flush=True
+        )
+    else:
+        print(
+            f"no trained model yet: training the {preset} default model into {run_dir} ({takes}, once)",
+            flush=True,
+        )
+    lm = text_lm(DataConfig("pydocs"), model)
     spec = SweepSpec.text(lm, tcfg, members_grid([0], [tcfg.lr]))
-    train_sweep(run_dir, spec, progress=progress, desc="dashboard default model")
-    return Path(run_dir)
+    try:
+        train_sweep(run_dir, spec, progress=progress, desc=f"dashboard {preset} model")
+    except CheckpointError:  # e.g. an unfinished model of another corpus (another Python's standard library)
+        have = read_json(run_dir / "config.json")["config"] if (run_dir / "config.json").is_file() else None
+        if have is None:
+            raise
+        differ(have, json.loads(json.dumps(run_config(spec))))  # as JSON sees it: tuples are lists
+        raise
+    return run_dir
 
 
 def cmd_list(args) -> int:

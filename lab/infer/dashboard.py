@@ -3,7 +3,7 @@
     lab dashboard [--checkpoint RUN_DIR] [--member 0] [--port 8765] [--host 127.0.0.1]
 
 GET  /              the page (HTML, CSS and JavaScript inline: works offline, no CDN)
-GET  /api/info      the model being served and the request limits
+GET  /api/info      the model being served (its description and a note) and the request limits
 POST /api/generate  {"prompt": str, one field per knob of the sampler table (today "repetition_penalty",
                      "temperature", "top_k", "top_p", "min_p"), "seed": int, "max_tokens": int}
                     -> {"tokens": [{"id", "text", "prob", "entropy_before", "entropy_after", "kept",
@@ -125,13 +125,16 @@ def generate_response(
 
 
 def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max_new: int = 256,
-                max_concurrent: int = 2, table=SAMPLERS) -> ThreadingHTTPServer:  # fmt: skip
+                max_concurrent: int = 2, table=SAMPLERS, note: str = "",
+                prompt: str = "def ") -> ThreadingHTTPServer:  # fmt: skip
     """A server for `model` with the knobs of `table` (call .serve_forever(); port 0 picks a free port,
-    see .server_port)."""
+    see .server_port). `note`, if given, is shown on the page under the model's description (the CLI says
+    there what the default model is and how to serve a better one); `prompt` is the page's first prompt."""
     slots = threading.BoundedSemaphore(max_concurrent)
-    html_page = page(table).encode("utf-8")
+    html_page = page(table, model.description, note, prompt).encode("utf-8")
     info = {
         "model": model.description,
+        "note": note,
         "vocab_size": model.cfg.vocab_size,
         "context": model.cfg.max_len,
         "max_tokens": max_new,

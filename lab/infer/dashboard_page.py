@@ -1,8 +1,9 @@
 """The dashboard's single page: HTML, CSS and JavaScript in one string, no external assets.
 
-`page(table)` fills the template's marked places from the sampler table (lab.ops.sampling.SAMPLERS): one
-slider per knob, in the order the chain applies them, the JavaScript's lists of knobs and integer knobs,
-the knobs whose range ends at the vocabulary size, and the names of the filters in the legend.
+`page(table, model, note, prompt)` fills the template's marked places: the description of the model served,
+a note under it and the first prompt, and from the sampler table (lab.ops.sampling.SAMPLERS) one slider per knob, in the order the
+chain applies them, the JavaScript's lists of knobs and integer knobs, the knobs whose range ends at the
+vocabulary size, and the names of the filters in the legend.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ textarea{width:100%;height:6em;font-family:monospace}
 #stats td{padding:.1em .8em .1em 0;font-size:.85em} #status{font-size:.8em;color:#666}
 .legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 .8em;vertical-align:middle}
 </style></head><body>
-<h1>Sampler dashboard</h1><div class="sub" id="model">loading…</div>
+<h1>Sampler dashboard</h1><div class="sub" id="model">Model: <!--MODEL--></div>
+<div class="sub" id="note"><!--NOTE--></div>
 <div class="grid"><div>
-<label>Prompt<textarea id="prompt">def </textarea></label>
+<label>Prompt<textarea id="prompt"><!--PROMPT--></textarea></label>
 <!--KNOB SLIDERS-->
 <label>seed <b id="seed_v"></b><input type="range" id="seed" min="0" max="99" step="1" value="0"></label>
 <label>new tokens <b id="max_tokens_v"></b><input type="range" id="max_tokens" min="1" max="256" step="1" value="120"></label>
@@ -112,7 +114,7 @@ function stats(){
 }
 for (const k of knobs) $(k).addEventListener("input", schedule);
 $("prompt").addEventListener("input", schedule);
-fetch("/api/info").then(r => r.json()).then(i => { $("model").textContent = i.model;
+fetch("/api/info").then(r => r.json()).then(i => {
   $("max_tokens").max = i.max_tokens;
   for (const [k, m] of Object.entries(vocabCapped)) $(k).max = Math.min(m, i.vocab_size); body(); run(); });
 </script></body></html>
@@ -126,8 +128,9 @@ def _slider(k) -> str:
             f'min="{lo:g}" max="{hi:g}" step="{step:g}" value="{start:g}"></label>\n')  # fmt: skip
 
 
-def page(table=SAMPLERS) -> str:
-    """The page, with a slider for every knob of `table`."""
+def page(table=SAMPLERS, model: str = "", note: str = "", prompt: str = "def ") -> str:
+    """The page, with a slider for every knob of `table`, saying which `model` it serves (and `note`), and
+    `prompt` as the prompt it first generates from."""
     names = [k.name for k in table]
     filters = names[names.index("temperature") + 1 :]
     fill = {
@@ -138,6 +141,10 @@ def page(table=SAMPLERS) -> str:
         "/*VOCAB CAPPED*/": ",".join(
             f"{json.dumps(k.name)}: {k.slider[1]:g}" for k in table if k.valid[1] is None
         ),
+        # last, so that nothing in the (escaped) description is taken for a mark
+        "<!--MODEL-->": html.escape(model),
+        "<!--NOTE-->": html.escape(note),
+        "<!--PROMPT-->": html.escape(prompt),
     }
     out = TEMPLATE
     for mark, text in fill.items():

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import config as config_lib
-from lab.errors import CheckpointError, ConfigError
+from lab.errors import CheckpointError, ConfigError, LabError
 from lab.fileio import read_json
 from lab.model import ModelConfig
+from lab.runs import read_rows
 from lab.train.config import TrainConfig
 
 
@@ -85,10 +86,39 @@ def load_text_model(run_dir: str | Path, member: int = 0) -> TextModel:
 
     params = jax.tree_util.tree_map(lambda x: x[member], state.params)
     tok = _tokenizer(conf["data"], run_dir)
-    m = members[member]
-    desc = (
-        f"{run_dir} (member {member}: seed {m.seed}, lr {m.lr:g}; step {step}; {cfg.n_layers} layers, "
-        f"d_model {cfg.d_model}, context {cfg.max_len}; {conf['data'].get('corpus')}, "
-        f"{conf['data']['tokenizer'].get('kind')} tokens, vocabulary {cfg.vocab_size})"
-    )
+    n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+    desc = describe(run_dir, conf, cfg, tcfg, member, members[member], step, n_params)
     return TextModel(cfg, params, tok, run_dir, member, desc)
+
+
+def describe(run_dir: Path, conf: dict, cfg: ModelConfig, tcfg: TrainConfig, member: int, m, step: int,
+             n_params: int) -> str:  # fmt: skip
+    """One line on what a run's model is and how it was trained, from the files the run wrote: the corpus
+    and tokenizer, the model's size, the steps and tokens it saw, how long that took (timing.json, when the
+    last session trained every step) and its validation loss at that step (metrics.jsonl)."""
+    data = conf["data"]
+    seq_len = conf.get("task", {}).get("seq_len", cfg.max_len)
+    tokens = step * tcfg.batch_size * seq_len
+    trained = f"{step} steps of {tcfg.batch_size} x {seq_len} tokens ({tokens / 1e6:.1f}M tokens"
+    try:
+        timing = read_json(run_dir / "timing.json")
+        if timing.get("steps") == step:  # one session trained it all: its time is the training time
+            kind = (
+                read_json(run_dir / "config.json").get("provenance", {}).get("devices", {}).get("device_kind")
+            )
+            trained += f" in {timing['train_seconds']:.0f} s" + (f" on {kind}" if kind else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # how long it took is a nicety; a run without timing.json still serves
+    trained += ")"
+    try:
+        val = [r["val_loss"] for r in read_rows(run_dir / "metrics.jsonl")
+               if r.get("member") == member and r.get("step") == step and "val_loss" in r]  # fmt: skip
+        if val and val[-1] is not None:
+            trained += f", validation loss {val[-1]:.2f} nats/token"
+    except LabError:
+        pass
+    return (
+        f"{cfg.n_layers} layer{'s' if cfg.n_layers != 1 else ''}, d_model {cfg.d_model}, context {cfg.max_len}, {n_params / 1e6:.2f}M parameters; "
+        f"trained on {data.get('corpus')} ({data['tokenizer'].get('kind')} tokens, vocabulary {cfg.vocab_size}): "
+        f"{trained} · {run_dir} member {member} (seed {m.seed}, lr {m.lr:g})"
+    )

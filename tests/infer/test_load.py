@@ -38,6 +38,7 @@ def test_refuses_runs_it_cannot_serve(tmp_path, over, fragment):
         (["--max-tokens", "0"], "--max-tokens must be in [1, 4096]"),
         (["--max-concurrent", "0"], "--max-concurrent must be in [1, 64]"),
         (["--checkpoint", "/nonexistent/run"], "does not exist"),
+        (["--preset", "gpu"], "unknown preset 'gpu' for the dashboard; allowed: cpu, smoke"),
     ],
 )
 def test_dashboard_command_refuses_bad_options(capsys, args, fragment):
