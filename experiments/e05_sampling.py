@@ -10,7 +10,7 @@ probability and, on a small model, falls into a loop; we show the loop.
 
 Run:      lab run e05 [--preset smoke|cpu|gpu] [--set train.steps=2000] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e05
-Serve:    lab dashboard   (the interactive sampler, on this experiment's trained model)
+Serve:    lab dashboard --checkpoint results/e05_sampling/runs/lm   (the interactive sampler on this model)
 Writes:   results/e05_sampling/
   runs/lm/                 the language model, one member per seed
   runs/samples/seedN.npz   every sample of the grid: tokens, entropy after filtering, model probabilities

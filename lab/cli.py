@@ -10,7 +10,7 @@
 (ignored by git) unless `--results` says where: see lab.experiment.default_results.
     lab config e04 [--preset P] [--set ...]    print the resolved config (every settable key)
     lab test [PYTEST ARGS]                     ruff check + the test suite
-    lab dashboard [--checkpoint RUN_DIR] [--port 8765]  the sampler dashboard on http://127.0.0.1:8765
+    lab dashboard [--checkpoint RUN_DIR] [--preset cpu|smoke] [--port P]  the sampler dashboard (port 8765)
     lab tokenizer train --data NAME --vocab-size N --out DIR [--pattern gpt2|gpt4|REGEX] [--special S]
     lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed)
     lab tokenizer decode --tokenizer DIR       ids on stdin -> text
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="serve the interactive sampler dashboard on 127.0.0.1")
     p.add_argument("--checkpoint", type=Path, default=None, help="a run directory of a text model (default: "
-                   "e05's language model if trained, else the default model, trained on first use)")  # fmt: skip
+                   "the dashboard's own model, trained on first use)")  # fmt: skip
     p.add_argument("--preset", default="cpu", help="size of the default model: cpu (the default; about 2 "
                    "minutes of training on 2 cores) | smoke (seconds; writes gibberish; for tests)")  # fmt: skip
     p.add_argument("--member", type=int, default=0, help="which member (seed) of the run's sweep")
@@ -144,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     p.add_argument("--max-tokens", type=int, default=256, help="longest generation a request may ask for")
     p.add_argument("--max-concurrent", type=int, default=2, help="generations allowed at once")
-    _common_results(p)
-    p.add_argument("--scratch", type=Path, default=SCRATCH, help="where the default model is kept, under "
+    p.add_argument("--scratch", type=Path, default=E.SCRATCH, help="where the default model is kept, under "
                    "dashboard/PRESET (default: scratch/, which git ignores)")  # fmt: skip
     p.set_defaults(func=cmd_dashboard)
 
@@ -305,15 +304,11 @@ def cmd_dashboard(args) -> int:
     from lab.infer.load import load_text_model
 
     run_dir, note, prompt = args.checkpoint, "", "def "
-    if run_dir is None:
-        e05 = args.results / "e05_sampling" / "runs" / "lm"
-        if (e05 / "checkpoints").is_dir():
-            run_dir = e05
-        else:
-            run_dir = args.scratch / "dashboard" / args.preset
-            train_default_model(run_dir, args.preset, progress=sys.stderr.isatty())
-            note = DASHBOARD_PRESETS[args.preset]["note"]
-            prompt = "Return the "  # docstrings (pydocs) rarely hold code; they often start so
+    if run_dir is None:  # the default model (e05's cpu-preset model is smaller-budget and writes worse text)
+        run_dir = args.scratch / "dashboard" / args.preset
+        train_default_model(run_dir, args.preset, progress=sys.stderr.isatty())
+        note = DASHBOARD_PRESETS[args.preset]["note"]
+        prompt = "Return the "  # docstrings (pydocs) rarely hold code; they often start so
     model = load_text_model(run_dir, args.member)
     try:
         server = make_server(
@@ -336,11 +331,8 @@ def cmd_dashboard(args) -> int:
     return 0
 
 
-# Where the dashboard keeps the model it trains (under dashboard/<preset>): beside results/ in the checkout,
-# not in it, since results/ holds what experiments publish and git tracks it.
-SCRATCH = Path("scratch")
 _BETTER = ("For better text, train project 5's model on an accelerator (`./lab.sh run e05 --preset gpu`) and "
-           "restart the dashboard, which serves it when it exists, or pass --checkpoint RUN_DIR with any "
+           "serve it with --checkpoint scratch/gpu/e05_sampling/runs/lm, or pass --checkpoint RUN_DIR with any "
            "text model's run.")  # fmt: skip
 # The dashboard's default model at each --preset: the sizes of lab.model.PRESETS[preset] and
 # lab.train.config.TRAIN_PRESETS[preset] (TrainConfig() where there is none) with `train` replaced, always

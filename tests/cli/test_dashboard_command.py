@@ -35,7 +35,7 @@ def served(tmp_path_factory):
     printed up to "open http://..."."""
     tmp = tmp_path_factory.mktemp("dashboard")
     cmd = [sys.executable, "-m", "lab.cli", "dashboard", "--preset", "smoke", "--port", "0",
-           "--results", str(tmp / "results"), "--scratch", str(tmp / "scratch")]  # fmt: skip
+           "--scratch", str(tmp / "scratch")]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
@@ -89,7 +89,7 @@ def test_a_stored_default_model_of_another_config_is_refused_in_one_line(served,
     conf = json.loads((scratch / "dashboard" / "smoke" / "config.json").read_text())
     conf["config"]["train"]["steps"] = 10  # as if an older lab had trained it for 10 steps
     (stored / "config.json").write_text(json.dumps(conf))
-    args = ["dashboard", "--preset", "smoke", "--results", str(tmp_path), "--scratch", str(tmp_path)]
+    args = ["dashboard", "--preset", "smoke", "--scratch", str(tmp_path)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a default model trained with a different config" in err[0]
