@@ -1,0 +1,57 @@
+"""lab.progress: what the bars count (no drawing, no clock: tqdm replaced by a recorder)."""
+
+import pytest
+
+from lab import progress
+
+
+class Recorder:
+    """Stands in for tqdm: records the bar's settings, updates and postfix labels."""
+
+    def __init__(self, log, **kw):
+        self.log, self.kw, self.n = log, kw, 0.0
+        log.append(("open", kw["total"]))
+
+    def update(self, k=1):
+        self.n += k
+        self.log.append(("update", k))
+
+    def set_postfix_str(self, s, refresh=True):
+        self.log.append(("label", s))
+
+    def close(self):
+        self.log.append(("close",))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def log(monkeypatch):
+    events = []
+    monkeypatch.setattr(progress, "tqdm", lambda **kw: Recorder(events, **kw))
+    return events
+
+
+def test_weighted_advances_by_each_units_share_of_the_cost_after_its_body(log):
+    for unit in progress.weighted(["a", "b", "c"], {"a": 1, "b": 3, "c": 6}.get, "x", label=str.upper):
+        log.append(("body", unit))
+    assert log == [
+        ("open", 100.0),
+        *[
+            e
+            for u, pct in (("a", 10.0), ("b", 30.0), ("c", 60.0))
+            for e in (("label", u.upper()), ("body", u), ("update", pytest.approx(pct)))
+        ],
+        ("close",),
+    ]
+
+
+def test_counted_counts_items_and_the_bar_follows_the_house_settings(log):
+    assert list(progress.counted("xyz", "d", unit="program")) == ["x", "y", "z"]
+    assert log == [("open", 3), ("update", 1), ("update", 1), ("update", 1), ("close",)]
+    bar = progress.progress_bar(5, "d", enabled=False, unit="step", initial=2)
+    assert bar.kw["disable"] and not bar.kw["leave"] and bar.kw["initial"] == 2
