@@ -3,18 +3,21 @@ ETA is honest.
 
     bar = progress_bar(total, "e09 MHA", enabled, unit="step", initial=resumed_step)  # equal units
     for job in counted(jobs, "e09 MHA compiling", enabled, unit="program"): job()
-    for unit in weighted(units, cost, "e06", enabled): ...                      # units of unequal cost
+    for unit in weighted(units, cost, "e09 decode timing", enabled): ...        # units of unequal cost
+    with Work(total_cost, "e06", enabled) as work: ...; work.done(cost)        # pieces inside loops
 
-`weighted` advances its bar by each unit's expected cost (in any one unit, e.g. estimated seconds) once the
-loop body has finished with it, and shows the percentage of the summed cost, so a few units of very
-different size (a measurement grid) give an ETA in expected work rather than in unit counts. Its rate is the
-mean since the start (tqdm's smoothing off): a cost model is right on average, not unit by unit, so the
-mean over the units done so far is its best estimate of the rate. Imports no JAX.
+`Work` (and `weighted`, built on it) advances its bar by each piece's expected cost (in any one unit, e.g.
+estimated seconds) once the piece has finished, and shows the percentage of the summed cost, so a few pieces
+of very different size (a measurement grid) give an ETA in expected work rather than in piece counts. Its
+rate is the mean since the start (tqdm's smoothing off): a cost model is right on average, not piece by
+piece, so the mean over the pieces done so far is its best estimate of the rate. Imports no JAX.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -41,6 +44,42 @@ def counted(items: Iterable[T], desc: str, enabled: bool = True, unit: str = "it
             bar.update(1)
 
 
+class PlanWarning(UserWarning):
+    """The pieces of work done did not add up to the planned total: the plan (its cost model's list of
+    pieces) and the loops that report them disagree, so the bar's percentage and ETA were off."""
+
+
+class Work:
+    """A bar over pieces of work of unequal expected cost: `total` is their summed cost, and `done(cost)`
+    advances the bar by `cost` once a piece has finished. Shows the percentage of `total` done; `label`
+    names what is running. Used as a context manager: leaving it without an error warns (PlanWarning) if the
+    pieces done do not add up to `total`."""
+
+    def __init__(self, total: float, desc: str, enabled: bool = True):
+        self.total, self.desc, self.spent = float(total), desc, 0.0
+        self.bar = progress_bar(100.0, desc, enabled, bar_format=WEIGHTED_FORMAT, smoothing=0.0)
+
+    def done(self, cost: float, result: T = None) -> T:
+        """Count a finished piece of expected cost `cost`; returns `result` (to wrap a call that did it)."""
+        self.spent += cost
+        self.bar.update(100.0 * cost / (self.total or 1.0))
+        return result
+
+    def label(self, text: str):
+        self.bar.set_postfix_str(text, refresh=False)
+
+    def __enter__(self) -> Work:
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.bar.close()
+        if exc_type is None and not math.isclose(self.spent, self.total, rel_tol=1e-6):
+            msg = (
+                f"{self.desc}: the pieces of work done cost {self.spent:.6g}, the plan said {self.total:.6g}"
+            )
+            warnings.warn(msg, PlanWarning, stacklevel=2)
+
+
 def weighted(
     units: Iterable[T],
     cost: Callable[[T], float],
@@ -48,14 +87,13 @@ def weighted(
     enabled: bool = True,
     label: Callable[[T], str] | None = None,
 ) -> Iterator[T]:
-    """Yield each of `units`; once the loop body is done with one, advance the bar by its share of the
-    summed `cost` (shown as a percentage). `label(unit)` names the running unit in the postfix."""
+    """Yield each of `units`; once the loop body is done with one, count its `cost(unit)` on a `Work` bar
+    over their summed cost. `label(unit)` names the running unit on the bar."""
     units = list(units)
     costs = [float(cost(u)) for u in units]
-    total = sum(costs) or 1.0
-    with progress_bar(100.0, desc, enabled, bar_format=WEIGHTED_FORMAT, smoothing=0.0) as bar:
+    with Work(sum(costs), desc, enabled) as work:
         for u, c in zip(units, costs):
             if label is not None:
-                bar.set_postfix_str(label(u), refresh=False)
+                work.label(label(u))
             yield u
-            bar.update(100.0 * c / total)
+            work.done(c)

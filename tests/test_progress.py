@@ -1,5 +1,7 @@
 """lab.progress: what the bars count (no drawing, no clock: tqdm replaced by a recorder)."""
 
+import warnings
+
 import pytest
 
 from lab import progress
@@ -55,3 +57,17 @@ def test_counted_counts_items_and_the_bar_follows_the_house_settings(log):
     assert log == [("open", 3), ("update", 1), ("update", 1), ("update", 1), ("close",)]
     bar = progress.progress_bar(5, "d", enabled=False, unit="step", initial=2)
     assert bar.kw["disable"] and not bar.kw["leave"] and bar.kw["initial"] == 2
+
+
+def test_work_warns_when_the_pieces_done_miss_the_planned_total(log):
+    with pytest.warns(progress.PlanWarning, match="plan: the pieces of work done cost 4"):
+        with progress.Work(10.0, "plan", enabled=False) as work:
+            work.done(4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", progress.PlanWarning)
+        with progress.Work(10.0, "plan", enabled=False) as work:
+            assert work.done(4.0, "result") == "result"
+            work.done(6.0)
+        with pytest.raises(KeyError):  # leaving on an error says nothing about the plan
+            with progress.Work(10.0, "plan", enabled=False) as work:
+                raise KeyError
