@@ -52,11 +52,12 @@ def test_weighted_advances_by_each_units_share_of_the_cost_after_its_body(log):
     ]
 
 
-def test_counted_counts_items_and_the_bar_follows_the_house_settings(log):
-    assert list(progress.counted("xyz", "d", unit="program")) == ["x", "y", "z"]
-    assert log == [("open", 3), ("update", 1), ("update", 1), ("update", 1), ("close",)]
+def test_phase_counts_items_without_an_eta_and_the_bars_follow_the_house_settings(log):
+    assert list(progress.phase("xy", "d", label=str.upper)) == ["x", "y"]
+    assert log == [("open", 2), ("label", "X"), ("update", 1), ("label", "Y"), ("update", 1), ("close",)]
     bar = progress.progress_bar(5, "d", enabled=False, unit="step", initial=2)
     assert bar.kw["disable"] and not bar.kw["leave"] and bar.kw["initial"] == 2
+    assert bar.kw["smoothing"] == 0.0  # the rate is the mean since the bar started
 
 
 def test_work_warns_when_the_pieces_done_miss_the_planned_total(log):

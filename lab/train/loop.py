@@ -35,7 +35,7 @@ from lab import config as config_lib
 from lab.errors import ConfigError
 from lab.fileio import atomic_write_json
 from lab.model import ModelConfig
-from lab.progress import counted, progress_bar
+from lab.progress import phase, progress_bar
 from lab.runs import check_or_write_config, read_rows, truncate_after
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
@@ -257,12 +257,15 @@ def _chunk_sizes(start: int, tcfg: TrainConfig) -> list[int]:
 
 def _compile(runner, state, data, sizes, desc, enabled) -> float:
     """Seconds to compile every program the loop calls (a train call of each of `sizes` steps and the
-    evaluation), on a bar of its own: compilation is its own phase, kept out of the step bar's clock."""
+    evaluation), counted on a line of its own: compilation is its own phase, kept out of the step bar's
+    clock. The line shows no ETA: a training call takes several times an evaluation to compile."""
     t0 = runner.compile_seconds
-    jobs = [functools.partial(runner.compile_train, k, state, data) for k in sizes]
-    jobs.append(functools.partial(runner.compile_eval, state, data))
-    for job in counted(jobs, f"{desc} (compiling)", enabled, unit="program"):
-        job()
+    jobs = {
+        f"train call of {k} steps": functools.partial(runner.compile_train, k, state, data) for k in sizes
+    }
+    jobs["evaluation"] = functools.partial(runner.compile_eval, state, data)
+    for name in phase(jobs, f"{desc} (compiling)", enabled, label=str):
+        jobs[name]()
     return runner.compile_seconds - t0
 
 

@@ -288,9 +288,9 @@ def test_train_sweeps_trains_each_named_sweep_and_sweep_params_restores_its_last
 class RecordedBar:
     """Stands in for tqdm: records what a bar is asked to show (no drawing, no clock)."""
 
-    def __init__(self, events, total=None, desc="", initial=0, unit="it", **_):
+    def __init__(self, events, total=None, desc="", initial=0, unit="it", **kw):
         self.events, self.desc, self.total, self.initial, self.unit = events, desc, total, initial, unit
-        self.n, self.updates, self.postfix = initial, [], {}
+        self.n, self.updates, self.postfix, self.kw = initial, [], {}, kw
         events.append(("open", self))
 
     def update(self, k=1):
@@ -300,6 +300,9 @@ class RecordedBar:
 
     def set_postfix(self, refresh=True, **kw):
         self.postfix = kw
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = s
 
     def close(self):
         self.events.append(("close", self))
@@ -345,8 +348,8 @@ def test_compilation_is_its_own_phase_then_the_bar_counts_steps(tmp_path, tiny, 
     tcfg = tcfg.replace(steps=22)  # train calls of 5 steps and a last one of 2: two train programs
     train_sweep(tmp_path / "r", SweepSpec(cfg, tcfg, task, members_grid([0, 1], [3e-3])), desc="t")
     compiling, steps, order = _phases(recorded)
-    assert (compiling.desc, compiling.unit) == ("t (compiling)", "program")
-    assert compiling.total == compiling.n == 3
+    assert compiling.desc == "t (compiling)" and compiling.total == compiling.n == 3
+    assert "{remaining}" not in compiling.kw["bar_format"]  # no ETA for programs of unequal cost
     # every program compiles while the compile bar is open, counted as it finishes, before the step bar opens
     programs = ("compile_train", "compile_train", "compile_eval")
     counted = [e for k in programs for e in (("compiled", k), ("update", "t (compiling)"))]
