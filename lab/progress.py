@@ -7,8 +7,9 @@ ETA is honest.
     with Work(total_cost, "e06", enabled) as work: ...; work.done(cost)        # pieces inside loops
 
 Every bar's rate is the mean since it started (tqdm's smoothing off): on a machine shared with other work
-the mean gave steadier ETAs than tqdm's moving average, which follows every change of load (measured on e04's
-step bars: ETA / real remaining time 0.60..1.34 with the mean, 0.46..1.70 with the moving average).
+the mean gave steadier ETAs than tqdm's moving average, which follows every change of load (e04's step bars
+in one run on a loaded 2-core machine: ETA / real remaining time 0.46..1.70 with the moving average shown,
+0.60..1.34 recomputed from the same displays with the mean).
 `phase` counts a few items whose costs differ and are not known (compiling a training call and an
 evaluation) and shows the time spent, but no ETA. `Work` (and `weighted`, built on it) advances its bar by
 each piece's expected cost (in any one unit, e.g. estimated seconds) once the piece has finished, and shows
