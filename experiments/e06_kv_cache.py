@@ -34,7 +34,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_distinct
@@ -45,7 +44,9 @@ from lab.infer import cache_trace as ct
 from lab.infer import generate, generate_cached
 from lab.infer.timing import timed, token_seconds
 from lab.model import PRESETS, ModelConfig, init, param_count
+from lab.model.flops import forward_flops_per_token
 from lab.model.transformer import cache_memory
+from lab.progress import Work
 from lab.runs import read_measurement, write_measurement
 from lab.viz import plots
 
@@ -112,20 +113,31 @@ def run(cfg: E06Config, out: Path, opts) -> None:
     model, prompt = _model(cfg)
     params = [init(model, jax.random.PRNGKey(s)) for s in range(cfg.seeds)]
     measure = {"generation": _generation, "positions": _positions, "memory": _memory, "timeline": _timeline}
-    for name, fn in tqdm(measure.items(), desc="e06", disable=not opts.progress, leave=False):
-        write_measurement(out / "runs" / f"{name}.json", fn(cfg, model, params, prompt), cfg)
+    with Work(_expected_seconds(cfg, model), "e06", opts.progress) as work:
+        for name, fn in measure.items():
+            work.label(name)
+            write_measurement(out / "runs" / f"{name}.json", fn(cfg, model, params, prompt, work), cfg)
 
 
-def _generation(cfg, model, params, prompt) -> dict:
+def _methods(cfg, b: int, n: int):
+    """(name, generate function) of the methods timed at batch b and length n: the uncached baseline only
+    where b * n <= uncached_max_tokens (where it is affordable)."""
+    yield "cached", generate_cached
+    if b * n <= cfg.uncached_max_tokens:
+        yield "uncached", generate
+
+
+def _generation(cfg, model, params, prompt, work) -> dict:
     rows = []
     for b, n in ((b, n) for b in cfg.batches for n in cfg.lengths):
         x, toks = jnp.asarray(np.tile(prompt, (b, 1))), {}
-        for name, gen in (("cached", generate_cached), ("uncached", generate)):
-            if name == "uncached" and b * n > cfg.uncached_max_tokens:
-                continue  # the baseline only where it is affordable
+        for name, gen in _methods(cfg, b, n):
             fn = functools.partial(gen, model, prompt_BP=x, n_new=n)  # fn(params) -> tokens
-            compile_s = timed(lambda fn=fn: fn(params[0]))[0]  # first call: compile + one run
-            runs = [timed(lambda fn=fn, p=p: fn(p)) for p in params]  # one repeat per seed's weights
+            work.label(f"{name} generation, batch {b}, {n} tokens")
+            call_s = _call_seconds(model, name, b, cfg.prompt_len, n)  # expected, for the bar
+            first_s = _compile_seconds(name) + call_s
+            compile_s = work.done(first_s, timed(lambda fn=fn: fn(params[0])))[0]  # first call: compile + run
+            runs = [work.done(call_s, timed(lambda fn=fn, p=p: fn(p))) for p in params]  # one per seed
             toks[name] = [y for _, y in runs]
             row = {"method": name, "batch": b, "n_new": n, "seconds": [s for s, _ in runs]}
             rows.append(row | {"first_call_seconds": compile_s})
@@ -135,29 +147,85 @@ def _generation(cfg, model, params, prompt) -> dict:
     return {"prompt_len": cfg.prompt_len, "rows": rows}
 
 
-def _positions(cfg, model, params, prompt) -> dict:
+def _positions(cfg, model, params, prompt, work) -> dict:
     """Seconds for the token at position t: one cached decode step, and one forward over t tokens."""
-    size = cfg.prompt_len + max(cfg.lengths)
-    cached, uncached = token_seconds(model, params, prompt, cfg.positions, size, cfg.position_calls)
+    size, cached, uncached = cfg.prompt_len + max(cfg.lengths), {}, {}
+    for t in cfg.positions:
+        work.label(f"time per token at position {t}")
+        c, u = token_seconds(model, params, prompt, (t,), size, cfg.position_calls)
+        cached, uncached = cached | c, uncached | u
+        work.done(_position_seconds(cfg, model, t))
     return {"cache_size": size, "cached": cached, "uncached": uncached, "calls": cfg.position_calls}
 
 
-def _memory(cfg, model, params, _prompt) -> dict:
+def _memory(cfg, model, params, _prompt, work) -> dict:
     lengths = sorted({cfg.prompt_len + n for n in cfg.lengths})
     rows = [{"batch": b, "length": n} | cache_memory(model, b, n) for b in cfg.batches for n in lengths]
     shape = {"layers": model.n_layers, "kv_heads": model.kv_heads, "head_dim": model.head_dim}
     itemsize = jnp.dtype(model.dtype).itemsize
+    work.done(MEMORY_S)
     return {"rows": rows, "param_bytes": 4 * param_count(params[0]), **shape, "bytes_per_element": itemsize}
 
 
-def _timeline(cfg, model, params, prompt) -> dict:
+def _timeline(cfg, model, params, prompt, work) -> dict:
     """Greedy decoding (the first seed's weights) with a full and with a sliding-window cache, recording
     each cache's slot positions (which K/V rows it holds) before and after every step."""
     out = {"prompt_len": cfg.prompt_len, "steps": cfg.timeline_steps, "window": cfg.window, "caches": {}}
     for kind, window in (("full", None), ("sliding", cfg.window)):
         steps = ct.slot_trace(model, params[0], prompt, cfg.timeline_steps, window)
         out["caches"][kind] = {"window": window, "slots": len(steps[-1]["after"]), "steps": steps}
+        work.done(_trace_seconds(cfg))
     return out
+
+
+# --- run: what each piece of it is expected to cost, for the progress bar's ETA only -----------------------
+# Seconds on the 2-core CPU the cpu preset is sized for (fitted to runs of it); results never use these.
+COMPILE_S = 0.7  # compiling one program: an uncached generation, a forward over t tokens, a decode step
+CACHED_COMPILE_S = 1.5  # compiling a cached generation (its prefill and its lax.scan of decode steps)
+CALL_S = 4e-4  # the fixed cost of one small call (dispatch, a fresh cache)
+FORWARD_FLOPS = 4e10  # FLOP/s of forward passes over whole sequences
+DECODE_FLOPS = 6e9  # FLOP/s of cached decode steps (one token per sequence: bound by overheads)
+MEMORY_S = 0.5  # allocating the caches whose bytes are counted
+
+
+def _compile_seconds(method: str) -> float:
+    return CACHED_COMPILE_S if method == "cached" else COMPILE_S
+
+
+def _call_seconds(model, method: str, b: int, p: int, n: int) -> float:
+    """One generation call of n tokens at batch b after a p-token prompt: n forwards over the whole buffer
+    of p + n positions without a cache; n decode steps attending over p + n cache slots with one."""
+    per_token = forward_flops_per_token(model, p + n)
+    if method == "uncached":
+        return n * b * (p + n) * per_token / FORWARD_FLOPS
+    return n * b * per_token / DECODE_FLOPS  # the steps are one lax.scan: no per-step call
+
+
+def _position_seconds(cfg, model, t: int) -> float:
+    """Timing position t: compiling a forward over t tokens (and at the first position the decode step),
+    then per seed `position_calls` cached decode steps over the whole cache (and their fresh caches) and as
+    many forwards over t tokens."""
+    step = 2 * CALL_S + forward_flops_per_token(model, cfg.prompt_len + max(cfg.lengths)) / DECODE_FLOPS
+    forward = CALL_S + t * forward_flops_per_token(model, t) / FORWARD_FLOPS
+    compiles = 2 if t == cfg.positions[0] else 1
+    return compiles * COMPILE_S + cfg.seeds * cfg.position_calls * (step + forward)
+
+
+def _trace_seconds(cfg) -> float:
+    """One slot trace: compiling its prefill and decode step, then `timeline_steps` steps read back."""
+    return 2 * COMPILE_S + cfg.timeline_steps * CALL_S
+
+
+def _expected_seconds(cfg, model) -> float:
+    """The expected cost of all of `run`'s pieces: the sum of what `run` counts as each is done."""
+    gen = sum(
+        _compile_seconds(name) + (1 + cfg.seeds) * _call_seconds(model, name, b, cfg.prompt_len, n)
+        for b in cfg.batches
+        for n in cfg.lengths
+        for name, _ in _methods(cfg, b, n)
+    )
+    pos = sum(_position_seconds(cfg, model, t) for t in cfg.positions)
+    return gen + pos + MEMORY_S + 2 * _trace_seconds(cfg)
 
 
 # --- analysis: reads runs/*.json only ----------------------------------------------------------------------

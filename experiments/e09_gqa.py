@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_distinct
@@ -39,6 +39,8 @@ from lab.infer.timing import decode_step_seconds
 from lab.model import PRESETS, ModelConfig, init
 from lab.model.gqa import gqa_config, mha_to_gqa
 from lab.model.transformer import cache_memory
+from lab.ops import kv_cache
+from lab.progress import weighted
 from lab.runs import load_runs, read_measurement, write_measurement
 from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
 from lab.train.config import TRAIN_PRESETS
@@ -114,11 +116,29 @@ def _decode(cfg, model, opts) -> dict:
     """Seconds per decode step over a full cache, per (G, context, batch), repeated `seeds` times."""
     rows = []
     grid = [(g, c, b) for g in cfg.groups for c in cfg.decode_contexts for b in cfg.decode_batches]
-    for g, c, b in tqdm(grid, desc="e09 decode timing", disable=not opts.progress, leave=False):
+    cost = lambda gcb: _decode_seconds(cfg, model, *gcb)
+    label = lambda gcb: "G={}, context {}, batch {}".format(*gcb)
+    for g, c, b in weighted(grid, cost, "e09 decode timing", opts.progress, label):
         m = gqa_config(model, g).replace(max_len=c)
         s = decode_step_seconds(m, init(m, jax.random.PRNGKey(0)), b, c, cfg.decode_steps, cfg.seeds)
         rows.append({"groups": g, "context": c, "batch": b, "seconds_per_step": s} | cache_memory(m, b, c))
     return {"n_heads": model.n_heads, "layers": model.n_layers, "head_dim": model.head_dim, "rows": rows}
+
+
+# What one decode-timing unit is expected to cost, for the progress bar's ETA only: seconds on the 2-core CPU
+# the cpu preset is sized for (fitted to a run of it); results never use these.
+COMPILE_S = 1.0  # compiling a model's initialization, or its decode steps
+CALL_S = 5e-3  # the fixed cost of one timed call (a fresh cache, dispatch)
+CACHE_BYTES_PER_S = 3e9  # reading the K/V cache in a decode step
+
+
+def _decode_seconds(cfg, model, g: int, c: int, b: int) -> float:
+    """A decode-timing unit: compiling its decode steps (and, at the first batch of each (G, context), the
+    model's initialization), then seeds + 1 calls of decode_steps steps, each step reading the whole cache."""
+    m = gqa_config(model, g)
+    cache = kv_cache.cache_bytes(m.n_layers, b, m.kv_heads, m.head_dim, c, jnp.dtype(m.dtype).itemsize)
+    compiles = 2 if b == cfg.decode_batches[0] else 1
+    return compiles * COMPILE_S + (cfg.seeds + 1) * (CALL_S + cfg.decode_steps * cache / CACHE_BYTES_PER_S)
 
 
 # --- analysis: reads the run directories and runs/decode.json ----------------------------------------------

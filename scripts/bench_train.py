@@ -104,7 +104,7 @@ def bench_jax(train, val, vocab, args):
     state = runner.place(init_sweep(cfg, tcfg, [Member(1337, 1e-3)]))
     data = runner.place_data({"train": train, "val": val})
     t0 = time.perf_counter()
-    runner._compiled_train(args.chunk, state, data)
+    runner.compile_train(args.chunk, state, data)
     compile_s = time.perf_counter() - t0
     holder = {"s": state}
 

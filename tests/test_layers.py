@@ -17,13 +17,14 @@ LAYERS = {
     "lab.fileio": set(),
     "lab.config": {"lab.errors"},
     "lab.provenance": set(),
+    "lab.progress": set(),
     "lab.runtime": {"lab.errors"},
     "lab.ops": set(),
     "lab.tokenizer": {"lab.errors"},
     "lab.model": {"lab.ops", "lab.config", "lab.errors"},
     "lab.data": BASE | {"lab.tokenizer"},
     "lab.runs": BASE | {"lab.provenance"},
-    "lab.train": BASE | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance"},
+    "lab.train": BASE | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance", "lab.progress"},
     "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.train"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
@@ -31,7 +32,15 @@ LAYERS = {
     "lab.experiment": BASE | {"lab.analysis", "lab.runs"},
     "lab.cli": {"lab"},  # the top: may use every unit of lab (and hands `experiments` to the registry)
 }
-NO_JAX = ("lab.tokenizer", "lab.runs", "lab.analysis", "lab.viz", "lab.report", "lab.experiment")
+NO_JAX = (
+    "lab.tokenizer",
+    "lab.progress",
+    "lab.runs",
+    "lab.analysis",
+    "lab.viz",
+    "lab.report",
+    "lab.experiment",
+)
 NO_JAX_FILES = ("lab/data/corpora.py", "lab/data/tokenize.py", "lab/data/pipeline.py")
 
 

@@ -24,6 +24,12 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float
     return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * t * cfg.d_model
 
 
+def forward_flops_per_token(cfg: ModelConfig, context: int) -> float:
+    """A forward pass's third of `train_flops_per_token`: 2 FLOPs per matmul parameter, plus the attention
+    score and value products over `context` positions (4 * n_layers * context * d_model)."""
+    return 2.0 * matmul_params(cfg) + 4.0 * cfg.n_layers * context * cfg.d_model
+
+
 def train_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int | None = None) -> float:
     t = cfg.max_len if seq_len is None else seq_len
     return train_flops_per_token(cfg, t) * batch_size * t

@@ -18,9 +18,9 @@ an uninterrupted run (bitwise on CPU). A different config in the same directory 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +30,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from lab import config as config_lib
 from lab.errors import ConfigError
 from lab.fileio import atomic_write_json
 from lab.model import ModelConfig
+from lab.progress import phase, progress_bar
 from lab.runs import check_or_write_config, read_rows, truncate_after
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
@@ -164,6 +164,7 @@ def train_sweep(
     """Train `spec.members` as one sweep under `run_dir`, resuming if it holds a run of the same spec.
 
     strategy: how the sweep uses devices (lab.train.sweep.STRATEGIES); fresh: discard `run_dir` first.
+    progress: show a bar of the programs compiling, then a bar of the steps (from the resumed step).
     on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
     """
     run_dir = Path(run_dir)
@@ -248,6 +249,75 @@ def _rows(step: int, n: int, values: dict[str, np.ndarray]) -> list[dict]:
     return out
 
 
+def _chunk_sizes(start: int, tcfg: TrainConfig) -> list[int]:
+    """The step counts of the compiled train calls from `start` to the end: `log_every` and any remainder."""
+    left = tcfg.steps - start
+    return sorted({min(tcfg.log_every, left), left % tcfg.log_every} - {0})
+
+
+def _compile(runner, state, data, sizes, desc, enabled) -> float:
+    """Seconds to compile every program the loop calls (a train call of each of `sizes` steps and the
+    evaluation), counted on a line of its own: compilation is its own phase, kept out of the step bar's
+    clock. The line shows no ETA: a training call takes several times an evaluation to compile."""
+    t0 = runner.compile_seconds
+    jobs = {
+        f"train call of {k} steps": functools.partial(runner.compile_train, k, state, data) for k in sizes
+    }
+    jobs["evaluation"] = functools.partial(runner.compile_eval, state, data)
+    for name in phase(jobs, f"{desc} (compiling)", enabled, label=str):
+        jobs[name]()
+    return runner.compile_seconds - t0
+
+
+class _StepBar:
+    """A sweep's step bar. Made once every program is compiled, so its clock, rate and ETA are training
+    alone; it starts at the resumed step and counts steps when their metrics are read back (done, not
+    merely dispatched), showing the mean loss, tokens/s since it started, diverged members and the compile
+    time."""
+
+    def __init__(self, total, start, tokens_per_step, compile_s, desc, enabled):
+        self.bar = progress_bar(total, desc, enabled, unit="step", initial=start)
+        self.start = self.step = start
+        self.tokens_per_step, self.t0 = tokens_per_step, time.perf_counter()
+        self.compile = f"{compile_s:.1f}s"
+        self.bar.set_postfix(compile=self.compile, refresh=False)
+
+    def done(self, step: int, loss: np.ndarray, diverged_at: np.ndarray):
+        """Steps up to `step` are done, with members' mean losses `loss` over the last chunk."""
+        alive = np.isfinite(loss)
+        self.bar.set_postfix(
+            loss=f"{np.mean(loss[alive]):.3f}" if alive.any() else "nan",
+            tok_s=f"{self.tokens_per_step * (step - self.start) / self.seconds():.3g}",
+            diverged=f"{int((diverged_at >= 0).sum())}/{len(loss)}",
+            compile=self.compile,
+            refresh=False,  # the bar redraws at its own pace (mininterval)
+        )
+        self.bar.update(step - self.step)
+        self.step = step
+
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.t0, 1e-9)
+
+
+def _chunk_rows(step: int, n: int, train_m, eval_m) -> tuple[list[dict], dict | None]:
+    """(metrics rows of one chunk, one per member; the chunk's train values or None) from device metrics."""
+    rows, vals = [], None
+    if train_m is not None:
+        host = jax.device_get(train_m)
+        vals = {
+            # mean over the chunk's steps; NaN if the member diverged within it
+            "loss": np.asarray(host["loss"])[:n].mean(axis=1),
+            "grad_norm": np.asarray(host["grad_norm"])[:n].mean(axis=1),
+            "lr": np.asarray(host["lr"])[:n, -1],
+            "diverged_at": np.asarray(host["diverged_at"])[:n, -1],
+        }
+        rows = _rows(step, n, vals)
+    if eval_m is not None:
+        ev_rows = _rows(step, n, {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()})
+        rows = [{**r, **e} for r, e in zip(rows, ev_rows)] if rows else ev_rows
+    return rows, vals
+
+
 def _loop(
     run_dir,
     tcfg,
@@ -265,52 +335,19 @@ def _loop(
 ):
     n = len(members)
     tokens_per_step = n * tcfg.batch_size * runner.task.seq_len
+    compile_s = _compile(runner, state, data, _chunk_sizes(start, tcfg), desc, progress)
     writer = MetricsWriter(metrics_path)
-    # In a log file rather than a terminal, a bar redrawn ten times a second is noise: every 10 s there.
-    bar = tqdm(
-        total=tcfg.steps,
-        initial=start,
-        desc=desc,
-        unit="step",
-        disable=not progress,
-        dynamic_ncols=True,
-        leave=False,
-        mininterval=0.1 if sys.stderr.isatty() else 10.0,
-    )
+    bar = _StepBar(tcfg.steps, start, tokens_per_step, compile_s, desc, progress)
     pending: list = []  # (step, device metrics): read one chunk late so the host never stalls the device
 
     def flush():
         while pending:
             step, train_m, eval_m = pending.pop(0)
-            rows = []
-            if train_m is not None:
-                host = jax.device_get(train_m)
-                loss = np.asarray(host["loss"])[:n]
-                vals = {
-                    # mean over the chunk's steps; NaN if the member diverged within it
-                    "loss": loss.mean(axis=1),
-                    "grad_norm": np.asarray(host["grad_norm"])[:n].mean(axis=1),
-                    "lr": np.asarray(host["lr"])[:n, -1],
-                    "diverged_at": np.asarray(host["diverged_at"])[:n, -1],
-                }
-                rows = _rows(step, n, vals)
-                alive = np.isfinite(vals["loss"])
-                bar.set_postfix(
-                    loss=f"{np.mean(vals['loss'][alive]):.3f}" if alive.any() else "nan",
-                    tok_s=f"{tokens_per_step * max(step - start, 1) / max(time.perf_counter() - t_run, 1e-9):.3g}",
-                    diverged=f"{int((vals['diverged_at'] >= 0).sum())}/{n}",
-                    refresh=False,  # the bar redraws at its own pace (mininterval)
-                )
-            if eval_m is not None:
-                ev = {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()}
-                ev_rows = _rows(step, n, ev)
-                if rows:
-                    rows = [{**r, **e} for r, e in zip(rows, ev_rows)]
-                else:
-                    rows = ev_rows
+            rows, vals = _chunk_rows(step, n, train_m, eval_m)
             writer.write(rows)
+            if vals is not None:
+                bar.done(step, vals["loss"], vals["diverged_at"])
 
-    t_run = time.perf_counter()
     try:
         if start == 0:
             pending.append((0, None, runner.evaluate(state, data)))
@@ -318,13 +355,10 @@ def _loop(
         while step < tcfg.steps:
             k = min(tcfg.log_every, tcfg.steps - step)
             state, m = runner.train(state, data, k)
-            if step == start:
-                t_run = time.perf_counter()  # throughput excludes compilation
             step += k
             ev = runner.evaluate(state, data) if (step % tcfg.eval_every == 0 or step == tcfg.steps) else None
             flush()  # the previous chunk's metrics: ready by now, while this chunk runs
             pending.append((step, m, ev))
-            bar.update(k)
             if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
                 flush()  # rows up to this step are on disk before the checkpoint that covers them
                 ckpt.save(mngr, step, runner.take(state))
@@ -333,9 +367,9 @@ def _loop(
         flush()
         jax.block_until_ready(state)
     finally:
-        bar.close()
+        bar.bar.close()
         writer.close()
-    train_s = time.perf_counter() - t_run
+    train_s = bar.seconds()
     result = _finished(run_dir, runner.take(state), tcfg.steps, runner, resumed_from=resumed_from)
     result.train_seconds = train_s
     result.tokens_per_second = tokens_per_step * (tcfg.steps - start) / max(train_s, 1e-9)

@@ -133,6 +133,8 @@ class SweepRunner:
 
     runner = SweepRunner(cfg, tcfg, task, n_members, strategy="auto")
     state = runner.place(init_sweep(...))         # pad + put on the mesh
+    runner.compile_train(n, state, data)           # optional: compile ahead (else the first call does)
+    runner.compile_eval(state, data)
     state, metrics = runner.train(state, data, n)  # n steps; metrics (n_members, n) per key
     evals = runner.evaluate(state, data)           # (n_members,) per key
     real = runner.take(state)                      # unpadded, for checkpoints
@@ -146,7 +148,8 @@ class SweepRunner:
         self.strategy, self.devices = resolve(strategy, n_members, devices, work)
         self.n_padded = padded_size(n_members, len(self.devices)) if self.strategy == "shard" else n_members
         self._train_cache: dict[int, object] = {}
-        self.compile_seconds = 0.0
+        self._eval_compiled = None
+        self.compile_seconds = 0.0  # every program compiled so far, train and eval
         if self.strategy == "shard":
             mesh = jax.make_mesh(
                 (len(self.devices),),
@@ -161,7 +164,7 @@ class SweepRunner:
         kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
         self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
         self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
-        # jax.jit compiles on first call, so building the evaluator here costs nothing until it is used.
+        # Building the evaluator costs nothing until it is compiled (compile_eval, or the first evaluate).
         vmapped_eval = jax.vmap(self._eval_one, in_axes=(0, None))
         if self.strategy == "loop":
             self._eval = jax.jit(vmapped_eval)
@@ -185,7 +188,8 @@ class SweepRunner:
         return unpad(state, self.n) if self.n_padded != self.n else state
 
     # -- compiled calls ----------------------------------------------------------------------------------
-    def _compiled_train(self, n_steps: int, state, data):
+    def compile_train(self, n_steps: int, state, data):
+        """The compiled program for `n_steps` steps on `state`'s layout (compiled ahead of time once)."""
         if n_steps not in self._train_cache:
             t0 = time.perf_counter()
             if self.strategy == "loop":
@@ -206,7 +210,7 @@ class SweepRunner:
 
     def train(self, state, data, n_steps: int):
         """Advance every member `n_steps` steps. Returns (state, metrics with arrays (n_padded, n_steps))."""
-        fn = self._compiled_train(n_steps, state, data)
+        fn = self.compile_train(n_steps, state, data)
         if self.strategy != "loop":
             return fn(state, data)
         outs = [fn(jax.tree_util.tree_map(lambda x, i=i: x[i], state), data) for i in range(self.n)]
@@ -216,8 +220,16 @@ class SweepRunner:
             jax.tree_util.tree_map(stack, *[o[1] for o in outs]),
         )
 
+    def compile_eval(self, state, data):
+        """The compiled evaluation of `state`'s layout (compiled ahead of time once)."""
+        if self._eval_compiled is None:
+            t0 = time.perf_counter()
+            self._eval_compiled = self._eval.lower(state, data).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._eval_compiled
+
     def evaluate(self, state, data) -> dict:
-        return self._eval(state, data)
+        return self.compile_eval(state, data)(state, data)
 
 
 def seed_members(seeds: int, tcfg: TrainConfig, extras=((),)) -> list[Member]:

@@ -283,3 +283,96 @@ def test_train_sweeps_trains_each_named_sweep_and_sweep_params_restores_its_last
     # the parameters of the last checkpoint: evaluated again, they give the final val loss the run logged
     again = stacked_eval({}, cfg=cfg.replace(n_layers=2), tcfg=tcfg, task=task)(params)
     np.testing.assert_allclose(np.asarray(again), done["deep/two"].final_val_loss, rtol=1e-6)
+
+
+class RecordedBar:
+    """Stands in for tqdm: records what a bar is asked to show (no drawing, no clock)."""
+
+    def __init__(self, events, total=None, desc="", initial=0, unit="it", **kw):
+        self.events, self.desc, self.total, self.initial, self.unit = events, desc, total, initial, unit
+        self.n, self.updates, self.postfix, self.kw = initial, [], {}, kw
+        events.append(("open", self))
+
+    def update(self, k=1):
+        self.n += k
+        self.updates.append(k)
+        self.events.append(("update", self))
+
+    def set_postfix(self, refresh=True, **kw):
+        self.postfix = kw
+
+    def set_postfix_str(self, s, refresh=True):
+        self.postfix = s
+
+    def close(self):
+        self.events.append(("close", self))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Events of every bar the driver opens (lab.progress's tqdm replaced by RecordedBar), and a
+    ("compiled", kind) event each time a sweep runner really compiles a program."""
+    from lab.train.sweep import SweepRunner
+
+    events = []
+    monkeypatch.setattr("lab.progress.tqdm", lambda **kw: RecordedBar(events, **kw))
+    for name in ("compile_train", "compile_eval"):
+        real = getattr(SweepRunner, name)
+
+        def spy(self, *args, real=real, name=name):
+            before = self.compile_seconds
+            out = real(self, *args)
+            if self.compile_seconds != before:
+                events.append(("compiled", name))
+            return out
+
+        monkeypatch.setattr(SweepRunner, name, spy)
+    return events
+
+
+def _phases(events):
+    """(the compile bar, the step bar, events in order) of one train_sweep's events."""
+    bars = [e[1] for e in events if e[0] == "open"]
+    assert len(bars) == 2, [b.desc for b in bars]
+    return bars[0], bars[1], [(kind, getattr(x, "desc", x)) for kind, x in events]
+
+
+def test_compilation_is_its_own_phase_then_the_bar_counts_steps(tmp_path, tiny, recorded):
+    cfg, tcfg, task = tiny
+    tcfg = tcfg.replace(steps=22)  # train calls of 5 steps and a last one of 2: two train programs
+    train_sweep(tmp_path / "r", SweepSpec(cfg, tcfg, task, members_grid([0, 1], [3e-3])), desc="t")
+    compiling, steps, order = _phases(recorded)
+    assert compiling.desc == "t (compiling)" and compiling.total == compiling.n == 3
+    assert "{remaining}" not in compiling.kw["bar_format"]  # no ETA for programs of unequal cost
+    # every program compiles while the compile bar is open, counted as it finishes, before the step bar opens
+    programs = ("compile_train", "compile_train", "compile_eval")
+    counted = [e for k in programs for e in (("compiled", k), ("update", "t (compiling)"))]
+    assert order[:8] == [("open", "t (compiling)"), *counted, ("close", "t (compiling)")]
+    assert order[8] == ("open", "t") and not any(kind == "compiled" for kind, _ in order[8:])
+    assert (steps.unit, steps.total, steps.initial) == ("step", 22, 0)
+    assert steps.updates == [5, 5, 5, 5, 2] and steps.n == 22
+    assert {"loss", "tok_s", "diverged", "compile"} <= set(steps.postfix)
+
+
+def test_a_resumed_run_starts_its_step_bar_at_the_resumed_step(tmp_path, tiny, recorded):
+    cfg, tcfg, task = tiny
+    tcfg = tcfg.replace(steps=22)
+    spec = SweepSpec(cfg, tcfg, task, members_grid([0], [3e-3]))
+
+    def crash(step):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sweep(tmp_path / "r", spec, desc="t", on_checkpoint=crash)
+    recorded.clear()
+    train_sweep(tmp_path / "r", spec, desc="t")
+    compiling, steps, _ = _phases(recorded)
+    assert compiling.total == 3  # calls of 5 steps and of 2 (12 steps left), and the evaluation
+    assert (steps.total, steps.initial, steps.updates, steps.n) == (22, 10, [5, 5, 2], 22)
