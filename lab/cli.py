@@ -322,6 +322,7 @@ def cmd_dashboard(args) -> int:
         print(f"warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"serving {model.description}", *([note] if note else []), sep="\n")
     print(f"open http://{args.host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
+    _stop_on_signals()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -329,6 +330,18 @@ def cmd_dashboard(args) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server cleanly, even where SIGINT was inherited as ignored (a
+    process started in the background by a shell, or by a pytest-xdist worker)."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 _BETTER = ("For better text, train project 5's model on an accelerator (`./lab.sh run e05 --preset gpu`) and "

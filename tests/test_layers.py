@@ -25,7 +25,7 @@ LAYERS = {
     "lab.data": BASE | {"lab.tokenizer"},
     "lab.runs": BASE | {"lab.provenance"},
     "lab.train": BASE | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance", "lab.progress"},
-    "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.train"},
+    "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.runs", "lab.train"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis"},
