@@ -48,6 +48,8 @@ def test_no_committed_file_names_a_machines_directories():
     (a user's home, this workspace, temporary directories)."""
     found = []
     for rel in clone_files("."):
+        if ROOT / rel == Path(__file__):  # the pattern itself
+            continue
         try:
             text = (ROOT / rel).read_text(encoding="utf-8")
         except UnicodeDecodeError:  # images and other binary files
