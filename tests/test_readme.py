@@ -116,7 +116,7 @@ def _env(tmp_path: Path) -> tuple[dict, set[str]]:
 
 
 def _dashboard(command: str, clone: Path, env: dict) -> None:
-    """Start the dashboard (smoke model, free port), load its page and one generation, stop it."""
+    """Start the dashboard (smoke model, free port), load its page, stop it with Ctrl-C (SIGINT)."""
     cmd = f"{command} --preset smoke --port 0"
     proc = subprocess.Popen(
         cmd, shell=True, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
