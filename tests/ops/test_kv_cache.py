@@ -95,7 +95,13 @@ def test_ring_that_is_never_full_equals_the_full_cache():
     q, k, v = _qkv(10, 2, seed=2)
     full, _ = _run_chunks(kv_cache.init(1, B, 10, 2, D), q, k, v, [3] + [1] * 7)
     ring, _ = _run_chunks(kv_cache.init(1, B, 10, 2, D, ring=True), q, k, v, [3] + [1] * 7)
-    np.testing.assert_array_equal(full, ring)
+    # One-token steps attend over the same 10 slots holding the same bits in both: identical. The 3-token
+    # prefill attends over 10 slots in the full cache but over 10 + 3 (old slots and new rows) in the ring,
+    # so its float32 sums run over different lengths and may differ in the last bit (they do on some CPUs):
+    # equal to the float64 reference within the file's tolerances, like every other output here.
+    np.testing.assert_array_equal(full[:, 3:], ring[:, 3:])
+    np.testing.assert_allclose(ring[:, :3], np_reference(q, k, v)[:, :3], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(full[:, :3], np_reference(q, k, v)[:, :3], rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("dtype, size", [(jnp.float32, 4), (jnp.bfloat16, 2)])
