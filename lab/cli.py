@@ -12,7 +12,7 @@
     lab test [PYTEST ARGS]                     ruff check + the test suite
     lab dashboard [--checkpoint RUN_DIR] [--preset cpu|smoke] [--port P]  the sampler dashboard (port 8765)
     lab tokenizer train --data NAME --vocab-size N --out DIR [--pattern gpt2|gpt4|REGEX] [--special S]
-    lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed)
+    lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed; --errors replace for non-UTF-8)
     lab tokenizer decode --tokenizer DIR       ids on stdin -> text
     lab tokenizer show --tokenizer DIR "text"  each token of "text" with its id
 

@@ -17,6 +17,10 @@ Every field is checked (type and range, unknown fields refused); a bad request g
 {"error": "..."} naming the field and what is allowed, and the server keeps serving. The prompt and body
 are bounded in size, `max_tokens` by the server's limit, and at most `max_concurrent` generations run at
 once (others get a 429 and can retry). The server binds 127.0.0.1 unless another host is asked for.
+Hostile bodies are 400s too: over-long numbers, arrays nested past MAX_DEPTH, NaN/Infinity, bytes that are
+not UTF-8, a prompt with a lone surrogate, knob values so small that float32 rounds them to 0 (which made
+NaN); no reply carries NaN or Infinity (they become null). A client silent for `request_timeout` seconds
+mid-request gets a 408 and is disconnected; the listen backlog holds `backlog` clients connecting at once.
 """
 
 from __future__ import annotations
