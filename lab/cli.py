@@ -12,7 +12,7 @@
     lab test [PYTEST ARGS]                     ruff check + the test suite
     lab dashboard [--checkpoint RUN_DIR] [--preset cpu|smoke] [--port P]  the sampler dashboard (port 8765)
     lab tokenizer train --data NAME --vocab-size N --out DIR [--pattern gpt2|gpt4|REGEX] [--special S]
-    lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed)
+    lab tokenizer encode --tokenizer DIR       stdin -> token ids (streamed; --errors replace for non-UTF-8)
     lab tokenizer decode --tokenizer DIR       ids on stdin -> text
     lab tokenizer show --tokenizer DIR "text"  each token of "text" with its id
 
@@ -187,6 +187,12 @@ def add_tokenizer_commands(sub) -> None:
             p.add_argument(
                 "--allow-special", action="store_true", help="encode special-token strings as one token"
             )
+            p.add_argument(
+                "--errors",
+                choices=("strict", "replace"),
+                default="strict",
+                help="input that is not valid UTF-8: strict refuses it (default), replace encodes U+FFFD",
+            )
         p.set_defaults(func=func)
 
 
@@ -245,16 +251,70 @@ def _load_tokenizer(path):
     return load(path)
 
 
+class NotUtf8Error(DataError):
+    """Input bytes that are not UTF-8, refused under --errors strict."""
+
+
+def _stdin_chunks(errors: str):
+    """stdin as text, decoded from its bytes as UTF-8 (the text layer's surrogateescape would let invalid
+    bytes through as lone surrogates, which encode then turns into U+FFFD unseen). With errors="strict" a
+    byte that is not UTF-8 is a DataError naming its offset."""
+    import codecs
+
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream with no bytes under it (tests hand in a StringIO)
+        yield from iter(lambda: sys.stdin.read(1 << 16), "")
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
+    offset = 0  # bytes read before the current chunk
+    while True:
+        chunk = raw.read(1 << 16)
+        pending = decoder.getstate()[0]  # bytes of a character cut by the previous chunk
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            data = pending + chunk
+            at = offset - len(pending) + e.start
+            raise NotUtf8Error(
+                f"stdin is not valid UTF-8: byte {data[e.start]:#04x} at offset {at} ({e.reason}); "
+                f"pass --errors replace to encode U+FFFD in place of such bytes"
+            ) from None
+        offset += len(chunk)
+        if text:
+            yield text
+        if not chunk:
+            return
+
+
+def _argument_text(text: str, errors: str) -> str:
+    """A command-line argument as UTF-8 text: Python hands bytes that are not UTF-8 over as lone surrogates
+    U+DC80..U+DCFF (surrogateescape); they are refused, or with errors="replace" become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError as e:
+        if errors == "replace":
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        ch = ord(text[e.start])
+        what = f"byte {ch - 0xDC00:#04x}" if 0xDC80 <= ch <= 0xDCFF else f"lone surrogate U+{ch:04X}"
+        raise NotUtf8Error(
+            f"the text is not valid UTF-8: {what} at character {e.start}; pass --errors replace to use "
+            f"U+FFFD in its place"
+        ) from None
+
+
 def cmd_tokenizer_encode(args) -> int:
     tok = _load_tokenizer(args.tokenizer)
     allowed = "all" if args.allow_special else "none"
     out, line = sys.stdout, []
     try:
-        for i in tok.encode_iterable(iter(lambda: sys.stdin.read(1 << 16), ""), allowed_special=allowed):
+        for i in tok.encode_iterable(_stdin_chunks(args.errors), allowed_special=allowed):
             line.append(str(i))
             if len(line) >= 4096:
                 out.write(" ".join(line) + " ")
                 line = []
+    except NotUtf8Error:
+        raise
     except DataError as e:
         raise DataError(f"{e} (on the command line: --allow-special)") from None
     out.write(" ".join(line) + "\n")
@@ -278,10 +338,11 @@ def cmd_tokenizer_decode(args) -> int:
 
 def cmd_tokenizer_show(args) -> int:
     tok = _load_tokenizer(args.tokenizer)
-    pieces = tok.tokens(args.text, allowed_special="all" if args.allow_special else "none")
+    text = _argument_text(args.text, args.errors)
+    pieces = tok.tokens(text, allowed_special="all" if args.allow_special else "none")
     for i, b in pieces:
         print(f"{i:>7}  {b.decode('utf-8', errors='backslashreplace')!r}")
-    n_bytes = len(args.text.encode("utf-8", errors="replace"))
+    n_bytes = len(text.encode("utf-8"))
     print(f"{len(pieces)} tokens, {n_bytes} bytes, {n_bytes / max(len(pieces), 1):.2f} bytes/token ({tok!r})")
     return 0
 

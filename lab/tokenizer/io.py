@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lab.errors import DataError
+from lab.errors import DataError, LabError
 from lab.tokenizer.bpe import Tokenizer
 
 __all__ = [
@@ -153,15 +153,50 @@ def load(path: str | os.PathLike) -> Tokenizer:
             f"says {header['n_ranks']} ranks, sha256 {header['ranks_sha256'][:12]}...): the file was changed "
             f"or truncated"
         )
-    merges = header.get("merges")
-    merges = [tuple(m) for m in merges] if isinstance(merges, list) else None
-    return Tokenizer(
-        ranks,
-        header["pattern"],
-        header["special_tokens"],
-        merges=merges,
-        name=header.get("name") or path.name,
-    )
+    name = header.get("name")
+    if name is not None and not isinstance(name, str):
+        raise DataError(f"{header_path}: field 'name' must be a string or null, got {name!r}"[:200])
+    specials = header["special_tokens"]
+    for token, i in specials.items():
+        if not _is_int(i) or i < 0:
+            raise DataError(
+                f"{header_path}: special token {token!r} has id {i!r}; ids are non-negative integers"[:200]
+            )
+    merges = _check_merges(header.get("merges"), ranks, header_path)
+    try:
+        return Tokenizer(ranks, header["pattern"], specials, merges=merges, name=name or path.name)
+    except (LabError, ValueError) as e:  # a bad regex, a special id that collides with a token
+        raise DataError(f"{header_path}: {e}") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_merges(merges, ranks: dict[bytes, int], header_path: Path) -> list[tuple[int, int]] | None:
+    """The header's merges as pairs, checked against the ranks: merge k joins two tokens that exist
+    before it (ids < 256 + k) into the token whose id is 256 + k, as training writes them."""
+    if merges is None:
+        return None
+    if not isinstance(merges, list):
+        raise DataError(f"{header_path}: field 'merges' must be a list of [left id, right id] pairs or null")
+    id_to_bytes = {i: b for b, i in ranks.items()}
+    out = []
+    for k, m in enumerate(merges):
+        where = f"{header_path}: merges[{k}]"
+        if not (isinstance(m, list) and len(m) == 2 and all(_is_int(x) for x in m)):
+            raise DataError(f"{where} is {json.dumps(m)[:60]}, not a [left id, right id] pair of integers")
+        a, b = m
+        if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+            raise DataError(f"{where} is {m}: merge {k} may only join ids made before it (below {256 + k})")
+        made = ranks.get(id_to_bytes[a] + id_to_bytes[b]) if a in id_to_bytes and b in id_to_bytes else None
+        if made != 256 + k:
+            raise DataError(
+                f"{where} is {m}, which makes {'no token' if made is None else f'id {made}'}, not id {256 + k}; "
+                f"the merges do not belong to {RANKS}"
+            )
+        out.append((a, b))
+    return out
 
 
 def load_tiktoken_file(

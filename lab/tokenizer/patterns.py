@@ -55,7 +55,37 @@ def compile_pattern(pattern: str) -> regex.Pattern:
         raise ConfigError(
             f"split pattern {pattern!r} matches the empty string; every pre-token needs a character"
         )
+    if pattern_name(source) is None:
+        _check_backtracking(compiled, pattern)
     return compiled
+
+
+# Catastrophic backtracking (a pattern such as "(a|aa)+$" takes exponential time on "aaa...a!") cannot be
+# ruled out by reading a regex in general, so a custom pattern is tried before use: it splits runs of
+# PROBE_LENGTH copies of each probe character (the usual character classes and every character the pattern
+# itself names), each run followed by nothing, by a NUL and by "!" (what makes a greedy match fail at the
+# end), under the regex module's timeout. The named patterns take about a millisecond on any of these; a
+# pattern that needs PROBE_SECONDS on one is refused. This is a test, not a proof: it catches the patterns
+# that blow up on a long run of one character, the usual kind, and may miss one that needs a subtler input.
+PROBE_LENGTH = 4096
+PROBE_SECONDS = 0.25
+_PROBE_CHARS = "aA0 \n\t'_-.é東"
+
+
+def _check_backtracking(compiled: regex.Pattern, pattern: str) -> None:
+    chars = dict.fromkeys(_PROBE_CHARS + "".join(c for c in pattern if c.isprintable()))
+    for c in chars:
+        for tail in ("", "\x00", "!"):
+            text = c * PROBE_LENGTH + tail
+            try:
+                for _ in compiled.finditer(text, timeout=PROBE_SECONDS):
+                    pass
+            except TimeoutError:
+                raise ConfigError(
+                    f"split pattern {pattern!r} backtracks catastrophically: splitting {PROBE_LENGTH} x "
+                    f"{c!r} + {tail!r} takes over {PROBE_SECONDS:g} s (the named patterns take about 1 ms); "
+                    f"use possessive quantifiers or atomic groups, or gpt2 / gpt4"
+                ) from None
 
 
 def resolve_pattern(pattern: str) -> str:

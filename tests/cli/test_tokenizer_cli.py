@@ -2,6 +2,8 @@
 refused in one line with exit status 2, leaving no partial output directory."""
 
 import io
+import json
+import shutil
 import sys
 
 import pytest
@@ -67,6 +69,7 @@ def assert_refused(code, err, fragment):
         (["--vocab-size", "many"], "invalid int value: 'many'"),
         (["--vocab-size", "300", "--pattern", "(unclosed"], "is not a valid regex"),
         (["--vocab-size", "300", "--pattern", "x*"], "matches the empty string"),
+        (["--vocab-size", "300", "--pattern", "(a|aa)+$|."], "backtracks catastrophically"),
         (["--vocab-size", "300", "--data", "nope"], "unknown corpus 'nope'"),
         (["--vocab-size", "300", "--workers", "0"], "--workers must be at least 1"),
     ],
@@ -123,3 +126,95 @@ def test_cli_strategies_match_the_sweep():
     from lab.train.sweep import STRATEGIES
 
     assert tuple(cli.STRATEGIES) == tuple(STRATEGIES)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory, corpus_file):
+    from lab.tokenizer import save, train_bpe
+
+    tok = train_bpe(corpus_file.read_text(), 280, special_tokens=["<|endoftext|>"], workers=1)
+    return save(tok, tmp_path_factory.mktemp("tok") / "tok")
+
+
+def bytes_stdin(monkeypatch, data: bytes):
+    # what a real stdin is: a text layer (surrogateescape under a UTF-8 locale) over the bytes
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), "utf-8", errors="surrogateescape"))
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"ab\xffcd", "byte 0xff at offset 2 (invalid start byte)"),
+        (b"a" * 70000 + b"\xe2\x82x", "byte 0xe2 at offset 70000 (invalid continuation byte)"),
+        (b"a" * 65535 + b"\xe2\x82", "byte 0xe2 at offset 65535 (unexpected end of data)"),
+    ],
+)
+def test_encode_refuses_invalid_utf8_unless_asked_to_replace(capsys, monkeypatch, tok_dir, data, fragment):
+    bytes_stdin(monkeypatch, data)
+    code, out, err = run(capsys, monkeypatch, "tokenizer", "encode", "--tokenizer", str(tok_dir))
+    assert_refused(code, err, f"stdin is not valid UTF-8: {fragment}; pass --errors replace")
+    assert out == ""
+    bytes_stdin(monkeypatch, data)
+    code, out, _ = run(
+        capsys, monkeypatch, "tokenizer", "encode", "--tokenizer", str(tok_dir), "--errors", "replace"
+    )
+    assert code == 0 and [int(x) for x in out.split()] == load(tok_dir).encode(
+        data.decode("utf-8", "replace")
+    )
+
+
+def test_encode_reads_characters_cut_by_its_chunks(capsys, monkeypatch, tok_dir):
+    text = "a" * 65535 + "é東" * 3
+    bytes_stdin(monkeypatch, text.encode())
+    code, out, _ = run(capsys, monkeypatch, "tokenizer", "encode", "--tokenizer", str(tok_dir))
+    assert code == 0 and [int(x) for x in out.split()] == load(tok_dir).encode(text)
+
+
+def test_show_refuses_an_argument_that_is_not_utf8(capsys, monkeypatch, tok_dir):
+    text = b"ab\xffcd".decode("utf-8", "surrogateescape")  # how Python hands such an argument over
+    code, _, err = run(capsys, monkeypatch, "tokenizer", "show", "--tokenizer", str(tok_dir), text)
+    assert_refused(code, err, "the text is not valid UTF-8: byte 0xff at character 2")
+    code, out, _ = run(
+        capsys, monkeypatch, "tokenizer", "show", "--tokenizer", str(tok_dir), "--errors", "replace", text
+    )
+    ids = load(tok_dir).encode("ab\ufffdcd")
+    assert code == 0 and [int(line.split()[0]) for line in out.splitlines()[:-1]] == ids
+    assert f"{len(ids)} tokens, 7 bytes" in out.splitlines()[-1]
+
+
+def _set(key, value):
+    return lambda h: h.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (_set("merges", "x"), "field 'merges' must be a list of [left id, right id] pairs or null"),
+        (lambda h: h["merges"].__setitem__(0, [1]), "merges[0] is [1], not a [left id, right id] pair"),
+        (lambda h: h["merges"].__setitem__(3, [1, "a"]), 'merges[3] is [1, "a"], not a [left id, right id]'),
+        (lambda h: h["merges"].__setitem__(2, [300, 1]), "merges[2] is [300, 1]: merge 2 may only join ids"),
+        (
+            lambda h: h["merges"].__setitem__(0, [0, 0]),
+            "merges[0] is [0, 0], which makes no token, not id 256",
+        ),
+        (lambda h: h["merges"].reverse(), "not id 256; the merges do not belong to ranks.tiktoken"),
+        (_set("pattern", "(unclosed"), "split pattern '(unclosed' is not a valid regex"),
+        (_set("pattern", "(a|aa)+$|."), "split pattern '(a|aa)+$|.' backtracks catastrophically"),
+        (_set("special_tokens", {"<|e|>": "x"}), "special token '<|e|>' has id 'x'"),
+        (
+            _set("special_tokens", {"<|e|>": 5}),
+            "special token '<|e|>' has id 5, which is already a token's id",
+        ),
+        (_set("name", 5), "field 'name' must be a string or null"),
+    ],
+)
+def test_a_tokenizer_with_a_malformed_header_is_refused_at_load(
+    capsys, monkeypatch, tmp_path, tok_dir, change, fragment
+):
+    bad = shutil.copytree(tok_dir, tmp_path / "tok")
+    header = json.loads((bad / "tokenizer.json").read_text())
+    change(header)
+    (bad / "tokenizer.json").write_text(json.dumps(header))
+    code, _, err = run(capsys, monkeypatch, "tokenizer", "show", "--tokenizer", str(bad), "x")
+    assert_refused(code, err, f"{bad / 'tokenizer.json'}: ")
+    assert fragment in err, err

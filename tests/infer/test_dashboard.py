@@ -3,9 +3,11 @@ concurrency, and the page driven in a real headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 import urllib.error
@@ -189,3 +191,151 @@ def test_page_in_a_real_browser(server):
             assert "step 3" in page.inner_text("#bars_title")
         finally:
             browser.close()
+
+
+def strict_json(raw: bytes):
+    """JSON as a browser's JSON.parse reads it: NaN and Infinity are errors."""
+
+    def refuse(name):
+        raise ValueError(f"{name} in the response")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def post_raw(url: str, raw: bytes):
+    """(status, body parsed strictly) for a POST of the bytes `raw`."""
+    conn = http.client.HTTPConnection(url.split("//")[1], timeout=60)
+    try:
+        conn.request("POST", "/api/generate", body=raw, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, strict_json(r.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("knob", ["repetition_penalty", "top_p", "temperature", "min_p"])
+def test_knob_values_that_underflow_float32_are_refused(server, knob):
+    """1e-300 is 0 in float32: top_p 0 kept no token and a penalty of 0 divided by zero, so the reply
+    carried NaN. Such values are refused; the smallest allowed one gives finite numbers throughout."""
+    _, url = server
+    status, body = post_raw(url, json.dumps({**GOOD, knob: 1e-300, "max_tokens": 4}).encode())
+    assert status == 400 and f"{knob} must be a number in" in body["error"] and "float32" in body["error"]
+    status, body = post_raw(url, json.dumps({**GOOD, knob: D.MIN_POSITIVE, "max_tokens": 4}).encode())
+    assert status == 200 and len(body["tokens"]) == 4
+    for t in body["tokens"]:
+        values = [
+            t["prob"],
+            t["entropy_before"],
+            t["entropy_after"],
+            *(x[k] for x in t["top"] for k in ("before", "after")),
+        ]
+        assert all(isinstance(v, float | int) and np.isfinite(v) for v in values), t
+
+
+def test_non_finite_numbers_reach_the_page_as_null(server, monkeypatch):
+    _, url = server
+    monkeypatch.setattr(D, "generate_response", lambda *a, **k: {"tokens": [{"prob": float("nan")}],
+                                                                 "stats": {"x": float("-inf"), "y": 1.5}})  # fmt: skip
+    status, body = post_raw(url, json.dumps(GOOD).encode())
+    assert status == 200 and body == {"tokens": [{"prob": None}], "stats": {"x": None, "y": 1.5}}
+
+
+HOSTILE = [
+    (b'{"seed": ' + b"1" * 5000 + b"}", "a number too long to read"),
+    (b"[" * 32000 + b"]" * 32000, "nests 32000 arrays/objects deep"),
+    (b'{"prompt": ' + b"{" * 40 + b"}", "nests 41 arrays/objects deep"),
+    (b'{"prompt": "\\ud800"}', "prompt must be valid Unicode text: it has a lone surrogate U+D800"),
+    (b'{"top_p": NaN}', "NaN is not a JSON number"),
+    (b'{"temperature": -Infinity}', "-Infinity is not a JSON number"),
+    (b'{"temperature": 1e999}', "temperature must be a number in [0, 10]"),
+    (b'{"prompt": "a"}\xff', "not UTF-8 (byte 0xff at offset 15)"),
+    (b'{"prompt": "a",}', "not valid JSON"),
+]
+
+
+def test_hostile_bodies_get_400_naming_the_problem_and_the_server_keeps_serving(server):
+    _, url = server
+    for raw, fragment in HOSTILE:
+        status, body = post_raw(url, raw)
+        assert status == 400 and fragment in body["error"], (raw[:40], body)
+    # errors the standard library finds in the request line and headers are JSON like ours (a request line
+    # that names no HTTP version is answered as HTTP/0.9 was: the body alone)
+    for raw, want in (
+        (b"NONSENSE\r\n\r\n", b'{"error": "Bad request syntax'),
+        (b"POST /api/generate HTTP/1.x\r\n\r\n", b'{"error": "Bad request version'),
+        (b"POST /api/generate HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"HTTP/1.0 431"),
+    ):
+        with socket.create_connection(("127.0.0.1", server[0].server_port), timeout=10) as s:
+            s.sendall(raw)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(want) and b'{"error": ' in reply, reply
+    # brackets inside a string are text, not nesting
+    status, body = post_raw(url, json.dumps({**GOOD, "prompt": "[" * 100, "max_tokens": 3}).encode())
+    assert status == 200 and len(body["tokens"]) == 3
+    status, body = post(url, GOOD)
+    assert status == 200 and len(body["tokens"]) == 12
+
+
+def test_a_hundred_clients_at_once_all_get_an_answer(server, monkeypatch):
+    """The listen backlog holds them all (socketserver's default of 5 reset some); the one slot
+    (max_concurrent=1) serves one and the rest get 429s, every client an HTTP status."""
+    _, url = server
+
+    def fast(*a, **k):
+        time.sleep(0.2)
+        return {"tokens": [], "stats": {}}
+
+    monkeypatch.setattr(D, "generate_response", fast)
+    n, results = 100, [None] * 100
+    start = threading.Barrier(n)
+
+    def client(i):
+        start.wait()
+        try:
+            results[i] = post_raw(url, json.dumps(GOOD).encode())[0]
+        except Exception as e:  # a reset or a refused connection
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert all(r in (200, 429) for r in results), [r for r in results if r not in (200, 429)][:5]
+    assert results.count(200) >= 1 and results.count(429) >= 1
+
+
+def test_clients_that_never_finish_sending_are_timed_out(model, monkeypatch):
+    """50 connections that stall mid-request are answered 408 and closed after request_timeout, and the
+    server serves others meanwhile."""
+    monkeypatch.setattr(D, "generate_response", lambda *a, **k: {"tokens": [{"id": 1}] * 2, "stats": {}})
+    srv = D.make_server(model, "127.0.0.1", 0, max_new=8, max_concurrent=1, request_timeout=1.0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}"
+    stalled = []
+    try:
+        t0 = time.monotonic()
+        for i in range(50):
+            s = socket.create_connection(("127.0.0.1", srv.server_port), timeout=10)
+            if i % 2:  # headers cut short
+                s.sendall(b"POST /api/generate HTTP/1.1\r\nContent-Le")
+            else:  # a body shorter than its Content-Length
+                s.sendall(b'POST /api/generate HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"prompt":')
+            stalled.append(s)
+        status, body = post(url, {**GOOD, "max_tokens": 2})
+        assert status == 200 and len(body["tokens"]) == 2
+        for s in stalled:
+            reply = b""
+            while chunk := s.recv(65536):  # a connection left open raises socket.timeout after 10 s
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.0 408") and b"not sent within 1 s" in reply, reply[:80]
+        assert time.monotonic() - t0 < 8
+        status, body = post(url, {**GOOD, "max_tokens": 2})
+        assert status == 200
+    finally:
+        for s in stalled:
+            s.close()
+        srv.shutdown()
+        srv.server_close()
