@@ -59,7 +59,7 @@ def available_bytes() -> tuple[int | None, str]:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "available host RAM"
+                    return int(line.split()[1]) * 1024, "host RAM, MemAvailable"
     except OSError:
         pass
     try:
@@ -83,7 +83,7 @@ def check_fits(cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1
             f"(n_layers={cfg.n_layers}, d_model={cfg.d_model}, vocab_size={cfg.vocab_size}) at batch "
             f"{batch_size} x {seq_len} tokens needs about {_gib(est['total'])} (parameters, gradients and "
             f"AdamW state {_gib(members * est['state'])}, activations {_gib(members * est['activations'])}) "
-            f"but {_gib(have)} of {kind} is available; lower model.d_model, model.n_layers, model.max_len or "
+            f"but only {_gib(have)} is available ({kind}); lower model.d_model, model.n_layers, model.max_len or "
             "train.batch_size"
         )
     return est
