@@ -23,6 +23,8 @@ different config) is reported in one line on stderr with exit status 2, before a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ from pathlib import Path
 from lab import config as config_lib
 from lab import experiment as E
 from lab.errors import ConfigError, DataError, LabError
+from lab.runs import lock
 
 # Kept here rather than imported from lab.train.sweep so that `lab tokenizer ...` never imports JAX (a
 # process with JAX loaded must not fork, and tokenizer training forks workers); a test holds it equal.
@@ -96,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="override a config key, e.g. train.steps=500 (repeatable)",
         )
         p.add_argument("--seeds", type=int, default=None, help="number of seeds per variant")
-        p.add_argument("--data", default=None, help="corpus: pydocs | pystdlib | tinyshakespeare | file:PATH")
+        p.add_argument(
+            "--data",
+            default=None,
+            help="corpus: pydocs | pystdlib | tinyshakespeare | file:PATH (a regular UTF-8 text file of at "
+            "most 1 GiB)",
+        )
 
     p = sub.add_parser("run", help="train, checkpoint and analyze")
     config_args(p)
@@ -521,10 +529,30 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _check_results(root: Path, write: bool) -> None:
+    """Refuse a `--results` root that is not a directory (or, to write, cannot be made or written) in one
+    line, before anything is written."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"--results {root} exists and is not a directory; give a directory (new or existing)"
+        )
+    if not write:
+        return
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--results {root}: {existing} is not a directory; give a directory path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results {root}: {existing} is not writable; give a directory you can write to")
+
+
 def cmd_run(args) -> int:
     exps = E.find(_registry(), args.experiment)
     if args.results is None:
         args.results = E.default_results(args.preset, args.set, args.seeds, args.data)
+    _check_results(args.results, write=True)
     # Resolve and check every config before anything trains or writes.
     resolved = [(exp, E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)) for exp in exps]
     for exp, cfg in resolved:
@@ -534,10 +562,17 @@ def cmd_run(args) -> int:
     from lab.runtime import init_jax
 
     init_jax()
+    from lab.train.memory import check_config_fits
+
+    for exp, cfg in resolved:  # sizes that cannot fit in memory are refused before anything is written
+        check_config_fits(cfg, what=f"{exp.id} --preset {args.preset}")
     opts = E.RunOptions(strategy=args.strategy, fresh=args.fresh, progress=not args.no_progress)
-    for exp, cfg in resolved:
-        findings = E.run(exp, cfg, exp.out_dir(args.results), args.preset, opts)
-        print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
+    with contextlib.ExitStack() as locks:  # one writer per experiment directory, taken before any write
+        for exp, _ in resolved:
+            locks.enter_context(lock(exp.out_dir(args.results)))
+        for exp, cfg in resolved:
+            findings = E.run(exp, cfg, exp.out_dir(args.results), args.preset, opts)
+            print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
     from lab.report import write_report
 
     print(f"report: {write_report(_reported(), args.results)}")
@@ -548,8 +583,10 @@ def cmd_run(args) -> int:
 
 def cmd_analyze(args) -> int:
     # NumPy only: analysis reads what `run` wrote and never starts JAX (tests/cli check it cannot).
+    root = _root(args)
+    _check_results(root, write=False)
     for exp in E.find(_registry(), args.experiment):
-        findings = E.analyze(exp, exp.out_dir(_root(args)))
+        findings = E.analyze(exp, exp.out_dir(root))
         print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
     return 0
 
@@ -557,7 +594,9 @@ def cmd_analyze(args) -> int:
 def cmd_report(args) -> int:
     from lab.report import write_report
 
-    print(write_report(_reported(), _root(args)))
+    root = _root(args)
+    _check_results(root, write=False)
+    print(write_report(_reported(), root))
     return 0
 
 
@@ -601,8 +640,12 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except LabError as e:
-        print(f"lab: error: {e}", file=sys.stderr)
+        print(f"lab: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's, not the lab's: a full disk, a directory that vanished, permissions
+        where = f": {e.filename}" if e.filename else ""
+        print(f"lab: error: {e.strerror or e}{where} ({type(e).__name__}, errno {e.errno})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -87,9 +88,12 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be an integer") from None
     if tp is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be a number") from None
+        if not math.isfinite(value):  # inf and nan parse as floats, and would train to NaN
+            raise ConfigError(f"{key}={text!r} is not allowed; {key} must be a finite number")
+        return value
     if tp is str:
         return text
     raise ConfigError(f"{key} cannot be set from the command line (type {describe_type(tp)})")
@@ -190,6 +194,17 @@ def check(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless condition holds; used in ``__post_init__`` range checks."""
     if not condition:
         raise ConfigError(message)
+
+
+def check_finite(cfg, prefix: str = "") -> None:
+    """Every float field of `cfg` (or float in a tuple field) is finite: no inf, no NaN."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        check(
+            not any(isinstance(v, float) and not math.isfinite(v) for v in values),
+            f"{prefix}{f.name} must be a finite number, got {value}",
+        )
 
 
 # --- declarative range checks for experiment configs (each names the key and what is allowed) ------------

@@ -37,7 +37,7 @@ from lab import config as config_lib
 from lab.analysis.findings import Findings
 from lab.errors import CheckpointError, ConfigError
 from lab.fileio import atomic_write_json, read_json
-from lab.runs import check_or_write_config
+from lab.runs import check_or_write_config, check_runs_complete, lock
 
 DEFAULT_PRESET = "cpu"
 RESULTS = Path("results")  # the published results: every experiment at the default preset, nothing overridden
@@ -171,18 +171,26 @@ def load_config(exp: Experiment, out: Path):
 
 
 def analyze(exp: Experiment, out: Path) -> Findings:
+    """Findings from the files under `out`, written to out/findings.json. Refused while another process
+    writes `out` (lab.runs.lock), and if any training run under out/runs is unfinished or torn
+    (lab.runs.check_complete): measurements of half-trained models are never analyzed."""
+    out = Path(out)
     preset, cfg = load_config(exp, out)
-    findings = exp.analyze(cfg, Path(out))
-    findings.experiment, findings.title, findings.claim = exp.name, exp.title, exp.claim
-    findings.preset = preset
-    findings.seeds = cfg.seeds
-    findings.generated_by = f"lab analyze {exp.id}"
-    atomic_write_json(Path(out) / "findings.json", findings.to_dict())
+    with lock(out, "analyzing"):
+        check_runs_complete(out / "runs")
+        findings = exp.analyze(cfg, out)
+        findings.experiment, findings.title, findings.claim = exp.name, exp.title, exp.claim
+        findings.preset = preset
+        findings.seeds = cfg.seeds
+        findings.generated_by = f"lab analyze {exp.id}"
+        atomic_write_json(out / "findings.json", findings.to_dict())
     return findings
 
 
 def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOptions()) -> Findings:
+    """Train and measure (exp.run), then analyze, holding `out`'s one-writer lock throughout."""
     out = Path(out)
-    write_config(exp, cfg, out, preset, fresh=opts.fresh)
-    exp.run(cfg, out, opts)
-    return analyze(exp, out)
+    with lock(out):
+        write_config(exp, cfg, out, preset, fresh=opts.fresh)
+        exp.run(cfg, out, opts)
+        return analyze(exp, out)

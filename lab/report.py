@@ -2,7 +2,8 @@
 
 For each experiment: the claim, the verdict, the summary, each sub-finding with its numbers
 (mean ± sd over seeds), the tables inline and the plots as images. Experiments that have not been run
-are listed as such, never silently dropped.
+are listed as such, never silently dropped; one whose training runs are unfinished or torn is refused
+(lab.runs.check_complete).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from lab.analysis.findings import Findings
 from lab.errors import DataError
 from lab.fileio import atomic_write_text, read_json
+from lab.runs import check_runs_complete
 
 
 def render(experiments, results: Path) -> str:
@@ -36,6 +38,7 @@ def render(experiments, results: Path) -> str:
             f = Findings.from_dict(read_json(path))
         except (ValueError, TypeError, KeyError) as e:
             raise DataError(f"{path} is corrupted ({e}); rerun `lab analyze {exp.id}`") from None
+        check_runs_complete(results / exp.name / "runs")  # findings of runs since torn or cut short: refused
         lines.append(f"| [{exp.id}](#{exp.name}) | {f.claim} | **{f.verdict.upper()}** |")
         sections.append(_section(exp, f, results))
     return "\n".join(lines + [""] + sections) + "\n"

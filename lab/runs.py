@@ -14,11 +14,15 @@ starts JAX, and it holds the one guard that keeps two configs from sharing a dir
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import io
 import json
 import math
 import os
 import shutil
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -87,6 +91,74 @@ def truncate_after(path: str | os.PathLike, step: int) -> None:
         if row.get("step", 0) <= step:
             keep.append(line + "\n")
     atomic_write_text(path, "".join(keep))
+
+
+# --- one writer per directory ---------------------------------------------------------------------------------
+_held: dict[str, list] = {}  # lock file path -> [open file, depth]: this process's locks (re-entrant)
+_held_guard = threading.Lock()
+
+
+def lock_path(directory: str | os.PathLike) -> Path:
+    """The lock file of `directory`: a sibling, `.<name>.lock`, so that `--fresh` (which removes the
+    directory) never removes a lock that is held."""
+    directory = Path(directory).absolute()
+    return directory.parent / f".{directory.name}.lock"
+
+
+@contextlib.contextmanager
+def lock(directory: str | os.PathLike, what: str = "writing to"):
+    """Hold the one-writer lock of `directory` (an experiment's results or a run directory) while the block
+    runs; another process holding it is refused at once with a CheckpointError naming its PID.
+
+    The lock is `fcntl.flock` on `lock_path(directory)`, which records the holder's PID. The kernel drops
+    it when the holder dies, so a run killed even with SIGKILL never blocks the next one. It is re-entrant
+    within a process: `lab run` holds it around an experiment and `train_sweep` again around each sweep.
+    """
+    path = lock_path(directory)
+    key = str(path)
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            entry = None
+        else:
+            entry = _acquire(path, directory, what)
+            _held[key] = [entry, 1]
+    try:
+        yield path
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                f = _held.pop(key)[0]
+                f.close()  # closing drops the flock; the file stays (removing it would race a new holder)
+
+
+def _acquire(path: Path, directory, what: str):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until the lock is released
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot create the lock file {path} ({e.strerror or e}); the results directory must be a "
+            "writable directory"
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise CheckpointError(f"cannot lock {path} ({e.strerror or e})") from None
+        raise CheckpointError(
+            f"{directory} is in use by another lab process (PID {holder}, holding {path}); wait for it to "
+            f"finish or stop it before {what} it, or pass --results DIR to use another directory"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 # --- config.json: one config per directory -------------------------------------------------------------------
@@ -185,18 +257,83 @@ def _grid(rows, key, members, steps):
     return out
 
 
-def load_run(run_dir: str | Path, corpus_sha256: str | None = None) -> RunData:
-    """A training run from its config.json and metrics.jsonl. With `corpus_sha256`, refuse a run trained
-    on a different corpus than the one named (its content hash is recorded in config.json)."""
-    run_dir = Path(run_dir)
+def expected_steps(train: dict) -> tuple[list[int], list[int]]:
+    """(train steps, validation steps) at which a finished run of the train config `train` (a dict of
+    lab.train.TrainConfig) has a metrics row for every member: the end of each compiled call of `log_every`
+    steps (and of a shorter last one), and step 0, every `eval_every` steps and the last step."""
+    steps, log_every, eval_every = int(train["steps"]), int(train["log_every"]), int(train["eval_every"])
+    logged = sorted({*range(log_every, steps + 1, log_every), steps})
+    return logged, [0, *(s for s in logged if s % eval_every == 0 or s == steps)]
+
+
+def _spans(steps) -> str:
+    """Steps as short text: "15, 20" or "30, 40, ..., 300 (28 steps)"."""
+    steps = list(steps)
+    if len(steps) <= 4:
+        return ", ".join(map(str, steps))
+    return f"{steps[0]}, {steps[1]}, ..., {steps[-1]} ({len(steps)} steps)"
+
+
+def _read_config(run_dir: Path) -> dict:
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise DataError(f"{cfg_path} does not exist; run the experiment first (lab run ...)")
-    config = read_json(cfg_path)["config"]
+    try:
+        return read_json(cfg_path)["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{cfg_path} is unreadable or corrupted; rerun the experiment with --fresh") from None
+
+
+def check_complete(run_dir: str | Path, rows: list[dict] | None = None, config: dict | None = None) -> None:
+    """Refuse (DataError) a training run that is not finished or whose metrics are torn: every member must
+    have exactly one train row at every logged step up to train.steps and a validation row at every
+    evaluation step (`expected_steps`). A missing row is never read as a number (or as NaN, which would
+    count as a divergence); the message names the first member with missing steps and the steps."""
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir) if config is None else config
+    rows = read_rows(run_dir / "metrics.jsonl") if rows is None else rows
+    try:
+        logged, evals = expected_steps(config["train"])
+        n = len(config["members"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(
+            f"{run_dir / 'config.json'} is not a training run's config (no train/members)"
+        ) from None
+    seen: dict[tuple[str, int, int], int] = {}
+    for r in rows:
+        for kind in ("loss", "val_loss"):
+            if kind in r:
+                k = (kind, r.get("member"), r.get("step"))
+                seen[k] = seen.get(k, 0) + 1
+    twice = sorted((k for k, c in seen.items() if c > 1), key=lambda k: (k[1], k[2]))
+    if twice:
+        kind, member, step = twice[0]
+        raise DataError(
+            f"{run_dir / 'metrics.jsonl'} has {len(twice)} rows written more than once (first: member "
+            f"{member}, step {step}): two processes wrote this run; rerun it with --fresh"
+        )
+    for member in range(n):
+        for kind, want, what in (("loss", logged, "train"), ("val_loss", evals, "validation")):
+            missing = [s for s in want if (kind, member, s) not in seen]
+            if missing:
+                raise DataError(
+                    f"{run_dir} is incomplete: member {member} has no {what} row at step {_spans(missing)} "
+                    f"(a finished run has them up to train.steps={config['train']['steps']}); rerun "
+                    "`lab run` with the same options to finish it"
+                )
+
+
+def load_run(run_dir: str | Path, corpus_sha256: str | None = None) -> RunData:
+    """A finished training run from its config.json and metrics.jsonl (an unfinished or torn one is refused:
+    `check_complete`). With `corpus_sha256`, refuse a run trained on a different corpus than the one named
+    (its content hash is recorded in config.json)."""
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir)
     members = config["members"]
     rows = read_rows(run_dir / "metrics.jsonl")
     if not rows:
         raise DataError(f"{run_dir / 'metrics.jsonl'} is empty; run the experiment first")
+    check_complete(run_dir, rows, config)
     m = len(members)
     train_steps = np.array(sorted({r["step"] for r in rows if "loss" in r}), dtype=np.int64)
     val_steps = np.array(sorted({r["step"] for r in rows if "val_loss" in r}), dtype=np.int64)
@@ -222,6 +359,22 @@ def load_run(run_dir: str | Path, corpus_sha256: str | None = None) -> RunData:
             f"{corpus_sha256[:12]}…); rerun the experiment with --fresh"
         )
     return run
+
+
+def training_runs(root: str | Path) -> list[Path]:
+    """Every training run directory under `root` (directories holding both config.json and metrics.jsonl),
+    sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.json").is_file())
+
+
+def check_runs_complete(root: str | Path) -> None:
+    """`check_complete` for every training run under `root`: what analysis checks before it reads anything,
+    so that measurement files from models of an unfinished run are never analyzed."""
+    for run_dir in training_runs(root):
+        check_complete(run_dir)
 
 
 def load_runs(dirs: dict, corpus_sha256: str | None = None) -> dict:

@@ -271,3 +271,19 @@ def test_grouped_bars_put_each_series_side_by_side_with_mean_and_sd(tmp_path):
     plots.finish(ax, "t", "variant", "loss (nats)")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before", "after"]
     assert plots.save(fig, tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plots_of_an_experiment_whose_members_all_diverged_still_save(tmp_path):
+    x = np.array([1, 10, 100])
+    nan = np.full((3, 3), np.nan)  # every member non-finite from the first logged step
+    with plots.panel(tmp_path / "band.png", "loss", "step", "loss (nats)") as ax:
+        line = plots.band(ax, x, nan, "all", marker="o")
+        plots.log_axes(ax)  # log axes with no finite value to scale
+    assert line.get_label() == "all (n=0, 3 diverged: ×)"
+    with plots.panel(tmp_path / "points.png", "final", "lr", "loss (nats)") as ax:
+        plots.points(ax, x, list(nan.T), "all", diverged=True)
+        plots.log_axes(ax)
+    with plots.panel(tmp_path / "bars.png", "final", "variant", "loss (nats)") as ax:
+        plots.bars(ax, ["a", "b", "c"], list(nan.T), "all")
+    for name in ("band", "points", "bars"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

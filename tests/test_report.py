@@ -51,3 +51,25 @@ def test_corrupted_findings_are_an_error(tmp_path):
 def test_verdicts_are_restricted():
     with pytest.raises(ValueError, match="verdict"):
         Finding("c", "probably", "e")
+
+
+def test_findings_of_a_run_left_unfinished_are_refused(tmp_path):
+    exp = next(iter(registry(experiments).values()))
+    d = tmp_path / exp.name
+    run = d / "runs" / "a"
+    run.mkdir(parents=True)
+    (d / "findings.json").write_text(
+        json.dumps(
+            Findings(verdict="supported", summary="S.", experiment=exp.name, title="T", claim="C.").to_dict()
+        )
+    )
+    members = [{"seed": 0, "lr": 1e-3, "init_scale": 1.0, "extra": []}]
+    train = {"steps": 20, "log_every": 10, "eval_every": 10}
+    (run / "config.json").write_text(json.dumps({"config": {"members": members, "train": train}}))
+    rows = [
+        {"step": 0, "member": 0, "val_loss": 3.0},
+        {"step": 10, "member": 0, "loss": 2.5, "val_loss": 2.4},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="a is incomplete: member 0 has no train row at step 20"):
+        render([exp], tmp_path)

@@ -2,13 +2,27 @@
 a set of runs trained on different corpora is refused."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lab.errors import CheckpointError, DataError
-from lab.runs import load_run, load_runs, read_measurement, write_measurement
+from lab.runs import (
+    check_runs_complete,
+    expected_steps,
+    load_run,
+    load_runs,
+    lock,
+    lock_path,
+    read_measurement,
+    write_measurement,
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,10 @@ def test_a_measurement_of_another_config_or_a_damaged_file_is_refused(tmp_path):
 def _fake_run(d, sha):
     d.mkdir(parents=True)
     members = [{"seed": 0, "lr": 1e-3, "init_scale": 1.0, "extra": []}]
-    (d / "config.json").write_text(json.dumps({"config": {"members": members, "data": {"sha256": sha}}}))
+    train = {"steps": 5, "log_every": 5, "eval_every": 5}
+    (d / "config.json").write_text(
+        json.dumps({"config": {"members": members, "train": train, "data": {"sha256": sha}}})
+    )
     rows = [{"step": 0, "member": 0, "val_loss": 3.0}, {"step": 5, "member": 0, "loss": 2.5, "val_loss": 2.0}]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -68,8 +85,10 @@ def test_failed_members_and_largest_finite_gradient_norm(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
     members = [{"seed": s, "lr": 1e-3, "init_scale": 1.0, "extra": []} for s in range(4)]
-    (d / "config.json").write_text(json.dumps({"config": {"members": members}}))
-    rows = [  # member 0 learns; 1 ends above the untrained loss; 2 diverges at step 10; 3 diverges at once
+    train = {"steps": 20, "log_every": 10, "eval_every": 10}
+    (d / "config.json").write_text(json.dumps({"config": {"members": members, "train": train}}))
+    rows = [{"step": 0, "member": m, "val_loss": 5.0} for m in range(4)]
+    rows += [  # member 0 learns; 1 ends above the untrained loss; 2 diverges at step 10; 3 diverges at once
         {"step": 10, "member": m, "loss": lo, "grad_norm": g, "val_loss": v, "diverged_at": d_at}
         for m, lo, g, v, d_at in [
             (0, 2.0, 1.5, 2.5, -1),
@@ -80,8 +99,101 @@ def test_failed_members_and_largest_finite_gradient_norm(tmp_path):
     ]
     rows += [{"step": 20, "member": 0, "loss": 1.8, "grad_norm": 2.5, "val_loss": 2.2}]
     rows += [{"step": 20, "member": 1, "loss": 4.1, "grad_norm": 0.5, "val_loss": 5.6}]
+    rows += [  # a diverged member's rows go on, with null (NaN) values
+        {"step": 20, "member": m, "loss": None, "grad_norm": None, "val_loss": None, "diverged_at": 10}
+        for m in (2, 3)
+    ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = load_run(d)
     assert run.failed(initial_loss=5.0).tolist() == [False, True, True, True]
     assert run.failed(initial_loss=6.0).tolist() == [False, False, True, True]
     np.testing.assert_array_equal(run.max_grad_norm, [2.5, 9.0, np.nan, np.nan])
+
+
+def _complete_run(d, members=2, steps=20, log_every=5, eval_every=10, diverge=None):
+    """A made-up finished run: every member has a row at every logged step (val at every eval step); the
+    member `diverge` has NaN (null) values from step 10 on, as train_sweep writes them."""
+    d.mkdir(parents=True)
+    train = {"steps": steps, "log_every": log_every, "eval_every": eval_every}
+    ms = [{"seed": s, "lr": 1e-3, "init_scale": 1.0, "extra": []} for s in range(members)]
+    (d / "config.json").write_text(json.dumps({"config": {"members": ms, "train": train}}))
+    logged, evals = expected_steps(train)
+    rows = []
+    for step in sorted({*logged, *evals}):
+        for m in range(members):
+            dead = m == diverge and step >= 10
+            row = {"step": step, "member": m}
+            if step in logged:
+                row.update(
+                    loss=None if dead else 3.0 - step / 10, grad_norm=1.0, diverged_at=10 if dead else -1
+                )
+            if step in evals:
+                row.update(val_loss=None if dead else 3.1 - step / 10)
+            rows.append(row)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_expected_steps_follow_the_training_loops_chunks():
+    assert expected_steps({"steps": 20, "log_every": 5, "eval_every": 10}) == ([5, 10, 15, 20], [0, 10, 20])
+    # a last, shorter chunk; and the last step is always evaluated
+    assert expected_steps({"steps": 23, "log_every": 5, "eval_every": 10}) == (
+        [5, 10, 15, 20, 23],
+        [0, 10, 20, 23],
+    )
+
+
+def test_a_torn_or_unfinished_run_is_refused_naming_the_member_and_steps(tmp_path):
+    run = load_run(_complete_run(tmp_path / "ok", diverge=1))
+    assert run.diverged_at.tolist() == [-1, 10] and np.isnan(run.final_val_loss[1])  # a real divergence
+    assert run.final_val_loss[0] == pytest.approx(1.1)
+
+    torn = _complete_run(tmp_path / "torn")  # a kill (or a reader) cut the last 40 bytes off
+    data = (torn / "metrics.jsonl").read_bytes()
+    (torn / "metrics.jsonl").write_bytes(data[:-40])
+    with pytest.raises(DataError, match=r"torn is incomplete: member 1 has no train row at step 20 "):
+        load_run(torn)
+
+    half = _complete_run(tmp_path / "runs" / "half")  # the last checkpoint and the rows after it deleted
+    lines = (half / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (half / "metrics.jsonl").write_text("".join(line for line in lines if json.loads(line)["step"] <= 10))
+    with pytest.raises(DataError, match=r"half is incomplete: member 0 has no train row at step 15, 20 "):
+        load_run(half)
+    with pytest.raises(DataError, match="member 0 has no train row at step 15, 20"):
+        check_runs_complete(tmp_path / "runs")  # what `lab analyze` checks before reading measurements
+
+    twice = _complete_run(tmp_path / "twice")  # two writers appended the same rows
+    (twice / "metrics.jsonl").write_text((twice / "metrics.jsonl").read_text() * 2)
+    with pytest.raises(DataError, match=r"rows written more than once \(first: member 0, step 0\)"):
+        load_run(twice)
+
+
+HOLDER = """
+import sys, time
+from lab.runs import lock
+with lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_writer_per_directory_and_a_killed_holder_does_not_block(tmp_path):
+    d = tmp_path / "results" / "e04_qkv"
+    with lock(d), lock(d):  # re-entrant within a process
+        assert int(lock_path(d).read_text()) == os.getpid()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(d)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError, match=rf"in use by another lab process \(PID {holder.pid}, "):
+            with lock(d):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # no cleanup runs: the kernel drops the flock
+        holder.wait(timeout=60)
+    with lock(d):
+        assert int(lock_path(d).read_text()) == os.getpid()

@@ -6,7 +6,8 @@ A corpus is named by a spec string, the same one `--data` takes on the command l
   pydocs            the docstrings of those same files, extracted with `ast` (the modules are never imported)
   tinyshakespeare   Karpathy's char-rnn Tiny Shakespeare (~1 MB), downloaded once, checked against a sha256
                     and cached (nanoGPT's `shakespeare_char` corpus)
-  file:PATH         any local UTF-8 text file
+  file:PATH         any local UTF-8 text file: a regular file (not a device, pipe or directory) of at
+                    most MAX_FILE_BYTES (1 GiB)
 
 Every corpus carries the sha256 of its text, so a run records exactly which data it trained on (the
 embedded corpora change with the Python version; the hash makes that visible).
@@ -156,6 +157,9 @@ def _decode(data: bytes, path: pathlib.Path) -> str:
 # --------------------------------------------------------------------------------------------- file:PATH
 
 
+MAX_FILE_BYTES = 1 << 30  # file:PATH reads the whole file into memory (and tokenizes it): at most 1 GiB
+
+
 def _load_file_corpus(raw_path: str) -> Corpus:
     if not raw_path:
         raise _fail("corpus spec 'file:' has no path; use file:PATH with a UTF-8 text file")
@@ -164,8 +168,24 @@ def _load_file_corpus(raw_path: str) -> Corpus:
         raise _fail(f"corpus path {path} is a directory, not a file; file:PATH needs one UTF-8 text file")
     if not path.exists():
         raise _fail(f"corpus file {path} does not exist; file:PATH needs an existing UTF-8 text file")
+    if not path.is_file():  # /dev/zero, a FIFO, a socket: reading it would never end, or block
+        raise _fail(
+            f"corpus path {path} is not a regular file (a device, pipe or socket); file:PATH needs a regular "
+            f"UTF-8 text file of at most {MAX_FILE_BYTES >> 30} GiB"
+        )
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise _fail(
+                f"corpus file {path} is {size / (1 << 30):.1f} GiB; file:PATH allows at most "
+                f"{MAX_FILE_BYTES >> 30} GiB ({MAX_FILE_BYTES} bytes)"
+            )
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # the file may grow after stat: never read past the limit
+        if len(data) > MAX_FILE_BYTES:
+            raise _fail(
+                f"corpus file {path} grew past {MAX_FILE_BYTES >> 30} GiB while being read; file:PATH allows at most {MAX_FILE_BYTES >> 30} GiB"
+            )
     except OSError as e:
         reason = e.strerror or e
         raise _fail(f"cannot read corpus file {path}: {reason}; file:PATH needs a readable file") from None

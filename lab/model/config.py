@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from lab.config import check
+from lab.config import check, check_finite
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi"]
 Norm = Literal["layernorm", "rmsnorm", "none"]
@@ -63,6 +63,7 @@ class ModelConfig:
     dtype: DType = "float32"  # compute dtype; parameters are always float32
 
     def __post_init__(self):
+        check_finite(self, "model.")
         for name, allowed in _literal_fields().items():  # before any compilation, with the allowed values
             value = getattr(self, name)
             check(

@@ -7,7 +7,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from lab.config import check
+from lab.config import check, check_finite
 
 # The learning-rate schedules: the keys of lab.train.optimizer.SCHEDULES (a test keeps the two in sync).
 Schedule = Literal["cosine", "linear", "wsd"]
@@ -46,6 +46,7 @@ class TrainConfig:
     ckpt_every: int = 500  # checkpoint every this many steps (a multiple of log_every), and at the end
 
     def __post_init__(self):
+        check_finite(self, "train.")
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "ckpt_every"):
             check(getattr(self, name) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ from lab.errors import ConfigError
 from lab.fileio import atomic_write_json
 from lab.model import ModelConfig
 from lab.progress import phase, progress_bar
-from lab.runs import check_or_write_config, read_rows, truncate_after
+from lab.runs import check_or_write_config, lock, read_rows, truncate_after
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
+from lab.train.memory import check_fits
 from lab.train.metrics import MetricsWriter
 from lab.train.optimizer import make_optimizer
 from lab.train.sweep import Member, SweepRunner, init_sweep
@@ -179,16 +181,31 @@ def train_sweep(
         )
     want = run_config(spec)
     task.check_data(spec.data)
+    check_fits(cfg, tcfg.batch_size, task.seq_len, 1, what=str(run_dir))  # before anything is written
+    with lock(run_dir):
+        return _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_checkpoint)
+
+
+def _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_checkpoint) -> SweepResult:
+    cfg, tcfg, task, members = spec.model, spec.train, spec.task, list(spec.members)
     check_or_write_config(run_dir, want, fresh=fresh, upgrade=_upgrade_run_config)
 
     n = len(members)
     metrics_path = run_dir / "metrics.jsonl"
     mngr = ckpt.manager(run_dir / "checkpoints")
     try:
-        latest = mngr.latest_step()
+        mngr.remove_temporary()  # left by a save that was killed; this process is the one writer
+        found = mngr.restore_intact(abstract_sweep(cfg, tcfg, members))
+        latest = None if found is None else found[0]
         runner = SweepRunner(cfg, tcfg, task, n, strategy, forward=spec.forward, loss=spec.loss)
-        if latest is not None:
-            real = ckpt.restore(mngr, latest, abstract_sweep(cfg, tcfg, members))
+        if found is not None:
+            latest, real, passed = found
+            if passed:  # damaged newer checkpoints: resume from the intact one, with its metrics
+                for step, _ in passed:
+                    mngr.remove(step)
+                truncate_after(metrics_path, latest)
+                note = f", metrics.jsonl cut back to step {latest} and the damaged checkpoints removed"
+                print(ckpt.passed_over_note(mngr.directory, passed, latest, note), file=sys.stderr)
             if latest >= tcfg.steps:
                 return _finished(run_dir, real, latest, runner, skipped=True)
             truncate_after(metrics_path, latest)
@@ -215,8 +232,7 @@ def train_sweep(
             on_checkpoint=on_checkpoint,
         )
     finally:
-        mngr.wait_until_finished()
-        mngr.close()
+        mngr.close()  # waits for the last save and seals it with its manifest
 
 
 def _start(spec: SweepSpec):

@@ -155,6 +155,7 @@ def save(fig, path: str | Path) -> Path:
     (`plain_log_ticks`). Refuses (ValueError) an axes with data but no title or axis labels, and bars on a
     log value axis."""
     for ax in fig.axes:
+        _log_axes_without_data(ax)
         plain_log_ticks(ax)
         if ax.get_label() == "<colorbar>":  # matplotlib's name for colorbar axes; labelled via `colorbar`
             continue
@@ -171,6 +172,18 @@ def save(fig, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def _log_axes_without_data(ax) -> None:
+    """Give a log axis with no positive finite value to show (every member diverged: all NaN) the range
+    1..10, so the figure still draws (matplotlib cannot place log ticks without data) and shows the
+    × markers of the diverged runs on an empty axes."""
+    for axis, minpos, set_lim in (
+        (ax.xaxis, ax.dataLim.minposx, ax.set_xlim),
+        (ax.yaxis, ax.dataLim.minposy, ax.set_ylim),
+    ):
+        if axis.get_scale() == "log" and not (np.isfinite(minpos) and minpos > 0):
+            set_lim(1, 10)
 
 
 def _refuse_log_bars(ax, path) -> None:

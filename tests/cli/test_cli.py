@@ -1,5 +1,8 @@
 """Bad input on the command line: one line on stderr, exit status 2, and nothing written or lost."""
 
+import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -60,6 +63,14 @@ def assert_one_line_error(code, err, fragment):
             "model.d_model (64) must be divisible by model.n_heads (3)",
         ),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "e04", "--set", "train.lr=inf"], "train.lr='inf' is not allowed; train.lr must be a finite"),
+        (
+            ["run", "e04", "--set", "model.init_std=nan"],
+            "model.init_std='nan' is not allowed; model.init_std",
+        ),
+        (["run", "e04", "--set", "lr_sweep=0.01,inf"], "lr_sweep='inf' is not allowed"),
+        (["run", "e04", "--data", "file:/dev/zero"], "is not a regular file (a device, pipe or socket)"),
+        (["run", "e04", "--set", "model.d_model=1000000000"], "parameters (n_layers=2, d_model=1000000000"),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, args, fragment):
@@ -151,3 +162,83 @@ def test_only_the_plain_cpu_run_writes_the_published_root(capsys, monkeypatch, t
     assert wrote[5] == "analyze scratch/smoke/e04_qkv"
     code, _, err = run_cli(capsys, "analyze", "e04", "--preset", "huge")
     assert_one_line_error(code, err, "unknown preset 'huge'; allowed: cpu, gpu, smoke")
+
+
+def test_a_model_too_large_for_memory_is_refused_naming_the_estimate(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "e04",
+        "--preset",
+        "smoke",
+        "--set",
+        "model.d_model=1000000000",
+        "--results",
+        str(tmp_path / "r"),
+    )
+    assert_one_line_error(code, err, "needs about ")
+    assert "GiB (parameters, gradients and AdamW state" in err and "is available (" in err
+    assert not (tmp_path / "r").exists()  # nothing written: no config.json of the experiment or its sweeps
+
+
+def test_results_that_is_a_file_or_cannot_be_written_is_one_line(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("not a directory")
+    for cmd in (["run", "e04", "--preset", "smoke"], ["analyze", "e04"], ["report"]):
+        code, _, err = run_cli(capsys, *cmd, "--results", str(f))
+        assert_one_line_error(code, err, f"--results {f} exists and is not a directory")
+    code, _, err = run_cli(capsys, "run", "e04", "--preset", "smoke", "--results", str(f / "sub"))
+    assert_one_line_error(code, err, "is not a directory")
+    assert f.read_text() == "not a directory"
+    # A directory that cannot be created (even by root: /proc takes no new entries).
+    code, _, err = run_cli(capsys, "run", "e04", "--preset", "smoke", "--results", "/proc/lab-results")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "/proc" in err, err
+
+
+HOLDER = """
+import sys, time
+from lab.runs import lock
+with lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_or_an_analysis_during_a_run_is_refused_naming_the_holder(capsys, tmp_path):
+    (exp,) = E.find(E.registry(experiments), "e04")
+    results = tmp_path / "r"
+    out = exp.out_dir(results)
+    E.write_config(exp, E.resolve_config(exp, "smoke"), out, "smoke")
+    before = sorted(p.name for p in out.iterdir())
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for cmd in (["run", "e04", "--preset", "smoke", "--no-progress"], ["analyze", "e04"]):
+            code, _, err = run_cli(capsys, *cmd, "--results", str(results))
+            assert_one_line_error(code, err, f"is in use by another lab process (PID {holder.pid}, ")
+        assert sorted(p.name for p in out.iterdir()) == before  # the second writer wrote nothing
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+
+
+def test_analyze_refuses_a_torn_or_half_trained_run(capsys, tmp_path, smoke_run):
+    _, src = smoke_run("e04")
+    results = tmp_path / "r"
+    out = results / src.name
+    shutil.copytree(src, out)
+    metrics = out / "runs" / "text" / "metrics.jsonl"
+    whole = metrics.read_bytes()
+    metrics.write_bytes(whole[:-40])  # a torn last row
+    code, _, err = run_cli(capsys, "analyze", "e04", "--results", str(results))
+    assert_one_line_error(code, err, "runs/text is incomplete: member ")
+    assert "has no validation row at step 20" in err or "has no train row at step 20" in err
+
+    # The last checkpoint and the rows after it gone: a half-trained run, though measurements exist.
+    lines = whole.decode().splitlines(keepends=True)
+    metrics.write_text("".join(line for line in lines if '"step": 20' not in line))
+    shutil.rmtree(out / "runs" / "text" / "checkpoints" / "20")
+    (out / "findings.json").unlink()
+    code, _, err = run_cli(capsys, "analyze", "e04", "--results", str(results))
+    assert_one_line_error(code, err, "runs/text is incomplete: member 0 has no train row at step 20 ")
+    assert not (out / "findings.json").exists()

@@ -442,3 +442,19 @@ def test_reference_file_is_found_without_the_network_or_left_out(tmp_path, monke
         corpora.reference_file("gpt2.tiktoken", str(tmp_path / "missing.tiktoken"))
     with pytest.raises(DataError, match="unknown download"):
         corpora.reference_file("gpt3.tiktoken")
+
+
+def test_file_corpus_takes_regular_files_up_to_the_stated_limit(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"/dev/zero is not a regular file .* at most 1 GiB"):
+        load_corpus("file:/dev/zero")  # would otherwise read for ever
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is not a regular file"):
+        load_corpus(f"file:{fifo}")  # would otherwise block
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 21)
+    monkeypatch.setattr(corpora, "MAX_FILE_BYTES", 20)
+    with pytest.raises(DataError, match=r"file:PATH allows at most 0 GiB \(20 bytes\)"):
+        load_corpus(f"file:{big}")
+    big.write_text("x" * 20)
+    assert load_corpus(f"file:{big}").text == "x" * 20

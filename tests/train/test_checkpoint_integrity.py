@@ -1,0 +1,98 @@
+"""Checkpoint integrity: a damaged newest checkpoint is passed over for the newest intact one (with the
+metrics cut back to it, said in one line), none intact is a one-line error, and a save that fails (a full
+disk) leaves no temporary directory behind."""
+
+import errno
+import os
+import shutil
+
+import jax.numpy as jnp
+import pytest
+
+from lab.errors import CheckpointError
+from lab.train import SweepSpec, members_grid, train_sweep
+from lab.train import checkpoint as ckpt
+from lab.train.loop import latest_state
+
+
+def _truncate_largest(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != ckpt.MANIFEST]
+    big = max(files, key=lambda p: p.stat().st_size)
+    os.truncate(big, big.stat().st_size // 2)
+
+
+def _lines(err):
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, tiny, capsys):
+    cfg, tcfg, task = tiny
+    members = members_grid([0, 1], [3e-3])
+    spec = SweepSpec(cfg, tcfg, task, members)
+    run, ckdir = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    train_sweep(run, spec, progress=False)
+    assert all((ckdir / s / ckpt.MANIFEST).is_file() for s in ("10", "20"))  # sealed after each save
+    full = (run / "metrics.jsonl").read_bytes()
+
+    # Without its manifest (a kill right after the save), damage is found by trying to restore it.
+    (ckdir / "20" / ckpt.MANIFEST).unlink()
+    _truncate_largest(ckdir / "20")
+    capsys.readouterr()
+    step, _ = latest_state(run, cfg, tcfg, members)  # what the dashboard and `run`'s measurements read
+    (line,) = _lines(capsys.readouterr().err)
+    assert step == 10 and "damaged (step 20: does not restore" in line and "using step 10 instead" in line
+
+    # Resuming: restored from step 10, metrics cut back to it, retrained to the same bytes.
+    r = train_sweep(run, spec, progress=False)
+    (line,) = _lines(capsys.readouterr().err)
+    assert "using step 10 instead, metrics.jsonl cut back to step 10" in line
+    assert r.resumed_from == 10 and (run / "metrics.jsonl").read_bytes() == full
+    assert sorted(os.listdir(ckdir)) == ["10", "20"] and (ckdir / "20" / ckpt.MANIFEST).is_file()
+
+    # With manifests, damage is found from the files' sha256; none intact is a one-line error.
+    _truncate_largest(ckdir / "20")
+    _truncate_largest(ckdir / "10")
+    with pytest.raises(CheckpointError) as e:
+        train_sweep(run, spec, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "no checkpoint in" in msg and "can be restored" in msg
+    assert "step 20: default/" in msg and "step 10: default/" in msg and "sha256 differs" in msg
+    assert (run / "metrics.jsonl").read_bytes() == full  # nothing written or lost
+    with pytest.raises(CheckpointError, match="no checkpoint in .* can be restored"):
+        latest_state(run, cfg, tcfg, members)
+
+
+def test_a_failed_save_removes_orbax_temporary_directory_and_says_so_in_one_line(tmp_path, monkeypatch):
+    mngr = ckpt.manager(tmp_path / "ck")
+    state = {"w": jnp.arange(4.0)}
+    mngr.save(10, state)
+    mngr.finish()
+
+    def full_disk(step, args=None):  # what Orbax does when the disk fills: a temporary dir, then OSError
+        (mngr.directory / f"{step}{ckpt.TMP_MARK}-1700000000").mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(mngr._mngr, "save", full_disk)
+    with pytest.raises(CheckpointError) as e:
+        mngr.save(20, state)
+    msg = str(e.value)
+    assert "\n" not in msg and "saving checkpoint step 20" in msg and "No space left on device" in msg
+    assert "temporary files were removed" in msg and "resume from step 10" in msg
+    assert sorted(os.listdir(mngr.directory)) == ["10"]
+    monkeypatch.undo()
+
+    # The same failure surfacing from the background write (Orbax wraps it), while waiting for it.
+    def failed_wait():
+        (mngr.directory / f"30{ckpt.TMP_MARK}-1700000001").mkdir()
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as inner:
+            raise RuntimeError("async save failed") from inner
+
+    monkeypatch.setattr(mngr._mngr, "wait_until_finished", failed_wait)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        mngr.finish()
+    assert sorted(os.listdir(mngr.directory)) == ["10"]
+    monkeypatch.undo()
+    mngr.close()
+    shutil.rmtree(tmp_path / "ck")
