@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
+from lab.analysis.findings import claims_summary
 from lab.analysis.geometry import mean_cosine, nearest, pca, unit_rows
 from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.corpora import fetch, reference_file
@@ -360,9 +361,20 @@ def _lm_finding(cfg: E01Config, outs: Outputs, lm: dict) -> Finding:
     return Finding(
         "At equal training FLOPs, a BPE model predicts text better per byte than a byte model",
         headline([c.verdict("less") for c in cmps.values()]),
-        f"{ev}. {deltas}. Each BPE token carries several bytes, so at equal compute the BPE model reads more "
-        "text, even though its larger embedding costs it steps.",
+        f"{ev}. {deltas}. {_text_seen(lm)}",
     )
+
+
+def _text_seen(lm: dict) -> str:
+    """Which models read more training text at equal FLOPs (a BPE token carries several bytes, but its
+    larger embedding costs it steps), from the numbers."""
+    more = [v for v, r in lm.items() if v != "byte" and r["train_bytes"] > lm["byte"]["train_bytes"]]
+    less = [v for v in lm if v not in ("byte", *more)]
+    said = [
+        f"{', '.join(vs)} read {word} text than the byte model"
+        for vs, word in ((more, "more"), (less, "no more"))
+    ]
+    return "At equal compute " + " and ".join(s for s, vs in zip(said, (more, less)) if vs) + "."
 
 
 def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
@@ -401,7 +413,7 @@ def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
     )
 
 
-def _embeddings(outs: Outputs, e: dict) -> Finding:
+def _embeddings(outs: Outputs, e: dict) -> list[Finding]:
     n, variant, xy, kind = len(e["labels"]), e["variant"], np.array(e["xy"]), np.array(e["kind"])
     fig, axes = plots.figure(ncols=3, width=5.2, height=4.6)
     learned = f"Learned embeddings ({variant}, seed 0)"
@@ -427,34 +439,35 @@ def _embeddings(outs: Outputs, e: dict) -> Finding:
     for token, near in e["neighbours"]:
         t.add(f"`{token!r}`", ", ".join(f"`{s!r}`" for s in near))
     outs.table("embeddings.md", t)
-    pairs, fmt = e["case_pairs"], lambda k: summarize(e[k]).fmt(3)
-    cmps = {k: compare(e["random pairs"], e[k]) for k in ("digits", "case pairs") if k == "digits" or pairs}
-    shown = ", ".join(f"{a!r}/{b!r}" for a, b in pairs[:3])
-    return Finding(
-        "Learned embeddings place related tokens together; one-hot ids cannot (all cosines 0)",
-        headline([c.verdict("greater") for c in cmps.values()]),
-        f"mean cosine similarity in the trained {variant} table: between digits {fmt('digits')}, "
-        + (
-            f"between case variants ({shown}, ...) {fmt('case pairs')}, "
-            if pairs
-            else "no case-variant pairs (' word'/' Word') in this vocabulary, "
-        )
-        + f"random token pairs {fmt('random pairs')} (one-hot ids: exactly 0 for every pair). Random pairs "
-        "are not at 0: the trained table shares a common direction (anisotropy), so 'related' means above "
-        "that baseline. Digits cluster; case variants need not: with tied input/output embeddings a token's "
-        "vector also encodes what follows it and where it occurs (' The' opens sentences, ' the' sits inside "
-        "them). Against random pairs: " + "; ".join(f"{k} {c.fmt()}" for k, c in cmps.items()),
-    )
+    return [_near(e, "digits"), _near(e, "case pairs")]
 
 
-SUMMARIES = {
-    "supported": "The tokenizer changes what the same model learns with the same compute, in both "
-    "directions: BPE models predict text better per byte, and fail a letter-level task that byte models "
-    "solve.",
-    "qualified": "Tokenization changes what the model learns in some of our tests but not all; see the "
-    "findings.",
-}
-UNCLEAR = "At this scale the tokenizers did not separate clearly; see the findings."
+BY_RULE = {"supported": "above", "refuted": "not above", "inconclusive": "not separable from"}
+
+
+def _near(e: dict, group: str) -> Finding:
+    """Related tokens (the ten digits; ' word'/' Word' case variants) against random token pairs: the claim
+    "closer than random" decided by the rule ("greater") on the per-seed mean cosines."""
+    variant, fmt = e["variant"], lambda k: summarize(e[k]).fmt(3)
+    pairs = e["case_pairs"]
+    what = "the ten digits" if group == "digits" else "case variants (' word'/' Word')"
+    claim = f"Learned embeddings place {what} closer together than random token pairs (one-hot ids: all 0)"
+    if group == "case pairs" and not pairs:
+        return Finding(claim, "inconclusive", f"no case-variant pairs in the {variant} vocabulary")
+    c = compare(e["random pairs"], e[group])
+    verdict = c.verdict("greater")
+    shown = f" ({', '.join(f'{a!r}/{b!r}' for a, b in pairs[:3])}, ...)" if group == "case pairs" else ""
+    ev = f"mean cosine similarity in the trained {variant} table, over seeds: {group}{shown} {fmt(group)} vs "
+    ev += f"random token pairs {fmt('random pairs')} ({c.fmt()}): {BY_RULE[verdict]} random pairs by the "
+    ev += "95% CI"
+    if c.verdict("less") == "supported":
+        ev += ", and below them"
+    ev += ". One-hot ids give exactly 0 for every pair; random pairs of the trained table sit at "
+    ev += f"{summarize(e['random pairs']).mean:+.3f}, not 0 (a shared direction), so 'together' means above them"
+    if group == "case pairs" and verdict != "supported":
+        ev += ". A possible reason, not tested here: with tied input/output embeddings a token's vector also "
+        ev += "encodes what follows it and where it occurs (' The' opens sentences, ' the' sits inside them)"
+    return Finding(claim, verdict, ev)
 
 
 def analyze(cfg: E01Config, out: Path) -> Findings:
@@ -466,9 +479,13 @@ def analyze(cfg: E01Config, out: Path) -> Findings:
     panels = [(f"{name} — {label}", p) for name, section in sections for label, p in section]
     write_png(outs.plot("tokens.png"), panels)
     findings = [_compression(cfg, outs, m["compression"]), _lm_finding(cfg, outs, m["lm"])]
-    findings += [_reverse(cfg, outs, m), _embeddings(outs, m["embeddings"])]
+    findings += [_reverse(cfg, outs, m), *_embeddings(outs, m["embeddings"])]
     verdict = headline(findings[1:3])  # the claim: what the same model learns at the same compute
-    return outs.findings(verdict, SUMMARIES.get(verdict, UNCLEAR), findings)
+    summary = f"The claim ({verdict}) is decided by what the same model learns at the same compute: "
+    summary += (
+        claims_summary(findings[1:3]) + " Also measured: " + claims_summary(findings[:1] + findings[3:])
+    )
+    return outs.findings(verdict, summary, findings)
 
 
 EXPERIMENT = Experiment(

@@ -10,7 +10,9 @@ at a small cost in quality that a converted multi-head checkpoint recovers with 
      the control (what the extra steps alone buy);
   2. KV-cache bytes vs G, measured arrays vs the formula;
   3. decode latency vs G, batch and context (greedy decode steps ending on a full fixed-shape cache), with
-     random weights of the same shape (speed does not depend on their values), repeated `seeds` times.
+     random weights of the same shape (speed does not depend on their values), repeated `decode_repeats`
+     times. A speedup is decided on the log scale: log(seconds of MHA) - log(seconds of G), whose 95% CI
+     (Welch, over repeats) must exclude 0 (1x).
 
 Run:      lab run e09 [--preset smoke|cpu|gpu] [--set uptrain_steps=60] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e09
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
+from lab.analysis import Finding, Outputs, Table, compare, contrast, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -49,8 +51,10 @@ from lab.viz import plots
 
 CLAIM = "Most speedups come from architectural constraints: sharing K/V heads (GQA/MQA) speeds up decoding."
 # A speedup under 1.2x is too small to call one (fixed with the claim, before measuring; the pre-foundation
-# rule's threshold): the decode claim is refuted if the CI of the speedup lies inside 1 ± this.
+# rule's threshold). Speedups are decided on the log scale, so the margin is ±log(1 + this): a speedup whose
+# CI lies inside [1/1.2, 1.2] is no speedup worth the name (refuted).
 SPEEDUP_MARGIN = 0.2
+LOG_MARGIN = float(np.log1p(SPEEDUP_MARGIN))
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,14 @@ class E09Config:
     decode_contexts: tuple[int, ...] = (128, 1024)  # cache length when timing a decode step
     decode_batches: tuple[int, ...] = (1, 64)
     decode_steps: int = 16  # decode steps per timed call
+    # Timed calls per (G, context, batch): a speedup's CI comes from these (Welch over repeats of log time),
+    # so too few leave every speedup inconclusive. 20 add ~15 s to the cpu preset on 2 cores.
+    decode_repeats: int = 20
 
     def __post_init__(self):
         h = self.model.n_heads
         check_at_least(self, 1, "seeds", "uptrain_steps", "groups", "decode_contexts", "decode_batches")
+        check_at_least(self, 2, "decode_repeats")  # a CI needs two values
         check(self.model.kv_heads == h, "model must be multi-head: leave model.n_kv_heads unset")
         check_causal(self.model, "e09 trains causal language models")
         check_distinct(self, "groups", "decode_contexts", "decode_batches")
@@ -80,7 +88,8 @@ class E09Config:
 # fmt: off
 PRESET_TABLE = {
     "smoke": E09Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(steps=10), groups=(1, 2),
-                       uptrain_steps=10, decode_contexts=(32,), decode_batches=(1, 4), decode_steps=4),
+                       uptrain_steps=10, decode_contexts=(32,), decode_batches=(1, 4), decode_steps=4,
+                       decode_repeats=3),
     "cpu": E09Config(),
     "gpu": E09Config(model=PRESETS["gpu"].replace(n_heads=8, d_model=512), train=TRAIN_PRESETS["gpu"],
                      data=DataConfig(name="pystdlib"), groups=(1, 2, 4, 8), uptrain_steps=150,
@@ -113,14 +122,14 @@ def run(cfg: E09Config, out: Path, opts) -> None:
 
 
 def _decode(cfg, model, opts) -> dict:
-    """Seconds per decode step over a full cache, per (G, context, batch), repeated `seeds` times."""
+    """Seconds per decode step over a full cache, per (G, context, batch), repeated `decode_repeats` times."""
     rows = []
     grid = [(g, c, b) for g in cfg.groups for c in cfg.decode_contexts for b in cfg.decode_batches]
     cost = lambda gcb: _decode_seconds(cfg, model, *gcb)
     label = lambda gcb: "G={}, context {}, batch {}".format(*gcb)
     for g, c, b in weighted(grid, cost, "e09 decode timing", opts.progress, label):
         m = gqa_config(model, g).replace(max_len=c)
-        s = decode_step_seconds(m, init(m, jax.random.PRNGKey(0)), b, c, cfg.decode_steps, cfg.seeds)
+        s = decode_step_seconds(m, init(m, jax.random.PRNGKey(0)), b, c, cfg.decode_steps, cfg.decode_repeats)
         rows.append({"groups": g, "context": c, "batch": b, "seconds_per_step": s} | cache_memory(m, b, c))
     return {"n_heads": model.n_heads, "layers": model.n_layers, "head_dim": model.head_dim, "rows": rows}
 
@@ -134,11 +143,13 @@ CACHE_BYTES_PER_S = 3e9  # reading the K/V cache in a decode step
 
 def _decode_seconds(cfg, model, g: int, c: int, b: int) -> float:
     """A decode-timing unit: compiling its decode steps (and, at the first batch of each (G, context), the
-    model's initialization), then seeds + 1 calls of decode_steps steps, each step reading the whole cache."""
+    model's initialization), then decode_repeats + 1 calls of decode_steps steps, each step reading the whole
+    cache."""
     m = gqa_config(model, g)
     cache = kv_cache.cache_bytes(m.n_layers, b, m.kv_heads, m.head_dim, c, jnp.dtype(m.dtype).itemsize)
     compiles = 2 if b == cfg.decode_batches[0] else 1
-    return compiles * COMPILE_S + (cfg.seeds + 1) * (CALL_S + cfg.decode_steps * cache / CACHE_BYTES_PER_S)
+    calls = cfg.decode_repeats + 1
+    return compiles * COMPILE_S + calls * (CALL_S + cfg.decode_steps * cache / CACHE_BYTES_PER_S)
 
 
 # --- analysis: reads the run directories and runs/decode.json ----------------------------------------------
@@ -222,16 +233,43 @@ def _scratch_finding(cfg: E09Config, q: dict) -> Finding:
 
 
 def _decode_data(cfg: E09Config, dec: dict) -> dict:
-    """Per (G, context, batch): seconds per step and speedup vs MHA (per repeat), cache MiB; whether the
-    bytes equal the formula."""
+    """Per (G, context, batch): seconds per step (per repeat), the speedup vs MHA as a Comparison on the log
+    scale (log MHA seconds - log G seconds, Welch over repeats: its diff and CI are log speedups), cache
+    MiB; whether the bytes equal the formula."""
     rows, h = {(r["groups"], r["context"], r["batch"]): r for r in dec["rows"]}, cfg.model.n_heads
     d = {"secs": {key: np.array(r["seconds_per_step"]) for key, r in rows.items()}, "dec": dec}
-    d["speed"] = {(g, c, b): d["secs"][(h, c, b)] / s for (g, c, b), s in d["secs"].items()}
+    d["log"] = {key: np.log(s) for key, s in d["secs"].items()}
+    d["speed"] = {(g, c, b): compare(x, d["log"][(h, c, b)]) for (g, c, b), x in d["log"].items()}
+    d["repeats"] = sorted({len(s) for s in d["secs"].values()})
     d["mib"] = {key: r["measured_bytes"] / 2**20 for key, r in rows.items()}
     d["exact"] = [r["measured_bytes"] == r["formula_bytes"] for r in rows.values()]
     g1, cs, bs = min(cfg.groups), cfg.decode_contexts, cfg.decode_batches
     d["big"], d["small"] = (g1, max(cs), max(bs)), (g1, min(cs), min(bs))  # the largest and smallest cache
     return d
+
+
+def _x(c, ci: bool = True) -> str:
+    """A log-scale Comparison as a speedup: "2.54× [95% CI 1.90×, 3.39×]" (the CI only where it exists)."""
+    s = f"{np.exp(c.diff):.2f}×"
+    if ci and np.all(np.isfinite(c.ci95)):
+        s += " [95% CI {:.2f}×, {:.2f}×]".format(*np.exp(c.ci95))
+    return s
+
+
+def _speed_word(c) -> str:
+    """What the rule says about one speedup (log-scale Comparison) against 1× with the margin."""
+    if c.verdict("greater", LOG_MARGIN) == "supported":
+        return "faster"
+    if c.verdict("less") == "supported":
+        return "slower"
+    if c.verdict("equal", LOG_MARGIN) == "supported":
+        return f"within ×/÷{1 + SPEEDUP_MARGIN:g} of MHA"
+    return "undecided"
+
+
+def _repeats(d: dict) -> str:
+    n = d["repeats"]
+    return f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
 
 
 def _decode_outputs(cfg: E09Config, d: dict, outs: Outputs) -> None:
@@ -247,11 +285,27 @@ def _decode_outputs(cfg: E09Config, d: dict, outs: Outputs) -> None:
     plots.finish(axes[0, 1], "e09: KV-cache memory vs G (measured arrays)", "key/value heads G", "MiB (log)")
     plots.save(fig, outs.plot("decode.png"))
     title = f"Decode step vs G ({d['dec']['layers']} layers, {cfg.model.n_heads} query heads of "
-    title += f"{d['dec']['head_dim']}; mean ± sd over {cfg.seeds} repeats)"
-    t = Table(title, ["context", "batch", "G", "ms / step", "tokens/s", "speedup vs MHA", "KV cache (MiB)"])
+    title += f"{d['dec']['head_dim']}; mean ± sd over {_repeats(d)} repeats)"
+    cols = [
+        "context",
+        "batch",
+        "G",
+        "ms / step",
+        "tokens/s",
+        "speedup vs MHA",
+        "by the rule",
+        "KV cache (MiB)",
+    ]
+    note = (
+        "Speedup: exp of the mean log-time difference to MHA, with its 95% CI (Welch over repeats); 'by the "
+    )
+    note += f"rule': faster or slower when the CI excludes 1× (the margin is ×/÷{1 + SPEEDUP_MARGIN:g})."
+    t = Table(title, cols, note=note)
     for (c, b), g in ((case, g) for case in cases for g in gs):
-        s, sp, mib = d["secs"][(g, c, b)], summarize(d["speed"][(g, c, b)]), d["mib"][(g, c, b)]
-        t.add(c, b, g, summarize(1e3 * s).fmt(3), summarize(b / s).fmt(0), sp.fmt(2) + "×", f"{mib:.2f}")
+        s, sp, mib = d["secs"][(g, c, b)], d["speed"][(g, c, b)], d["mib"][(g, c, b)]
+        ref = g == cfg.model.n_heads
+        speed, word = ("1 (reference)", "—") if ref else (_x(sp), _speed_word(sp))
+        t.add(c, b, g, summarize(1e3 * s).fmt(3), summarize(b / s).fmt(0), speed, word, f"{mib:.2f}")
     outs.table("decode.md", t)
 
 
@@ -263,24 +317,34 @@ def _bytes_finding(cfg: E09Config, d: dict) -> Finding:
 
 
 def _speed_finding(cfg: E09Config, d: dict) -> Finding:
-    """The fewest K/V heads against MHA: faster where the cache is largest (a speedup above 1, and beyond
-    1 ± SPEEDUP_MARGIN), and faster there than where it is smallest."""
-    big, small, h, g1, speed = d["big"], d["small"], cfg.model.n_heads, min(cfg.groups), d["speed"]
-    faster, more = compare_to(speed[big], 1.0), compare(speed[small], speed[big])
-    cases = [
-        (c, b, mib, summarize(speed[(g1, c, b)]).fmt(2)) for (g, c, b), mib in d["mib"].items() if g == h
-    ]
-    every = "; ".join(f"context {c} × batch {b} ({mib:.2f} MiB MHA cache): {x}×" for c, b, mib, x in cases)
-    ev = f"G={g1} vs MHA per decode step: {every} (largest cache against 1×: {faster.fmt(2)}; largest "
-    ev += f"against smallest: {more.fmt(2)}). A decode step's attention is a matrix-vector product per query "
-    ev += "head over the cache (about one multiply-add per K/V element read), so it is bound by reading the "
-    ev += f"cache, and G={g1} reads {h // g1}× fewer bytes; the speedup stays below {h // g1}× because the "
-    ev += "weight matmuls, norms and per-call overhead of a step are unchanged, and those are all there is "
-    ev += f"when the cache is small (context {small[1]} × batch {small[2]}). On this CPU the gain appears as "
-    ev += "soon as the cache is a large part of the bytes a step touches (long contexts even at batch 1), "
-    ev += "not only once it exceeds the CPU caches"
+    """The fewest K/V heads against MHA, on the log scale: faster where the cache is largest (the speedup's
+    CI above 1×; refuted inside ×/÷(1 + SPEEDUP_MARGIN)), and more so there than where it is smallest (the
+    difference of the two log speedups, a contrast of four groups of repeats, above 0)."""
+    (g1, cb, bb), (_, cs, bs), h, lg = d["big"], d["small"], cfg.model.n_heads, d["log"]
+    faster = d["speed"][d["big"]]
+    more = contrast([lg[(g1, cb, bb)], lg[(h, cb, bb)], lg[(g1, cs, bs)], lg[(h, cs, bs)]], [-1, 1, 1, -1])
+    verdicts = [faster.verdict("greater", LOG_MARGIN), more.verdict("greater")]
+    cases = sorted({(c, b) for (_, c, b) in d["speed"]}, key=lambda cb: d["mib"][(h, *cb)])
+    said = {}
+    for c, b in cases:
+        said.setdefault(_speed_word(d["speed"][(g1, c, b)]), []).append(f"context {c} × batch {b}")
+    every = "; ".join(
+        f"context {c} × batch {b} ({d['mib'][(h, c, b)]:.2f} MiB MHA cache): {_x(d['speed'][(g1, c, b)])}"
+        for c, b in cases
+    )
+    ratio, top = h // g1, float(np.exp(faster.ci95[1]))
+    ev = f"G={g1} vs MHA per decode step, {_repeats(d)} timed calls each: {every}. By the rule per case: "
+    ev += "; ".join(f"{word} at {', '.join(where)}" for word, where in said.items())
+    ev += f". Largest cache against 1× (margin ×/÷{1 + SPEEDUP_MARGIN:g}): {verdicts[0]}; log speedup there "
+    ev += f"minus at the smallest: {more.fmt(2)}: {verdicts[1]}. G={g1} reads {ratio}× fewer cache bytes per "
+    ev += "step, while the weight matmuls, norms and per-call overhead are the same for every G"
+    if np.isfinite(top):
+        ev += (
+            f"; at the largest cache the speedup's CI ends {'below' if top < ratio else 'at or above'} that "
+        )
+        ev += f"{ratio}× ({top:.2f}×)"
     claim = "Fewer K/V heads speed up decoding where reading the K/V cache dominates a step, not elsewhere"
-    return Finding(claim, headline([faster.verdict("greater", SPEEDUP_MARGIN), more.verdict("greater")]), ev)
+    return Finding(claim, headline(verdicts), ev)
 
 
 def analyze(cfg: E09Config, out: Path):
@@ -292,13 +356,16 @@ def analyze(cfg: E09Config, out: Path):
     parts = [_exact_finding(cfg, q), _recovery_finding(cfg, q)]
     parts += [_bytes_finding(cfg, d), _speed_finding(cfg, d)]
     aside = _scratch_finding(cfg, q)  # not part of the claim: the uptrained models saw more steps
-    g1, speed = big[0], {key: summarize(d["speed"][key]).fmt(2) for key in (big, small)}
-    summary = "Sharing K/V heads is a constraint that buys speed where reading the K/V cache is the "
-    summary += f"bottleneck: MQA (G={g1}) decoded {speed[big]}× faster than MHA at context {big[1]} × batch "
-    summary += f"{big[2]} and {speed[small]}× at context {small[1]} × batch {small[2]}, with a {h // g1}× "
-    summary += "smaller cache. Converting a trained MHA model by mean-pooling raised the val loss "
-    summary += f"({_ms(q['mha'])} → {_ms(q['before'][g1])} for G={g1}); {cfg.uptrain_steps} uptraining steps "
-    summary += f"brought it to {_ms(q['after'][g1])} (MHA with the same steps: {_ms(q['after'][h])})."
+    g1, speed = big[0], parts[3]
+    summary = f"Decoding ({speed.verdict}): MQA (G={g1}) vs MHA, {_x(d['speed'][big])} at context {big[1]} × "
+    summary += f"batch {big[2]} ({_speed_word(d['speed'][big])}) and {_x(d['speed'][small])} at context "
+    summary += f"{small[1]} × batch {small[2]} ({_speed_word(d['speed'][small])}), with a {h // g1}× smaller "
+    summary += (
+        f"cache. Quality ({parts[1].verdict}): converting a trained MHA model by mean-pooling took the "
+    )
+    summary += f"val loss from {_ms(q['mha'])} to {_ms(q['before'][g1])} for G={g1}; {cfg.uptrain_steps} "
+    summary += f"uptraining steps brought it to {_ms(q['after'][g1])} (MHA with the same steps: "
+    summary += f"{_ms(q['after'][h])})."
     return outs.findings(headline(parts), summary, [*parts[:2], aside, *parts[2:]])
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
+from lab.analysis import Finding, Findings, Outputs, Table, compare, contrast, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -157,12 +157,17 @@ class _Runs:
         untrained loss)."""
         return self.runs[name].failed(self.initial)[self.at(name, lr)]
 
+    def counted(self, name: str, lr: float) -> np.ndarray:
+        """(seeds,) final val loss of a variant at peak learning rate `lr`, a failed run counted as untrained."""
+        loss = self.runs[name].final_val_loss[self.at(name, lr)]
+        return np.where(self.failed(name, lr), self.initial, loss)
+
     def compare(self, a: str, b: str, lr: float, p: bool = False):
         """(Comparison of b against a, evidence) on final val loss, a failed run counted as untrained; the
         evidence shows the mean ± sd of the runs that did not fail, and counts the failed ones."""
         loss = {n: self.runs[n].final_val_loss[self.at(n, lr)] for n in (a, b)}
         failed = {n: self.failed(n, lr) for n in (a, b)}
-        c = compare(*(np.where(failed[n], self.initial, loss[n]) for n in (a, b)))
+        c = compare(self.counted(a, lr), self.counted(b, lr))
         s = {n: f"{n} {summarize(loss[n], failed[n], 'failed').fmt(count=True)}" for n in (a, b)}
         note = " (failed runs counted at the untrained loss)" if failed[a].any() or failed[b].any() else ""
         return c, f"{s[b]} vs {s[a]} at lr {lr:g}: {c.fmt(p=p)}{note}"
@@ -267,8 +272,15 @@ def _decided(claim: str, cs: list, direction: str, margin: float = 0.0, shown: l
 
 
 def _no_norm(r: _Runs) -> Finding:
-    cs = [r.compare(BASE, f"none-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
-    return _decided("Removing the norm hurts, most at a high learning rate", cs, "greater")
+    """Removing the norm raises the final loss at each learning rate ("greater" per lr), and by more at the
+    high one: the difference of the two differences, (none - base at high) - (none - base at normal), > 0."""
+    none, (lo, hi) = f"none-pre-{BASE_ACT}", r.cfg.lrs
+    cs = [r.compare(BASE, none, lr) for lr in r.cfg.lrs]
+    groups = [r.counted(BASE, lo), r.counted(none, lo), r.counted(BASE, hi), r.counted(none, hi)]
+    more = contrast(groups, [1, -1, -1, 1])
+    f = _decided("Removing the norm hurts, most at a high learning rate", cs, "greater")
+    verdict = headline([f.verdict, more.verdict("greater")])
+    return Finding(f.claim, verdict, f.evidence + f"; the cost at lr {hi:g} minus at lr {lo:g}: {more.fmt()}")
 
 
 def _growth(r: _Runs, acts: dict) -> Finding:
@@ -291,7 +303,28 @@ def _growth(r: _Runs, acts: dict) -> Finding:
 def _rmsnorm(r: _Runs) -> Finding:
     cs = [r.compare(BASE, f"rmsnorm-pre-{BASE_ACT}", lr) for lr in r.cfg.lrs]
     claim = f"RMSNorm trains as well as LayerNorm (within {EQUAL_MARGIN} nats)"
-    return _decided(claim, cs, "equal", EQUAL_MARGIN)
+    f = _decided(claim, cs, "equal", EQUAL_MARGIN)
+    return Finding(
+        f.claim, f.verdict, f.evidence + ". By the rule, " + _against_margin(cs, r.cfg.lrs, EQUAL_MARGIN)
+    )
+
+
+def _against_margin(cs: list, lrs, margin: float) -> str:
+    """Per learning rate, what the rule made of an equivalence claim: the interval inside ±margin
+    (supported), wholly outside (refuted), or straddling its edge (inconclusive), and how wide it is."""
+    said = {"supported": "inside", "refuted": "wholly outside", "inconclusive": "across the edge of"}
+    out = []
+    for (c, _), lr in zip(cs, lrs):
+        lo, hi = c.ci95
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            out.append(f"at lr {lr:g} no interval (inconclusive)")
+            continue
+        v = c.verdict("equal", margin)
+        out.append(
+            f"at lr {lr:g} the 95% CI [{lo:+.3f}, {hi:+.3f}] lies {said[v]} ±{margin:g} ({v}; it is "
+            f"{(hi - lo) / (2 * margin):.1f}× as wide as the margin band)"
+        )
+    return "; ".join(out)
 
 
 def _post_norm(r: _Runs, posts: list[str]) -> Finding:

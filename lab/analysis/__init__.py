@@ -5,6 +5,8 @@ Every experiment's `analyze` uses these instead of writing its own:
                                          counted apart, never averaged: "2.310 ± 0.020 (1/3 diverged)"
     compare(a, b) / compare_to(x, ref)   difference, 95% CI, Welch (or paired) p; .verdict(direction,
                                          margin) by the written rule in lab.analysis.stats; .fmt()
+    contrast(groups, weights)            a weighted sum of group means (e.g. a difference of differences)
+                                         with its Welch-Satterthwaite CI, decided by the same rule
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)
     Finding, Findings                    what findings.json holds
     Table, Outputs                       Markdown tables (every cell escaped), the record of plots and tables
@@ -12,7 +14,7 @@ Every experiment's `analyze` uses these instead of writing its own:
 """
 
 from lab.analysis.findings import VERDICTS, Finding, Findings, headline
-from lab.analysis.stats import Comparison, compare, compare_to, decide, summarize
+from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, summarize
 from lab.analysis.tables import Outputs, Table, cell, code, escape
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "code",
     "compare",
     "compare_to",
+    "contrast",
     "decide",
     "escape",
     "headline",

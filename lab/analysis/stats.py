@@ -219,6 +219,33 @@ def compare_to(values, reference: float) -> Comparison:
     return paired(np.full(x.shape, float(reference)), x)
 
 
+def contrast(groups, weights) -> Comparison:
+    """The weighted sum of group means sum_i w_i mean(g_i) over the finite values of independent groups, with
+    its 95% CI by the Welch-Satterthwaite degrees of freedom: `welch(a, b)` is contrast([a, b], [-1, 1]).
+    E.g. a difference of differences (an interaction), such as how much more a speedup is in one setting
+    than in another: contrast([fast1, slow1, fast2, slow2], [-1, 1, 1, -1]) on log timings."""
+    xs = [np.asarray(g, np.float64) for g in groups]
+    xs = [x[np.isfinite(x)] for x in xs]
+    w = np.asarray(weights, np.float64)
+    if len(xs) != w.size:
+        raise ValueError(f"{len(xs)} groups but {w.size} weights")
+    if any(x.size == 0 for x in xs):
+        return Comparison(math.nan, (math.nan, math.nan), math.nan, math.nan, math.nan)
+    est = float(sum(wi * x.mean() for wi, x in zip(w, xs)))
+    if any(x.size < 2 for x, wi in zip(xs, w) if wi != 0):
+        return Comparison(est, (math.nan, math.nan), math.nan, math.nan, math.nan)
+    parts = [wi**2 * x.var(ddof=1) / x.size if wi != 0 else 0.0 for wi, x in zip(w, xs)]
+    se = math.sqrt(sum(parts))
+    if se == 0:
+        return Comparison(
+            est, (est, est), math.copysign(math.inf, est) if est else 0.0, math.nan, float(est == 0)
+        )
+    dof = sum(parts) ** 2 / sum(v**2 / (x.size - 1) for v, x in zip(parts, xs) if v > 0)
+    t = est / se
+    q = t_quantile(0.975, dof)
+    return Comparison(est, (est - q * se, est + q * se), t, dof, min(1.0, 2.0 * _t_sf(abs(t), dof)))
+
+
 def principal_components(x, k: int) -> np.ndarray:
     """The rows of `x` (N, D), centred, projected on their top `k` principal axes (the right singular
     vectors of the centred matrix, largest first): (N, k) coordinates, e.g. to draw embeddings in 2-D

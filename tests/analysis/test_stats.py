@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lab.analysis.stats import _t_sf, paired, summarize, t_quantile, welch
+from lab.analysis.stats import _t_sf, contrast, paired, summarize, t_quantile, welch
 
 
 @pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 10.0])
@@ -81,3 +81,24 @@ def test_principal_components_find_the_axis_the_points_lie_along():
     d = lambda a: np.linalg.norm(a[:, None] - a[None], axis=-1)
     np.testing.assert_allclose(d(full), d(y), atol=1e-12)
     assert np.var(full[:, 0]) >= np.var(full[:, 1]) >= np.var(full[:, 3])  # largest first
+
+
+def test_contrast_of_two_groups_is_welch_and_of_four_a_difference_of_differences():
+    rng = np.random.default_rng(1)
+    a, b, c, d = (rng.normal(m, s, n) for m, s, n in ((0, 1, 4), (1, 2, 6), (3, 0.5, 5), (2, 1.5, 3)))
+    w, k = welch(a, b), contrast([a, b], [-1, 1])
+    assert (k.diff, *k.ci95, k.p) == pytest.approx((w.diff, *w.ci95, w.p))
+    k = contrast([a, b, c, d], [-1, 1, 1, -1])  # (b - a) - (d - c) by hand, Welch-Satterthwaite dof
+    v = [x.var(ddof=1) / x.size for x in (a, b, c, d)]
+    dof = sum(v) ** 2 / sum(vi**2 / (x.size - 1) for vi, x in zip(v, (a, b, c, d)))
+    half = t_quantile(0.975, dof) * math.sqrt(sum(v))
+    est = b.mean() - a.mean() - (d.mean() - c.mean())
+    assert k.diff == pytest.approx(est) and k.ci95 == pytest.approx((est - half, est + half))
+    assert k.dof == pytest.approx(dof)
+
+
+def test_contrast_without_an_interval_is_inconclusive():
+    k = contrast([[1.0, 2.0], [3.0]], [-1, 1])  # one value in a weighted group: no variance
+    assert k.diff == pytest.approx(1.5) and k.verdict("greater") == "inconclusive"
+    with pytest.raises(ValueError, match="2 groups but 3 weights"):
+        contrast([[1.0, 2.0], [3.0, 4.0]], [1, 1, 1])

@@ -24,7 +24,7 @@ def smoke(smoke_run):
 def test_analysis_redraws_from_files_and_decides_by_the_rule(smoke):
     results, out, cfg = smoke
     first = json.loads((out / "findings.json").read_text())
-    assert len(first["findings"]) == 4 and first["seeds"] == 2
+    assert len(first["findings"]) == 5 and first["seeds"] == 2
     for p in first["plots"]:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (out / "plots" / "tokens.html").unlink()
@@ -65,6 +65,45 @@ def test_made_up_measurements_give_the_verdicts_the_rule_gives(smoke, tmp_path):
         "| GPT-2 (50,257): left out | the download failed (made up) |"
         in (copy / "tables" / "compression.md").read_text()
     )
+
+
+def _cosines(digits, case, rand=(0.295, 0.301, 0.289), pairs=((" the", " The"),)):
+    """Made-up per-seed mean cosines of the embedding groups, as run writes them."""
+    return {
+        "variant": "bpe2048",
+        "digits": digits,
+        "case pairs": case,
+        "random pairs": rand,
+        "case_pairs": pairs,
+    }
+
+
+@pytest.mark.parametrize(
+    "group, values, want, said",
+    [
+        ("digits", (0.616, 0.55, 0.68), "supported", "above random pairs"),
+        (
+            "case pairs",
+            (-0.293, -0.25, -0.33),
+            "refuted",
+            "not above random pairs by the 95% CI, and below them",
+        ),
+        ("case pairs", (0.2, 0.5, 0.3), "inconclusive", "not separable from random pairs"),
+    ],
+)
+def test_related_tokens_are_decided_each_against_random_pairs(group, values, want, said):
+    e = _cosines(values, values)
+    f = e01._near(e, group)
+    assert f.verdict == want and said in f.evidence, f.evidence
+    # the untested explanation is offered only where case variants are not shown together
+    assert ("A possible reason, not tested here" in f.evidence) == (
+        group == "case pairs" and want != "supported"
+    )
+
+
+def test_no_case_pairs_is_inconclusive_and_says_why():
+    f = e01._near(_cosines((0.6, 0.6, 0.6), (), pairs=[]), "case pairs")
+    assert f.verdict == "inconclusive" and "no case-variant pairs" in f.evidence
 
 
 def test_gpt2_is_downloaded_when_not_at_hand_and_left_out_saying_why_offline(monkeypatch, tmp_path):

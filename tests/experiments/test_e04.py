@@ -48,9 +48,9 @@ def test_verdicts_follow_the_rule_on_the_run_files(smoke):
     before, removals, after = [], [], []
     for t in e04.TASKS:
         fin = _finals(out, t)
-        margin = max(0.1 * (fin["zero_v"].mean() - fin["intact"].mean()), 1e-3)  # fixed by zero_v's cost
+        margin = e04.MARGIN  # stated in advance, the same for every comparison
         before.append(compare(fin["intact"], fin["swap_qk"]).verdict("equal", margin))
-        removals.append(compare(fin["intact"], fin["zero_v"]).verdict("greater"))  # zero_v: no margin
+        removals.append(compare(fin["intact"], fin["zero_v"]).verdict("greater", margin))
         w = dict(zip(e04.ALL_VARIANTS, whole[f"{t}_whole"]))
         for v in e04.SWAPS:
             c = compare(w["intact"], w[v], paired_by_seed=True)
@@ -90,6 +90,46 @@ def test_made_up_measurements_give_the_known_verdicts(smoke, tmp_path):
     table = (copy / "tables" / "samples.md").read_text()
     # control bytes escaped, cell syntax defused
     assert "`a\\x07b\\|c'd\\ne`" in table and "\x07" not in table
+
+
+def _measured(train: dict, intact=(0.117, 0.146, 0.088)) -> "e04.Measured":
+    """Made-up final losses: `intact` and, per swap, its seeds' losses trained with it (both tasks alike)."""
+    cfg = e04.PRESET_TABLE["cpu"]
+    finals = {(t, v): np.asarray(train.get(v, intact), float) for t in e04.TASKS for v in cfg.variants}
+    cmp = {
+        (t, v, "train"): compare(finals[(t, "intact")], finals[(t, v)]) for t in e04.TASKS for v in e04.SWAPS
+    }
+    return cfg, e04.Measured(runs={}, finals=finals, whole={}, jumps={}, cmp=cmp)
+
+
+@pytest.mark.parametrize(
+    "swapped, want",
+    [
+        # the committed sorting numbers' shape: Δ ~0 but the CI ±0.06, wider than the ±0.02 margin
+        ((0.111, 0.124, 0.098), "inconclusive"),
+        # intact made tight too: the CI inside ±0.02 -> harmless
+        ((0.1170, 0.1175, 0.1165), "supported"),
+        ((0.417, 0.446, 0.388), "refuted"),  # 0.3 nats worse: wholly outside the margin
+    ],
+)
+def test_harmless_only_when_the_interval_lies_inside_the_margin_stated_in_advance(swapped, want):
+    intact = (0.1170, 0.1172, 0.1168) if want == "supported" else (0.117, 0.146, 0.088)
+    cfg, d = _measured(dict.fromkeys(e04.SWAPS, swapped), intact)
+    f = e04.swaps_before_training(cfg, d)
+    assert f.verdict == want, f.evidence
+    label = {"inconclusive": "unclear", "supported": "harmless", "refuted": "hurts"}[want]
+    assert f.evidence.count(f"; {label})") == 2 * len(e04.SWAPS)
+
+
+def test_the_margin_does_not_move_with_the_data():
+    """What zeroing V costs no longer sets the margin (it once was a tenth of it): a swap 0.01 nats worse is
+    harmless and one 0.3 nats worse is not, whether zero_v costs 0.05 nats or 10."""
+    tight = np.array([0.1170, 0.1172, 0.1168])
+    for zero_v in (tight + 0.05, tight + 10.0):
+        for worse, want in ((0.01, "supported"), (0.3, "refuted")):
+            cfg, d = _measured(dict.fromkeys(e04.SWAPS, tight + worse) | {"zero_v": zero_v}, tight)
+            assert e04.swaps_before_training(cfg, d).verdict == want
+    assert e04.MARGIN == 0.02
 
 
 def test_report_shows_every_plot_and_table(smoke):

@@ -58,7 +58,8 @@ def test_verdicts_are_the_rule_on_the_run_files(smoke):
     for r in dec["rows"]:
         m = cfg.model
         want = 2 * m.n_layers * r["batch"] * r["groups"] * m.head_dim * r["context"] * 4
-        assert r["measured_bytes"] == r["formula_bytes"] == want and len(r["seconds_per_step"]) == cfg.seeds
+        assert r["measured_bytes"] == r["formula_bytes"] == want
+        assert len(r["seconds_per_step"]) == cfg.decode_repeats
 
 
 def _decode(cfg, seconds):
@@ -98,6 +99,25 @@ def test_speed_verdict_follows_made_up_timings(fast_big, fast_small, verdict):
     assert finding.verdict == verdict, finding.evidence
 
 
+def test_a_speedup_whose_interval_includes_1x_is_undecided_and_every_case_is_worded_by_the_rule():
+    """Means that differ (1.8x at the largest cache) but timings too noisy for the log-scale CI to exclude
+    1x: inconclusive, not supported; a case slower by its CI is called slower; no wording is fixed."""
+    cfg = e09.E09Config(decode_contexts=(128, 1024), decode_batches=(1, 64), groups=(1, 4))
+    jitter = np.array([1.0, 1.01, 0.99])
+    seconds = {(4, c, b): list(1e-3 * jitter) for c in cfg.decode_contexts for b in cfg.decode_batches}
+    seconds |= {(1, c, b): list(1e-3 * jitter[::-1]) for c in cfg.decode_contexts for b in cfg.decode_batches}
+    seconds[(1, 1024, 64)] = [0.2e-3, 1.3e-3, 0.6e-3]  # mean speedup ~2x, log CI far wider than that
+    seconds[(1, 128, 1)] = list(2e-3 * jitter)  # clearly slower
+    d = e09._decode_data(cfg, _decode(cfg, seconds))
+    big = d["speed"][(1, 1024, 64)]
+    assert big.ci95[0] < 0 < big.ci95[1] and big.diff > np.log(1.5)
+    finding = e09._speed_finding(cfg, d)
+    assert finding.verdict == "inconclusive", finding.evidence
+    assert "undecided at context 1024 × batch 64" in finding.evidence
+    assert "slower at context 128 × batch 1" in finding.evidence
+    assert "within ×/÷1.2 of MHA at context 1024 × batch 1, context 128 × batch 64" in finding.evidence
+
+
 @pytest.mark.parametrize(
     "override, fragment",
     [
@@ -106,6 +126,7 @@ def test_speed_verdict_follows_made_up_timings(fast_big, fast_small, verdict):
         ("model.n_kv_heads=1", "model must be multi-head"),
         ("uptrain_steps=0", "uptrain_steps must be >= 1"),
         ("decode_steps=64", "decode_steps must be in"),
+        ("decode_repeats=1", "decode_repeats must be >= 2"),
     ],
 )
 def test_bad_configs_are_one_line_errors(capsys, tmp_path, override, fragment):

@@ -116,3 +116,56 @@ def test_post_norm_with_no_norm_is_a_config_error():
 
 def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
     analysis_without_jax("e10", smoke[1])
+
+
+class _FakeRun:
+    """What e10's findings read of a sweep: final val loss and peak lr per member (seeds x lrs), none failed
+    unless its loss is non-finite."""
+
+    def __init__(self, by_lr: dict):
+        self.lrs = np.concatenate([np.full(len(v), lr) for lr, v in by_lr.items()])
+        self.final_val_loss = np.concatenate([np.asarray(v, float) for v in by_lr.values()])
+
+    def member_values(self, key):
+        assert key == "lr"
+        return self.lrs
+
+    def failed(self, initial):
+        return ~np.isfinite(self.final_val_loss)
+
+
+def _made_up(**variants) -> "e10._Runs":
+    cfg = e10.PRESET_TABLE["cpu"]
+    runs = {name.replace("_", "-"): _FakeRun(dict(zip(cfg.lrs, v))) for name, v in variants.items()}
+    return e10._Runs(cfg, runs, initial=5.0)
+
+
+BASE = ([3.000, 3.002, 2.998], [3.200, 3.202, 3.198])  # layernorm-pre-gelu at the normal and the high lr
+
+
+@pytest.mark.parametrize(
+    "rms, verdict",
+    [
+        # the committed cpu numbers' shape: intervals ~0.3 nats wide, 15x the ±0.02 band -> inconclusive
+        (([3.13, 3.05, 3.21], [3.20, 3.14, 3.26]), "inconclusive"),
+        (([3.005, 3.007, 3.003], [3.195, 3.197, 3.193]), "supported"),  # tight, inside ±0.02
+        (([3.30, 3.31, 3.29], [3.50, 3.51, 3.49]), "refuted"),  # tight, wholly outside
+    ],
+)
+def test_rmsnorm_equal_within_the_margin_only_when_the_interval_lies_inside_it(rms, verdict):
+    f = e10._rmsnorm(_made_up(layernorm_pre_gelu=BASE, rmsnorm_pre_gelu=rms))
+    assert f.verdict == verdict, f.evidence
+    said = {"supported": "inside", "refuted": "wholly outside", "inconclusive": "across the edge of"}[verdict]
+    assert f"lies {said} ±{e10.EQUAL_MARGIN:g} ({verdict}" in f.evidence
+
+
+@pytest.mark.parametrize(
+    "none, verdict",
+    [
+        (([3.20, 3.21, 3.19], [np.nan] * 3), "supported"),  # hurts at both, far more at the high lr (failed)
+        (([3.50, 3.51, 3.49], [3.50, 3.51, 3.49]), "qualified"),  # hurts at both, less at the high lr
+    ],
+)
+def test_removing_the_norm_hurts_most_at_high_lr_is_decided_not_asserted(none, verdict):
+    f = e10._no_norm(_made_up(layernorm_pre_gelu=BASE, none_pre_gelu=none))
+    assert f.verdict == verdict and "minus at lr" in f.evidence, f.evidence
