@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how sweeps use devices: auto (default), vmap, shard or loop",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="write the published results/ although tracked code has uncommitted changes (recorded in "
+        "config.json; without it such a run is refused, so the commit recorded is the code that ran)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("analyze", help="redraw plots and findings from files on disk")
@@ -548,11 +554,29 @@ def _check_results(root: Path, write: bool) -> None:
         raise ConfigError(f"--results {root}: {existing} is not writable; give a directory you can write to")
 
 
+def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
+    """Published results come from a clean commit (DESIGN, convention 13): a run into this checkout's
+    results/ from a tree whose tracked code has uncommitted changes is refused unless --allow-dirty."""
+    from lab.provenance import changed_files
+
+    if allow_dirty or Path(results).resolve() != (ROOT / E.RESULTS).resolve():
+        return
+    changed = changed_files()
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ConfigError(
+            f"the published results/ are written only from a clean commit, but {len(changed)} tracked "
+            f"file(s) have uncommitted changes ({shown}); commit them, write elsewhere with --results DIR, "
+            "or pass --allow-dirty (recorded in config.json)"
+        )
+
+
 def cmd_run(args) -> int:
     exps = E.find(_registry(), args.experiment)
     if args.results is None:
         args.results = E.default_results(args.preset, args.set, args.seeds, args.data)
     _check_results(args.results, write=True)
+    _check_clean_for_published(args.results, args.allow_dirty)
     # Resolve and check every config before anything trains or writes.
     resolved = [(exp, E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)) for exp in exps]
     for exp, cfg in resolved:
@@ -566,7 +590,9 @@ def cmd_run(args) -> int:
 
     for exp, cfg in resolved:  # sizes that cannot fit in memory are refused before anything is written
         check_config_fits(cfg, what=f"{exp.id} --preset {args.preset}")
-    opts = E.RunOptions(strategy=args.strategy, fresh=args.fresh, progress=not args.no_progress)
+    opts = E.RunOptions(
+        strategy=args.strategy, fresh=args.fresh, progress=not args.no_progress, allow_dirty=args.allow_dirty
+    )
     with contextlib.ExitStack() as locks:  # one writer per experiment directory, taken before any write
         for exp, _ in resolved:
             locks.enter_context(lock(exp.out_dir(args.results)))

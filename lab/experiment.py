@@ -49,6 +49,9 @@ class RunOptions:
     strategy: str = "auto"  # sweep strategy (lab.train.sweep): auto | vmap | shard | loop
     fresh: bool = False  # discard what is on disk for this experiment and start over
     progress: bool = True
+    allow_dirty: bool = (
+        False  # recorded in config.json: results/ written from a tree with uncommitted changes
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,13 @@ def default_results(preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None
 
 
 def write_config(
-    exp: Experiment, cfg, out: Path, preset: str, fresh: bool = False, write: bool = True
+    exp: Experiment,
+    cfg,
+    out: Path,
+    preset: str,
+    fresh: bool = False,
+    write: bool = True,
+    allow_dirty: bool = False,
 ) -> None:
     """Record the experiment's resolved config; refuse to mix results of two configs in one directory.
 
@@ -153,7 +162,7 @@ def write_config(
         rest = {k: v for k, v in have.items() if k not in head}
         return {**head, **config_lib.fill_defaults(rest, exp.config_class)}
 
-    check_or_write_config(out, want, fresh, write=write, upgrade=upgrade)
+    check_or_write_config(out, want, fresh, write=write, upgrade=upgrade, allow_dirty=allow_dirty)
 
 
 def load_config(exp: Experiment, out: Path):
@@ -191,6 +200,6 @@ def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOpti
     """Train and measure (exp.run), then analyze, holding `out`'s one-writer lock throughout."""
     out = Path(out)
     with lock(out):
-        write_config(exp, cfg, out, preset, fresh=opts.fresh)
+        write_config(exp, cfg, out, preset, fresh=opts.fresh, allow_dirty=opts.allow_dirty)
         exp.run(cfg, out, opts)
         return analyze(exp, out)

@@ -12,24 +12,38 @@ from pathlib import Path
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tiktoken", "matplotlib")
 
 
-@functools.cache
-def git_commit(root: Path | None = None) -> str | None:
-    root = root or Path(__file__).resolve().parent.parent
+# Paths a run writes (published results, scratch runs): changes there are output, not code, so they do
+# not make a tree "dirty" (a `lab run all` resumed after a kill sees its own rewritten results/).
+OUTPUT_PATHS = ("results", "scratch")
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+
+
+@functools.cache
+def changed_files(root: Path | None = None) -> tuple[str, ...] | None:
+    """Tracked files with uncommitted changes, outside OUTPUT_PATHS (None outside a git checkout)."""
+    root = root or Path(__file__).resolve().parent.parent
+    excludes = [f":(exclude){p}" for p in OUTPUT_PATHS]
+    r = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes)
+    if r is None or r.returncode != 0:
         return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return tuple(line[3:] for line in r.stdout.splitlines() if line.strip())
+
+
+@functools.cache
+def git_commit(root: Path | None = None) -> str | None:
+    """The full commit hash of the checkout, with "+dirty" if tracked code has uncommitted changes
+    (changed_files); None outside a git checkout."""
+    root = root or Path(__file__).resolve().parent.parent
+    out = _git(root, "rev-parse", "HEAD")
+    if out is None or out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if changed_files(root) else "")
 
 
 def package_versions() -> dict[str, str]:
@@ -54,9 +68,12 @@ def device_info() -> dict:
     }
 
 
-def provenance() -> dict:
+def provenance(allow_dirty: bool = False) -> dict:
+    """What config.json records about the session that started a run; `allow_dirty` records that a run
+    into the published results/ was asked for from a tree with uncommitted changes (`lab run --allow-dirty`)."""
     return {
         "git_commit": git_commit(),
+        **({"allow_dirty": True} if allow_dirty else {}),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),

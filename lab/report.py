@@ -53,7 +53,8 @@ def _section(exp, f: Findings, results: Path) -> str:
         "",
         f"**Verdict: {f.verdict.upper()}.** {f.summary}",
         "",
-        f"Preset `{f.preset}`, {f.seeds} seeds per variant; reproduce with `lab run {exp.id} --preset {f.preset}`.",
+        f"Preset `{f.preset}`, {f.seeds} seeds per variant; {_made_by(results / exp.name)}; reproduce with "
+        f"`lab run {exp.id} --preset {f.preset}`.",
         "",
     ]
     for sub in f.findings:
@@ -66,6 +67,22 @@ def _section(exp, f: Findings, results: Path) -> str:
     for p in f.plots:
         out += [f"![{Path(p).stem}]({exp.name}/{p})", ""]
     return "\n".join(out)
+
+
+def _made_by(out: Path) -> str:
+    """Which code made an experiment's results: the commit its config.json records (lab.provenance)."""
+    try:
+        prov = read_json(out / "config.json").get("provenance") or {}
+    except (OSError, ValueError, AttributeError):
+        prov = {}
+    commit = prov.get("git_commit")
+    if not commit:
+        return "made outside a git checkout (no commit recorded)"
+    sha, dirty = commit.removesuffix("+dirty"), commit.endswith("+dirty")
+    if not dirty:
+        return f"made by commit `{sha[:12]}`"
+    how = " (run with --allow-dirty)" if prov.get("allow_dirty") else ""
+    return f"made by commit `{sha[:12]}` **with uncommitted changes**{how}"
 
 
 def write_report(experiments, results: Path) -> Path:

@@ -163,13 +163,19 @@ def _acquire(path: Path, directory, what: str):
 
 # --- config.json: one config per directory -------------------------------------------------------------------
 def check_or_write_config(
-    run_dir: Path, want: dict, fresh: bool = False, write: bool = True, upgrade=None
+    run_dir: Path,
+    want: dict,
+    fresh: bool = False,
+    write: bool = True,
+    upgrade=None,
+    allow_dirty: bool = False,
 ) -> None:
     """Write config.json, or refuse if `run_dir` already holds a run of a different config.
 
     With write=False only the check is made (nothing is created or removed). `upgrade(have) -> have`, if
     given, fills in fields added to the config classes since the run was recorded (at their defaults,
-    lab.config.fill_defaults) before comparing.
+    lab.config.fill_defaults) before comparing. `allow_dirty` is recorded in the provenance (lab run
+    --allow-dirty: published results from a tree with uncommitted changes).
     """
     from lab.provenance import provenance
 
@@ -197,7 +203,7 @@ def check_or_write_config(
             )
         return  # same config: keep the provenance of the session that started it
     if write:
-        atomic_write_json(path, {"config": want, "provenance": provenance()})
+        atomic_write_json(path, {"config": want, "provenance": provenance(allow_dirty)})
 
 
 # --- a finished training run, as arrays ------------------------------------------------------------------------

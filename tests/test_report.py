@@ -73,3 +73,28 @@ def test_findings_of_a_run_left_unfinished_are_refused(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match="a is incomplete: member 0 has no train row at step 20"):
         render([exp], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "provenance, shown",
+    [
+        ({"git_commit": "0123456789abcdef0123"}, "made by commit `0123456789ab`;"),
+        (
+            {"git_commit": "0123456789abcdef+dirty"},
+            "made by commit `0123456789ab` **with uncommitted changes**;",
+        ),
+        (
+            {"git_commit": "0123456789abcdef+dirty", "allow_dirty": True},
+            "**with uncommitted changes** (run with --allow-dirty);",
+        ),
+        ({"git_commit": None}, "made outside a git checkout (no commit recorded);"),
+    ],
+)
+def test_report_shows_the_commit_that_made_each_experiment(tmp_path, provenance, shown):
+    exps = list(registry(experiments).values())
+    d = tmp_path / exps[0].name
+    d.mkdir()
+    f = Findings(verdict="supported", summary="s", seeds=3, preset="cpu")
+    (d / "findings.json").write_text(json.dumps(f.to_dict()))
+    (d / "config.json").write_text(json.dumps({"config": {}, "provenance": provenance}))
+    assert shown in render(exps, tmp_path)

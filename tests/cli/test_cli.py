@@ -242,3 +242,28 @@ def test_analyze_refuses_a_torn_or_half_trained_run(capsys, tmp_path, smoke_run)
     code, _, err = run_cli(capsys, "analyze", "e04", "--results", str(results))
     assert_one_line_error(code, err, "runs/text is incomplete: member 0 has no train row at step 20 ")
     assert not (out / "findings.json").exists()
+
+
+def test_the_published_results_are_written_only_from_a_clean_tree(capsys, monkeypatch):
+    """Into this checkout's results/, a run from a tree whose tracked code has uncommitted changes is refused
+    before anything is written (so the commit config.json records is the code that ran), unless
+    --allow-dirty, which config.json records; --results elsewhere is not checked."""
+    import lab.cli
+    import lab.provenance
+
+    monkeypatch.chdir(lab.cli.ROOT)
+    monkeypatch.setattr(lab.provenance, "changed_files", lambda: ("lab/model/layers.py", "README.md"))
+    ran = []
+
+    class Done:
+        verdict, summary = "inconclusive", "made up"
+
+    monkeypatch.setattr(E, "run", lambda exp, cfg, out, preset, opts: ran.append((str(out), opts)) or Done)
+    monkeypatch.setattr("lab.report.write_report", lambda exps, root: root / "REPORT.md")  # nothing written
+    code, _, err = run_cli(capsys, "run", "e04")
+    assert_one_line_error(
+        code, err, "2 tracked file(s) have uncommitted changes (lab/model/layers.py, README.md)"
+    )
+    assert ran == []
+    assert run_cli(capsys, "run", "e04", "--allow-dirty")[0] == 0
+    assert ran[0][0] == "results/e04_qkv" and ran[0][1].allow_dirty
