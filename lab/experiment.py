@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import json
 import pkgutil
 import re
 from collections.abc import Callable
@@ -196,10 +197,30 @@ def analyze(exp: Experiment, out: Path) -> Findings:
     return findings
 
 
+# Written by `run` once `exp.run` has returned: training and measurement of this config are done, so running
+# the same command again only analyzes. A local marker (ignored by git): a fresh clone of the published
+# results has their measurement files but no checkpoints, and `lab run` there trains and measures again.
+MEASURED = "measured.json"
+
+
 def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOptions()) -> Findings:
-    """Train and measure (exp.run), then analyze, holding `out`'s one-writer lock throughout."""
+    """Train and measure (exp.run), then analyze, holding `out`'s one-writer lock throughout. If `out`
+    already holds this config trained and measured to the end (its MEASURED marker), only analyze."""
     out = Path(out)
     with lock(out):
         write_config(exp, cfg, out, preset, fresh=opts.fresh, allow_dirty=opts.allow_dirty)
-        exp.run(cfg, out, opts)
+        marker, want = out / MEASURED, json.loads(json.dumps(config_lib.to_dict(cfg)))  # tuples as lists
+        if _measured_config(marker) != want:
+            marker.unlink(missing_ok=True)
+            exp.run(cfg, out, opts)
+            atomic_write_json(marker, {"config": want})
+        elif opts.progress:
+            print(f"{exp.id}: already trained and measured in {out}; analyzing only (--fresh redoes it)")
         return analyze(exp, out)
+
+
+def _measured_config(marker: Path):
+    try:
+        return read_json(marker)["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.shape, args.members, args.steps, args.repeats, args.write = "tiny", 2, 2, 1, False
+        args.strategies = "loop,auto"  # the script's whole path with two compilations, not four
 
     from lab.runtime import default_cpu_devices, init_jax
 

@@ -456,7 +456,7 @@ def main(argv=None) -> int:
         f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); "
         f"shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call"
     )
-    ceiling, n = jax_ceiling()
+    ceiling, n = jax_ceiling((256, 512)) if args.smoke else jax_ceiling()
     say(f"- JAX float32 matmul ceiling: {ceiling:.0f} GFLOP/s (best square size {n})")
     cfg, compile_s, jax_chunk = bench_jax(train, val, vocab, args)
     flops = train_flops_per_step(cfg, BATCH)

@@ -1,13 +1,15 @@
 """The README, followed from the top: every shell command in its ```bash blocks (and each Python block marked
 `<!-- run by tests/test_readme.py -->`) runs, in the order written, in a temporary copy of this checkout,
 and afterwards `git status` there is clean (nothing under version control changed, nothing untracked left
-outside ignored paths).
+outside ignored paths). The README's two halves, running experiments (up to the dashboard) and the tools
+after it (dashboard, library snippet, tokenizer, benchmarks), share no files, so they walk at once, each
+in its own order, which keeps the walkthrough within the suite's time.
 
 Commands run as written except where the README offers a size: `lab run` without `--preset` runs the
 `smoke` preset, and the dashboard trains its `smoke` model on a free port. The experiments' smoke runs are
-the session's shared ones (tests/conftest.py `smoke_run`), copied into the copy's `scratch/smoke/`, so
-`./lab.sh run all --preset smoke` there resumes them (and redraws every analysis) instead of training
-everything a second time; the experiments' own tests cover training them from nothing. Benchmark commands
+the session's shared ones (tests/conftest.py `smoke_run`), copied into the copy's `scratch/smoke/` with
+their trained-and-measured markers, so `./lab.sh run all --preset smoke` there only redraws every analysis
+instead of training and measuring everything a second time; the experiments' own tests cover that. Benchmark commands
 run with `--smoke`, which shrinks them and writes nothing. `./lab.sh test` is this suite, so it is not run
 again. Commands that need a download (Tiny Shakespeare, GPT-2's ranks) get it from $LAB_REFERENCE_DATA
 through a seeded cache, and are skipped, saying so, where it is unset.
@@ -15,6 +17,7 @@ through a seeded cache, and are skipped, saying so, where it is unset.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shlex
@@ -27,6 +30,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from lab.experiment import MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_MARK = "<!-- run by tests/test_readme.py -->"
@@ -149,8 +154,8 @@ def _seed_smoke_runs(clone: Path, smoke_run) -> None:
             continue
         _, out = smoke_run(exp.id)
         dest = clone / "scratch" / "smoke" / out.name
-        shutil.copytree(out / "runs", dest / "runs")
-        shutil.copy2(out / "config.json", dest / "config.json")
+        shutil.copytree(out, dest, ignore=shutil.ignore_patterns(".*.lock"))  # with its MEASURED marker
+        assert (dest / MEASURED).is_file()
 
 
 def test_the_readme_from_the_top_on_a_fresh_copy(tmp_path, smoke_run):
@@ -161,24 +166,28 @@ def test_the_readme_from_the_top_on_a_fresh_copy(tmp_path, smoke_run):
     env, missing = _env(tmp_path)
     steps = readme_steps((clone / "README.md").read_text(encoding="utf-8"))
     assert any(c.startswith("./lab.sh run all") for _, c in steps), "the README's main command is gone"
-    times, skipped = [], []
+    tools = next(i for i, (_, c) in enumerate(steps) if c.startswith("./lab.sh dashboard"))
+    halves = {"experiments": steps[:tools], "tools": steps[tools:]}
+    times, skipped = {k: [] for k in halves}, []
+    if "run all" in " ".join(c for _, c in steps[:tools]):  # seeded before either half starts
+        _seed_smoke_runs(clone, smoke_run)
     try:
-        _walk(steps, clone, env, missing, smoke_run, times, skipped)
+        with concurrent.futures.ThreadPoolExecutor(len(halves)) as pool:
+            walks = [pool.submit(_walk, s, clone, env, missing, times[k], skipped) for k, s in halves.items()]
+            for w in walks:
+                w.result()  # re-raises the half's failure
     finally:  # how long each took (-s shows it), also when one fails
-        print("\n".join(["README walkthrough:", *times, *(f"  skipped: {s}" for s in skipped)]))
+        lines = [f"  {k}:\n" + "\n".join(v) for k, v in times.items()]
+        print("\n".join(["README walkthrough:", *lines, *(f"  skipped: {s}" for s in skipped)]))
 
 
-def _walk(steps, clone, env, missing, smoke_run, times, skipped) -> None:
-    seeded = False
+def _walk(steps, clone, env, missing, times, skipped) -> None:
     for lang, step in steps:
         command = sized(step) if lang == "bash" else step
         need = [f for k, f in NEEDS_DOWNLOAD.items() if k in step and f in missing]
         if command is None or need:
             skipped.append(f"{step} ({'this suite' if command is None else 'needs ' + ', '.join(need)})")
             continue
-        if "run all" in command and not seeded:
-            _seed_smoke_runs(clone, smoke_run)
-            seeded = True
         t0 = time.perf_counter()
         if command.startswith("./lab.sh dashboard"):
             _dashboard(command, clone, env)

@@ -75,7 +75,8 @@ def top_p_filter(logits_BV, p):
     desc = -jnp.sort(-probs, axis=-1)
     mass_before = jnp.cumsum(desc, axis=-1) - desc  # mass of strictly more probable tokens in sorted order
     p = _col(p, logits_BV)
-    in_set = mass_before < p  # the first sorted token is always in (mass_before = 0)
+    # the most probable token is always in, even for p = 0 (which would otherwise keep nothing: 0 < 0 fails)
+    in_set = (mass_before < p) | (jnp.arange(desc.shape[-1]) == 0)
     threshold = jnp.min(jnp.where(in_set, desc, jnp.inf), axis=-1, keepdims=True)
     # p >= 1 keeps all: in float32 the cumulative mass can round to 1 before the tail's tiny probabilities
     return jnp.where((probs >= threshold) | (p >= 1), logits_BV, NEG_INF)

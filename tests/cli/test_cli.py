@@ -1,5 +1,6 @@
 """Bad input on the command line: one line on stderr, exit status 2, and nothing written or lost."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -267,3 +268,27 @@ def test_the_published_results_are_written_only_from_a_clean_tree(capsys, monkey
     assert ran == []
     assert run_cli(capsys, "run", "e04", "--allow-dirty")[0] == 0
     assert ran[0][0] == "results/e04_qkv" and ran[0][1].allow_dirty
+
+
+def test_a_finished_experiment_run_again_is_only_analyzed(capsys, tmp_path, monkeypatch):
+    """`lab run` of an experiment already trained and measured with this config skips `run` (its marker,
+    lab.experiment.MEASURED) and analyzes; another config or --fresh runs it again."""
+    exp = E.find(E.registry(experiments), "e04")[0]
+    calls = []
+
+    class Done:
+        verdict, summary = "inconclusive", "made up"
+
+    fake = dataclasses.replace(exp, run=lambda cfg, out, opts: calls.append(cfg.train.steps))
+    monkeypatch.setattr(E, "find", lambda reg, name: [fake])
+    monkeypatch.setattr(E, "analyze", lambda exp, out: Done)
+    monkeypatch.setattr("lab.report.write_report", lambda exps, root: root / "REPORT.md")
+    common = ("run", "e04", "--preset", "smoke", "--results", str(tmp_path))
+    outs = []
+    for extra in ((), (), ("--fresh",), ()):
+        code, out, _ = run_cli(capsys, *common, *extra)
+        assert code == 0
+        outs.append("already trained and measured" in out)
+    assert calls == [20, 20] and outs == [False, True, False, True]  # run, analyzed, --fresh: run, analyzed
+    (tmp_path / "e04_qkv" / E.MEASURED).write_text("{torn")  # a damaged marker: measured again
+    assert run_cli(capsys, *common)[0] == 0 and calls == [20, 20, 20]

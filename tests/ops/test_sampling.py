@@ -42,6 +42,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p_with_ties():
     np.testing.assert_array_equal(f(0.6), [[1, 1, 1, 0], [0, 0, 1, 0]])
     np.testing.assert_array_equal(f(0.95), [[1, 1, 1, 1], [1, 1, 1, 1]])  # row 1: 0.6+0.3 < 0.95 -> ties 0.05
     np.testing.assert_array_equal(f(1e-9), [[1, 0, 0, 0], [0, 0, 1, 0]])  # the top token always survives
+    np.testing.assert_array_equal(f(0.0), [[1, 0, 0, 0], [0, 0, 1, 0]])  # even at p = 0 (greedy, not NaN)
     assert f(1.0).all()
     # p = 1 keeps even tokens whose probability is lost in float32's cumulative sum (it rounds to 1 first)
     tail = jnp.array([[30.0, 0.0, -1.0, 5.0]])
