@@ -337,17 +337,32 @@ def cmd_tokenizer_encode(args) -> int:
 
 def cmd_tokenizer_decode(args) -> int:
     tok = _load_tokenizer(args.tokenizer)
-    words = sys.stdin.read().split()
+    try:
+        words = sys.stdin.read().split()
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"stdin is not valid UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start}); token ids are "
+            "integers separated by spaces"
+        ) from None
     try:
         ids = [int(w) for w in words]
     except ValueError:
-        bad = next(w for w in words if not w.lstrip("-").isdigit())
+        bad = next(w for w in words if not _is_int_text(w))
         raise ConfigError(f"token ids must be integers separated by spaces, got {bad[:30]!r}") from None
     try:
         sys.stdout.write(tok.decode(ids))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return 0
+
+
+def _is_int_text(word: str) -> bool:
+    """Whether int() reads `word` ("--5" and "²" pass str.isdigit tests but are not integers)."""
+    try:
+        int(word)
+        return True
+    except ValueError:
+        return False
 
 
 def cmd_tokenizer_show(args) -> int:
@@ -539,6 +554,12 @@ def _check_results(root: Path, write: bool) -> None:
     """Refuse a `--results` root that is not a directory (or, to write, cannot be made or written) in one
     line, before anything is written."""
     root = Path(root)
+    try:
+        os.stat(root)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
+        raise ConfigError(f"--results {str(root)[:120]!r}: {getattr(e, 'strerror', None) or e}") from None
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"--results {root} exists and is not a directory; give a directory (new or existing)"
@@ -552,6 +573,15 @@ def _check_results(root: Path, write: bool) -> None:
         raise ConfigError(f"--results {root}: {existing} is not a directory; give a directory path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--results {root}: {existing} is not writable; give a directory you can write to")
+    if existing != root:  # os.access says yes to root in /proc or on a read-only mount: try it
+        import tempfile
+
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".lab-probe-", dir=existing))
+        except OSError as e:
+            raise ConfigError(
+                f"--results {root}: cannot create it in {existing} ({e.strerror or e})"
+            ) from None
 
 
 def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
@@ -621,7 +651,7 @@ def cmd_report(args) -> int:
     from lab.report import write_report
 
     root = _root(args)
-    _check_results(root, write=False)
+    _check_results(root, write=True)  # it writes REPORT.md there
     print(write_report(_reported(), root))
     return 0
 

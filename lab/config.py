@@ -72,7 +72,9 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be {describe_type(tp)}")
     if origin is tuple:
         (elem, *_rest) = typing.get_args(tp)
-        parts = [p.strip() for p in text.split(",") if p.strip()]
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
+        if "" in parts:
+            raise ConfigError(f"{key}={text!r} has an empty item; give comma-separated values, e.g. a,b")
         return tuple(parse_value(p, elem, key) for p in parts)
     if tp is bool:
         low = text.lower()
@@ -83,9 +85,12 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be true or false")
     if tp is int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise ConfigError(f"{key}={text!r} has the wrong type; {key} must be an integer") from None
+        if not -(2**31) <= value < 2**31:  # steps, sizes and seeds become int32 arrays and loop bounds
+            raise ConfigError(f"{key}={text[:40]!r} is out of range; integers must lie in [-2**31, 2**31)")
+        return value
     if tp is float:
         try:
             value = float(text)

@@ -109,6 +109,9 @@ def find(reg: dict[str, Experiment], name: str) -> list[Experiment]:
     raise ConfigError(f"unknown experiment {name!r}; allowed: {allowed}")
 
 
+MAX_SEEDS = 10_000
+
+
 def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None):
     """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated."""
     if preset not in exp.presets:
@@ -121,6 +124,8 @@ def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds
         cfg = dataclasses.replace(cfg, seeds=seeds)
     if data is not None:
         cfg = config_lib.override(cfg, "data.name", data)
+    if getattr(cfg, "seeds", 1) > MAX_SEEDS:  # a sweep lists its members before any memory check can see them
+        raise ConfigError(f"seeds must be at most {MAX_SEEDS:,}, got {cfg.seeds}")
     return cfg
 
 

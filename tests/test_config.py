@@ -60,6 +60,9 @@ def test_override_parses_each_type():
         ("inner.n=0", "inner.n must be >= 1, got 0"),
         ("inner=3", "is a section"),
         ("inner.n", "expects key=value"),
+        ("inner.n=99999999999999999999", "is out of range; integers must lie in [-2**31, 2**31)"),
+        ("inner.xs=1,,2", "has an empty item"),
+        ("inner.xs=1,", "has an empty item"),
     ],
 )
 def test_bad_overrides_name_the_problem(assignment, fragment):

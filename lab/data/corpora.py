@@ -163,7 +163,10 @@ MAX_FILE_BYTES = 1 << 30  # file:PATH reads the whole file into memory (and toke
 def _load_file_corpus(raw_path: str) -> Corpus:
     if not raw_path:
         raise _fail("corpus spec 'file:' has no path; use file:PATH with a UTF-8 text file")
-    path = pathlib.Path(raw_path).expanduser().resolve()
+    try:
+        path = pathlib.Path(raw_path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop (RuntimeError before 3.13), a NUL byte
+        raise _fail(f"corpus path {raw_path!r} cannot be resolved ({e})") from None
     if path.is_dir():
         raise _fail(f"corpus path {path} is a directory, not a file; file:PATH needs one UTF-8 text file")
     if not path.exists():

@@ -229,6 +229,9 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "lab-dashboard"
+        # A malformed request line leaves request_version at this default, and under "HTTP/0.9" the
+        # standard library sends an error's body with no status line or headers at all.
+        default_request_version = "HTTP/1.0"
         timeout = request_timeout  # StreamRequestHandler.setup puts it on the socket: every read and write
         _replied = False
 
@@ -236,6 +239,9 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
             # The standard library's, except that a request that times out gets a 408 (if nothing has been
             # sent yet) before its connection is closed; the standard one closes without a word.
             self._replied = False
+            # What a reply needs before a request line has been read (parse_request sets them): a client
+            # silent from the start still gets its 408 with a status line, not an AttributeError.
+            self.requestline, self.request_version, self.command = "", self.default_request_version, ""
             try:
                 self.raw_requestline = self.rfile.readline(65537)
                 if len(self.raw_requestline) > 65536:
@@ -249,7 +255,8 @@ def make_server(model: TextModel, host: str = "127.0.0.1", port: int = 8765, max
                     return
                 method = getattr(self, "do_" + self.command, None)
                 if method is None:
-                    self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {self.command!r}")
+                    self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command!r} is not allowed; "
+                                    "use GET or POST")  # fmt: skip
                     return
                 method()
                 self.wfile.flush()

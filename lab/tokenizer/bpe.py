@@ -340,6 +340,9 @@ class Tokenizer:
         return self._tiktoken
 
 
+MAX_ID = 2**31 - 1
+
+
 def _check_vocab(ranks: dict[bytes, int], specials: dict[str, int]) -> None:
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
@@ -352,10 +355,16 @@ def _check_vocab(ranks: dict[bytes, int], specials: dict[str, int]) -> None:
         raise DataError("two tokens share one rank; ranks must be distinct")
     if any((not isinstance(i, int)) or i < 0 for i in ids):
         raise DataError("ranks must be non-negative integers")
+    if ids and max(ids) > MAX_ID:
+        raise DataError(f"rank {max(ids)} is too large: token ids are int32 arrays (at most {MAX_ID})")
     taken = set(ids)
     for s, i in specials.items():
         if not s:
             raise ConfigError("a special token cannot be the empty string")
+        if isinstance(i, int) and i > MAX_ID:
+            raise ConfigError(
+                f"special token {s!r} has id {i}: token ids are int32 arrays (at most {MAX_ID})"
+            )
         if i in taken:
             raise ConfigError(f"special token {s!r} has id {i}, which is already a token's id")
         taken.add(i)

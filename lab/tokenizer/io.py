@@ -135,6 +135,10 @@ def load(path: str | os.PathLike) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         line = getattr(e, "lineno", "?")
         raise DataError(f"{header_path}, line {line}: not valid JSON ({e})") from None
+    except (RecursionError, ValueError) as e:  # arrays nested thousands deep, a 5000-digit integer
+        raise DataError(
+            f"{header_path}: not a tokenizer header ({type(e).__name__}: {str(e)[:80]})"
+        ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DataError(f'{header_path} is not a {FORMAT} tokenizer header (no "format": "{FORMAT}")')
     if header.get("version") != VERSION:

@@ -36,10 +36,13 @@ def param_count(cfg: ModelConfig) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
 
 
-def estimate_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1) -> dict:
+def estimate_bytes(
+    cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, params: int | None = None
+) -> dict:
     """{"params", "state", "activations", "total"}: bytes to train `members` models of `cfg` on batches of
-    `batch_size` x `seq_len` tokens (see the module docstring for what is counted)."""
-    p = param_count(cfg)
+    `batch_size` x `seq_len` tokens (see the module docstring for what is counted); `params` in place of
+    `param_count(cfg)` if given."""
+    p = param_count(cfg) if params is None else params
     b, t, d, f = batch_size, seq_len, cfg.d_model, cfg.ff_dim
     per_block = 16 * b * t * d + 2 * b * t * f + 2 * b * cfg.n_heads * t * t
     acts = 4 * (cfg.n_layers * per_block + 3 * b * t * cfg.vocab_size)
@@ -74,8 +77,12 @@ def _gib(n: float) -> str:
 
 def check_fits(cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, what: str = "") -> dict:
     """The estimate (`estimate_bytes`), or a ConfigError naming it if it exceeds `available_bytes()`."""
-    est = estimate_bytes(cfg, batch_size, seq_len, members)
     have, kind = available_bytes()
+    # First without tracing the initialization (which takes minutes for 100,000 blocks): every block holds at
+    # least its query and output projections, 2 d_model^2 parameters. Too large already is refused at once.
+    est = estimate_bytes(cfg, batch_size, seq_len, members, params=2 * cfg.n_layers * cfg.d_model**2)
+    if have is None or est["total"] <= have:
+        est = estimate_bytes(cfg, batch_size, seq_len, members)
     if have is not None and est["total"] > have:
         who = f"{what}: " if what else ""
         raise ConfigError(

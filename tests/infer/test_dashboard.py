@@ -258,11 +258,11 @@ def test_hostile_bodies_get_400_naming_the_problem_and_the_server_keeps_serving(
     for raw, fragment in HOSTILE:
         status, body = post_raw(url, raw)
         assert status == 400 and fragment in body["error"], (raw[:40], body)
-    # errors the standard library finds in the request line and headers are JSON like ours (a request line
-    # that names no HTTP version is answered as HTTP/0.9 was: the body alone)
+    # errors the standard library finds in the request line and headers are JSON like ours, with a status
+    # line even where the request line names no (valid) HTTP version: HTTP/0.9's bare body would be no 4xx
     for raw, want in (
-        (b"NONSENSE\r\n\r\n", b'{"error": "Bad request syntax'),
-        (b"POST /api/generate HTTP/1.x\r\n\r\n", b'{"error": "Bad request version'),
+        (b"NONSENSE\r\n\r\n", b"HTTP/1.0 400"),
+        (b"POST /api/generate HTTP/1.x\r\n\r\n", b"HTTP/1.0 400"),
         (b"POST /api/generate HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"HTTP/1.0 431"),
     ):
         with socket.create_connection(("127.0.0.1", server[0].server_port), timeout=10) as s:
