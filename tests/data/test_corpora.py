@@ -259,11 +259,11 @@ def test_unreadable_file(tmp_path, monkeypatch):
     path = tmp_path / "secret.txt"
     path.write_text("secret", encoding="utf-8")
     if os.geteuid() == 0:
-        # root reads through file modes, so simulate what an unreadable file raises.
-        def denied(self):
-            raise PermissionError(13, "Permission denied", str(self))
+        # root reads through file modes, so simulate what opening an unreadable file raises.
+        def denied(file, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(file))
 
-        monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+        monkeypatch.setattr(corpora, "open", denied, raising=False)  # found before the builtin
     else:
         path.chmod(0)
     with pytest.raises(DataError) as err:

@@ -15,10 +15,15 @@ from lab.train import checkpoint as ckpt
 from lab.train.loop import latest_state
 
 
-def _truncate_largest(step_dir):
-    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != ckpt.MANIFEST]
-    big = max(files, key=lambda p: p.stat().st_size)
-    os.truncate(big, big.stat().st_size // 2)
+def _truncate_data(step_dir):
+    """Cut every array data file of a checkpoint in half. Not just the largest: Orbax's OCDBT store may
+    leave a data file no longer referenced (its contents rewritten elsewhere), and a checkpoint whose only
+    damage is in such a file still restores correctly, so damaging one file alone does not always damage
+    the checkpoint."""
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, f"no data files under {step_dir}"
+    for p in files:
+        os.truncate(p, p.stat().st_size // 2)
 
 
 def _lines(err):
@@ -36,7 +41,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
 
     # Without its manifest (a kill right after the save), damage is found by trying to restore it.
     (ckdir / "20" / ckpt.MANIFEST).unlink()
-    _truncate_largest(ckdir / "20")
+    _truncate_data(ckdir / "20")
     capsys.readouterr()
     step, _ = latest_state(run, cfg, tcfg, members)  # what the dashboard and `run`'s measurements read
     (line,) = _lines(capsys.readouterr().err)
@@ -50,8 +55,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     assert sorted(os.listdir(ckdir)) == ["10", "20"] and (ckdir / "20" / ckpt.MANIFEST).is_file()
 
     # With manifests, damage is found from the files' sha256; none intact is a one-line error.
-    _truncate_largest(ckdir / "20")
-    _truncate_largest(ckdir / "10")
+    _truncate_data(ckdir / "20")
+    _truncate_data(ckdir / "10")
     with pytest.raises(CheckpointError) as e:
         train_sweep(run, spec, progress=False)
     msg = str(e.value)
