@@ -28,7 +28,7 @@ LAYERS = {
     "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.runs", "lab.train"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
-    "lab.report": BASE | {"lab.analysis"},
+    "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs
     "lab.experiment": BASE | {"lab.analysis", "lab.runs"},
     "lab.cli": {"lab"},  # the top: may use every unit of lab (and hands `experiments` to the registry)
 }

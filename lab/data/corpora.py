@@ -21,9 +21,11 @@ import functools
 import gc
 import hashlib
 import http.client
+import json
 import os
 import pathlib
 import platform
+import sys
 import sysconfig
 import tempfile
 import urllib.error
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lab.errors import DataError
+from lab.fileio import atomic_write_text
 
 __all__ = [
     "Corpus",
@@ -302,13 +305,59 @@ def _build_stdlib_corpus_gc_paused(kind: str, root: str) -> Corpus:
     return _make_corpus(kind, body, source, n_used)
 
 
-# Keyed by (kind, root): building pydocs parses ~1800 files (seconds), so do it at most once per process.
-_load_stdlib = functools.lru_cache(maxsize=None)(_build_stdlib_corpus)
+# Building pydocs parses ~1800 files (~15 s on one core), and every `lab` process that trains on it would pay
+# that again: the built text is also kept in the download cache, under a key of everything it is built from
+# (the Python version and implementation, the stdlib directory, and each *.py file's path, size and mtime),
+# and checked against its sha256 when read. A stale, damaged or unwritable entry only means a rebuild.
+_STDLIB_CACHE_FORMAT = 1
 
 
-def clear_cache() -> None:
-    """Forget the in-process copies of the embedded corpora (the next load rebuilds them)."""
+def _stdlib_cache_path(kind: str, root: str) -> pathlib.Path | None:
+    h = hashlib.sha256(
+        f"{_STDLIB_CACHE_FORMAT}|{kind}|{root}|{platform.python_implementation()}|{sys.version}".encode()
+    )
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDED_DIRS)
+            for name in sorted(f for f in filenames if f.endswith(".py")):
+                st = os.stat(os.path.join(dirpath, name))
+                h.update(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns};".encode())
+    except OSError:
+        return None
+    return default_cache_dir() / "corpora" / f"{kind}-{h.hexdigest()[:24]}.json"
+
+
+def _load_stdlib_uncached_in_process(kind: str, root: str) -> Corpus:
+    path = _stdlib_cache_path(kind, root)
+    if path is not None:
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if _sha256(d["text"].encode("utf-8")) == d["sha256"]:
+                return Corpus(kind, d["text"], d["sha256"], d["source"], d["n_documents"])
+        except (OSError, ValueError, KeyError, TypeError, UnicodeError):
+            pass  # not cached yet, or damaged: build it
+    corpus = _build_stdlib_corpus(kind, root)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fields = ("text", "sha256", "source", "n_documents")
+            atomic_write_text(path, json.dumps({k: getattr(corpus, k) for k in fields}))
+        except OSError:
+            pass  # an unwritable cache costs a rebuild next time, nothing else
+    return corpus
+
+
+# Keyed by (kind, root): at most once per process, and from the disk cache where it holds the same build.
+_load_stdlib = functools.lru_cache(maxsize=None)(_load_stdlib_uncached_in_process)
+
+
+def clear_cache(disk: bool = False) -> None:
+    """Forget the in-process copies of the embedded corpora; with `disk`, also their built copies in the
+    cache directory (the next load then rebuilds them from the standard library's files)."""
     _load_stdlib.cache_clear()
+    if disk:
+        for p in (default_cache_dir() / "corpora").glob("py*.json"):
+            p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------ downloads

@@ -50,7 +50,7 @@ def file_headers(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def stdlib():
     """pystdlib and pydocs built once for this module from an empty cache, watching what gets imported."""
-    corpora.clear_cache()
+    corpora.clear_cache(disk=True)
     before = set(sys.modules)
     out = io.StringIO()
     timings = {}
@@ -68,7 +68,7 @@ def stdlib():
 
 
 def test_stdlib_corpora_are_deterministic_across_rebuilds(stdlib):
-    corpora.clear_cache()
+    corpora.clear_cache(disk=True)
     for name in ("pystdlib", "pydocs"):
         again = load_corpus(name)
         assert again is not stdlib[name]  # really rebuilt, not served from the cache
@@ -76,6 +76,18 @@ def test_stdlib_corpora_are_deterministic_across_rebuilds(stdlib):
         assert again.sha256 == sha(again.text)
     # And cached in-process afterwards: the same object comes back.
     assert load_corpus("pydocs") is load_corpus("pydocs")
+
+
+def test_a_built_stdlib_corpus_is_reused_from_disk_and_a_damaged_copy_is_rebuilt(stdlib, monkeypatch):
+    built = []
+    monkeypatch.setattr(corpora, "_build_stdlib_corpus", lambda *a: built.append(a) or stdlib["pydocs"])
+    corpora.clear_cache()  # in-process only: the next process's view
+    assert load_corpus("pydocs") == stdlib["pydocs"] and built == []  # read back, verified, not rebuilt
+    (entry,) = (corpora.default_cache_dir() / "corpora").glob("pydocs-*.json")
+    entry.write_text(entry.read_text(encoding="utf-8").replace("a", "b", 1), encoding="utf-8")
+    corpora.clear_cache()
+    assert load_corpus("pydocs") == stdlib["pydocs"] and len(built) == 1  # sha256 differs: rebuilt
+    corpora.clear_cache()
 
 
 def test_pystdlib_contents(stdlib):
