@@ -95,9 +95,7 @@ def run(cfg: E00Config, out: Path, opts) -> None:
     for width in cfg.widths:
         spec = _spec(cfg, width)
         run_dir = out / "runs" / f"D{width}"
-        train_sweep(
-            run_dir, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e00 d_model {width}"
-        )
+        train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e00 d_model {width}")
         _, state = latest_state(run_dir, spec.model, spec.train, list(spec.members))
         scores[str(width)] = exact_match(spec, state.params, cfg.eval_inputs).tolist()
     write_measurement(out / "runs" / "exact_match.json", scores, cfg)

@@ -198,7 +198,7 @@ def run(cfg: E01Config, out: Path, opts) -> None:
     def trained(kind: str, variant: str, spec: SweepSpec) -> list:
         """Train one sweep (or find it complete on disk) and return every seed's trained parameters."""
         run_dir = out / "runs" / kind / variant
-        train_sweep(run_dir, spec, strategy=opts.strategy, progress=opts.progress, desc=f"{kind} {variant}")
+        train_sweep(run_dir, spec, **opts.train_kw(), desc=f"{kind} {variant}")
         return member_params(run_dir, spec.model, spec.train, spec.members)
 
     for variant in _variants(cfg):  # train, then measure with every seed's trained parameters

@@ -112,7 +112,7 @@ def _model(cfg: E02Config, p: str, mask: str) -> ModelConfig:
 def run(cfg: E02Config, out: Path, opts) -> None:
     for mask, p in [(m, p) for m in cfg.masks for p in cfg.positions]:
         spec = SweepSpec(_model(cfg, p, mask), cfg.train, _task(cfg), seed_members(cfg.seeds, cfg.train))
-        kw = dict(strategy=opts.strategy, progress=opts.progress, desc=f"e02 {mask} {p}")
+        kw = dict(opts.train_kw(), desc=f"e02 {mask} {p}")
         train_sweep(out / "runs" / mask / p, spec, **kw)
         params = sweep_params(out / "runs" / mask / p, spec)
         write_measurement(out / "runs" / f"{mask}_{p}.npz", _measure(cfg, spec.model, params), cfg)

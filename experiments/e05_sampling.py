@@ -109,7 +109,7 @@ def run(cfg: E05Config, out: Path, opts) -> None:
     lm, run_dir, n = text_lm(cfg.data, cfg.model), out / "runs" / "lm", cfg.new_tokens
     members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
     spec = SweepSpec.text(lm, cfg.train, members)
-    train_sweep(run_dir, spec, strategy=opts.strategy, progress=opts.progress, desc="e05 LM")
+    train_sweep(run_dir, spec, **opts.train_kw(), desc="e05 LM")
     grid, val = settings(cfg), lm.text.val
     starts = np.linspace(0, len(val) - cfg.prompt_tokens - 1, cfg.prompts).astype(int)  # evenly spaced
     prompts = np.stack([val[s : s + cfg.prompt_tokens] for s in starts]).astype(np.int32)

@@ -101,7 +101,7 @@ PRESET_TABLE = {
 # --- run ---------------------------------------------------------------------------------------------------
 def run(cfg: E09Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
-    runs, h, kw = out / "runs", lm.model.n_heads, dict(strategy=opts.strategy, progress=opts.progress)
+    runs, h, kw = out / "runs", lm.model.n_heads, opts.train_kw()
     members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
     spec = SweepSpec.text(lm, cfg.train, members)
     train_sweep(runs / "mha", spec, desc="e09 MHA", **kw)

@@ -128,7 +128,7 @@ def run(cfg: E10Config, out: Path, opts) -> None:
         spec = SweepSpec.text(lm, cfg.train, members)
         spec = spec.replace(model=lm.model.replace(norm=norm, norm_placement=placement, activation=act))
         run_dir = out / "runs" / name
-        train_sweep(run_dir, spec, strategy=opts.strategy, progress=opts.progress, desc=f"e10 {name}")
+        train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e10 {name}")
         _, state = latest_state(run_dir, spec.model, cfg.train, members)
         inter = stacked_capture(spec.model, state.params, tokens)
         res = np.asarray(inter["residual"])  # (M, L+1, B, T, D)

@@ -124,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="join a job of several processes (jax.distributed) whose process 0 listens at HOST:PORT; with "
+        "--num-processes and --process-id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
+    )
+    p.add_argument(
+        "--num-processes", type=int, default=None, help="processes in the job (with --coordinator)"
+    )
+    p.add_argument(
+        "--process-id", type=int, default=None, help="this process's index, 0.. (with --coordinator)"
+    )
+    p.add_argument(
         "--allow-dirty",
         action="store_true",
         help="write the published results/ although tracked code has uncommitted changes (recorded in "
@@ -542,11 +555,12 @@ def cmd_config(args) -> int:
     for exp in E.find(_registry(), args.experiment):
         cfg = E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)
         print(f"# {exp.name} --preset {args.preset}")
-        for key in config_lib.keys(cfg):
-            value = cfg
-            for part in key.split("."):
-                value = getattr(value, part)
-            print(f"{key} = {value}")
+        for c in (cfg, E.split_sets(args.set)[1]):  # the experiment's keys, then mesh.* (any experiment)
+            for key in config_lib.keys(c):
+                value = c
+                for part in key.split("."):
+                    value = getattr(value, part)
+                print(f"{key} = {value}")
     return 0
 
 
@@ -601,6 +615,16 @@ def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
         )
 
 
+def _cpu_devices(mesh, num_processes: int | None) -> int | None:
+    """Host devices per process for a CPU run: exactly the mesh asked for (sweep x data x fsdp, shared out
+    over the processes), unless LAB_CPU_DEVICES says otherwise; None for the default
+    (lab.runtime.default_cpu_devices)."""
+    if mesh.is_default or os.environ.get("LAB_CPU_DEVICES"):
+        return None
+    want = (mesh.sweep or 1) * mesh.data * mesh.fsdp
+    return max(1, want // (num_processes or 1))
+
+
 def cmd_run(args) -> int:
     exps = E.find(_registry(), args.experiment)
     if args.results is None:
@@ -613,22 +637,36 @@ def cmd_run(args) -> int:
         E.write_config(exp, cfg, exp.out_dir(args.results), args.preset, args.fresh, write=False)
         if exp.check is not None:
             exp.check(cfg)
-    from lab.runtime import init_jax
+    settings = E.split_sets(args.set)[1]
+    from lab.runtime import check_process_args, init_jax
 
-    init_jax()
+    check_process_args(args.coordinator, args.num_processes, args.process_id)
+    init_jax(
+        _cpu_devices(settings.mesh, args.num_processes), args.coordinator, args.num_processes, args.process_id
+    )
+    from lab.fileio import is_writer
     from lab.train.memory import check_config_fits
+    from lab.train.mesh import check_config
 
     for exp, cfg in resolved:  # sizes that cannot fit in memory are refused before anything is written
         check_config_fits(cfg, what=f"{exp.id} --preset {args.preset}")
+        check_config(settings.mesh, cfg, what=f"{exp.id} --preset {args.preset}")
     opts = E.RunOptions(
-        strategy=args.strategy, fresh=args.fresh, progress=not args.no_progress, allow_dirty=args.allow_dirty
+        strategy=args.strategy,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+        allow_dirty=args.allow_dirty,
+        mesh=settings.mesh,
     )
     with contextlib.ExitStack() as locks:  # one writer per experiment directory, taken before any write
         for exp, _ in resolved:
             locks.enter_context(lock(exp.out_dir(args.results)))
         for exp, cfg in resolved:
             findings = E.run(exp, cfg, exp.out_dir(args.results), args.preset, opts)
-            print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
+            if findings is not None:  # None on processes 1.. of a multi-process job: process 0 reports
+                print(f"{exp.id}: {findings.verdict.upper()} — {findings.summary}")
+    if not is_writer():
+        return 0
     from lab.report import write_report
 
     print(f"report: {write_report(_reported(), args.results)}")

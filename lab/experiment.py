@@ -37,8 +37,9 @@ from typing import Any
 from lab import config as config_lib
 from lab.analysis.findings import Findings
 from lab.errors import CheckpointError, ConfigError
-from lab.fileio import atomic_write_json, read_json
+from lab.fileio import atomic_write_json, is_writer, read_json
 from lab.runs import check_or_write_config, check_runs_complete, lock
+from lab.train.mesh import MeshConfig
 
 DEFAULT_PRESET = "cpu"
 RESULTS = Path("results")  # the published results: every experiment at the default preset, nothing overridden
@@ -53,6 +54,11 @@ class RunOptions:
     allow_dirty: bool = (
         False  # recorded in config.json: results/ written from a tree with uncommitted changes
     )
+    mesh: MeshConfig = MeshConfig()  # `--set mesh.data=4`: each model over a device mesh (lab.train.mesh)
+
+    def train_kw(self) -> dict:
+        """The keyword arguments of lab.train.train_sweep these options set: how every sweep uses devices."""
+        return dict(strategy=self.strategy, progress=self.progress, mesh=self.mesh)
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,32 @@ def find(reg: dict[str, Experiment], name: str) -> list[Experiment]:
 MAX_SEEDS = 10_000
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings every experiment accepts with `--set`, about how it runs rather than what it measures:
+    `mesh.*` lays each model over a device mesh (lab.train.mesh). They are not part of an experiment's
+    config (its results do not depend on them beyond float rounding) but choose a results root of their own
+    like any override (default_results)."""
+
+    mesh: MeshConfig = MeshConfig()
+
+
+def split_sets(sets) -> tuple[list[str], RunSettings]:
+    """(the experiment's own `--set` assignments, the RunSettings the others set)."""
+    run_sets = [
+        a for a in sets if a.strip().split(".", 1)[0] in {f.name for f in dataclasses.fields(RunSettings)}
+    ]
+    own = [a for a in sets if a not in run_sets]
+    return own, config_lib.apply_overrides(RunSettings(), run_sets)
+
+
 def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None):
-    """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated."""
+    """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated (RunSettings keys such as
+    mesh.* are left to `split_sets`)."""
     if preset not in exp.presets:
         raise ConfigError(f"unknown preset {preset!r} for {exp.id}; allowed: {', '.join(exp.presets)}")
     cfg = exp.presets[preset]
-    cfg = config_lib.apply_overrides(cfg, list(sets))
+    cfg = config_lib.apply_overrides(cfg, split_sets(sets)[0])
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -208,19 +234,28 @@ def analyze(exp: Experiment, out: Path) -> Findings:
 MEASURED = "measured.json"
 
 
-def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOptions()) -> Findings:
+def run(exp: Experiment, cfg, out: Path, preset: str, opts: RunOptions = RunOptions()) -> Findings | None:
     """Train and measure (exp.run), then analyze, holding `out`'s one-writer lock throughout. If `out`
-    already holds this config trained and measured to the end (its MEASURED marker), only analyze."""
+    already holds this config trained and measured to the end (its MEASURED marker), only analyze.
+    On processes 1.. of a multi-process job: train and measure alongside process 0, write nothing, return
+    None."""
+    from lab import runtime  # (imports JAX's multi-process helpers only when a run starts)
+
     out = Path(out)
     with lock(out):
-        write_config(exp, cfg, out, preset, fresh=opts.fresh, allow_dirty=opts.allow_dirty)
+        if is_writer():  # in a multi-process job process 0 writes; the others follow its decisions
+            write_config(exp, cfg, out, preset, fresh=opts.fresh, allow_dirty=opts.allow_dirty)
         marker, want = out / MEASURED, json.loads(json.dumps(config_lib.to_dict(cfg)))  # tuples as lists
-        if _measured_config(marker) != want:
-            marker.unlink(missing_ok=True)
+        if runtime.agree(_measured_config(marker) != want):
+            if is_writer():
+                marker.unlink(missing_ok=True)
             exp.run(cfg, out, opts)
             atomic_write_json(marker, {"config": want})
-        elif opts.progress:
+        elif opts.progress and is_writer():
             print(f"{exp.id}: already trained and measured in {out}; analyzing only (--fresh redoes it)")
+        runtime.sync(f"measured {out}")
+        if not is_writer():
+            return None  # analysis is NumPy over process 0's files: process 0's job
         return analyze(exp, out)
 
 

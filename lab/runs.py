@@ -32,7 +32,7 @@ import numpy as np
 
 from lab import config as config_lib
 from lab.errors import CheckpointError, DataError
-from lab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from lab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, is_writer, read_json
 from lab.provenance import git_commit
 
 # --- metrics.jsonl ----------------------------------------------------------------------------------------
@@ -115,6 +115,9 @@ def lock(directory: str | os.PathLike, what: str = "writing to"):
     within a process: `lab run` holds it around an experiment and `train_sweep` again around each sweep.
     """
     path = lock_path(directory)
+    if not is_writer():  # a process of a multi-process job other than 0: it writes nothing to guard
+        yield path
+        return
     key = str(path)
     with _held_guard:
         if key in _held:

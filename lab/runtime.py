@@ -3,12 +3,18 @@
 * CPU host devices: XLA's CPU backend runs a vmapped sweep of small models as one program whose matmuls
   it parallelizes poorly; exposing the cores as several host devices (`jax_num_cpu_devices`) and sharding
   the sweep axis over them lets each core train its slice of the sweep (see lab.train.sweep).
-* Multi-host: `jax.distributed.initialize()` when the environment describes a multi-process job.
+* Several processes (hosts, or processes on one host): `jax.distributed.initialize` when `lab run` is given
+  `--coordinator HOST:PORT --num-processes N --process-id I`, or when the environment describes the job
+  (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a cluster JAX detects itself). Every
+  process then sees the devices of all of them (one mesh, lab.train.mesh); on CPU the processes' collectives
+  go over gloo. Only process 0 writes files (lab.fileio.set_writer); Orbax writes each process's shards.
 """
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 _distributed = False
 _DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "LAB_DISTRIBUTED")
@@ -33,8 +39,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def init_jax(cpu_devices: int | None = None) -> None:
-    """Configure JAX for this process; call before anything creates a JAX array."""
+def init_jax(
+    cpu_devices: int | None = None,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Configure JAX for this process; call before anything creates a JAX array. `coordinator`
+    ("HOST:PORT"), `num_processes` and `process_id` join a multi-process job (else the environment may)."""
     import jax
 
     n = default_cpu_devices() if cpu_devices is None else cpu_devices
@@ -43,6 +55,55 @@ def init_jax(cpu_devices: int | None = None) -> None:
     except RuntimeError:
         pass  # backends already initialized (e.g. inside a test session that configured them itself)
     global _distributed
-    if any(os.environ.get(k) for k in _DISTRIBUTED_ENV) and not _distributed:
-        jax.distributed.initialize()  # reads coordinator address, process count and id from the environment
+    explicit = coordinator is not None or num_processes is not None or process_id is not None
+    if (explicit or any(os.environ.get(k) for k in _DISTRIBUTED_ENV)) and not _distributed:
+        if explicit and (coordinator is None or num_processes is None or process_id is None):
+            from lab.errors import ConfigError
+
+            raise ConfigError(
+                "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
+                "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+            )
+        check_process_args(coordinator, num_processes, process_id)
+        # CPU devices of different processes talk over gloo (no effect on GPU/TPU backends).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator, num_processes, process_id)
         _distributed = True
+        from lab.fileio import set_writer
+
+        set_writer(jax.process_index() == 0)
+
+
+def check_process_args(coordinator, num_processes, process_id) -> None:
+    """One-line errors for a malformed coordinator address or process numbers (None: from the environment)."""
+    from lab.errors import ConfigError
+
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--coordinator {coordinator!r} must be HOST:PORT with a port in 1..65535")
+    if num_processes is not None and num_processes < 1:
+        raise ConfigError(f"--num-processes must be >= 1, got {num_processes}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id must be in 0..{num_processes - 1}, got {process_id}")
+
+
+def sync(name: str) -> None:
+    """Wait until every process of a multi-process job reaches this point (no-op with one process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's `flag`, on every process (so that all of them take the same branch)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))

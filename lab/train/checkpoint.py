@@ -29,7 +29,7 @@ from pathlib import Path
 import orbax.checkpoint as ocp
 
 from lab.errors import CheckpointError
-from lab.fileio import atomic_write_json
+from lab.fileio import atomic_write_json, is_writer
 
 # Orbax logs every save at INFO level; the progress bar says enough.
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -159,7 +159,8 @@ class Checkpoints:
 
     def remove(self, step: int) -> None:
         """Delete checkpoint `step` (one found damaged), so that it can be saved again."""
-        shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        if is_writer():
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
         self._mngr.reload()
 
     # --- writing ------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ class Checkpoints:
             self._mngr.wait_until_finished()
         except Exception as e:  # noqa: BLE001
             self._failed(self._unsealed[-1] if self._unsealed else None, e)
-        kept = set(self._mngr.all_steps())
+        kept = set(self._mngr.all_steps()) if is_writer() else set()  # process 0 seals
         for step in self._unsealed:
             if step in kept:  # not already removed by max_to_keep
                 step_dir = self.directory / str(step)
@@ -210,7 +211,7 @@ class Checkpoints:
     def remove_temporary(self) -> list[Path]:
         """Remove Orbax's temporary step directories (left by a save that failed or was killed)."""
         gone = []
-        if self.directory.is_dir():
+        if self.directory.is_dir() and is_writer():
             for p in self.directory.iterdir():
                 if TMP_MARK in p.name:
                     shutil.rmtree(p, ignore_errors=True)

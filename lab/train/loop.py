@@ -33,14 +33,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab import config as config_lib
+from lab import runtime
 from lab.errors import ConfigError
-from lab.fileio import atomic_write_json
+from lab.fileio import atomic_write_json, is_writer
 from lab.model import ModelConfig
 from lab.progress import phase, progress_bar
 from lab.runs import check_or_write_config, lock, read_rows, truncate_after
 from lab.train import checkpoint as ckpt
 from lab.train.config import TrainConfig
 from lab.train.memory import check_fits
+from lab.train.mesh import MeshConfig
 from lab.train.metrics import MetricsWriter
 from lab.train.optimizer import make_optimizer
 from lab.train.sweep import Member, SweepRunner, init_sweep
@@ -140,16 +142,22 @@ def _upgrade_run_config(have: dict) -> dict:
     return have
 
 
-def abstract_sweep(cfg, tcfg, members: list[Member]):
+def abstract_sweep(cfg, tcfg, members: list[Member], runner: SweepRunner | None = None):
     """Shapes and dtypes of the stacked train states of `members`: the target checkpoints restore into.
 
-    Every leaf is placed on one device, whatever layout saved it, so a checkpoint written by a sweep
-    sharded over 8 devices restores on a machine with 1 (the runner re-places it for its own layout).
+    Every leaf is placed on this process's first device, whatever layout saved it, so a checkpoint written
+    by a sweep sharded over 8 devices restores on a machine with 1 (the runner re-places it for its own
+    layout); with a `runner` in "mesh" mode, into that runner's layout (matrices split over `fsdp`), so a
+    model too large for one device is never whole on one.
     """
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shapes = jax.eval_shape(lambda: init_sweep(cfg, tcfg, members))
+    stored = None if runner is None else runner.stored_shardings(shapes)
+    if stored is None:
+        stored = jax.tree_util.tree_map(
+            lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]), shapes
+        )
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), shapes
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, stored
     )
 
 
@@ -162,10 +170,13 @@ def train_sweep(
     progress: bool = True,
     desc: str | None = None,
     on_checkpoint=None,
+    mesh: MeshConfig | None = None,
 ) -> SweepResult:
     """Train `spec.members` as one sweep under `run_dir`, resuming if it holds a run of the same spec.
 
     strategy: how the sweep uses devices (lab.train.sweep.STRATEGIES); fresh: discard `run_dir` first.
+    mesh: lay each model out over a device mesh (lab.train.mesh: sweep x data x fsdp) instead; a run may
+    resume on another mesh (checkpoints do not depend on the layout that wrote them).
     progress: show a bar of the programs compiling, then a bar of the steps (from the resumed step).
     on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
     """
@@ -181,23 +192,30 @@ def train_sweep(
         )
     want = run_config(spec)
     task.check_data(spec.data)
-    check_fits(cfg, tcfg.batch_size, task.seq_len, 1, what=str(run_dir))  # before anything is written
+    runner = SweepRunner(
+        cfg, tcfg, task, len(members), strategy, forward=spec.forward, loss=spec.loss, mesh=mesh
+    )
+    runner.check_model(jax.eval_shape(lambda: init_sweep(cfg, tcfg, members[:1])).params, str(run_dir))
+    shards = (1, 1) if runner.mesh is None else (runner.mesh.fsdp, runner.mesh.batch_ways)
+    check_fits(cfg, tcfg.batch_size, task.seq_len, 1, what=str(run_dir), shards=shards)  # before any write
+    progress = progress and is_writer()  # one bar per job, from process 0
     with lock(run_dir):
-        return _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_checkpoint)
+        return _train_locked(run_dir, spec, want, runner, fresh, progress, desc, on_checkpoint)
 
 
-def _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_checkpoint) -> SweepResult:
-    cfg, tcfg, task, members = spec.model, spec.train, spec.task, list(spec.members)
-    check_or_write_config(run_dir, want, fresh=fresh, upgrade=_upgrade_run_config)
+def _train_locked(run_dir, spec, want, runner, fresh, progress, desc, on_checkpoint) -> SweepResult:
+    cfg, tcfg, members = spec.model, spec.train, list(spec.members)
+    if is_writer():  # process 0 of a multi-process job decides; the others wait for it
+        check_or_write_config(run_dir, want, fresh=fresh, upgrade=_upgrade_run_config)
+    runtime.sync(f"config {run_dir}")
 
-    n = len(members)
     metrics_path = run_dir / "metrics.jsonl"
     mngr = ckpt.manager(run_dir / "checkpoints")
     try:
         mngr.remove_temporary()  # left by a save that was killed; this process is the one writer
-        found = mngr.restore_intact(abstract_sweep(cfg, tcfg, members))
+        found = mngr.restore_intact(abstract_sweep(cfg, tcfg, members, runner))
+        runtime.sync(f"restored {run_dir}")  # every process has read before process 0 removes anything
         latest = None if found is None else found[0]
-        runner = SweepRunner(cfg, tcfg, task, n, strategy, forward=spec.forward, loss=spec.loss)
         if found is not None:
             latest, real, passed = found
             if passed:  # damaged newer checkpoints: resume from the intact one, with its metrics
@@ -210,8 +228,8 @@ def _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_check
                 return _finished(run_dir, real, latest, runner, skipped=True)
             truncate_after(metrics_path, latest)
         else:
-            real = _start(spec)
-            if metrics_path.exists():
+            real = _start(spec, runner)
+            if metrics_path.exists() and is_writer():
                 metrics_path.unlink()
         state = runner.place(real)
         dev_data = runner.place_data(spec.data)
@@ -235,11 +253,14 @@ def _train_locked(run_dir, spec, want, strategy, fresh, progress, desc, on_check
         mngr.close()  # waits for the last save and seals it with its manifest
 
 
-def _start(spec: SweepSpec):
-    """The stacked states a sweep starts from: fresh, or on `spec.init_params` with a fresh optimizer."""
-    state = init_sweep(spec.model, spec.train, list(spec.members))
+def _start(spec: SweepSpec, runner: SweepRunner):
+    """The stacked states a sweep starts from: fresh (created in the runner's layout), or on
+    `spec.init_params` with a fresh optimizer."""
+    members = list(spec.members)
     if spec.init_params is None:
-        return state
+        stored = runner.stored_shardings(jax.eval_shape(lambda: init_sweep(spec.model, spec.train, members)))
+        return init_sweep(spec.model, spec.train, members, shardings=stored)
+    state = init_sweep(spec.model, spec.train, members)
     want = jax.tree_util.tree_structure(state.params)
     if jax.tree_util.tree_structure(spec.init_params) != want or any(
         np.shape(a) != b.shape
@@ -393,6 +414,8 @@ def _loop(
         run_dir / "timing.json",
         {
             "strategy": runner.strategy,
+            "mesh": None if runner.mesh is None else dataclasses.asdict(runner.mesh),
+            "processes": jax.process_count(),
             "devices": len(runner.devices),
             "members": n,
             "padded_members": runner.n_padded,
@@ -445,9 +468,9 @@ def sweep_params(run_dir, spec: SweepSpec):
 
 def train_sweeps(runs_dir, specs: dict[str, SweepSpec], desc: str, opts) -> dict[str, SweepResult]:
     """`train_sweep` for each named sweep of `specs`, under `runs_dir`/<name>, its progress labelled
-    "<desc> <name>"; `opts` (lab.experiment.RunOptions: anything with .strategy and .progress) says how.
+    "<desc> <name>"; `opts` (lab.experiment.RunOptions: .strategy, .progress, .mesh) says how.
     What an experiment's `run` does first when it trains several sweeps."""
-    kw = dict(strategy=opts.strategy, progress=opts.progress)
+    kw = opts.train_kw()
     return {
         name: train_sweep(Path(runs_dir) / name, s, desc=f"{desc} {name}", **kw) for name, s in specs.items()
     }

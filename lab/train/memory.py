@@ -37,16 +37,16 @@ def param_count(cfg: ModelConfig) -> int:
 
 
 def estimate_bytes(
-    cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, params: int | None = None
+    cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, params: int | None = None, div=(1, 1)
 ) -> dict:
     """{"params", "state", "activations", "total"}: bytes to train `members` models of `cfg` on batches of
     `batch_size` x `seq_len` tokens (see the module docstring for what is counted); `params` in place of
-    `param_count(cfg)` if given."""
+    `param_count(cfg)` if given. div = (fsdp, data x fsdp): the state and activations per device of a mesh."""
     p = param_count(cfg) if params is None else params
     b, t, d, f = batch_size, seq_len, cfg.d_model, cfg.ff_dim
     per_block = 16 * b * t * d + 2 * b * t * f + 2 * b * cfg.n_heads * t * t
     acts = 4 * (cfg.n_layers * per_block + 3 * b * t * cfg.vocab_size)
-    state = 16 * p
+    state, acts = 16 * p // div[0], acts // div[1]
     return {"params": p, "state": state, "activations": acts, "total": members * (state + acts)}
 
 
@@ -75,14 +75,21 @@ def _gib(n: float) -> str:
     return f"{n / GiB:.3g} GiB"
 
 
-def check_fits(cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, what: str = "") -> dict:
-    """The estimate (`estimate_bytes`), or a ConfigError naming it if it exceeds `available_bytes()`."""
+def check_fits(
+    cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1, what: str = "", shards=(1, 1)
+) -> dict:
+    """The estimate (`estimate_bytes`), or a ConfigError naming it if it exceeds `available_bytes()`.
+
+    shards: (fsdp, data x fsdp) of a mesh (lab.train.mesh): on accelerators each device holds 1/fsdp of the
+    parameters and optimizer state and 1/(data x fsdp) of the activations, so the per-device estimate is
+    divided accordingly; CPU host devices share one RAM, so there the total is what must fit."""
     have, kind = available_bytes()
+    div = shards if jax.devices()[0].platform != "cpu" else (1, 1)
     # First without tracing the initialization (which takes minutes for 100,000 blocks): every block holds at
     # least its query and output projections, 2 d_model^2 parameters. Too large already is refused at once.
-    est = estimate_bytes(cfg, batch_size, seq_len, members, params=2 * cfg.n_layers * cfg.d_model**2)
+    est = estimate_bytes(cfg, batch_size, seq_len, members, params=2 * cfg.n_layers * cfg.d_model**2, div=div)
     if have is None or est["total"] <= have:
-        est = estimate_bytes(cfg, batch_size, seq_len, members)
+        est = estimate_bytes(cfg, batch_size, seq_len, members, div=div)
     if have is not None and est["total"] > have:
         who = f"{what}: " if what else ""
         raise ConfigError(
@@ -96,19 +103,19 @@ def check_fits(cfg: ModelConfig, batch_size: int, seq_len: int, members: int = 1
     return est
 
 
-def _configs(cfg, kind):
+def configs_of(cfg, kind):
     """Every instance of `kind` in the (nested) dataclass config `cfg`, `cfg` itself included."""
     if isinstance(cfg, kind):
         yield cfg
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         for f in dataclasses.fields(cfg):
-            yield from _configs(getattr(cfg, f.name), kind)
+            yield from configs_of(getattr(cfg, f.name), kind)
 
 
 def check_config_fits(exp_cfg, what: str = "") -> None:
     """`check_fits` for each model config in an experiment's config, trained one member at a time at the
     experiment's train.batch_size on windows of model.max_len tokens: what any of its runs needs at least
     (a sweep that vmaps its members needs more; `train_sweep` checks that with the sweep's own sizes)."""
-    train = next(_configs(exp_cfg, TrainConfig), TrainConfig())
-    for model in _configs(exp_cfg, ModelConfig):
+    train = next(configs_of(exp_cfg, TrainConfig), TrainConfig())
+    for model in configs_of(exp_cfg, ModelConfig):
         check_fits(model, train.batch_size, model.max_len, 1, what)

@@ -39,7 +39,15 @@ def loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
 
 
 def train_step(
-    state: TrainState, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, forward=None, loss=None
+    state: TrainState,
+    data,
+    *,
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    task,
+    forward=None,
+    loss=None,
+    shard_batch=None,
 ):
     """One AdamW step on the batch that (data_key, step) selects.
 
@@ -48,9 +56,13 @@ def train_step(
     is the per-member hyperparameter `state.extra` (so variants of equal shape share one program).
     `loss(params, cfg, batch, extra, forward) -> (scalar loss, logits)` replaces the next-token cross
     entropy (`loss_fn`). Both must be module-level functions (hashable: they are static arguments).
+    `shard_batch(batch) -> batch` lays the sampled batch out over devices (lab.train.mesh: a sharding
+    constraint, no change to the values); None leaves the layout to XLA.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), state.step)
     batch = task.sample(data, "train", key, tcfg.batch_size)
+    if shard_batch is not None:
+        batch = shard_batch(batch)
     (value, _), grads = jax.value_and_grad(loss or loss_fn, has_aux=True)(
         state.params, cfg, batch, state.extra, forward
     )
@@ -78,9 +90,12 @@ def train_step(
     return new_state, metrics
 
 
-def train_steps(state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None, loss=None):
+def train_steps(
+    state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None, loss=None, shard_batch=None
+):
     """`n_steps` train steps in one `lax.scan`; metrics come back stacked with a leading (n_steps,) axis."""
-    step = lambda s, _: train_step(s, data, cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
+    kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss, shard_batch=shard_batch)
+    step = lambda s, _: train_step(s, data, **kw)
     return jax.lax.scan(step, state, None, length=n_steps)
 
 
@@ -95,6 +110,7 @@ def eval_step(
     extra=None,
     forward=None,
     loss=None,
+    shard_batch=None,
 ):
     """Mean loss and next-token accuracy over `tcfg.eval_batches` fixed batches of `split`."""
 
@@ -102,6 +118,8 @@ def eval_step(
         batch = task.sample(
             data, split, jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i), tcfg.batch_size
         )
+        if shard_batch is not None:
+            batch = shard_batch(batch)
         value, logits = (loss or loss_fn)(params, cfg, batch, extra, forward)
         m = batch["mask"].astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)

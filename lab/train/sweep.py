@@ -13,6 +13,10 @@ Strategies (``strategy=``):
   "auto"   on accelerators, "shard" when there are several devices and members; on CPU, "shard" only
            for small members (see CPU_SHARD_MAX_FLOPS) and modest padding, else "vmap".
 The measured trade-offs are in results/benchmarks.md (scripts/bench_sweep.py).
+
+A `mesh` (lab.train.mesh.MeshConfig) other than the default replaces the strategy with "mesh": the sweep
+axis over `mesh.sweep` devices (padded like "shard"), each batch split over `data` x `fsdp`, and every weight
+matrix with its optimizer state split over `fsdp`, on one named mesh of every device of every process.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lab.errors import ConfigError
 from lab.model import ModelConfig
 from lab.model.flops import train_flops_per_step
+from lab.train import mesh as mesh_lib
 from lab.train.config import TrainConfig
 from lab.train.state import TrainState, init_state
 from lab.train.step import eval_step, train_steps
@@ -70,8 +76,9 @@ def members_grid(seeds, lrs, init_scales=(1.0,), extras=((),)) -> list[Member]:
     ]
 
 
-def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]) -> TrainState:
-    """Stacked fresh states, one per member (leading axis = member)."""
+def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member], shardings=None) -> TrainState:
+    """Stacked fresh states, one per member (leading axis = member), laid out with `shardings` if given
+    (a pytree of shardings, e.g. SweepRunner.stored_shardings: created in place, never whole on one device)."""
     seeds = jnp.asarray([m.seed for m in members], jnp.int32)
     lrs = jnp.asarray([m.lr for m in members], jnp.float32)
     scales = jnp.asarray([m.init_scale for m in members], jnp.float32)
@@ -79,7 +86,12 @@ def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member]) -> Tr
         raise ValueError("every member of a sweep needs the same number of extra hyperparameters")
     extra = jnp.asarray([m.extra or (0.0,) for m in members], jnp.float32).reshape(len(members), -1)
     f = jax.vmap(functools.partial(init_state, cfg, tcfg))
-    return jax.jit(f)(seeds, lrs, scales, extra)
+    if shardings is None:
+        return jax.jit(f)(seeds, lrs, scales, extra)
+    # The members' values are constants of the program, so every process of a multi-process job builds the
+    # same global state (each its own shards) without first putting host arrays on devices it cannot reach.
+    host = [np.asarray(a) for a in (seeds, lrs, scales, extra)]
+    return jax.jit(lambda: f(*host), out_shardings=shardings)()
 
 
 # On CPU, sharding the sweep over host devices pays when one member's step is too small for XLA to spread
@@ -141,15 +153,29 @@ class SweepRunner:
     """
 
     def __init__(
-        self, cfg, tcfg, task, n_members: int, strategy: str = "auto", devices=None, forward=None, loss=None
+        self,
+        cfg,
+        tcfg,
+        task,
+        n_members: int,
+        strategy: str = "auto",
+        devices=None,
+        forward=None,
+        loss=None,
+        mesh: mesh_lib.MeshConfig | None = None,
     ):
         self.cfg, self.tcfg, self.task, self.n = cfg, tcfg, task, n_members
-        work = train_flops_per_step(cfg, tcfg.batch_size, task.seq_len)
-        self.strategy, self.devices = resolve(strategy, n_members, devices, work)
-        self.n_padded = padded_size(n_members, len(self.devices)) if self.strategy == "shard" else n_members
         self._train_cache: dict[int, object] = {}
         self._eval_compiled = None
         self.compile_seconds = 0.0  # every program compiled so far, train and eval
+        self.mesh = None  # the resolved MeshConfig in "mesh" mode
+        kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
+        if mesh is not None and not mesh.is_default:
+            self._init_mesh(mesh, strategy, devices, kw)
+            return
+        work = train_flops_per_step(cfg, tcfg.batch_size, task.seq_len)
+        self.strategy, self.devices = resolve(strategy, n_members, devices, work)
+        self.n_padded = padded_size(n_members, len(self.devices)) if self.strategy == "shard" else n_members
         if self.strategy == "shard":
             mesh = jax.make_mesh(
                 (len(self.devices),),
@@ -161,7 +187,6 @@ class SweepRunner:
             self.data_sharding = NamedSharding(mesh, P())
         else:
             self.state_sharding = self.data_sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
-        kw = dict(cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
         self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
         self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
         # Building the evaluator costs nothing until it is compiled (compile_eval, or the first evaluate).
@@ -175,16 +200,62 @@ class SweepRunner:
                 out_shardings=self.state_sharding,
             )
 
+    def _init_mesh(self, mesh, strategy, devices, kw):
+        """The "mesh" layout (lab.train.mesh): the programs are built once the state's shapes are known."""
+        if strategy not in ("auto", "shard"):
+            raise ConfigError(
+                f"--strategy {strategy} cannot be combined with a mesh ({mesh.describe()}); the mesh decides "
+                "where members go: use --strategy auto (the default)"
+            )
+        self.devices = list(jax.devices() if devices is None else devices)
+        self.mesh = mesh_lib.resolve(mesh, len(self.devices))
+        self.strategy = "mesh"
+        self.n_padded = padded_size(self.n, self.mesh.sweep)
+        self.jmesh = mesh_lib.make(self.mesh, self.devices)
+        self.data_sharding = self.replicated = NamedSharding(self.jmesh, P())
+        kw = dict(kw, shard_batch=mesh_lib.batch_constraint(self.jmesh))
+        self._eval_one = lambda state, data: eval_step(state.params, data, extra=state.extra, **kw)
+        self._train_one = lambda n: functools.partial(train_steps, n_steps=n, **kw)
+        self.state_sharding = None  # per leaf; set by `place` from the state's shapes
+        self._eval = None
+
+    def stored_shardings(self, state):
+        """Per-leaf shardings of the real (unpadded) members in "mesh" mode: members replicated over `sweep`
+        (their count need not divide it), matrices split over `fsdp`. What checkpoints are saved from and
+        restored into, and what `take` returns. None in the other modes."""
+        if self.mesh is None:
+            return None
+        return mesh_lib.state_shardings(state, self.jmesh, self.mesh.fsdp, sweep_axis=False)
+
+    def check_model(self, abstract_params, what: str = "") -> None:
+        """In "mesh" mode, refuse a batch or weight shape the mesh cannot split (lab.train.mesh.check_model)."""
+        if self.mesh is not None:
+            mesh_lib.check_model(self.mesh, abstract_params, self.tcfg.batch_size, what)
+
     # -- placement -------------------------------------------------------------------------------------
     def place(self, state):
         """Pad a stacked (unpadded) state to the strategy's layout and put it on its devices."""
-        return jax.device_put(pad(state, self.n_padded), self.state_sharding)
+        if self.mesh is None:
+            return jax.device_put(pad(state, self.n_padded), self.state_sharding)
+        stored = self.stored_shardings(state)
+        if any(
+            getattr(x, "sharding", None) != s for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(stored))
+        ):
+            state = mesh_lib.put(state, stored)  # from the host (e.g. a checkpoint restored elsewhere)
+        padded = jax.eval_shape(lambda s: pad(s, self.n_padded), state)
+        self.state_sharding = mesh_lib.state_shardings(padded, self.jmesh, self.mesh.fsdp)
+        self._stored = stored
+        return jax.jit(lambda s: pad(s, self.n_padded), out_shardings=self.state_sharding)(state)
 
     def place_data(self, data: dict[str, np.ndarray]):
-        return jax.device_put(dict(data), self.data_sharding)
+        if self.mesh is None:
+            return jax.device_put(dict(data), self.data_sharding)
+        return mesh_lib.put(dict(data), {k: self.data_sharding for k in data})
 
     def take(self, state):
         """The real members of a placed state (drops padding)."""
+        if self.mesh is not None:
+            return jax.jit(lambda s: unpad(s, self.n), out_shardings=self._stored)(state)
         return unpad(state, self.n) if self.n_padded != self.n else state
 
     # -- compiled calls ----------------------------------------------------------------------------------
@@ -196,6 +267,14 @@ class SweepRunner:
                 fn = jax.jit(self._train_one(n_steps), donate_argnums=0)
                 one = jax.tree_util.tree_map(lambda x: x[0], state)
                 compiled = fn.lower(one, data).compile()
+            elif self.strategy == "mesh":  # metrics replicated: every process reads them all
+                fn = jax.jit(
+                    jax.vmap(self._train_one(n_steps), in_axes=(0, None), spmd_axis_name="sweep"),
+                    in_shardings=(self.state_sharding, self.data_sharding),
+                    out_shardings=(self.state_sharding, self.replicated),
+                    donate_argnums=0,
+                )
+                compiled = fn.lower(state, data).compile()
             else:
                 fn = jax.jit(
                     jax.vmap(self._train_one(n_steps), in_axes=(0, None)),
@@ -224,6 +303,12 @@ class SweepRunner:
         """The compiled evaluation of `state`'s layout (compiled ahead of time once)."""
         if self._eval_compiled is None:
             t0 = time.perf_counter()
+            if self.strategy == "mesh":
+                self._eval = jax.jit(
+                    jax.vmap(self._eval_one, in_axes=(0, None), spmd_axis_name="sweep"),
+                    in_shardings=(self.state_sharding, self.data_sharding),
+                    out_shardings=self.replicated,
+                )
             self._eval_compiled = self._eval.lower(state, data).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._eval_compiled
