@@ -5,6 +5,7 @@
     lab run all                                every experiment, then results/REPORT.md
     lab analyze e04 [--preset P | --results R] redraw plots and findings from files on disk only
     lab report [--preset P | --results R]      assemble REPORT.md from every findings.json
+    lab compare DIR_A DIR_B [--out FILE]       two results trees side by side: which verdicts changed
 
 `results/` holds the published runs: the cpu preset, nothing overridden. Any other run goes to `scratch/`
 (ignored by git) unless `--results` says where: see lab.experiment.default_results.
@@ -152,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write results/REPORT.md from every findings.json")
     _results_for_preset(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="two results trees side by side: both verdicts, and which changed")
+    p.add_argument("a", type=Path, metavar="DIR_A", help="a results tree, e.g. results")
+    p.add_argument("b", type=Path, metavar="DIR_B", help="another, e.g. scratch/gpu")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the Markdown to FILE instead of stdout")
+    p.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 if a verdict present in both changed"
+    )
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("config", help="print the resolved config")
     config_args(p)
@@ -692,6 +702,24 @@ def cmd_report(args) -> int:
     _check_results(root, write=True)  # it writes REPORT.md there
     print(write_report(_reported(), root))
     return 0
+
+
+def cmd_compare(args) -> int:
+    # JSON only, like analyze: it never loads the registry (the experiments' modules import JAX).
+    from lab.compare import compare_trees, render
+
+    c = compare_trees(args.a, args.b)
+    text, changed = render(c), len(c.changes())
+    if args.out is None:
+        print(text, end="")
+    elif args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a directory; give a file name")
+    else:
+        from lab.fileio import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"{args.out}: {changed} verdict(s) changed")
+    return 1 if args.fail_on_change and changed else 0
 
 
 def cmd_test(args) -> int:

@@ -34,10 +34,7 @@ def render(experiments, results: Path) -> str:
         if not path.exists():
             lines.append(f"| {exp.id} | {exp.claim} | not run |")
             continue
-        try:
-            f = Findings.from_dict(read_json(path))
-        except (ValueError, TypeError, KeyError) as e:
-            raise DataError(f"{path} is corrupted ({e}); rerun `lab analyze {exp.id}`") from None
+        f = read_findings(path, exp.id)
         check_runs_complete(results / exp.name / "runs")  # findings of runs since torn or cut short: refused
         lines.append(f"| [{exp.id}](#{exp.name}) | {f.claim} | **{f.verdict.upper()}** |")
         sections.append(_section(exp, f, results))
@@ -69,20 +66,43 @@ def _section(exp, f: Findings, results: Path) -> str:
     return "\n".join(out)
 
 
-def _made_by(out: Path) -> str:
-    """Which code made an experiment's results: the commit its config.json records (lab.provenance)."""
+def read_findings(path: Path, exp_id: str) -> Findings:
+    """An experiment's findings.json; a corrupted one is a DataError naming the file and the fix."""
+    try:
+        return Findings.from_dict(read_json(path))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise DataError(f"{path} is corrupted ({e}); rerun `lab analyze {exp_id}`") from None
+
+
+def recorded_provenance(out: Path) -> dict:
+    """What an experiment's config.json records about the session that made it (lab.provenance); {} when
+    there is none or it cannot be read."""
     try:
         prov = read_json(out / "config.json").get("provenance") or {}
     except (OSError, ValueError, AttributeError):
         prov = {}
+    return prov if isinstance(prov, dict) else {}
+
+
+def recorded_commit(prov: dict) -> tuple[str | None, bool]:
+    """(the commit's first 12 hex digits, whether tracked code had uncommitted changes) from a provenance
+    dict; (None, False) when no commit is recorded."""
     commit = prov.get("git_commit")
-    if not commit:
+    if not commit or not isinstance(commit, str):
+        return None, False
+    return commit.removesuffix("+dirty")[:12], commit.endswith("+dirty")
+
+
+def _made_by(out: Path) -> str:
+    """Which code made an experiment's results: the commit its config.json records (lab.provenance)."""
+    prov = recorded_provenance(out)
+    sha, dirty = recorded_commit(prov)
+    if sha is None:
         return "made outside a git checkout (no commit recorded)"
-    sha, dirty = commit.removesuffix("+dirty"), commit.endswith("+dirty")
     if not dirty:
-        return f"made by commit `{sha[:12]}`"
+        return f"made by commit `{sha}`"
     how = " (run with --allow-dirty)" if prov.get("allow_dirty") else ""
-    return f"made by commit `{sha[:12]}` **with uncommitted changes**{how}"
+    return f"made by commit `{sha}` **with uncommitted changes**{how}"
 
 
 def write_report(experiments, results: Path) -> Path:

@@ -30,6 +30,7 @@ LAYERS = {
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs
     "lab.experiment": BASE | {"lab.analysis", "lab.runs"},
+    "lab.compare": BASE | {"lab.analysis", "lab.report", "lab.runs"},  # two trees' findings side by side
     "lab.cli": {"lab"},  # the top: may use every unit of lab (and hands `experiments` to the registry)
 }
 NO_JAX = (
@@ -40,6 +41,7 @@ NO_JAX = (
     "lab.viz",
     "lab.report",
     "lab.experiment",
+    "lab.compare",
 )
 NO_JAX_FILES = ("lab/data/corpora.py", "lab/data/tokenize.py", "lab/data/pipeline.py")
 
