@@ -58,6 +58,20 @@ def assert_one_line_error(code, err, fragment):
         (["run", "e04", "--set", "model.n_kv_heads=1"], "model.n_kv_heads must equal model.n_heads"),
         (["run", "e04", "--set", "model.mask=prefix"], "model.mask must be 'causal'"),
         (["run", "e04", "--set", "lr_sweep="], "lr_sweep must not be empty"),
+        (["run", "e04", "--set", "mesh.fsdp=0"], "mesh.fsdp must be >= 1, got 0"),
+        (
+            ["run", "e04", "--set", "mesh.tensor=2"],
+            "unknown config key 'mesh.tensor'; allowed keys: mesh.sweep",
+        ),
+        (
+            ["run", "e04", "--set", "mesh.data=4", "--set", "mesh.fsdp=2", "--set", "train.batch_size=12"],
+            "train.batch_size=12 is not divisible by mesh.data x mesh.fsdp = 4 x 2",
+        ),
+        (["run", "e04", "--coordinator", "localhost"], "--coordinator 'localhost' must be HOST:PORT"),
+        (
+            ["run", "e04", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id must be in 0..1, got 2",
+        ),
         (["run", "e04", "--set", "variants=intact,zero_v,intact"], "variants has a repeated value"),
         (
             ["run", "e04", "--set", "model.n_heads=3"],
