@@ -1,7 +1,8 @@
-"""Benchmark: generation with and without the KV cache, for the CPU-preset model shape.
+"""Benchmark: generation with and without the KV cache, for the CPU-preset model shape (or another preset's).
 
     python scripts/bench_generate.py            # print
     python scripts/bench_generate.py --write    # also update results/benchmarks.md (section "generate")
+    python scripts/bench_generate.py --preset gpu --batches 1,16,128 --json out.json   # an accelerator's shape
 
 In one process (ratios compare runs made at the same time on the same, possibly shared, machine):
   * decode throughput with the cache (lab.infer.generate_cached: prefill + lax.scan decode) at batch 1
@@ -11,16 +12,19 @@ In one process (ratios compare runs made at the same time on the same, possibly 
   * XLA compilations (jax.monitoring's backend-compile events) during one generation of 64, 256 and 1024
     tokens with fresh shapes (target: a constant, independent of length), and during a repeat call.
 The model is the `cpu` preset (2 layers, d_model 64, 4 heads, byte vocabulary) with max_len raised to
-fit prompt + 1024 tokens; weights are random (speed does not depend on their values).
+fit prompt + 1024 tokens; weights are random (speed does not depend on their values). `--preset` takes
+another of lab.model.PRESETS (e.g. `gpu`: 6 layers, d_model 384, bfloat16), in its own compute dtype.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 PROMPT = 16
 EVENT = "/jax/core/compile/backend_compile_duration"
@@ -36,20 +40,38 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    p.add_argument(
+        "--preset", default="cpu", help="model shape: a lab.model preset (default cpu; gpu for one GPU)"
+    )
+    p.add_argument("--batches", default="1,16", help="batch sizes of the throughput rows (default 1,16)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.smoke:
         args.new, args.speedup_new, args.repeats, args.write = 8, 8, 1, False
     for name in ("new", "speedup_new", "repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        p.error(f"--batches must be whole numbers >= 1 separated by commas, got {args.batches!r}")
+
+    from lab.model import PRESETS
+
+    if args.preset not in PRESETS:
+        p.error(f"--preset {args.preset!r}: allowed: {', '.join(PRESETS)}")
+    if args.write and (args.preset != "cpu" or batches != [1, 16]):
+        p.error("--write records the cpu preset at batches 1,16; use --json for other shapes")
 
     import jax
     import jax.numpy as jnp
 
     from lab.infer import generate, generate_cached
-    from lab.model import PRESETS, init
+    from lab.model import init
 
-    cfg = PRESETS["cpu"].replace(max_len=PROMPT + max(1024, args.new, args.speedup_new))
+    cfg = PRESETS[args.preset].replace(max_len=PROMPT + max(1024, args.new, args.speedup_new))
     params = init(cfg, jax.random.PRNGKey(0))
     lines = []
 
@@ -62,19 +84,23 @@ def main(argv=None) -> int:
         jax.block_until_ready(fn())
         return time.perf_counter() - t0
 
+    dtype = "" if cfg.dtype == "float32" else f", {cfg.dtype} compute"
     say(
-        f"Model: `cpu` preset shape (2 layers, d_model 64, 4 heads, vocab 256), max_len {cfg.max_len}; "
+        f"Model: `{args.preset}` preset shape ({cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, "
+        f"vocab {cfg.vocab_size}{dtype}), max_len {cfg.max_len}; "
         f"prompt {PROMPT} tokens; {jax.devices()[0].device_kind}, {platform.machine()}, "
         f"median of {args.repeats} runs after one warm-up (compile) call."
     )
     say()
     say("| measurement | value |")
     say("|---|---|")
-    for b in (1, 16):
+    figures = {"preset": args.preset, "device_kind": jax.devices()[0].device_kind, "cached_tokens_per_s": {}}
+    for b in batches:
         prompt = jnp.zeros((b, PROMPT), jnp.int32)
         fn = lambda prompt=prompt: generate_cached(cfg, params, prompt, args.new)
         timed(fn)
         t = statistics.median(timed(fn) for _ in range(args.repeats))
+        figures["cached_tokens_per_s"][b] = b * args.new / t
         say(
             f"| with cache, batch {b}, {args.new} new tokens | {b * args.new / t:,.0f} tokens/s ({1e3 * t / args.new:.3f} ms/step) |"
         )
@@ -131,6 +157,10 @@ def main(argv=None) -> int:
         "uncached baseline recomputes the whole (fixed-size) buffer each step, so its cost per token grows "
         "with the total length."
     )
+    if args.json:
+        figures.update(speedup=mu / mc, identical=same, compilations=counts, compilations_again=again)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**figures, "lines": lines}, indent=1) + "\n", encoding="utf-8")
     if args.write:
         from lab.report import update_benchmarks
 

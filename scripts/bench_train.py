@@ -3,6 +3,7 @@
     python scripts/bench_train.py                                   # speed only, synthetic char data
     python scripts/bench_train.py --data file:PATH --steps 2000     # + train to the end, report val loss
     python scripts/bench_train.py --write                           # also update results/benchmarks.md
+    python scripts/bench_train.py --shape gpt2-small --dtype bfloat16   # GPT-2 small on an accelerator: MFU
 
 Shape (nanoGPT's README, "I only have a macbook"): char-level, n_layer 4, n_head 4, n_embd 128,
 block 64, batch 12, dropout 0, AdamW lr 1e-3 (warmup 100, cosine to 1e-4 at 2000 steps, weight decay 0.1,
@@ -21,21 +22,65 @@ With --steps N it then:
     checkpoints) for each of --schedules: nanoGPT's cosine, and warmup-stable-decay (same peak 1e-3);
   * with --dev, first scores each schedule on a held-out tenth of the train split (how one is chosen);
   * draws nanoGPT's noisy 20-batch estimate 100 times for one model, to show what one reported run means.
+
+--shape gpt2-small is GPT-2 small (Radford et al. 2019: 12 layers, 12 heads, d_model 768, block 1024, tanh
+GELU, biases, tied embeddings; 124,439,808 parameters at its vocabulary of 50257, here padded to 50304 =
+393 x 128 as nanoGPT does), for one accelerator: speed only (no PyTorch, no --steps), on synthetic tokens,
+with --dtype bfloat16 for mixed precision (bfloat16 matmuls; float32 parameters, AdamW state, logits and
+loss). It prints ms/step, tokens/s and MFU against the device's peak dense bfloat16 FLOP/s (PEAK_BF16: a
+table by device kind; a kind not in it gets MFU "n/a" and the reason). --json PATH also writes the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 SHAPE = dict(n_layers=4, n_heads=4, d_model=128, max_len=64)
 BATCH = 12
+
+# --shape: the default nanoGPT CPU recipe above (speed, PyTorch, --steps), or a speed-only model shape:
+# (model fields, batch, vocabulary, the same code path at toy size for --smoke).
+SHAPES = {
+    "nanogpt-cpu": None,
+    "gpt2-small": (
+        dict(n_layers=12, n_heads=12, d_model=768, max_len=1024, bias=True, activation="gelu_tanh"),
+        16,
+        50304,
+        (dict(n_layers=2, n_heads=2, d_model=64, max_len=64, bias=True, activation="gelu_tanh"), 4, 512),
+    ),
+}
+
+# Peak dense (no sparsity) bfloat16 tensor-core FLOP/s from the vendors' data sheets, by jax.Device.device_kind
+# (first pattern that matches the lower-cased kind): MFU's denominator (Chowdhery et al. 2022, appendix B).
+# NVL and other variants run at other clocks and are left out: they get "n/a" rather than a wrong peak.
+PEAK_BF16 = (
+    (r"h200(?!.*nvl)", 989e12, "H200 SXM"),
+    (r"h100.*pcie", 756e12, "H100 PCIe"),
+    (r"h100(?!.*(pcie|nvl))", 989e12, "H100 SXM"),
+    (r"a100", 312e12, "A100"),
+)
+
+
+def peak_bf16(device_kind: str) -> tuple[float | None, str]:
+    """(peak dense bfloat16 FLOP/s, the table's name for it), or (None, why there is none)."""
+    for pattern, flops, name in PEAK_BF16:
+        if re.search(pattern, device_kind.lower()):
+            return flops, name
+    return None, (
+        f"no peak bfloat16 FLOP/s for device kind {device_kind!r} in bench_train.PEAK_BF16 (known: "
+        + ", ".join(name for _, _, name in PEAK_BF16)
+        + ")"
+    )
 
 
 def timed(fn, repeats: int) -> float:
@@ -88,7 +133,7 @@ def load_tokens(spec: str | None):
     return text.train.astype(np.int32), text.val.astype(np.int32), text.tokenizer.vocab_size
 
 
-def bench_jax(train, val, vocab, args):
+def bench_jax(train, val, vocab, args, shape=SHAPE, batch=BATCH, dtype="float32"):
     """(config, compile seconds, a function that runs args.chunk steps and waits for them)."""
     import jax
 
@@ -97,8 +142,8 @@ def bench_jax(train, val, vocab, args):
     from lab.train import Member, TrainConfig, init_sweep
     from lab.train.sweep import SweepRunner
 
-    cfg = ModelConfig(vocab_size=vocab, **SHAPE)
-    tcfg = TrainConfig(steps=2000, batch_size=BATCH, lr=1e-3, warmup_steps=100, log_every=args.chunk)
+    cfg = ModelConfig(vocab_size=vocab, dtype=dtype, **shape)
+    tcfg = TrainConfig(steps=2000, batch_size=batch, lr=1e-3, warmup_steps=100, log_every=args.chunk)
     task = TextWindows(cfg.max_len, vocab)
     runner = SweepRunner(cfg, tcfg, task, 1, "loop")
     state = runner.place(init_sweep(cfg, tcfg, [Member(1337, 1e-3)]))
@@ -392,6 +437,86 @@ TARGET = 1.89  # the issue's target; nanoGPT's README reports "a loss of only 1.
 SMOKE_HELP = "tiny sizes, to check the script runs end to end (tests/test_readme.py); figures mean nothing; writes nothing"
 
 
+def bench_shape(args, say) -> dict:
+    """Speed only, for --shape other than nanogpt-cpu: one model on synthetic tokens; the figures (and a
+    one-row Markdown table, through `say`) with MFU against the device's peak bfloat16 FLOP/s."""
+    import jax
+
+    from lab.model.flops import train_flops_per_step
+    from lab.model.transformer import init, param_count
+
+    shape, batch, vocab, smoke = SHAPES[args.shape]
+    size = args.shape
+    if args.smoke:  # the same code path at toy size
+        shape, batch, vocab = smoke
+        size = f"{args.shape}, smoke-sized"
+    batch = args.batch or batch
+    rng = np.random.default_rng(0)  # speed does not depend on the text
+    train = rng.integers(0, vocab, 1_000_000).astype(np.int32)
+    val = rng.integers(0, vocab, 100_000).astype(np.int32)
+    cfg, compile_s, chunk = bench_jax(train, val, vocab, args, shape, batch, args.dtype)
+    n_params = param_count(jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))))
+    dev = jax.devices()[0]
+    say(
+        f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); {size}: "
+        f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.max_len}, vocabulary "
+        f"{vocab}, {n_params:,} parameters; batch {batch}; {args.dtype} compute, float32 parameters and AdamW "
+        f"state; {args.chunk} steps per compiled call; synthetic tokens"
+    )
+    calls = max(1, args.time_steps // args.rounds // args.chunk)
+    t = interleaved_timing({"jax": chunk}, {"jax": args.chunk}, {"jax": calls}, args.rounds)["jax"]
+    flops = train_flops_per_step(cfg, batch)
+    peak, peak_name = peak_bf16(dev.device_kind)
+    figures = {
+        "shape": size,
+        "device_kind": dev.device_kind,
+        "platform": dev.platform,
+        "jax": jax.__version__,
+        "dtype": args.dtype,
+        "parameters": n_params,
+        "batch": batch,
+        "block": cfg.max_len,
+        "vocab": vocab,
+        "ms_per_step": 1000 * t,
+        "tokens_per_s": batch * cfg.max_len / t,
+        "compile_s": compile_s,
+        "flops_per_step": flops,
+        "flops_per_s": flops / t,
+        "peak_flops": peak,
+        "mfu": flops / t / peak if peak else None,
+        "mfu_note": f"of {peak_name}'s peak, {peak / 1e12:.0f} TFLOP/s" if peak else peak_name,
+    }
+    say()
+    for line in mfu_table(figures):
+        say(line)
+    say()
+    say(
+        f"Median of {args.rounds} rounds of ~{calls * args.chunk} steps after compiling and one warm-up call. "
+        "FLOPs per step: lab.model.flops (6 per matmul parameter per token, the tied unembedding included, "
+        "plus 12 x layers x block x d_model per token for attention scores and values)."
+        + ("" if peak else f" MFU n/a: {peak_name}.")
+    )
+    return figures
+
+
+def mfu_table(f: dict) -> list[str]:
+    """bench_shape's figures as a one-row Markdown table."""
+    peak = f"{f['peak_flops'] / 1e12:.0f} | **{f['mfu']:.1%}**" if f["peak_flops"] else "n/a | n/a"
+    return [
+        "| shape | parameters | compute | batch x block | ms/step | tokens/s | compile (s) | GFLOP/step "
+        "| TFLOP/s | peak bf16 TFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {f['shape']} | {f['parameters'] / 1e6:.1f}M | {f['dtype']} | {f['batch']} x {f['block']} | "
+        f"{f['ms_per_step']:.1f} | {f['tokens_per_s']:,.0f} | {f['compile_s']:.1f} | "
+        f"{f['flops_per_step'] / 1e9:,.1f} | {f['flops_per_s'] / 1e12:.1f} | {peak} |",
+    ]
+
+
+def write_json(path: Path, figures: dict, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**figures, "lines": lines}, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="corpus for --steps (e.g. tinyshakespeare or file:PATH)")
@@ -421,7 +546,29 @@ def main(argv=None) -> int:
     )
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    p.add_argument(
+        "--shape",
+        default="nanogpt-cpu",
+        choices=list(SHAPES),
+        help="nanogpt-cpu (default: the recipe above) or gpt2-small (124M; speed and MFU only)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute dtype with --shape gpt2-small (parameters and optimizer state stay float32)",
+    )
+    p.add_argument("--batch", type=int, default=None, help="batch size with --shape gpt2-small (default 16)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    if args.shape != "nanogpt-cpu":
+        given = [f for f, v in (("--steps", args.steps), ("--data", args.data), ("--write", args.write)) if v]
+        if given:
+            p.error(f"{', '.join(given)}: only with --shape nanogpt-cpu; --shape {args.shape} measures speed")
+        if args.batch is not None and args.batch < 1:
+            p.error(f"--batch must be >= 1, got {args.batch}")
+    elif args.dtype != "float32" or args.batch is not None:
+        p.error("--dtype and --batch go with --shape gpt2-small; nanogpt-cpu is float32 at batch 12")
     if args.smoke:
         args.steps, args.time_steps, args.rounds, args.seeds = min(args.steps, 20), 10, 1, 1
         args.check_steps, args.schedules, args.dev, args.write = (
@@ -444,13 +591,18 @@ def main(argv=None) -> int:
 
     from lab.model.flops import train_flops_per_step
 
-    train, val, vocab = load_tokens(args.data)
     lines = []
 
     def say(s=""):
         print(s, flush=True)
         lines.append(s)
 
+    if args.shape != "nanogpt-cpu":
+        figures = bench_shape(args, say)
+        if args.json:
+            write_json(args.json, figures, lines)
+        return 0
+    train, val, vocab = load_tokens(args.data)
     dev = jax.devices()[0]
     say(
         f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); "
@@ -481,6 +633,16 @@ def main(argv=None) -> int:
         f"{flops / 1e9:.2f} GFLOP/step -> {flops / t_jax / 1e9:.0f} GFLOP/s = MFU {flops / t_jax / 1e9 / ceiling:.1%} "
         "of the JAX ceiling"
     )
+    figures = {
+        "shape": "nanogpt-cpu",
+        "device_kind": dev.device_kind,
+        "ms_per_step": 1000 * t_jax,
+        "tokens_per_s": tokens / t_jax,
+        "compile_s": compile_s,
+        "flops_per_step": flops,
+        "mfu": flops / t_jax / 1e9 / ceiling,
+        "mfu_note": f"of the measured float32 matmul ceiling, {ceiling:.0f} GFLOP/s",
+    }
     if torch is not None:
         tc, tn = torch_ceiling()
         t_torch = t["torch"]
@@ -552,6 +714,8 @@ def main(argv=None) -> int:
                 for k, v in results.items()
             )
         )
+    if args.json:
+        write_json(args.json, figures, lines)
     if args.write:
         from lab.report import update_benchmarks
 

@@ -60,7 +60,7 @@ class ModelConfig:
     bias: bool = False
     init_std: float = 0.02
     rope_theta: float = 10000.0  # RoPE base: pair i of a head rotates by position * theta^(-2i/head_dim)
-    dtype: DType = "float32"  # compute dtype; parameters are always float32
+    dtype: DType = "float32"  # compute dtype; parameters, optimizer state, logits and loss stay float32
 
     def __post_init__(self):
         check_finite(self, "model.")

@@ -3,7 +3,9 @@
 The variant dispatch dicts below are the single place where a config string becomes code:
 POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cfg.mask] and
 QKV_VARIANTS[cfg.qkv] and PLACEMENTS[cfg.norm_placement]. Parameters are
-float32; computation runs in `cfg.dtype`. Modules `sow` their attention weights, MLP activations and
+float32; computation runs in `cfg.dtype` (mixed precision with bfloat16: each weight is cast where it is
+used, so gradients and optimizer state stay float32; norm statistics, attention scores and softmax are
+float32 in lab.ops, and the model's logits come out float32). Modules `sow` their attention weights, MLP activations and
 block outputs into "intermediates", which only `lab.model.transformer.capture` asks for.
 
 Decoding with a KV cache (lab.ops.kv_cache) runs the same modules on the next T tokens: every position

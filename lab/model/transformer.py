@@ -1,7 +1,7 @@
 """A GPT-style decoder (Radford et al. 2019) as pure functions over a plain parameter dict.
 
     params = init(cfg, key)                   # nested dict of float32 arrays
-    logits = apply(cfg, params, tokens_BT)    # (B, T, vocab_size)
+    logits = apply(cfg, params, tokens_BT)    # (B, T, vocab_size), float32 whatever cfg.dtype
 
 Decoding with a KV cache (lab.ops.kv_cache, an explicit pytree passed in and out):
 
@@ -50,10 +50,15 @@ class Transformer(nn.Module):
             cache = kv_cache.advance(cache, ks, vs, tokens_BT.shape[1])
         if c.norm_placement == "pre":  # post-norm blocks already end in a norm
             x = NORMS[c.norm](c, name="norm_f")(x)
-        if c.tie_embeddings:
-            logits = x @ wte.astype(dt).T
-        else:
-            logits = x @ self.param("lm_head", normal(c.init_std), (c.d_model, c.vocab_size)).astype(dt)
+        w_DV = (
+            wte.astype(dt).T
+            if c.tie_embeddings
+            else self.param("lm_head", normal(c.init_std), (c.d_model, c.vocab_size)).astype(dt)
+        )
+        # Mixed precision: the unembedding multiplies in the compute dtype but accumulates and returns
+        # float32 logits, so the loss's float32 log-softmax (lab.ops.losses) and the samplers never see
+        # logits rounded to bfloat16 (8 significant bits: up to ~0.02 at a logit of 10).
+        logits = jnp.matmul(x, w_DV, preferred_element_type=jnp.float32)
         return logits if cache is None else (logits, cache)
 
 
