@@ -565,7 +565,7 @@ def cmd_config(args) -> int:
     for exp in E.find(_registry(), args.experiment):
         cfg = E.resolve_config(exp, args.preset, args.set, args.seeds, args.data)
         print(f"# {exp.name} --preset {args.preset}")
-        for c in (cfg, E.split_sets(args.set)[1]):  # the experiment's keys, then mesh.* (any experiment)
+        for c in (cfg, _run_settings(args.set)):  # the experiment's keys, then mesh.* (any experiment)
             for key in config_lib.keys(c):
                 value = c
                 for part in key.split("."):
@@ -625,6 +625,19 @@ def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
         )
 
 
+def _run_settings(sets):
+    """The RUN_SECTIONS (lab.experiment) that `--set` assigns, e.g. mesh.data=4: settings every experiment
+    accepts about how it runs, parsed and checked like any config."""
+    from dataclasses import make_dataclass
+
+    from lab.train.mesh import MeshConfig
+
+    sections = {"mesh": MeshConfig}
+    assert set(sections) == set(E.RUN_SECTIONS)
+    cls = make_dataclass("RunSettings", [(k, v, v()) for k, v in sections.items()], frozen=True)
+    return config_lib.apply_overrides(cls(), [a for a in sets if a not in E.own_sets(sets)])
+
+
 def _cpu_devices(mesh, num_processes: int | None) -> int | None:
     """Host devices per process for a CPU run: exactly the mesh asked for (sweep x data x fsdp, shared out
     over the processes), unless LAB_CPU_DEVICES says otherwise; None for the default
@@ -647,7 +660,7 @@ def cmd_run(args) -> int:
         E.write_config(exp, cfg, exp.out_dir(args.results), args.preset, args.fresh, write=False)
         if exp.check is not None:
             exp.check(cfg)
-    settings = E.split_sets(args.set)[1]
+    settings = _run_settings(args.set)
     from lab.runtime import check_process_args, init_jax
 
     check_process_args(args.coordinator, args.num_processes, args.process_id)

@@ -39,7 +39,6 @@ from lab.analysis.findings import Findings
 from lab.errors import CheckpointError, ConfigError
 from lab.fileio import atomic_write_json, is_writer, read_json
 from lab.runs import check_or_write_config, check_runs_complete, lock
-from lab.train.mesh import MeshConfig
 
 DEFAULT_PRESET = "cpu"
 RESULTS = Path("results")  # the published results: every experiment at the default preset, nothing overridden
@@ -54,7 +53,7 @@ class RunOptions:
     allow_dirty: bool = (
         False  # recorded in config.json: results/ written from a tree with uncommitted changes
     )
-    mesh: MeshConfig = MeshConfig()  # `--set mesh.data=4`: each model over a device mesh (lab.train.mesh)
+    mesh: Any = None  # a lab.train.mesh.MeshConfig (`--set mesh.data=4`); None: the sweep strategies alone
 
     def train_kw(self) -> dict:
         """The keyword arguments of lab.train.train_sweep these options set: how every sweep uses devices."""
@@ -118,32 +117,23 @@ def find(reg: dict[str, Experiment], name: str) -> list[Experiment]:
 MAX_SEEDS = 10_000
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """Settings every experiment accepts with `--set`, about how it runs rather than what it measures:
-    `mesh.*` lays each model over a device mesh (lab.train.mesh). They are not part of an experiment's
-    config (its results do not depend on them beyond float rounding) but choose a results root of their own
-    like any override (default_results)."""
-
-    mesh: MeshConfig = MeshConfig()
+# `--set` sections every experiment accepts, about how it runs rather than what it measures (lab.cli parses
+# them into RunOptions: `mesh.*` is lab.train.mesh.MeshConfig); resolve_config leaves them out.
+RUN_SECTIONS = ("mesh",)
 
 
-def split_sets(sets) -> tuple[list[str], RunSettings]:
-    """(the experiment's own `--set` assignments, the RunSettings the others set)."""
-    run_sets = [
-        a for a in sets if a.strip().split(".", 1)[0] in {f.name for f in dataclasses.fields(RunSettings)}
-    ]
-    own = [a for a in sets if a not in run_sets]
-    return own, config_lib.apply_overrides(RunSettings(), run_sets)
+def own_sets(sets) -> list[str]:
+    """The `--set` assignments that belong to the experiment's config (not to a RUN_SECTIONS section)."""
+    return [a for a in sets if a.strip().split(".", 1)[0] not in RUN_SECTIONS]
 
 
 def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds=None, data=None):
-    """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated (RunSettings keys such as
-    mesh.* are left to `split_sets`)."""
+    """Preset + `--set` overrides + the `--seeds` and `--data` shortcuts, validated (RUN_SECTIONS keys such
+    as mesh.* are left to the CLI)."""
     if preset not in exp.presets:
         raise ConfigError(f"unknown preset {preset!r} for {exp.id}; allowed: {', '.join(exp.presets)}")
     cfg = exp.presets[preset]
-    cfg = config_lib.apply_overrides(cfg, split_sets(sets)[0])
+    cfg = config_lib.apply_overrides(cfg, own_sets(sets))
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")

@@ -18,18 +18,19 @@ LAYERS = {
     "lab.config": {"lab.errors"},
     "lab.provenance": set(),
     "lab.progress": set(),
-    "lab.runtime": {"lab.errors"},
+    "lab.runtime": {"lab.errors", "lab.fileio"},
     "lab.ops": set(),
     "lab.tokenizer": {"lab.errors"},
     "lab.model": {"lab.ops", "lab.config", "lab.errors"},
     "lab.data": BASE | {"lab.tokenizer"},
     "lab.runs": BASE | {"lab.provenance"},
-    "lab.train": BASE | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance", "lab.progress"},
+    "lab.train": BASE
+    | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance", "lab.progress", "lab.runtime"},
     "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.runs", "lab.train"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs
-    "lab.experiment": BASE | {"lab.analysis", "lab.runs"},
+    "lab.experiment": BASE | {"lab.analysis", "lab.runs", "lab.runtime"},  # runtime: multi-process sync
     "lab.compare": BASE | {"lab.analysis", "lab.report", "lab.runs"},  # two trees' findings side by side
     "lab.cli": {"lab"},  # the top: may use every unit of lab (and hands `experiments` to the registry)
 }
