@@ -195,7 +195,8 @@ def train_sweep(
     runner = SweepRunner(
         cfg, tcfg, task, len(members), strategy, forward=spec.forward, loss=spec.loss, mesh=mesh
     )
-    runner.check_model(jax.eval_shape(lambda: init_sweep(cfg, tcfg, members[:1])).params, str(run_dir))
+    if runner.mesh is not None:  # a batch or matrix the mesh cannot split: refused before any write
+        runner.check_model(jax.eval_shape(lambda: init_sweep(cfg, tcfg, members[:1])).params, str(run_dir))
     shards = (1, 1) if runner.mesh is None else (runner.mesh.fsdp, runner.mesh.batch_ways)
     check_fits(cfg, tcfg.batch_size, task.seq_len, 1, what=str(run_dir), shards=shards)  # before any write
     progress = progress and is_writer()  # one bar per job, from process 0
@@ -213,7 +214,8 @@ def _train_locked(run_dir, spec, want, runner, fresh, progress, desc, on_checkpo
     mngr = ckpt.manager(run_dir / "checkpoints")
     try:
         mngr.remove_temporary()  # left by a save that was killed; this process is the one writer
-        found = mngr.restore_intact(abstract_sweep(cfg, tcfg, members, runner))
+        abstract = abstract_sweep(cfg, tcfg, members, runner)
+        found = mngr.restore_intact(abstract)
         runtime.sync(f"restored {run_dir}")  # every process has read before process 0 removes anything
         latest = None if found is None else found[0]
         if found is not None:
@@ -228,7 +230,7 @@ def _train_locked(run_dir, spec, want, runner, fresh, progress, desc, on_checkpo
                 return _finished(run_dir, real, latest, runner, skipped=True)
             truncate_after(metrics_path, latest)
         else:
-            real = _start(spec, runner)
+            real = _start(spec, runner.stored_shardings(abstract))
             if metrics_path.exists() and is_writer():
                 metrics_path.unlink()
         state = runner.place(real)
@@ -253,13 +255,12 @@ def _train_locked(run_dir, spec, want, runner, fresh, progress, desc, on_checkpo
         mngr.close()  # waits for the last save and seals it with its manifest
 
 
-def _start(spec: SweepSpec, runner: SweepRunner):
-    """The stacked states a sweep starts from: fresh (created in the runner's layout), or on
-    `spec.init_params` with a fresh optimizer."""
+def _start(spec: SweepSpec, shardings=None):
+    """The stacked states a sweep starts from: fresh (created with `shardings`, the runner's stored layout,
+    if given), or on `spec.init_params` with a fresh optimizer."""
     members = list(spec.members)
     if spec.init_params is None:
-        stored = runner.stored_shardings(jax.eval_shape(lambda: init_sweep(spec.model, spec.train, members)))
-        return init_sweep(spec.model, spec.train, members, shardings=stored)
+        return init_sweep(spec.model, spec.train, members, shardings=shardings)
     state = init_sweep(spec.model, spec.train, members)
     want = jax.tree_util.tree_structure(state.params)
     if jax.tree_util.tree_structure(spec.init_params) != want or any(
