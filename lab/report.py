@@ -9,6 +9,7 @@ are listed as such, never silently dropped; one whose training runs are unfinish
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from lab.analysis.findings import Findings
@@ -115,6 +116,21 @@ def portable_paths(text: str) -> str:
     """`text` with each absolute path of a `file:` corpus written as `file:PATH/<file name>`: a committed
     file names the data (its content hash is recorded where it matters), never one machine's directories."""
     return re.sub(r"file:/\S*?([^/\s`'\"]+)(?=[\s`'\",;)]|$)", r"file:PATH/\1", text)
+
+
+def record_benchmark(
+    section: str,
+    title: str,
+    script: str,
+    argv: list[str] | None,
+    lines: list[str],
+    path: Path = Path("results/benchmarks.md"),
+) -> Path:
+    """Write a benchmark script's section of results/benchmarks.md: a heading, the command that produced it
+    (`argv`, or this process's arguments when None) and the lines the script printed."""
+    args = " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = f"python scripts/{script} {args}".strip()
+    return update_benchmarks(section, f"## {title}\n\n`{cmd}`\n\n" + "\n".join(lines), path)
 
 
 def update_benchmarks(section: str, markdown: str, path: Path = Path("results/benchmarks.md")) -> Path:

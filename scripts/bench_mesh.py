@@ -129,12 +129,9 @@ def main(argv=None) -> int:
         "weights and this device's activations."
     )
     if args.write:
-        from lab.report import update_benchmarks
+        from lab.report import record_benchmark
 
-        cmd = "python scripts/bench_mesh.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        update_benchmarks(
-            "mesh", f"## One model over a device mesh\n\n`{cmd.strip()}`\n\n" + "\n".join(lines)
-        )
+        record_benchmark("mesh", "One model over a device mesh", "bench_mesh.py", argv, lines)
     return 0
 
 

@@ -114,10 +114,9 @@ def main(argv=None) -> int:
                 f"{runner.compile_seconds:.1f} | {1000 * t / args.steps:.1f} | {tokens / t:,.0f} | {ratio} |"
             )
     if args.write:
-        from lab.report import update_benchmarks
+        from lab.report import record_benchmark
 
-        cmd = "python scripts/bench_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        update_benchmarks("sweep", f"## Sweep strategies\n\n`{cmd.strip()}`\n\n" + "\n".join(lines))
+        record_benchmark("sweep", "Sweep strategies", "bench_sweep.py", argv, lines)
     return 0
 
 

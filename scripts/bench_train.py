@@ -717,12 +717,9 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, figures, lines)
     if args.write:
-        from lab.report import update_benchmarks
+        from lab.report import record_benchmark
 
-        cmd = "python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        update_benchmarks(
-            "train", f"## Training step (nanoGPT CPU recipe)\n\n`{cmd.strip()}`\n\n" + "\n".join(lines)
-        )
+        record_benchmark("train", "Training step (nanoGPT CPU recipe)", "bench_train.py", argv, lines)
     return 0
 
 

@@ -98,3 +98,17 @@ def test_report_shows_the_commit_that_made_each_experiment(tmp_path, provenance,
     (d / "findings.json").write_text(json.dumps(f.to_dict()))
     (d / "config.json").write_text(json.dumps({"config": {}, "provenance": provenance}))
     assert shown in render(exps, tmp_path)
+
+
+def test_record_benchmark_replaces_only_its_own_section(tmp_path):
+    from lab.report import record_benchmark
+
+    path = tmp_path / "benchmarks.md"
+    record_benchmark("a", "Bench A", "bench_a.py", ["--steps", "3"], ["| x |", "| 1 |"], path)
+    record_benchmark("b", "Bench B", "bench_b.py", [], ["b line"], path)
+    record_benchmark("a", "Bench A", "bench_a.py", ["--steps", "4"], ["| x |", "| 2 |"], path)
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n")
+    assert text.count("<!-- bench:a -->") == 1 and "| 1 |" not in text and "| 2 |" in text
+    assert "`python scripts/bench_a.py --steps 4`" in text and "`python scripts/bench_b.py`" in text
+    assert text.index("<!-- bench:a -->") < text.index("<!-- bench:b -->")  # replaced in place, not moved
