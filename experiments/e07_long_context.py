@@ -315,6 +315,8 @@ def analyze(cfg: E07Config, out: Path):
         findings.append(_finding_full(cfg, summary))
     if "sinks" in cfg.variants and cfg.sinks:
         findings.append(_finding_sink_mask(cfg, summary))
+    if "full" in cfg.variants and max(cfg.eval_lengths) > 1:
+        findings.append(_finding_length(cfg, grid))
     findings.append(_finding_streaming(cfg, stream))
     return outs.findings(headline(findings), claims_summary(findings), findings)
 
@@ -527,6 +529,24 @@ def _passkey_plots(cfg, grid, summary, outs) -> None:
         )
     fig.suptitle(f"e07: passkey accuracy against distance (mean ± sd over {cfg.seeds} seeds; window {W})")
     plots.save(fig, outs.plot("passkey_curves.png"))
+    fig, axes = plots.figure(ncols=len(cfg.depths), width=5.0)
+    for i, n in enumerate(cfg.depths):
+        ax = axes[0, i]
+        for j, v in enumerate(cfg.variants):
+            plots.band(ax, d, grid[(n, v)]["loss"][:, cfg.eval_lengths.index(1), : T - 1], v, color=f"C{j}")
+        ax.axhline(np.log(cfg.task.n_values), color="grey", linestyle=":", label="chance, ln(n_values)")
+        ax.axvline(W - 0.5, color="black", linestyle=":", linewidth=1, label=f"window W = {W}")
+        last = i == len(cfg.depths) - 1
+        plots.finish(
+            ax,
+            f"{n} layer(s), at T = {T}",
+            "distance from query to item (tokens)",
+            "answer loss (nats)",
+            last,
+            True,
+        )
+    fig.suptitle(f"e07: passkey answer loss against distance (mean ± sd over {cfg.seeds} seeds)")
+    plots.save(fig, outs.plot("passkey_loss.png"))
 
 
 def _stream_parts(cfg, stream) -> dict:
@@ -635,6 +655,25 @@ def _finding_sink_mask(cfg, summary) -> Finding:
         headline([c.verdict("greater", CHANCE_MARGIN), base.verdict("greater")]),
         f"items at the sink positions (d >= {cfg.task.seq_len - cfg.sinks}): sinks + window {_fmt(s['sink_positions'])} vs "
         f"chance ({c.fmt()}) and vs window only {_fmt(w['sink_positions'])} ({base.fmt()})",
+    )
+
+
+def _finding_length(cfg, grid) -> Finding:
+    """At the longest eval length, full attention's accuracy (all distances) falls below its accuracy at T,
+    while the one-layer window model still retrieves inside W (>= INSIDE)."""
+    T, W, top = cfg.task.seq_len, cfg.window, max(cfg.eval_lengths)
+    i, j = cfg.eval_lengths.index(1), cfg.eval_lengths.index(top)
+    full = grid[(1, "full")]["accuracy"]
+    at_t, at_top = full[:, i, : T - 1].mean(1), full[:, j, : top * T - 1].mean(1)
+    inside = grid[(1, "window")]["accuracy"][:, j, : W - 1].mean(1)
+    falls, holds = compare(at_t, at_top), compare_to(inside, INSIDE)
+    return Finding(
+        f"At {top}x the training length, full attention's retrieval falls while a window model still "
+        f"retrieves inside its window ({cfg.model.position} positions)",
+        headline([falls.verdict("less"), holds.verdict("greater")]),
+        f"one-layer full attention, mean accuracy over every distance: {_fmt(at_t)} at T = {T} vs {_fmt(at_top)} "
+        f"at {top * T} ({falls.fmt()}); one-layer window, d < {W} at {top * T}: {_fmt(inside)} (vs {INSIDE}: "
+        f"{holds.fmt()})",
     )
 
 

@@ -59,8 +59,18 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("heads", [(4, 4), (4, 2)], ids=["MHA", "GQA"])
+@pytest.mark.parametrize(
+    "case,heads",
+    [
+        ("causal", (4, 4)),
+        ("causal", (4, 2)),
+        ("window", (4, 2)),
+        ("window+sinks", (4, 2)),
+        ("padding", (4, 1)),
+        ("window+padding", (4, 4)),
+    ],
+    ids=lambda x: x if isinstance(x, str) else {4: "MHA", 2: "GQA", 1: "MQA"}[x[1]],
+)
 def test_blocked_and_banded_equal_the_oracle(case, heads):
     kw = CASES[case]
     q, k, v = qkv(*heads)
