@@ -248,3 +248,56 @@ def word_split(text: str, min_len: int, max_len: int, n_val: int, n_train: int, 
     order = np.random.default_rng(seed).permutation(len(found))
     words = [found[i] for i in order]
     return words[n_val : n_val + n_train], words[:n_val]
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """Key-value retrieval at a controlled distance (a passkey / needle task, for long-context tests).
+
+    Inputs are `seq_len` tokens: filler symbols 0..n_filler-1, one value symbol (n_filler..n_filler+
+    n_values-1, the only one in the sequence) at position `seq_len - 1 - distance`, and the query token
+    QUERY = n_filler + n_values last. The target at the last position is the value; only it is scored, so
+    chance is 1/n_values. Training draws the distance uniformly in 1..seq_len-1 (the item anywhere before
+    the query); `at_distance` puts it exactly `distance` positions before the query, at any length.
+    One attention layer solves it by matching the value's key from the query, if the query can see it.
+    """
+
+    seq_len: int = 64
+    n_filler: int = 16
+    n_values: int = 8
+    kind = "passkey"
+
+    def __post_init__(self):
+        check(self.seq_len >= 2, f"task seq_len must be >= 2, got {self.seq_len}")
+        check(self.n_filler >= 1, f"task n_filler must be >= 1, got {self.n_filler}")
+        check(self.n_values >= 2, f"task n_values must be >= 2, got {self.n_values}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_filler + self.n_values + 1
+
+    @property
+    def query(self) -> int:
+        return self.n_filler + self.n_values
+
+    def _batch(self, key, batch_size, seq_len, distance_B):
+        kf, kv = jax.random.split(key)
+        x = jax.random.randint(kf, (batch_size, seq_len), 0, self.n_filler)
+        value = jax.random.randint(kv, (batch_size,), self.n_filler, self.n_filler + self.n_values)
+        t = jnp.arange(seq_len)[None, :]
+        x = jnp.where(t == (seq_len - 1 - distance_B)[:, None], value[:, None], x)
+        x = x.at[:, -1].set(self.query).astype(jnp.int32)
+        targets = jnp.zeros_like(x).at[:, -1].set(value)
+        return {"inputs": x, "targets": targets, "mask": jnp.broadcast_to(t == seq_len - 1, x.shape)}
+
+    def sample(self, data, split, key, batch_size):
+        kd, kb = jax.random.split(key)
+        distance = jax.random.randint(kd, (batch_size,), 1, self.seq_len)
+        return self._batch(kb, batch_size, self.seq_len, distance)
+
+    def at_distance(self, key, batch_size: int, seq_len: int, distance):
+        """A batch of `seq_len` tokens with the value exactly `distance` (1..seq_len-1) before the query."""
+        return self._batch(key, batch_size, seq_len, jnp.full((batch_size,), distance))
+
+    def check_data(self, data) -> None:
+        return None

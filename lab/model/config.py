@@ -31,6 +31,10 @@ Mask = Literal["causal", "bidirectional", "prefix"]
 #   zero_q: all queries are zero (uniform attention over the visible keys); zero_v: attention adds nothing;
 #   tie_qk: queries are the key projection, so scores q_i.k_j = k_i.k_j are symmetric.
 QKV = Literal["intact", "swap_qk", "swap_qv", "swap_kv", "zero_q", "zero_k", "zero_v", "tie_qk"]
+# Project 7: how attention is computed (lab.ops.long_attention); all three compute the same function.
+#   naive: the whole (T, T) score matrix; blocked: key blocks with an online softmax, linear memory forward
+#   and backward (FlashAttention-2's recipe); banded: sliding-window attention in O(T * window).
+AttentionImpl = Literal["naive", "blocked", "banded"]
 DType = Literal["float32", "bfloat16"]
 
 
@@ -56,6 +60,13 @@ class ModelConfig:
     activation: Activation = "gelu"
     mask: Mask = "causal"
     qkv: QKV = "intact"
+    # Project 7 (long context): the default (naive, no window, no sinks) is the plain causal model.
+    attention: AttentionImpl = "naive"
+    window: int | None = None  # sliding window: a query sees its last `window` positions (none = all)
+    sinks: int = (
+        0  # attention sinks (StreamingLLM): the first `sinks` positions stay visible beside the window
+    )
+    attn_block: int = 64  # keys per step (blocked) or queries per block (banded)
     tie_embeddings: bool = True
     bias: bool = False
     init_std: float = 0.02
@@ -98,12 +109,36 @@ class ModelConfig:
             f"model.position='rope' rotates pairs of head dimensions, so model.d_model / model.n_heads "
             f"must be even, got {self.d_model} / {self.n_heads} = {self.head_dim}",
         )
+        self._check_long_context()
         if self.qkv in ("swap_qk", "swap_qv", "tie_qk"):
             check(
                 kv == self.n_heads,
                 f"model.qkv={self.qkv} moves a projection between query and key/value heads, so it needs "
                 f"model.n_kv_heads == model.n_heads ({self.n_heads}), got {kv}",
             )
+
+    def _check_long_context(self) -> None:
+        w, k = self.window, self.sinks
+        check(w is None or w >= 1, f"model.window must be >= 1 (or none for full attention), got {w}")
+        check(self.attn_block >= 1, f"model.attn_block must be >= 1, got {self.attn_block}")
+        check(k >= 0, f"model.sinks must be >= 0, got {k}")
+        check(k == 0 or w is not None, f"model.sinks={k} needs a model.window (sinks are kept beside it)")
+        check(w is None or k <= w, f"model.sinks ({k}) must be <= model.window ({w})")
+        check(
+            self.attention != "banded" or w is not None,
+            "model.attention='banded' computes a sliding window: set model.window",
+        )
+        special = self.attention != "naive" or w is not None
+        check(
+            not special or self.mask == "causal",
+            f"model.attention={self.attention!r} / model.window are causal: model.mask must be 'causal', "
+            f"got {self.mask!r}",
+        )
+        check(
+            not (self.attention == "blocked" and k and self.position in ("rope", "alibi")),
+            "model.attention='blocked' does not renumber sink positions; with sinks and rope/alibi use "
+            "model.attention='naive' or 'banded'",
+        )
 
     @property
     def kv_heads(self) -> int:

@@ -2,7 +2,7 @@
 
 The variant dispatch dicts below are the single place where a config string becomes code:
 POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cfg.mask] and
-QKV_VARIANTS[cfg.qkv] and PLACEMENTS[cfg.norm_placement]. Parameters are
+QKV_VARIANTS[cfg.qkv], PLACEMENTS[cfg.norm_placement] and ATTENTION_IMPLS[cfg.attention]. Parameters are
 float32; computation runs in `cfg.dtype` (mixed precision with bfloat16: each weight is cast where it is
 used, so gradients and optimizer state stay float32; norm statistics, attention scores and softmax are
 float32 in lab.ops, and the model's logits come out float32). Modules `sow` their attention weights, MLP activations and
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from lab import ops
 from lab.model.config import ModelConfig
-from lab.ops import kv_cache
+from lab.ops import kv_cache, long_attention
 
 normal = nn.initializers.normal
 
@@ -170,6 +170,39 @@ def _rewire_fn(route):
 QKV_VARIANTS: dict[str, Callable] = {name: _rewire_fn(route) for name, route in QKV_ROUTES.items()}
 
 
+# --- project 7: how attention is computed, once q, k, v are made -------------------------------------------
+# fn(cfg, q_BTHD, k_BTKD, v_BTKD, q_sinks_BTHD, slopes_H) -> (B, T, H, E), causal, with cfg.window and
+# cfg.sinks (lab.ops.long_attention). Used when cfg.attention != "naive" or cfg.window is set; the default
+# model (naive, no window) keeps lab.ops.multi_head_attention, so its numbers do not change.
+ATTENTION_IMPLS: dict[str, Callable] = {
+    "naive": lambda c, q, k, v, qs, sl: long_attention.reference_attention(
+        q, k, v, window=c.window, sinks=c.sinks, q_sinks_BTHD=qs, slopes_H=sl
+    ),
+    "blocked": lambda c, q, k, v, qs, sl: long_attention.blocked_attention(
+        q, k, v, window=c.window, sinks=c.sinks, slopes_H=sl, block=c.attn_block
+    ),
+    "banded": lambda c, q, k, v, qs, sl: long_attention.banded_attention(
+        q, k, v, c.window, sinks=c.sinks, q_sinks_BTHD=qs, slopes_H=sl, block=c.attn_block
+    ),
+}
+
+
+def _sink_rotation(pos: PositionScheme, rewire, c: ModelConfig, q_pos_T, window, sinks):
+    """qkv_fn making the queries used against sink keys: RoPE at StreamingLLM's renumbered positions
+    min(p, sinks + window - 1) (lab.ops.long_attention); None when the scheme does not rotate."""
+    if pos.rotate is None or not sinks:
+        return None
+    renum = long_attention.renumbered_sink_positions(q_pos_T, window, sinks)
+    # apply_rope rotates position offset + i at row i: an offset per row puts row i at renum[i]
+    shift = renum - jnp.arange(q_pos_T.shape[0])
+
+    def fn(q, k, v):
+        q, k, v = rewire(q, k, v)
+        return (*pos.rotate(q, k, c, shift), v)
+
+    return fn
+
+
 def _out_init(cfg: ModelConfig):
     # GPT-2: residual-branch output projections start at std / sqrt(2 * n_layers), so the residual
     # stream's variance does not grow with depth at initialization.
@@ -199,7 +232,7 @@ class Attention(nn.Module):
             )
         pos = POSITIONAL[c.position]
         offset = 0 if cache is None else cache.length
-        qkv_fn = QKV_VARIANTS[c.qkv]
+        qkv_fn = rewire_only = QKV_VARIANTS[c.qkv]
         if pos.rotate is not None:
             rewire = qkv_fn
 
@@ -213,13 +246,31 @@ class Attention(nn.Module):
             p("wv", (d, k, e)),
             p("wo", (h, e, d), _out_init(c)),
         )
+        t = x_BTD.shape[1]
         if cache is not None:
             bias_fn = None if pos.bias is None else (lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c))
+            sink_kw = {}
+            if cache.sinks:  # renumbered inside the cache (its window and sinks, not the model's)
+                q_pos = cache.length + jnp.arange(t)
+                rot = _sink_rotation(pos, rewire_only, c, q_pos, cache.window, cache.sinks)
+                sink_kw = dict(sink_qkv_fn=rot)
             y, k_new, v_new = kv_cache.cached_multi_head_attention(
-                cache, layer, x_BTD, *weights, qkv_fn=qkv_fn, bias_fn=bias_fn, **biases
+                cache, layer, x_BTD, *weights, qkv_fn=qkv_fn, bias_fn=bias_fn, **sink_kw, **biases
             )
             return y, (k_new, v_new)
-        t = x_BTD.shape[1]
+        if c.attention != "naive" or c.window is not None:
+            q, kk, v = ops.attention.project_qkv(x_BTD, *weights[:3], **_qkv_biases(biases), qkv_fn=qkv_fn)
+            sink_fn = _sink_rotation(pos, rewire_only, c, jnp.arange(t), c.window, c.sinks)
+            q_sinks = None
+            if sink_fn is not None:
+                q_sinks = ops.attention.project_qkv(
+                    x_BTD, *weights[:3], **_qkv_biases(biases), qkv_fn=sink_fn
+                )[0]
+            slopes = ops.alibi_slopes(h) if pos.bias is _alibi else None
+            if pos.bias is not None and slopes is None:
+                raise ValueError(f"model.attention={c.attention!r} supports the ALiBi score bias only")
+            o = ATTENTION_IMPLS[c.attention](c, q, kk, v, q_sinks, slopes)
+            return ops.attention.project_out(o, weights[3], biases.get("bo_D"), x_BTD.dtype)
         y, w_BHTS = ops.multi_head_attention(
             x_BTD,
             *weights,
@@ -231,6 +282,10 @@ class Attention(nn.Module):
         )
         self.sow("intermediates", "attn_weights", w_BHTS)  # kept only when asked for (lab.model.capture)
         return y
+
+
+def _qkv_biases(biases: dict) -> dict:
+    return {k: biases[k] for k in ("bq_HE", "bk_KE", "bv_KE") if k in biases}
 
 
 class MLP(nn.Module):

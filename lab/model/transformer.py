@@ -111,13 +111,33 @@ def cache_layout(cfg: ModelConfig, size: int, window: int | None = None) -> tupl
     return window, True
 
 
-def init_cache(cfg: ModelConfig, batch: int, size: int, *, window: int | None = None, dtype=None):
+def init_cache(
+    cfg: ModelConfig,
+    batch: int,
+    size: int,
+    *,
+    window: int | None = None,
+    sinks: int | None = None,
+    dtype=None,
+):
     """An empty KV cache for `cfg`: `size` positions (a full cache), or a sliding window of `window`
-    positions that evicts the oldest (a ring buffer; then `size` is the longest sequence to be decoded).
-    K/V are stored in the compute dtype unless `dtype` is given. Checks as `cache_layout`."""
+    positions that evicts the oldest (a ring buffer; then `size` is the longest sequence to be decoded),
+    optionally keeping the first `sinks` positions beside the window (StreamingLLM: sinks + window slots,
+    positions renumbered inside the cache; lab.ops.kv_cache). K/V are stored in the compute dtype unless
+    `dtype` is given. Checks as `cache_layout`, and 0 <= sinks <= window. A model with its own window
+    (model.window, model.sinks) gets a cache with that window and those sinks unless others are given."""
+    window = cfg.window if window is None else window
+    sinks = (cfg.sinks if window == cfg.window else 0) if sinks is None else sinks
     slots, ring = cache_layout(cfg, size, window)
+    if sinks and (window is None or not 0 < sinks <= window):
+        raise ValueError(f"sinks must be in 0..window and need a window, got sinks={sinks}, window={window}")
+    if sinks and ring:
+        slots = min(sinks + window, size)
+        ring = slots < size  # sinks + window covering every position: a full cache
     dt = jnp.dtype(cfg.dtype if dtype is None else dtype)
-    return kv_cache.init(cfg.n_layers, batch, slots, cfg.kv_heads, cfg.head_dim, dt, ring=ring)
+    return kv_cache.init(
+        cfg.n_layers, batch, slots, cfg.kv_heads, cfg.head_dim, dt, ring=ring, sinks=sinks if ring else 0
+    )
 
 
 def apply_cached(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, cache):

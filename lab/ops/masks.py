@@ -41,3 +41,13 @@ def combine_masks(*masks: jnp.ndarray | None) -> jnp.ndarray | None:
         if m is not None:
             out = m if out is None else jnp.logical_and(out, m)
     return out
+
+
+def sliding_window_mask(t: int, window: int, s: int | None = None, sinks: int = 0) -> jnp.ndarray:
+    """(T, S) causal sliding-window mask (Beltagy et al. 2020): query t sees keys t-window+1..t, plus the
+    first `sinks` keys (attention sinks, Xiao et al. 2023). With S > T the queries are the last T of S
+    positions, as in `causal_mask`. window >= S gives exactly `causal_mask(t, s)`."""
+    s = t if s is None else s
+    q_pos = jnp.arange(t)[:, None] + (s - t)
+    k_pos = jnp.arange(s)[None, :]
+    return (k_pos <= q_pos) & ((q_pos - k_pos < window) | (k_pos < sinks))

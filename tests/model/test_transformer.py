@@ -528,6 +528,7 @@ def test_valid_configs_construct(kw):
         (config.Activation, layers.ACTIVATIONS, "activation"),
         (config.Mask, layers.MASKS, "mask"),
         (config.QKV, layers.QKV_VARIANTS, "qkv"),
+        (config.AttentionImpl, layers.ATTENTION_IMPLS, "attention"),
     ],
 )
 def test_literal_types_match_dispatch_dicts(alias, table, field):

@@ -1,0 +1,131 @@
+"""Project 7 at the smoke preset: run measures, analyze reads files only; the tables and verdicts follow from
+the run files (slopes refitted here with NumPy, the window finding recomputed with the rule), hand-made
+accuracy curves give the verdicts they must, and bad sizes are refused in one line before anything is
+written."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lab.analysis import compare_to, headline
+from lab.analysis.curves import change_point
+from lab.cli import main
+from lab.experiment import load_config, registry
+from lab.runs import read_measurement, write_measurement
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return smoke_run("e07")
+
+
+def _cfg(out):
+    import experiments
+
+    return load_config(registry(experiments)["e07"], out)[1]
+
+
+def _finding(f, needle):
+    return next(x for x in f["findings"] if needle in x["claim"])
+
+
+def test_tables_and_verdicts_follow_from_the_run_files(smoke):
+    results, out = smoke
+    cfg, f = _cfg(out), json.loads((out / "findings.json").read_text())
+    scaling = read_measurement(out / "runs" / "scaling.json", cfg)
+    table = (out / "tables" / "scaling.md").read_text()
+    for method in ("naive", "blocked", "banded"):  # the slope column is the least-squares log-log fit
+        for mode in ("forward", "forward+backward"):
+            slope = np.polyfit(np.log(cfg.mem_lengths), np.log(scaling["temp_bytes"][method][mode]), 1)[0]
+            row = next(r for r in table.splitlines() if r.startswith(f"| {method} | {mode} |"))
+            assert f"| {slope:.3f}" in row
+    naive = scaling["temp_bytes"]["naive"]["forward+backward"]
+    assert naive[-1] / naive[0] > 0.8 * (cfg.mem_lengths[-1] / cfg.mem_lengths[0]) ** 2  # quadratic, measured
+    # the window finding, recomputed from the accuracy grid with the rule
+    acc = read_measurement(out / "runs" / "passkey_L1_window.npz", cfg)["accuracy"]
+    T, W = cfg.task.seq_len, cfg.window
+    assert acc.shape == (cfg.seeds, len(cfg.eval_lengths), max(cfg.eval_lengths) * T - 1)
+    assert np.isnan(acc[:, 0, T - 1 :]).all() and np.isfinite(acc[:, 0, : T - 1]).all()
+    at_t, chance = acc[:, 0, : T - 1], 1 / cfg.task.n_values
+    d = np.arange(1, T)
+    inside = compare_to(at_t[:, d < W].mean(1), 0.95).verdict("greater")
+    beyond = compare_to(at_t[:, (d >= W) & (d < T - cfg.sinks)].mean(1), chance).verdict("equal", 0.05)
+    cps = []
+    for row in at_t:
+        where, before, after = change_point(d, row)
+        cps.append(where if before - after >= 0.5 * (1 - chance) else np.nan)
+    at_w = compare_to(cps, W).verdict("equal", 2.0)
+    assert _finding(f, "one-layer window")["verdict"] == headline([inside, beyond, at_w])
+    assert f["verdict"] == headline([x["verdict"] for x in f["findings"]])
+    stream = read_measurement(out / "runs" / "streaming.npz", cfg)
+    n = cfg.stream_mult * cfg.text_model.max_len
+    assert all(
+        stream[v].shape == (cfg.seeds, n) and np.isfinite(stream[v]).all()
+        for v in ("full", "window", "sinks")
+    )
+    # before the window fills, window and sinks compute what full attention computes (same positions)
+    np.testing.assert_allclose(
+        stream["window"][:, : cfg.text_window], stream["full"][:, : cfg.text_window], atol=1e-4
+    )
+    for p in f["plots"]:
+        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (out / "findings.json").read_text()
+    assert main(["analyze", "e07", "--results", str(results)]) == 0
+    assert (out / "findings.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "shape,verdict",
+    [("step at W", "supported"), ("accurate everywhere", "qualified"), ("zero everywhere", "refuted")],
+)
+def test_hand_made_accuracy_curves_give_the_known_verdict(smoke, tmp_path, shape, verdict):
+    """The one-layer window model's accuracy curve at T, made by hand. A step from 1.0 to chance at W: inside,
+    at chance beyond and collapsing at W all supported. Accurate everywhere: inside supported, beyond
+    refuted, no collapse (inconclusive) -> qualified. Zero everywhere: inside refuted, beyond refuted (below
+    chance by more than the margin), no collapse -> refuted."""
+    _, out = smoke
+    copy = tmp_path / out.name
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = _cfg(copy)
+    T, W, chance = cfg.task.seq_len, cfg.window, 1 / cfg.task.n_values
+    path = copy / "runs" / "passkey_L1_window.npz"
+    m = read_measurement(path, cfg)
+    d = np.arange(1, T)
+    curve = {"step at W": np.where(d < W, 1.0, chance), "accurate everywhere": np.ones(T - 1)}.get(
+        shape, np.zeros(T - 1)
+    )
+    m["accuracy"][:, 0, : T - 1] = curve
+    write_measurement(path, m, cfg)
+    assert main(["analyze", "e07", "--results", str(tmp_path)]) == 0
+    f = json.loads((copy / "findings.json").read_text())
+    window = _finding(f, "one-layer window")
+    assert window["verdict"] == verdict, window["evidence"]
+    if shape == "step at W":
+        assert f"collapse point {W:.1f} ± 0.0 vs W = {W}" in window["evidence"]
+
+
+@pytest.mark.parametrize(
+    "sets,needle",
+    [
+        (["window=0"], "window must be >= 1, got 0"),
+        (["sinks=5"], "sinks must be in 0..window (4), got 5"),
+        (["block=0"], "block must be >= 1, got 0"),
+        (["mem_block=-1"], "mem_block must be >= 1, got -1"),
+        (["text_sinks=9"], "text_sinks must be in 0..text_window (8), got 9"),
+        (["model.position=learned"], "learned positions cannot run past the training length"),
+    ],
+)
+def test_bad_sizes_are_refused_in_one_line_before_anything_is_written(tmp_path, capsys, sets, needle):
+    args = ["run", "e07", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "e07_long_context").exists()
+
+
+def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
+    analysis_without_jax("e07", smoke[1])

@@ -1,0 +1,99 @@
+"""Project 7's model settings (model.attention, model.window, model.sinks): every way of computing attention
+gives the default model's logits, a window covering the sequence changes nothing, decoding through a ring
+KV cache with sinks gives the full forward's logits, positions are renumbered inside the sink cache, and bad
+sizes are refused at config time.
+
+Tolerance: rtol = atol = 1e-5 on float32 logits (two blocks of O(1) activations; the computations differ only
+in the order of float32 sums, ~1e-7), as in tests/ops/test_long_attention.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lab.errors import ConfigError
+from lab.model import ModelConfig, apply, init
+from lab.model.transformer import apply_cached, init_cache
+
+RTOL = ATOL = 1e-5
+T = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _true_float32_matmuls():
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def tokens(t=T, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 40, (2, t)), jnp.int32)
+
+
+def model(**kw):
+    base = dict(vocab_size=40, max_len=T, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, position="rope")
+    return ModelConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi", "learned"])
+def test_every_attention_computes_the_default_model(position):
+    cfg = model(position=position)
+    p, x = init(cfg, jax.random.PRNGKey(0)), tokens()
+    full = apply(cfg, p, x)
+    np.testing.assert_allclose(apply(cfg.replace(attention="blocked", attn_block=8), p, x), full, RTOL, ATOL)
+    assert np.array_equal(apply(cfg.replace(window=T), p, x), full)  # window >= T: exactly full causal
+    win = cfg.replace(window=6, sinks=2)
+    naive = apply(win, p, x)
+    np.testing.assert_allclose(apply(win.replace(attention="banded", attn_block=7), p, x), naive, RTOL, ATOL)
+    assert np.abs(np.asarray(naive - full)).max() > 1e-3  # the window does change what the model computes
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_decoding_through_a_sink_cache_equals_the_full_forward(position):
+    cfg = model(position=position, window=5, sinks=2)
+    p, x = init(cfg, jax.random.PRNGKey(1)), tokens()
+    want = apply(cfg, p, x)
+    cache = init_cache(cfg, 2, T)
+    assert (cache.size, cache.sinks, cache.ring) == (7, 2, True)
+    outs = []
+    logits, cache = apply_cached(cfg, p, x[:, :4], cache)  # a prefill chunk, then one token at a time
+    outs.append(logits)
+    for i in range(4, T):
+        logits, cache = apply_cached(cfg, p, x[:, i : i + 1], cache)
+        outs.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(outs, 1), want, RTOL, ATOL)
+    assert sorted(np.asarray(cache.pos).tolist()) == [0, 1, 15, 16, 17, 18, 19]  # the sinks and the last 5
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_positions_are_renumbered_inside_the_sink_cache(position):
+    """One layer, window 4, 2 sinks: the last token's logits depend on what the cache holds (the 2 sinks and
+    the last 4 tokens), not on how many tokens were evicted between them, because the query stands at
+    sinks + window - 1 against the sinks however far the stream has gone (StreamingLLM)."""
+    cfg = model(position=position, n_layers=1, window=4, sinks=2, max_len=40)
+    p = init(cfg, jax.random.PRNGKey(2))
+    head, tail = [3, 7], [11, 12, 13, 14]
+    last = []
+    for n_evicted in (3, 9):
+        filler = list(np.random.default_rng(n_evicted).integers(0, 40, n_evicted))
+        x = jnp.asarray([head + filler + tail], jnp.int32)
+        last.append(np.asarray(apply(cfg, p, x)[0, -1]))
+    np.testing.assert_allclose(last[0], last[1], RTOL, ATOL)
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(window=0), "model.window must be >= 1"),
+        (dict(window=4, sinks=5), "model.sinks (5) must be <= model.window (4)"),
+        (dict(sinks=2), "needs a model.window"),
+        (dict(attn_block=0), "model.attn_block must be >= 1"),
+        (dict(attention="banded"), "set model.window"),
+        (dict(attention="blocked", window=8, sinks=2), "does not renumber sink positions"),
+        (dict(window=8, mask="bidirectional"), "model.mask must be 'causal'"),
+    ],
+)
+def test_bad_long_context_settings_are_refused(kw, needle):
+    with pytest.raises(ConfigError) as e:
+        model(**kw)
+    assert needle in str(e.value) and "\n" not in str(e.value)
