@@ -79,6 +79,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "top_ps": ("1.0,0.9", "1.0,0.9"),
     },
     "e06": {"uncached_max_tokens": ("4096", "64"), "position_calls": ("5", "3")},
+    "e07": {"train.steps": ("200", "20"), "text_train.steps": ("200", "20")},
     "e09": {
         "train.steps": ("200", "10"),
         "uptrain_steps": ("50", "10"),
