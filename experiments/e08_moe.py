@@ -163,8 +163,10 @@ def _name(cfg: E08Config, kind: str) -> str:
 
 # fmt: off
 PRESET_TABLE = {
+    # smoke: four programs (the other variants share their code paths with these and are tested in tests/)
     "smoke": E08Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20), seeds=2,
-                       experts=(2,), main_experts=2, measure_batches=1, timing_steps=2, timing_repeats=2),
+                       experts=(2,), main_experts=2, extra_variants=("dense-wide", "nobalance"),
+                       measure_batches=1, timing_steps=2, timing_repeats=2),
     "cpu": E08Config(),
     "gpu": E08Config(model=PRESETS["gpu"], train=TRAIN_PRESETS["gpu"], data=DataConfig(name="pystdlib"),
                      experts=(2, 4, 8, 16), moe_every=2, measure_batches=8, timing_steps=10),
@@ -197,7 +199,7 @@ def run(cfg: E08Config, out: Path, opts) -> None:
         if model.mlp == "moe":
             params = sweep_params(out / "runs" / name, spec)
             routing |= {f"{name}:{k}": v for k, v in _routing(model, params, windows).items()}
-        cost[name] = _cost(cfg, model, spec, lm)
+        cost[name] = _cost(cfg, model, spec, lm, timed=name in _timed(cfg))
     tok = lm.text.tokenizer
     routing["token_text"] = np.array([_token_text(tok, i) for i in range(lm.model.vocab_size)])
     write_measurement(out / "runs" / "routing.npz", routing, cfg)
@@ -234,9 +236,24 @@ def _routing(model: ModelConfig, params, windows) -> dict[str, np.ndarray]:
     }
 
 
-def _cost(cfg: E08Config, model: ModelConfig, spec: SweepSpec, lm) -> dict:
-    """Parameters, model FLOPs per token and measured seconds per training step of one member."""
+def _timed(cfg: E08Config) -> list[str]:
+    """The variants whose step is timed (each costs a compilation): the baseline, the equally large dense
+    model, the main MoE and its top-k and dropless forms."""
+    names = ["dense", _main(cfg)] + [_name(cfg, k) for k in ("dense-wide", "top-k", "dropless")]
+    return [n for n in names if n in variants(cfg)]
+
+
+def _cost(cfg: E08Config, model: ModelConfig, spec: SweepSpec, lm, timed: bool) -> dict:
+    """Parameters, model FLOPs per token and (if `timed`) measured seconds per training step of one member."""
     total = param_count(jax.eval_shape(lambda: init(model, jax.random.key(0))))
+    out = {
+        "total_params": total,
+        "matmul_params": flops.matmul_params(model),
+        "train_flops_per_token": flops.train_flops_per_token(model),
+        "seconds_per_step": None,
+    }
+    if not timed:
+        return out
     state = init_state(model, cfg.train, 0, cfg.train.lr, cfg.train.init_scale)
     data = {k: jnp.asarray(v) for k, v in spec.data.items()}
     step = jax.jit(partial(train_steps, n_steps=cfg.timing_steps, cfg=model, tcfg=cfg.train, task=lm.task))
@@ -248,12 +265,7 @@ def _cost(cfg: E08Config, model: ModelConfig, spec: SweepSpec, lm) -> dict:
         state, m = step(state, data)
         jax.block_until_ready(m)
         secs.append((time.perf_counter() - t0) / cfg.timing_steps)
-    return {
-        "total_params": total,
-        "matmul_params": flops.matmul_params(model),
-        "train_flops_per_token": flops.train_flops_per_token(model),
-        "seconds_per_step": secs,
-    }
+    return out | {"seconds_per_step": secs}
 
 
 # --- analysis: NumPy only, from the files -------------------------------------------------------------------
@@ -421,7 +433,7 @@ def _speed_finding(d: _Data) -> Finding:
         ("dropless", "ragged_dot on CPU is a masked dense product over all experts"),
     ):
         name = _name(cfg, kind)
-        if name in d.cost:
+        if name in _timed(cfg):
             c = compare(_log_secs(d, main), _log_secs(d, name))
             ev += f". {name} / {main}: {_x(c)} ({_ratio_word(c)}; {why})"
     claim = "The FLOPs MoE saves against an equally large dense model turn into a faster step on this CPU"
@@ -511,7 +523,7 @@ def _loss_plot(d: _Data, outs: Outputs) -> None:
     for name in [n for n in ("dense", "dense-wide", *(f"moe-E{k}" for k in cfg.experts)) if n in d.runs]:
         plots.band(axes[0, 0], d.runs[name].val_steps, d.runs[name].val_loss, name)
     plots.finish(axes[0, 0], "validation loss (mean ± sd)", "training step", "val loss (nats/token)")
-    names = list(variants(cfg))
+    names = _timed(cfg)
     plots.bars(
         axes[0, 1],
         names,
@@ -570,7 +582,7 @@ def _variants_table(d: _Data, outs: Outputs) -> None:
             "—" if not moe else _ms(d.max_share(name)),
             "—" if not moe else _ms(100 * d.dropped(name), 2),
             "—" if ent is None else _ms(ent),
-            _ms(1e3 * np.asarray(c["seconds_per_step"]), 2),
+            "—" if c["seconds_per_step"] is None else _ms(1e3 * np.asarray(c["seconds_per_step"]), 2),
         )
     outs.table("variants.md", t)
 
