@@ -32,7 +32,8 @@ Writes:   results/e08_moe/
 Variants: "dense" (the baseline: equal active FLOPs to a top-1 MoE, up to the router), "dense-wide" (d_ff x
 E_main: the total parameters of the E_main MoE), "moe-E<e>" (top-1, capacity factor, alpha, every block),
 and for E_main: "-top2", "-nobalance" (alpha = 0), "-cf<small>" (a capacity factor too small) and
-"-dropless". Every MoE variant keeps the z-loss.
+"-dropless". Every MoE variant keeps the z-loss. Which are trained is `extra_variants` (the cpu preset trains
+all but dense-wide and dropless, the two slowest programs, which it only times: `timed_variants`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ from lab.viz import plots
 CLAIM = "Capacity scales better than compute, if routing works: a balanced MoE beats dense at equal compute."
 # The issue's bars for working routing at E = 4, top-1, alpha = 1e-2, capacity factor 1.25: no expert above
 # 1.5 / E of the routing choices, at most 2% of them dropped. A collapsed router: one expert >= 0.5.
-# The variants besides the dense baseline and the top-1 MoE of each E (see `variants`), each optional.
+# The variants besides the dense baseline and the top-1 MoE of each E (see `all_models`), each optional: trained
+# (`extra_variants`), and/or only timed (`timed_variants`; timing needs no training).
 EXTRA_VARIANTS = ("dense-wide", "top-k", "nobalance", "small-capacity", "dropless")
+TIMEABLE = ("dense-wide", "top-k", "dropless")
 BALANCED_SHARE = 1.5
 DROP_BAR = 0.02
 COLLAPSED_SHARE = 0.5
@@ -84,7 +87,10 @@ class E08Config:
     balance_coef: float = 1e-2  # Switch's alpha
     z_coef: float = 1e-3  # ST-MoE's router z-loss coefficient
     moe_every: int = 1  # every n-th block is MoE (1 = all)
-    extra_variants: tuple[str, ...] = EXTRA_VARIANTS  # a finding that needs one left out is left out
+    # trained besides dense and moe-E<e>; a finding that needs one left out is left out. The cpu preset leaves
+    # out training dense-wide and dropless (the two slowest programs; both are timed)
+    extra_variants: tuple[str, ...] = ("top-k", "nobalance", "small-capacity")
+    timed_variants: tuple[str, ...] = TIMEABLE  # timed besides dense and moe-E<main> (trained or not)
     measure_batches: int = 4  # validation batches (train.batch_size windows each) measured per checkpoint
     timing_steps: int = 5  # training steps per timed call
     timing_repeats: int = 8  # timed calls per variant (a speed comparison's CI comes from these)
@@ -94,6 +100,10 @@ class E08Config:
         check_at_least(self, 2, "timing_repeats")  # a CI needs two values
         check_distinct(self, "experts")
         check_choices(self, "extra_variants", EXTRA_VARIANTS)
+        check_choices(self, "timed_variants", TIMEABLE)
+        check(
+            len(set(self.timed_variants)) == len(self.timed_variants), "timed_variants has a repeated value"
+        )
         check(
             len(set(self.extra_variants)) == len(self.extra_variants), "extra_variants has a repeated value"
         )
@@ -119,7 +129,7 @@ class E08Config:
             "model.mlp and the model.moe_* settings are set per variant here; choose them with experiments, "
             "main_experts, top_k, capacity_factor, small_capacity, balance_coef, z_coef and moe_every",
         )
-        variants(self)  # every variant must make a valid model (k <= E, ...)
+        all_models(self)  # every variant must make a valid model (k <= E, ...)
 
 
 # --- variants -----------------------------------------------------------------------------------------------
@@ -127,8 +137,9 @@ def _main(cfg: E08Config) -> str:
     return f"moe-E{cfg.main_experts}"
 
 
-def variants(cfg: E08Config, base: ModelConfig | None = None) -> dict[str, ModelConfig]:
-    """Variant name -> model. `base` is the dense model with the corpus's vocabulary (defaults to cfg.model)."""
+def all_models(cfg: E08Config, base: ModelConfig | None = None) -> dict[str, ModelConfig]:
+    """Every variant's name -> model, trained or not. `base` is the dense model with the corpus's vocabulary
+    (defaults to cfg.model)."""
     base = cfg.model if base is None else base
     moe = base.replace(
         mlp="moe",
@@ -138,21 +149,21 @@ def variants(cfg: E08Config, base: ModelConfig | None = None) -> dict[str, Model
         moe_every=cfg.moe_every,
         moe_top_k=1,
     )
-    e, main, extra = cfg.main_experts, _main(cfg), cfg.extra_variants
-    out = {"dense": base}
-    if "dense-wide" in extra:
-        out["dense-wide"] = base.replace(d_ff=e * (base.d_ff or 4 * base.d_model))
+    e, main = cfg.main_experts, _main(cfg)
+    out = {"dense": base, "dense-wide": base.replace(d_ff=e * (base.d_ff or 4 * base.d_model))}
     out |= {f"moe-E{n}": moe.replace(moe_experts=n) for n in cfg.experts}
     main_model = out[main]
-    for kind, model in (
-        ("top-k", main_model.replace(moe_top_k=cfg.top_k)),
-        ("nobalance", main_model.replace(moe_balance_coef=0.0)),
-        ("small-capacity", main_model.replace(moe_capacity_factor=cfg.small_capacity)),
-        ("dropless", main_model.replace(moe_dispatch="dropless")),
-    ):
-        if kind in extra:
-            out[_name(cfg, kind)] = model
+    out[_name(cfg, "top-k")] = main_model.replace(moe_top_k=cfg.top_k)
+    out[_name(cfg, "nobalance")] = main_model.replace(moe_balance_coef=0.0)
+    out[_name(cfg, "small-capacity")] = main_model.replace(moe_capacity_factor=cfg.small_capacity)
+    out[_name(cfg, "dropless")] = main_model.replace(moe_dispatch="dropless")
     return out
+
+
+def variants(cfg: E08Config, base: ModelConfig | None = None) -> dict[str, ModelConfig]:
+    """The trained variants: dense, moe-E<e> for each E, and `extra_variants`."""
+    keep = {"dense", *(f"moe-E{e}" for e in cfg.experts), *(_name(cfg, k) for k in cfg.extra_variants)}
+    return {n: m for n, m in all_models(cfg, base).items() if n in keep}
 
 
 def _name(cfg: E08Config, kind: str) -> str:
@@ -165,11 +176,12 @@ def _name(cfg: E08Config, kind: str) -> str:
 PRESET_TABLE = {
     # smoke: four programs (the other variants share their code paths with these and are tested in tests/)
     "smoke": E08Config(model=PRESETS["smoke"], train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20), seeds=2,
-                       experts=(2,), main_experts=2, extra_variants=("dense-wide", "nobalance"),
+                       experts=(2,), main_experts=2, extra_variants=("nobalance",), timed_variants=("dense-wide",),
                        measure_batches=1, timing_steps=2, timing_repeats=2),
     "cpu": E08Config(),
     "gpu": E08Config(model=PRESETS["gpu"], train=TRAIN_PRESETS["gpu"], data=DataConfig(name="pystdlib"),
-                     experts=(2, 4, 8, 16), moe_every=2, measure_batches=8, timing_steps=10),
+                     experts=(2, 4, 8, 16), moe_every=2, extra_variants=EXTRA_VARIANTS, measure_batches=8,
+                     timing_steps=10),
 }
 # fmt: on
 
@@ -199,7 +211,8 @@ def run(cfg: E08Config, out: Path, opts) -> None:
         if model.mlp == "moe":
             params = sweep_params(out / "runs" / name, spec)
             routing |= {f"{name}:{k}": v for k, v in _routing(model, params, windows).items()}
-        cost[name] = _cost(cfg, model, spec, lm, timed=name in _timed(cfg))
+    for name, model in all_models(cfg, lm.model).items():  # parameters and FLOPs of all, times of some
+        cost[name] = _cost(cfg, model, lm, timed=name in _timed(cfg))
     tok = lm.text.tokenizer
     routing["token_text"] = np.array([_token_text(tok, i) for i in range(lm.model.vocab_size)])
     write_measurement(out / "runs" / "routing.npz", routing, cfg)
@@ -239,11 +252,10 @@ def _routing(model: ModelConfig, params, windows) -> dict[str, np.ndarray]:
 def _timed(cfg: E08Config) -> list[str]:
     """The variants whose step is timed (each costs a compilation): the baseline, the equally large dense
     model, the main MoE and its top-k and dropless forms."""
-    names = ["dense", _main(cfg)] + [_name(cfg, k) for k in ("dense-wide", "top-k", "dropless")]
-    return [n for n in names if n in variants(cfg)]
+    return ["dense", _main(cfg)] + [_name(cfg, k) for k in cfg.timed_variants]
 
 
-def _cost(cfg: E08Config, model: ModelConfig, spec: SweepSpec, lm, timed: bool) -> dict:
+def _cost(cfg: E08Config, model: ModelConfig, lm, timed: bool) -> dict:
     """Parameters, model FLOPs per token and (if `timed`) measured seconds per training step of one member."""
     total = param_count(jax.eval_shape(lambda: init(model, jax.random.key(0))))
     out = {
@@ -255,7 +267,7 @@ def _cost(cfg: E08Config, model: ModelConfig, spec: SweepSpec, lm, timed: bool) 
     if not timed:
         return out
     state = init_state(model, cfg.train, 0, cfg.train.lr, cfg.train.init_scale)
-    data = {k: jnp.asarray(v) for k, v in spec.data.items()}
+    data = {k: jnp.asarray(v) for k, v in lm.text.arrays.items()}
     step = jax.jit(partial(train_steps, n_steps=cfg.timing_steps, cfg=model, tcfg=cfg.train, task=lm.task))
     state, m = step(state, data)  # compiles
     jax.block_until_ready(m)
@@ -282,7 +294,7 @@ class _Data:
     cost: dict
 
     def model(self, name: str) -> ModelConfig:
-        return variants(self.cfg)[name]
+        return all_models(self.cfg)[name]
 
     def share(self, name: str) -> np.ndarray:
         """(M, L, E) final routing shares."""
@@ -561,24 +573,28 @@ def _variants_table(d: _Data, outs: Outputs) -> None:
         "baseline; capacity dispatch also executes the empty slots (capacity factor × k experts' worth per "
         "token), dropless on CPU all E experts' worth. Max expert share and dropped: the largest over layers.",
     )
-    for name, m in variants(cfg).items():
-        c = d.cost[name]
-        moe = m.mlp == "moe"
+    timed = _timed(cfg)
+    for name, m in all_models(cfg).items():
+        if name not in d.runs and name not in timed:
+            continue
+        c, trained = d.cost[name], name in d.runs
+        moe = m.mlp == "moe" and trained  # routing measured
         ent = (
             d.routing[f"{name}:entropy"].mean(1) / np.log(m.moe_experts)
             if moe and m.moe_experts > 1
             else None
         )
+        is_moe = m.mlp == "moe"
         t.add(
             name,
-            m.moe_experts if moe else "—",
-            m.moe_top_k if moe else "—",
-            f"{m.moe_capacity_factor:g}" if moe and m.moe_dispatch == "capacity" else "—",
-            f"{m.moe_balance_coef:g}" if moe else "—",
+            m.moe_experts if is_moe else "—",
+            m.moe_top_k if is_moe else "—",
+            f"{m.moe_capacity_factor:g}" if is_moe and m.moe_dispatch == "capacity" else "—",
+            f"{m.moe_balance_coef:g}" if is_moe else "—",
             f"{c['total_params']:,}",
             f"{c['matmul_params']:,}",
             f"{c['train_flops_per_token'] / dense['train_flops_per_token']:.3f}",
-            _ms(d.loss(name)),
+            _ms(d.loss(name)) if trained else "not trained (timed only)",
             "—" if not moe else _ms(d.max_share(name)),
             "—" if not moe else _ms(100 * d.dropped(name), 2),
             "—" if ent is None else _ms(ent),
@@ -628,7 +644,7 @@ def analyze(cfg: E08Config, out: Path):
     findings += [_collapse_finding(d)] if has("nobalance") else []
     findings += [_capacity_finding(d)] if has("small-capacity") else []
     findings += [compute]
-    speed = _speed_finding(d) if has("dense-wide") else None
+    speed = _speed_finding(d) if "dense-wide" in _timed(cfg) else None
     summary = (
         f"Routing ({balanced.verdict}): E={cfg.main_experts} top-1 with alpha={cfg.balance_coef:g} kept "
     )
@@ -647,7 +663,7 @@ def analyze(cfg: E08Config, out: Path):
         summary += "the same total parameters."
     left = [k for k in EXTRA_VARIANTS if k not in cfg.extra_variants]
     if left:
-        summary += f" Not run here (extra_variants): {', '.join(left)}; their findings are left out."
+        summary += f" Not trained here (extra_variants): {', '.join(left)}."
     return outs.findings(headline(findings), summary, findings + ([speed] if speed else []))
 
 
