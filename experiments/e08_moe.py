@@ -460,9 +460,13 @@ def _utilization_plot(d: _Data, outs: Outputs) -> None:
     for r, name in enumerate(rows):
         for c, layer in enumerate(layers):
             ax = axes[r, c]
+            shares = [d.over_training(name, f"moe_share_L{layer}_E{e}") for e in range(cfg.main_experts)]
+            steps, y = shares[0][0], np.stack([s for _, s in shares], axis=1)  # (M, E, evaluations)
+            # expert ids are arbitrary per seed: rank each seed's experts by their final share
+            order = np.argsort(-y[:, :, -1], axis=1, kind="stable")
+            ranked = np.take_along_axis(y, order[:, :, None], axis=1)
             for e in range(cfg.main_experts):
-                steps, y = d.over_training(name, f"moe_share_L{layer}_E{e}")
-                plots.band(ax, steps, y, f"expert {e}")
+                plots.band(ax, steps, ranked[:, e], f"busiest #{e + 1} at the end")
             ax.axhline(1 / cfg.main_experts, color="grey", linestyle=":", label="1/E (uniform)")
             ax.axhline(
                 BALANCED_SHARE / cfg.main_experts, color="red", linestyle="--", linewidth=1, label="1.5/E"
@@ -475,8 +479,9 @@ def _utilization_plot(d: _Data, outs: Outputs) -> None:
                 outside=c == len(layers) - 1,
             )
     fig.suptitle(
-        f"e08: expert utilization over training (validation batches; mean ± sd over {cfg.seeds} "
-        "seeds; experts are numbered per seed, so a band mixes different experts)"
+        f"e08: expert utilization over training (validation batches; mean ± sd over {cfg.seeds} seeds)\n"
+        "each seed's experts ranked by their share at the last evaluation",
+        fontsize=9,
     )
     plots.save(fig, outs.plot("utilization.png"))
 

@@ -143,3 +143,39 @@ def _made_up(with_share, without_share) -> "e08._Data":
 def test_collapse_is_decided_by_the_rule_and_said_when_it_did_not_happen(with_, without, verdict, said):
     f = e08._collapse_finding(_made_up(with_, without))
     assert f.verdict == verdict and said in f.evidence, f.evidence
+
+
+def _timed(**ms) -> "e08._Data":
+    """Made-up step times (ms per repeat) of the timed variants of the cpu preset."""
+    cfg = e08.PRESET_TABLE["cpu"]
+    flops = {"dense": 1.0, "dense-wide": 2.5, "moe-E4": 1.01, "moe-E4-top2": 1.6, "moe-E4-dropless": 1.01}
+    cost = {
+        n.replace("_", "-"): {
+            "seconds_per_step": list(np.asarray(v) / 1e3),
+            "train_flops_per_token": flops[n.replace("_", "-")],
+        }
+        for n, v in ms.items()
+    }
+    return e08._Data(cfg, runs={}, rows={}, routing={}, cost=cost)
+
+
+@pytest.mark.parametrize(
+    "moe, verdict, words",
+    [
+        ([20.0, 20.2, 19.9], "supported", ["(faster)", "(slower)", "the router, the scatter"]),
+        ([41.0, 40.2, 40.9], "refuted", ["(slower)"]),
+    ],
+)
+def test_the_speed_finding_is_decided_on_log_times(moe, verdict, words):
+    d = _timed(
+        dense=[10.0, 10.1, 9.9],
+        dense_wide=[30.0, 30.3, 29.8],
+        moe_E4=moe,
+        moe_E4_top2=[35.0, 35.1, 34.9],
+        moe_E4_dropless=[60.0, 61.0, 59.5],
+    )
+    f = e08._speed_finding(d)
+    assert f.verdict == verdict, f.evidence
+    for w in words:
+        assert w in f.evidence, f.evidence
+    assert "moe-E4-dropless / moe-E4" in f.evidence and "moe-E4-top2 / moe-E4" in f.evidence
