@@ -22,9 +22,8 @@ Redraw:   lab analyze e08
 Writes:   results/e08_moe/
   runs/<variant>/       one sweep over seeds per variant (metrics.jsonl holds the routing statistics of
                         every evaluation: moe_share_L<l>_E<e>, moe_dropped_L<l>, moe_entropy_L<l>, ...)
-  runs/routing.npz      from each MoE variant's final checkpoint, on fixed validation batches: shares,
-                        dropped fraction and entropy per member and layer, and first-choice counts
-                        (member, layer, expert, token id)
+  runs/routing.npz      from the main MoE's final checkpoint, on `measure_batches` validation batches:
+                        first-choice counts (member, layer, expert, token id)
   runs/cost.json        per variant: total and active parameters, model FLOPs per token, seconds per
                         training step (one member, timing_repeats repeats of timing_steps steps)
   plots/*.png, tables/*.md, findings.json
@@ -76,7 +75,8 @@ COLLAPSED_SHARE = 0.5
 @dataclass(frozen=True)
 class E08Config:
     model: ModelConfig = PRESETS["cpu"]  # the dense baseline; its MLP (d_ff) is each expert's size
-    train: TrainConfig = TrainConfig(steps=300, warmup_steps=30, eval_every=50, ckpt_every=300)
+    # 200 steps: the cpu preset's budget (< 5 min on 2 cores) for 7 trained variants x 3 seeds
+    train: TrainConfig = TrainConfig(steps=200, warmup_steps=20, eval_every=50, ckpt_every=200)
     data: DataConfig = DataConfig()
     seeds: int = 3
     experts: tuple[int, ...] = (2, 4, 8)  # E of the top-1 MoE variants
@@ -93,7 +93,7 @@ class E08Config:
     timed_variants: tuple[str, ...] = TIMEABLE  # timed besides dense and moe-E<main> (trained or not)
     measure_batches: int = 4  # validation batches (train.batch_size windows each) measured per checkpoint
     timing_steps: int = 5  # training steps per timed call
-    timing_repeats: int = 8  # timed calls per variant (a speed comparison's CI comes from these)
+    timing_repeats: int = 6  # timed calls per variant (a speed comparison's CI comes from these)
 
     def __post_init__(self):
         check_at_least(self, 1, "seeds", "experts", "main_experts", "measure_batches", "timing_steps")
@@ -208,9 +208,9 @@ def run(cfg: E08Config, out: Path, opts) -> None:
     for name, model in models.items():
         spec = SweepSpec.text(lm, cfg.train, members).replace(model=model)
         train_sweep(out / "runs" / name, spec, **opts.train_kw(), desc=f"e08 {name}")
-        if model.mlp == "moe":
+        if name == _main(cfg):  # the routing statistics of every variant are in its metrics (each evaluation)
             params = sweep_params(out / "runs" / name, spec)
-            routing |= {f"{name}:{k}": v for k, v in _routing(model, params, windows).items()}
+            routing[f"{name}:counts"] = _token_counts(model, params, windows)
     for name, model in all_models(cfg, lm.model).items():  # parameters and FLOPs of all, times of some
         cost[name] = _cost(cfg, model, lm, timed=name in _timed(cfg))
     tok = lm.text.tokenizer
@@ -227,26 +227,18 @@ def _token_text(tok, i: int) -> str:
     return s if s.isprintable() and s.strip() else repr(s)
 
 
-def _routing(model: ModelConfig, params, windows) -> dict[str, np.ndarray]:
-    """Per member, from one checkpoint on `windows` (batches, B, T), each batch routed as in training:
-    share (M, L, E), dropped (M, L), entropy (M, L) averaged over batches, and first-choice counts
-    (M, L, E, V)."""
+def _token_counts(model: ModelConfig, params, windows) -> np.ndarray:
+    """(M, L, E, V) per member, from one checkpoint on `windows` (batches, B, T), each batch routed as in
+    training: how often each token id went to each expert as its first choice, per MoE block."""
 
     def one(p, tokens_BT):
         _, moe = apply_with_aux(model, p, tokens_BT)
         onehot = jax.nn.one_hot(moe["top1"], model.moe_experts, dtype=jnp.int32)  # (L, B, T, E)
         tok = jax.nn.one_hot(tokens_BT, model.vocab_size, dtype=jnp.int32)  # (B, T, V)
-        counts = jnp.einsum("lbte,btv->lev", onehot, tok)
-        return moe["share"], moe["dropped"], moe["entropy"], counts
+        return jnp.einsum("lbte,btv->lev", onehot, tok)
 
-    per_batch = jax.jit(jax.vmap(lambda p: jax.lax.map(lambda w: one(p, w), windows)))(params)
-    share, dropped, entropy, counts = (np.asarray(x) for x in per_batch)  # leading (M, batches)
-    return {
-        "share": share.mean(1),
-        "dropped": dropped.mean(1),
-        "entropy": entropy.mean(1),
-        "counts": counts.sum(1),
-    }
+    counts = jax.jit(jax.vmap(lambda p: jax.lax.map(lambda w: one(p, w), windows)))(params)
+    return np.asarray(counts).sum(1)  # over batches
 
 
 def _timed(cfg: E08Config) -> list[str]:
@@ -330,7 +322,16 @@ def _load(cfg: E08Config, out: Path) -> _Data:
         for n in names
         if n.startswith("moe")
     }
-    routing = read_measurement(out / "runs" / "routing.npz", cfg)
+    routing = dict(read_measurement(out / "runs" / "routing.npz", cfg))
+    for n, rs in rows.items():  # the routing at the last evaluation: (M, L, E) shares, (M, L) the rest
+        m, last = all_models(cfg)[n], max(r["step"] for r in rs)
+        final = sorted((r for r in rs if r["step"] == last), key=lambda r: r["member"])
+        e, layers = range(m.moe_experts), m.moe_layers
+        routing[f"{n}:share"] = np.array(
+            [[[r[f"moe_share_L{i}_E{j}"] for j in e] for i in layers] for r in final]
+        )
+        for key in ("dropped", "entropy"):
+            routing[f"{n}:{key}"] = np.array([[r[f"moe_{key}_L{i}"] for i in layers] for r in final])
     cost = read_measurement(out / "runs" / "cost.json", cfg)
     return _Data(cfg, runs, rows, routing, cost)
 
@@ -557,8 +558,8 @@ def _loss_plot(d: _Data, outs: Outputs) -> None:
 def _variants_table(d: _Data, outs: Outputs) -> None:
     cfg, dense = d.cfg, d.cost["dense"]
     t = Table(
-        f"Variants after {cfg.train.steps} steps (mean ± sd over {cfg.seeds} seeds; routing on "
-        f"{cfg.measure_batches} validation batches)",
+        f"Variants after {cfg.train.steps} steps (mean ± sd over {cfg.seeds} seeds; routing at the last "
+        f"evaluation, {cfg.train.eval_batches} validation batches)",
         [
             "variant",
             "E",
