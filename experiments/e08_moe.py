@@ -75,7 +75,8 @@ COLLAPSED_SHARE = 0.5
 @dataclass(frozen=True)
 class E08Config:
     model: ModelConfig = PRESETS["cpu"]  # the dense baseline; its MLP (d_ff) is each expert's size
-    # 200 steps: the cpu preset's budget (< 5 min on 2 cores) for 7 trained variants x 3 seeds
+    # 200 steps, to keep 7 trained variants x 3 seeds near the cpu budget (5 min on 2 cores; measured 7m52s
+    # wall, 7m57s CPU, on a 2-core machine shared with other jobs: over it there)
     train: TrainConfig = TrainConfig(steps=200, warmup_steps=20, eval_every=50, ckpt_every=200)
     data: DataConfig = DataConfig()
     seeds: int = 3
