@@ -80,6 +80,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "e06": {"uncached_max_tokens": ("4096", "64"), "position_calls": ("5", "3")},
     "e07": {"train.steps": ("200", "20"), "text_train.steps": ("200", "20")},
+    "e08": {"train.steps": ("200", "20"), "experts": ("2,4,8", "2")},
     "e09": {
         "train.steps": ("200", "10"),
         "uptrain_steps": ("50", "10"),

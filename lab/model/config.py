@@ -2,7 +2,8 @@
 table of named presets.
 
 Every architectural variant is a typed field whose allowed values are the keys of exactly one dispatch
-dict in `lab.model.layers` (POSITIONAL, NORMS, PLACEMENTS, ACTIVATIONS, MASKS, QKV_VARIANTS). A test keeps the
+dict in `lab.model.layers` (POSITIONAL, NORMS, PLACEMENTS, ACTIVATIONS, MASKS, QKV_VARIANTS,
+MLPS, MOE_DISPATCH). A test keeps the
 `Literal` types and the dicts in sync; later projects add a value to both.
 """
 
@@ -36,6 +37,10 @@ QKV = Literal["intact", "swap_qk", "swap_qv", "swap_kv", "zero_q", "zero_k", "ze
 #   and backward (FlashAttention-2's recipe); banded: sliding-window attention in O(T * window).
 AttentionImpl = Literal["naive", "blocked", "banded"]
 DType = Literal["float32", "bfloat16"]
+# Project 8: a block's MLP is one dense MLP or a mixture of experts (lab.ops.moe); an MoE layer's tokens go to
+# their experts through fixed-capacity slots (dropped past them) or all of them (dropless, grouped matmuls).
+MLPKind = Literal["dense", "moe"]
+MoEDispatch = Literal["capacity", "dropless"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,19 @@ class ModelConfig:
     init_std: float = 0.02
     rope_theta: float = 10000.0  # RoPE base: pair i of a head rotates by position * theta^(-2i/head_dim)
     dtype: DType = "float32"  # compute dtype; parameters, optimizer state, logits and loss stay float32
+    # Mixture of experts (project 8). mlp="moe" makes the MLP of every `moe_every`-th block (blocks
+    # moe_every-1, 2*moe_every-1, ...; 1 = all) a router over `moe_experts` expert MLPs of ff_dim each, each
+    # token going to its `moe_top_k` best. Capacity dispatch gives each expert
+    # ceil(moe_capacity_factor * k * tokens / E) slots per batch. The router's auxiliary losses join the
+    # training loss (lab.train.step.loss_fn) scaled by moe_balance_coef (Switch) and moe_z_coef (ST-MoE).
+    mlp: MLPKind = "dense"
+    moe_experts: int = 4
+    moe_top_k: int = 1
+    moe_capacity_factor: float = 1.25
+    moe_dispatch: MoEDispatch = "capacity"
+    moe_every: int = 1
+    moe_balance_coef: float = 1e-2
+    moe_z_coef: float = 1e-3
 
     def __post_init__(self):
         check_finite(self, "model.")
@@ -110,6 +128,7 @@ class ModelConfig:
             f"must be even, got {self.d_model} / {self.n_heads} = {self.head_dim}",
         )
         self._check_long_context()
+        self._check_moe()
         if self.qkv in ("swap_qk", "swap_qv", "tie_qk"):
             check(
                 kv == self.n_heads,
@@ -139,6 +158,29 @@ class ModelConfig:
             "model.attention='blocked' does not renumber sink positions; with sinks and rope/alibi use "
             "model.attention='naive' or 'banded'",
         )
+
+    def _check_moe(self):
+        e, k = self.moe_experts, self.moe_top_k
+        check(e >= 1, f"model.moe_experts must be >= 1, got {e}")
+        check(1 <= k <= e, f"model.moe_top_k must be in [1, model.moe_experts={e}], got {k}")
+        cf = self.moe_capacity_factor
+        check(cf > 0, f"model.moe_capacity_factor must be > 0, got {cf}")
+        check(self.moe_every >= 1, f"model.moe_every must be >= 1, got {self.moe_every}")
+        for name in ("moe_balance_coef", "moe_z_coef"):
+            check(getattr(self, name) >= 0, f"model.{name} must be >= 0, got {getattr(self, name)}")
+        check(
+            self.mlp != "moe" or self.moe_every <= self.n_layers,
+            f"model.mlp='moe' with model.moe_every={self.moe_every} makes no block of model.n_layers="
+            f"{self.n_layers} a mixture of experts; use moe_every <= n_layers (1 = every block)",
+        )
+
+    def is_moe_block(self, layer: int) -> bool:
+        """Whether block `layer` (0-based) has a mixture-of-experts MLP."""
+        return self.mlp == "moe" and layer % self.moe_every == self.moe_every - 1
+
+    @property
+    def moe_layers(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.n_layers) if self.is_moe_block(i))
 
     @property
     def kv_heads(self) -> int:

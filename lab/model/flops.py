@@ -4,6 +4,10 @@ A training step costs about 6 FLOPs per parameter per token (2 forward, 4 backwa
 with weights, plus the attention score and value products, 12 * n_layers * T * d_model per token
 (for causal attention XLA computes the full T x T product; the masked half is not skipped).
 Embedding lookups are gathers, not matmuls; a tied unembedding *is* a matmul and is counted.
+
+A mixture-of-experts block (model.mlp="moe") counts its *active* parameters: the router (d_model x E) and
+the k experts each token is routed to, not all E (Fedus et al. 2021). What a step executes can be more:
+capacity dispatch computes every slot, filled or not (capacity factor x k experts' worth per token).
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from lab.model.config import ModelConfig
 
 
 def matmul_params(cfg: ModelConfig) -> int:
-    """Parameters that take part in a matmul per token: attention and MLP weights and the unembedding."""
+    """Parameters that take part in a matmul per token: attention and MLP weights and the unembedding (in
+    a mixture-of-experts block, the router and the k experts a token goes to)."""
     d, e = cfg.d_model, cfg.head_dim
     attn = d * cfg.n_heads * e * 2 + d * cfg.kv_heads * e * 2  # wq, wo; wk, wv
     mlp = 2 * d * cfg.ff_dim
-    return cfg.n_layers * (attn + mlp) + d * cfg.vocab_size
+    n_moe = len(cfg.moe_layers)  # 0 for a dense model
+    moe = cfg.moe_top_k * mlp + d * cfg.moe_experts
+    return (cfg.n_layers - n_moe) * (attn + mlp) + n_moe * (attn + moe) + d * cfg.vocab_size
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:

@@ -2,7 +2,8 @@
 
 The variant dispatch dicts below are the single place where a config string becomes code:
 POSITIONAL[cfg.position], NORMS[cfg.norm], ACTIVATIONS[cfg.activation], MASKS[cfg.mask] and
-QKV_VARIANTS[cfg.qkv], PLACEMENTS[cfg.norm_placement] and ATTENTION_IMPLS[cfg.attention]. Parameters are
+QKV_VARIANTS[cfg.qkv], PLACEMENTS[cfg.norm_placement], ATTENTION_IMPLS[cfg.attention], and (project 8)
+MLPS[cfg.mlp] (per block: a mixture of experts where cfg.is_moe_block) with MOE_DISPATCH[cfg.moe_dispatch]. Parameters are
 float32; computation runs in `cfg.dtype` (mixed precision with bfloat16: each weight is cast where it is
 used, so gradients and optimizer state stay float32; norm statistics, attention scores and softmax are
 float32 in lab.ops, and the model's logits come out float32). Modules `sow` their attention weights, MLP activations and
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from lab import ops
 from lab.model.config import ModelConfig
 from lab.ops import kv_cache, long_attention
+from lab.ops import moe as moe_ops
 
 normal = nn.initializers.normal
 
@@ -314,6 +316,67 @@ class MLP(nn.Module):
         return y
 
 
+# --- project 8: a mixture of experts in place of the MLP (lab.ops.moe) -------------------------------------
+def _capacity_dispatch(c: ModelConfig, x_ND, experts_NK, gates_NK, w):
+    """(y (N, D), kept (N, K)): GShard/Switch dispatch through ceil(cf * k * N / E) slots per expert."""
+    fn, _ = ACTIVATIONS[c.activation]
+    cap = moe_ops.capacity(x_ND.shape[0], c.moe_experts, c.moe_top_k, c.moe_capacity_factor)
+    slot_NK, kept_NK = moe_ops.capacity_slots(experts_NK, c.moe_experts, cap)
+    expert_fn = lambda x_ECD: moe_ops.expert_mlp(x_ECD, act=fn, **w)
+    return moe_ops.capacity_combine(x_ND, slot_NK, kept_NK, gates_NK, expert_fn, c.moe_experts, cap), kept_NK
+
+
+def _dropless_dispatch(c: ModelConfig, x_ND, experts_NK, gates_NK, w):
+    """(y (N, D), kept (N, K), all true): every routing choice computed (grouped matmuls)."""
+    fn, _ = ACTIVATIONS[c.activation]
+    y = moe_ops.dropless_combine(x_ND, experts_NK, gates_NK, fn, c.moe_experts, **w)
+    return y, jnp.ones(experts_NK.shape, bool)
+
+
+MOE_DISPATCH: dict[str, Callable] = {"capacity": _capacity_dispatch, "dropless": _dropless_dispatch}
+
+
+class MoE(nn.Module):
+    """A mixture of `moe_experts` MLPs, each of the dense MLP's shape (ff_dim, gated or not, biases as the
+    dense one), behind a float32 router (Fedus et al. 2021, Switch Transformer; Lepikhin et al. 2020).
+
+    The router starts small and random (std init_std), so no two experts tie for a token. The layer sows,
+    into the "moe" collection (kept only when asked for: lab.model.transformer.apply_with_aux), its
+    auxiliary losses (Switch balance, ST-MoE z-loss) and routing statistics over the batch."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        c, dt = self.cfg, _dtype(self.cfg)
+        e, d, f = c.moe_experts, c.d_model, c.ff_dim
+        b, t, _ = x_BTD.shape
+        x_ND = x_BTD.reshape(b * t, d)
+        w_router = self.param("router", normal(c.init_std), (d, e))  # float32, used in float32
+        logits_NE = moe_ops.router_logits(x_ND, w_router)
+        probs_NE, experts_NK, gates_NK = moe_ops.top_k_route(logits_NE, c.moe_top_k)
+        p = lambda name, shape, init: self.param(name, init, shape).astype(dt)
+        zeros = nn.initializers.zeros
+        w = dict(w1_EDF=p("w1", (e, d, f), normal(c.init_std)), w2_EFD=p("w2", (e, f, d), _out_init(c)))
+        if c.gated:
+            w["w3_EDF"] = p("w3", (e, d, f), normal(c.init_std))
+        if c.bias:
+            w |= dict(b1_EF=p("b1", (e, f), zeros), b2_ED=p("b2", (e, d), zeros))
+            if c.gated:
+                w["b3_EF"] = p("b3", (e, f), zeros)
+        y_ND, kept_NK = MOE_DISPATCH[c.moe_dispatch](c, x_ND, experts_NK, gates_NK.astype(dt), w)
+        self.sow("moe", "balance_loss", moe_ops.balance_loss(probs_NE, experts_NK))
+        self.sow("moe", "z_loss", moe_ops.z_loss(logits_NE))
+        self.sow("moe", "share", moe_ops.expert_fractions(experts_NK, e))  # (E,) of all routing choices
+        self.sow("moe", "dropped", 1.0 - jnp.mean(kept_NK.astype(jnp.float32)))
+        self.sow("moe", "entropy", moe_ops.routing_entropy(probs_NE))
+        self.sow("moe", "top1_BT", experts_NK[:, 0].reshape(b, t))
+        return y_ND.reshape(b, t, d).astype(x_BTD.dtype)
+
+
+MLPS: dict[str, type[nn.Module]] = {"dense": MLP, "moe": MoE}
+
+
 # --- norm placement: one residual sub-layer f with its norm -----------------------------------------------
 PLACEMENTS: dict[str, Callable] = {
     "pre": lambda x, f, norm: x + f(norm(x)),  # GPT-2: the residual stream itself is never normalized
@@ -332,7 +395,8 @@ class Block(nn.Module):
         """x -> x'; with a KV cache, x -> (x', (k, v)) (see Attention)."""
         c = self.cfg
         norm1, norm2 = NORMS[c.norm](c, name="norm1"), NORMS[c.norm](c, name="norm2")
-        attn, mlp = Attention(c, name="attn"), MLP(c, name="mlp")
+        mlp_kind = "moe" if c.is_moe_block(layer) else "dense"  # every block is dense unless model.mlp="moe"
+        attn, mlp = Attention(c, name="attn"), MLPS[mlp_kind](c, name="mlp")
         kv = []
 
         def attend(x):

@@ -39,7 +39,7 @@ class Transformer(nn.Module):
             mask = MASKS[c.mask](tokens_BT.shape[1], prefix_len_B)
             self.sow("intermediates", "embedded", x)
             for i in range(c.n_layers):
-                x = Block(c, name=f"block_{i}")(x, mask)
+                x = Block(c, name=f"block_{i}")(x, mask, None, i)
         else:  # causal only (checked by cache_layout); the cache builds its own mask from its positions
             x = POSITIONAL[c.position].embed(self, x, c, offset=cache.length)
             ks, vs = [], []
@@ -72,6 +72,29 @@ def init(cfg: ModelConfig, key: jax.Array) -> dict:
 def apply(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, prefix_len_B: jax.Array | None = None):
     """Logits (B, T, vocab_size) for integer tokens (B, T), T <= cfg.max_len when positions are learned."""
     return Transformer(cfg).apply({"params": params}, tokens_BT, prefix_len_B)
+
+
+def apply_with_aux(cfg: ModelConfig, params: dict, tokens_BT: jax.Array, prefix_len_B=None):
+    """(logits, moe) for a model with mixture-of-experts blocks: the logits `apply` returns and, stacked over
+    the MoE blocks (cfg.moe_layers, in order), what each router saw on this batch:
+    "balance_loss" (L,), "z_loss" (L,) (lab.ops.moe), "share" (L, E) the fraction of routing choices per
+    expert, "dropped" (L,) the fraction of choices past capacity, "entropy" (L,) the mean routing entropy
+    in nats, "top1" (L, B, T) int32 each token's first-choice expert. A dense model gives empty dict."""
+    logits, state = Transformer(cfg).apply({"params": params}, tokens_BT, prefix_len_B, mutable=["moe"])
+    found = state.get("moe", {})
+    blocks = [found[f"block_{i}"]["mlp"] for i in cfg.moe_layers]
+    if not blocks:
+        return logits, {}
+    stack = lambda k: jnp.stack([b[k][0] for b in blocks])
+    return logits, {k: stack(k) for k in blocks[0] if k != "top1_BT"} | {"top1": stack("top1_BT")}
+
+
+def moe_aux_loss(cfg: ModelConfig, moe: dict) -> jax.Array:
+    """The routers' auxiliary loss summed over MoE blocks: moe_balance_coef * balance + moe_z_coef * z
+    (Switch adds each layer's balance loss; ST-MoE its z-loss)."""
+    if not moe:
+        return jnp.zeros((), jnp.float32)
+    return cfg.moe_balance_coef * jnp.sum(moe["balance_loss"]) + cfg.moe_z_coef * jnp.sum(moe["z_loss"])
 
 
 def capture(cfg: ModelConfig, params: dict, tokens_BT, prefix_len_B=None) -> tuple[jax.Array, dict]:

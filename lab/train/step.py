@@ -17,6 +17,7 @@ import optax
 
 from lab import ops
 from lab.model import ModelConfig, apply
+from lab.model.transformer import apply_with_aux, moe_aux_loss
 from lab.train.config import TrainConfig
 from lab.train.optimizer import apply_updates, make_optimizer, unit_schedule
 from lab.train.state import TrainState
@@ -33,9 +34,37 @@ def default_forward(cfg: ModelConfig, params, batch, extra):
 
 
 def loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
+    if cfg.mlp == "moe" and forward is None:
+        return moe_loss_fn(params, cfg, batch, extra)
     logits = (forward or default_forward)(cfg, params, batch, extra)
     loss, _ = ops.cross_entropy(logits, batch["targets"], batch["mask"])
     return loss, logits
+
+
+def moe_loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
+    """A mixture-of-experts model's loss: the next-token cross entropy in value, cross entropy plus the
+    routers' auxiliary losses (lab.model.transformer.moe_aux_loss) in gradient. aux - stop_gradient(aux) is
+    exactly 0 but carries aux's gradient, so train and val losses stay cross entropies, comparable with a
+    dense model's, while the balance and z-losses still train the routers."""
+    logits, moe = apply_with_aux(cfg, params, batch["inputs"], batch.get("prefix_len"))
+    loss, _ = ops.cross_entropy(logits, batch["targets"], batch["mask"])
+    aux = moe_aux_loss(cfg, moe)
+    return loss + (aux - jax.lax.stop_gradient(aux)), logits
+
+
+def moe_eval_stats(params, batch, cfg: ModelConfig) -> dict:
+    """Routing statistics of a mixture-of-experts model on one batch, as flat scalars named by block index
+    l and expert e: moe_share_L<l>_E<e> (fraction of routing choices), moe_dropped_L<l>, moe_entropy_L<l>
+    (nats), moe_balance_L<l> (Switch's loss, unscaled), moe_z_L<l> (ST-MoE's, unscaled)."""
+    _, moe = apply_with_aux(cfg, params, batch["inputs"], batch.get("prefix_len"))
+    out = {}
+    for i, layer in enumerate(cfg.moe_layers):
+        for e in range(cfg.moe_experts):
+            out[f"moe_share_L{layer}_E{e}"] = moe["share"][i, e]
+        for key, name in (("dropped", "dropped"), ("entropy", "entropy"), ("balance_loss", "balance")):
+            out[f"moe_{name}_L{layer}"] = moe[key][i]
+        out[f"moe_z_L{layer}"] = moe["z_loss"][i]
+    return out
 
 
 def train_step(
@@ -123,10 +152,14 @@ def eval_step(
         value, logits = (loss or loss_fn)(params, cfg, batch, extra, forward)
         m = batch["mask"].astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-        return value, jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
+        acc = jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
+        if cfg.mlp == "moe" and forward is None:  # routing over training, in the metrics (dense: unchanged)
+            return value, acc, moe_eval_stats(params, batch, cfg)
+        return value, acc
 
-    losses, accs = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
-    return {"val_loss": jnp.mean(losses), "val_accuracy": jnp.mean(accs)}
+    out = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
+    moe = {k: jnp.mean(v) for k, v in out[2].items()} if len(out) == 3 else {}
+    return {"val_loss": jnp.mean(out[0]), "val_accuracy": jnp.mean(out[1])} | moe
 
 
 def eval_transformed(params, transforms, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, chunk: int = 8):

@@ -529,6 +529,8 @@ def test_valid_configs_construct(kw):
         (config.Mask, layers.MASKS, "mask"),
         (config.QKV, layers.QKV_VARIANTS, "qkv"),
         (config.AttentionImpl, layers.ATTENTION_IMPLS, "attention"),
+        (config.MLPKind, layers.MLPS, "mlp"),
+        (config.MoEDispatch, layers.MOE_DISPATCH, "moe_dispatch"),
     ],
 )
 def test_literal_types_match_dispatch_dicts(alias, table, field):
