@@ -55,7 +55,7 @@ def test_tables_and_verdicts_follow_from_the_run_files(smoke):
     cps = []
     for row in at_t:
         where, before, after = change_point(d, row)
-        cps.append(where if before - after >= 0.5 * (1 - chance) else np.nan)
+        cps.append(where if before - after >= 0.5 * (1 - chance) else T)  # never collapses: counted at T
     at_w = compare_to(cps, W).verdict("equal", 2.0)
     assert _finding(f, "one-layer window")["verdict"] == headline([inside, beyond, at_w])
     assert f["verdict"] == headline([x["verdict"] for x in f["findings"]])
@@ -83,7 +83,7 @@ def test_tables_and_verdicts_follow_from_the_run_files(smoke):
 def test_hand_made_accuracy_curves_give_the_known_verdict(smoke, tmp_path, shape, verdict):
     """The one-layer window model's accuracy curve at T, made by hand. A step from 1.0 to chance at W: inside,
     at chance beyond and collapsing at W all supported. Accurate everywhere: inside supported, beyond
-    refuted, no collapse (inconclusive) -> qualified. Zero everywhere: inside refuted, beyond refuted (below
+    refuted, no collapse (each seed's collapse point counted at T, far from W: refuted) -> qualified. Zero everywhere: inside refuted, beyond refuted (below
     chance by more than the margin), no collapse -> refuted."""
     _, out = smoke
     copy = tmp_path / out.name
@@ -104,6 +104,32 @@ def test_hand_made_accuracy_curves_give_the_known_verdict(smoke, tmp_path, shape
     assert window["verdict"] == verdict, window["evidence"]
     if shape == "step at W":
         assert f"collapse point {W:.1f} ± 0.0 vs W = {W}" in window["evidence"]
+    else:
+        assert f"{cfg.seeds} of {cfg.seeds} seeds never collapse, counted at T = {T}" in window["evidence"]
+
+
+def test_the_length_finding_holds_the_distances_fixed_and_reports_unseen_ones_apart():
+    """Full attention that keeps its training distances in sequences twice as long, but fails at distances it
+    never saw: more context did not hurt (not supported), and the unseen distances are reported at 0. Losing
+    the training distances too is a fall (supported)."""
+    import dataclasses
+
+    import experiments.e07_long_context as e07
+
+    cfg = dataclasses.replace(e07.PRESET_TABLE["smoke"], eval_lengths=(1, 2))
+    T, W, seeds = cfg.task.seq_len, cfg.window, 3
+    full = np.full((seeds, 2, 2 * T - 1), np.nan)
+    full[:, 0, : T - 1] = 1.0
+    full[:, 1, : T - 1] = np.array([[1.0], [0.99], [1.0]])
+    full[:, 1, T - 1 :] = 0.0
+    window = np.zeros_like(full)
+    window[:, 1, : W - 1] = 1.0
+    grid = {(1, "full"): {"accuracy": full}, (1, "window"): {"accuracy": window}}
+    f = e07._finding_length(cfg, grid)
+    assert f.verdict != "supported", f.evidence
+    assert f"at the unseen distances {T}..{2 * T - 1}: 0.000 ± 0.000" in f.evidence
+    full[:, 1, : T - 1] = np.array([[0.5], [0.4], [0.45]])
+    assert e07._finding_length(cfg, grid).verdict == "supported"
 
 
 @pytest.mark.parametrize(

@@ -179,8 +179,12 @@ def test_the_speed_finding_is_decided_on_log_times(moe, verdict, words):
         moe_E4_top2=[35.0, 35.1, 34.9],
         moe_E4_dropless=[60.0, 61.0, 59.5],
     )
-    f = e08._speed_finding(d)
+    f = e08._speed_finding(d, "cpu")
     assert f.verdict == verdict, f.evidence
     for w in words:
         assert w in f.evidence, f.evidence
     assert "moe-E4-dropless / moe-E4" in f.evidence and "moe-E4-top2 / moe-E4" in f.evidence
+    assert f.claim.endswith("on this machine (cpu)") and "masked dense product" in f.evidence
+    # the CPU backend's reason for slow dropless matmuls is not given for another platform's numbers
+    g = e08._speed_finding(d, "gpu")
+    assert g.verdict == verdict and g.claim.endswith("(gpu)") and "masked dense product" not in g.evidence
