@@ -63,6 +63,8 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     assert f"{np.mean(top):.3f} ± {np.std(top, ddof=1):.3f}" in f["findings"][0]["evidence"]
     loss = {n: _final(out / "runs" / n) for n in ("dense", "moe-E2")}
     assert f["findings"][2]["verdict"] == compare(loss["dense"], loss["moe-E2"]).verdict("less")
+    # the headline: routing and equal compute only (the breaks and the step time are reported beside it)
+    assert f["verdict"] == headline([f["findings"][0]["verdict"], f["findings"][2]["verdict"]])
     table = (out / "tables" / "variants.md").read_text()
     assert "| dense | — | — | — | — | " in table and f"{np.mean(loss['dense']):.3f} ±" in table
     cost = read_measurement(out / "runs" / "cost.json", cfg)
