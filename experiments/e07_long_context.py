@@ -15,7 +15,10 @@ Claims tested (lab.ops.long_attention builds the three computations; lab.model's
      distance of its training length; attention sinks (Xiao et al. 2023, StreamingLLM) in the training mask
      make the first positions retrievable again; and whether a second windowed layer relays items from
      beyond W (up to 2W - 2 in two hops) is measured. Accuracy over context length x item distance,
-     trained at T and evaluated at 1x, 2x and 4x T.
+     trained at T and evaluated at 1x, 2x and 4x T. The one-layer full-attention model is also trained with
+     each other position scheme of e02 that runs past its training length (`positions`: none, sinusoidal,
+     alibi besides model.position's rope; learned tables end at T): which schemes keep retrieval at the
+     training distances in longer sequences, and how far past T each still retrieves.
   3. Streaming at 4x the training length: a model trained with full attention on text, run with a sliding
      window alone vs the same window plus sinks (positions renumbered as the paper does): sinks keep the
      held-out loss lower once the first tokens leave the window.
@@ -27,6 +30,7 @@ Writes:   results/e07_long_context/
                               forward+backward; seconds per forward+backward call at the timed lengths
   runs/passkey/L<n>_<variant>/  one sweep over seeds per depth n and variant (full, window, sinks)
   runs/passkey_L<n>_<variant>.npz  per seed, eval length and distance: accuracy and loss of the answer
+  runs/passkey/L1_full_<scheme>/, runs/passkey_L1_full_<scheme>.npz  the same for each of `positions`
   runs/text/full/             the text model (full attention) trained at T
   runs/streaming.npz          per seed and position of a 4T stream: held-out loss with full attention, a
                               window, and the window plus sinks
@@ -60,6 +64,8 @@ from lab.train.config import TRAIN_PRESETS
 from lab.viz import plots
 
 VARIANTS = ("full", "window", "sinks")
+# e02's position schemes that can run past the training length (a learned table cannot)
+POSITIONS = ("none", "sinusoidal", "rope", "alibi")
 METHODS = ("naive", "blocked", "banded")
 MODES = ("forward", "forward+backward")
 # Thresholds fixed with the claims, before measuring:
@@ -85,6 +91,9 @@ class E07Config:
     variants: tuple[str, ...] = VARIANTS
     eval_lengths: tuple[int, ...] = (1, 2, 4)  # multiples of T
     eval_examples: int = 64  # per (length, distance)
+    # besides model.position: a one-layer full-attention passkey model per scheme, evaluated like the others,
+    # to see which schemes keep retrieval at the training distances in longer sequences
+    positions: tuple[str, ...] = ("none", "sinusoidal", "alibi")
     data: DataConfig = DataConfig()
     text_model: ModelConfig = ModelConfig(max_len=64, n_layers=2, d_model=64, n_heads=4, position="rope")
     text_train: TrainConfig = TrainConfig(
@@ -117,6 +126,12 @@ class E07Config:
         for name in ("block", "mem_block", "mem_window"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check_choices(self, "variants", VARIANTS, required=("window",))
+        check_choices(self, "positions", POSITIONS)
+        check(len(set(self.positions)) == len(self.positions), "positions has a repeated value")
+        check(
+            self.model.position not in self.positions,
+            f"positions lists model.position ({self.model.position!r}), which every variant already uses",
+        )
         check_distinct(self, "variants", "depths", "eval_lengths", "mem_lengths", "time_lengths")
         check_at_least(self, 2, "mem_lengths")
         check(len(self.mem_lengths) >= 3, "mem_lengths needs at least 3 lengths to fit a slope")
@@ -164,7 +179,8 @@ PRESET_TABLE = {
     "smoke": E07Config(
         model=ModelConfig(d_model=16, n_heads=2, position="rope"),
         train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20), task=Passkey(seq_len=12, n_filler=6, n_values=4),
-        window=4, sinks=2, block=4, depths=(1,), variants=("window", "sinks"), eval_lengths=(1,), eval_examples=8,
+        window=4, sinks=2, block=4, depths=(1,), variants=("window", "sinks"), eval_lengths=(1, 2), eval_examples=8,
+        positions=("alibi",),
         text_model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2, position="rope"),
         text_train=TRAIN_PRESETS["smoke"].replace(ckpt_every=20), text_window=8, text_sinks=2,
         stream_mult=2, stream_examples=4, mem_lengths=(64, 128, 256), time_lengths=(64,), time_repeats=1,
@@ -193,6 +209,13 @@ def run(cfg: E07Config, out: Path, opts) -> None:
         train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e07 passkey {depth} layer(s), {variant}")
         m = _passkey_grid(cfg, model, sweep_params(run_dir, spec))
         write_measurement(out / "runs" / f"passkey_L{depth}_{variant}.npz", m, cfg)
+    for pos in cfg.positions:  # the one-layer full-attention model with each other position scheme
+        model = _model(cfg, "full", 1).replace(position=pos)
+        spec = SweepSpec(model, cfg.train, cfg.task, seed_members(cfg.seeds, cfg.train))
+        run_dir = out / "runs" / "passkey" / f"L1_full_{pos}"
+        train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e07 passkey 1 layer, full, {pos} positions")
+        m = _passkey_grid(cfg, model, sweep_params(run_dir, spec))
+        write_measurement(out / "runs" / f"passkey_L1_full_{pos}.npz", m, cfg)
     lm = text_lm(cfg.data, cfg.text_model)
     spec = SweepSpec.text(lm, cfg.text_train, seed_members(cfg.seeds, cfg.text_train))
     train_sweep(out / "runs" / "text" / "full", spec, **opts.train_kw(), desc="e07 text, full attention")
@@ -318,8 +341,112 @@ def analyze(cfg: E07Config, out: Path):
         findings.append(_finding_sink_mask(cfg, summary))
     if "full" in cfg.variants and max(cfg.eval_lengths) > 1:
         findings.append(_finding_length(cfg, grid))
+    schemes = _position_grids(cfg, grid, out)
+    if schemes:
+        pruns = {p: out / "runs" / "passkey" / f"L1_full_{p}" for p in cfg.positions}
+        loss = {p: r.final_val_loss for p, r in load_runs(pruns).items()}
+        if (1, "full") in runs:
+            loss[cfg.model.position] = runs[(1, "full")].final_val_loss
+        outs.table("positions.md", _positions_table(cfg, schemes, loss))
+        _positions_plot(cfg, schemes, outs)
+        if max(cfg.eval_lengths) > 1:
+            findings.append(_finding_positions(cfg, schemes))
     findings.append(_finding_streaming(cfg, stream))
     return outs.findings(headline(findings), claims_summary(findings), findings)
+
+
+def _position_grids(cfg, grid, out) -> dict:
+    """{position scheme: the one-layer full-attention model's accuracy grid}: model.position's (when the
+    'full' variant ran) and each of `positions`."""
+    schemes = {cfg.model.position: grid[(1, "full")]["accuracy"]} if (1, "full") in grid else {}
+    for p in cfg.positions:
+        schemes[p] = read_measurement(out / "runs" / f"passkey_L1_full_{p}.npz", cfg)["accuracy"]
+    return schemes
+
+
+def _at_lengths(cfg, acc) -> dict:
+    """Per seed: mean accuracy at the training distances (d < T) in sequences of each eval length, at the
+    distances never trained (T <= d < top x T) in the longest, and the change-point of the longest one's
+    accuracy against distance when it is a collapse (NaN: none)."""
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    j = cfg.eval_lengths.index(top)
+    chance = 1.0 / cfg.task.n_values
+    d = np.arange(1, top * T)
+    cps = []
+    for row in acc[:, j, : top * T - 1]:
+        where, before, after = change_point(d, row)
+        cps.append(where if before - after >= DROP * (1 - chance) else np.nan)
+    return {
+        "same": {m: acc[:, i, : T - 1].mean(1) for i, m in enumerate(cfg.eval_lengths)},
+        "unseen": acc[:, j, T - 1 : top * T - 1].mean(1) if top > 1 else np.full(acc.shape[0], np.nan),
+        "collapse": np.asarray(cps, np.float64),
+    }
+
+
+def _positions_table(cfg, schemes, loss) -> Table:
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    cols = ["position scheme", "val loss"] + [f"d < {T} in {m * T} tokens" for m in cfg.eval_lengths]
+    cols += [f"{T} <= d < {top * T} in {top * T}", f"collapse point (d) in {top * T}"]
+    t = Table(
+        f"One-layer full attention trained at T = {T}, by position scheme: passkey accuracy (mean ± sd over "
+        "seeds)",
+        cols,
+        note=f"The same distances (d < {T}) in longer sequences measure more context; the distances never "
+        f"trained ({T} and beyond) measure distance extrapolation. Collapse point: the change-point of accuracy "
+        f"against d in {top * T}-token sequences, counted when accuracy falls there by at least {DROP} of "
+        "(1 - chance). Learned positions are left out: their table ends at the training length.",
+    )
+    for p, acc in schemes.items():
+        a = _at_lengths(cfg, acc)
+        cp = a["collapse"]
+        cp_cell = (
+            summarize(cp, why="no collapse").fmt(1)
+            if np.isfinite(cp).any()
+            else f"no collapse ({cp.size}/{cp.size})"
+        )
+        same = [_fmt(a["same"][m]) for m in cfg.eval_lengths]
+        t.add(p, _fmt(loss[p]) if p in loss else "—", *same, _fmt(a["unseen"]), cp_cell)
+    return t
+
+
+def _positions_plot(cfg, schemes, outs) -> None:
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    j = cfg.eval_lengths.index(top)
+    d = np.arange(1, top * T)
+    fig, axes = plots.figure(width=6.0)
+    ax = axes[0, 0]
+    for k, (p, acc) in enumerate(schemes.items()):
+        plots.band(ax, d, acc[:, j, : top * T - 1], p, color=f"C{k}")
+    ax.axvline(T - 0.5, color="black", linestyle=":", linewidth=1, label=f"training length T = {T}")
+    ax.axhline(1 / cfg.task.n_values, color="grey", linestyle=":", label="chance")
+    plots.finish(
+        ax,
+        f"e07: one-layer full attention in {top * T}-token sequences, by position scheme "
+        f"(mean ± sd over {cfg.seeds} seeds)",
+        "distance from query to item (tokens)",
+        "accuracy",
+    )
+    plots.save(fig, outs.plot("positions.png"))
+
+
+def _finding_positions(cfg, schemes) -> Finding:
+    """Per position scheme: does accuracy at the training distances fall in sequences top x T long?"""
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    parts, ev = [], []
+    for p, acc in schemes.items():
+        a = _at_lengths(cfg, acc)
+        c = compare(a["same"][1], a["same"][top])
+        parts.append(c.verdict("less"))
+        ev.append(
+            f"{p}: {_fmt(a['same'][1])} in {T} vs {_fmt(a['same'][top])} in {top * T} ({c.fmt()}: {parts[-1]}); "
+            f"unseen distances {_fmt(a['unseen'])}"
+        )
+    return Finding(
+        f"With every position scheme ({', '.join(schemes)}), one-layer full attention retrieves items at its "
+        f"training distances (d < {T}) less well in sequences {top}x the training length",
+        headline(parts),
+        "mean accuracy over d < T, per scheme: " + "; ".join(ev),
+    )
 
 
 def _slopes(cfg, scaling) -> dict:

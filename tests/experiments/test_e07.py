@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lab.analysis import compare_to, headline
+from lab.analysis import compare, compare_to, headline
 from lab.analysis.curves import change_point
 from lab.cli import main
 from lab.experiment import load_config, registry
@@ -59,6 +59,11 @@ def test_tables_and_verdicts_follow_from_the_run_files(smoke):
     at_w = compare_to(cps, W).verdict("equal", 2.0)
     assert _finding(f, "one-layer window")["verdict"] == headline([inside, beyond, at_w])
     assert f["verdict"] == headline([x["verdict"] for x in f["findings"]])
+    # the other position schemes: the same distances (d < T) in sequences of T and of 2T, by the rule
+    alibi = read_measurement(out / "runs" / "passkey_L1_full_alibi.npz", cfg)["accuracy"]
+    same = [alibi[:, i, : T - 1].mean(1) for i in (0, 1)]
+    assert _finding(f, "every position scheme")["verdict"] == compare(*same).verdict("less")
+    assert (out / "tables" / "positions.md").read_text().count("\n| alibi |") == 1
     stream = read_measurement(out / "runs" / "streaming.npz", cfg)
     n = cfg.stream_mult * cfg.text_model.max_len
     assert all(
@@ -108,6 +113,29 @@ def test_hand_made_accuracy_curves_give_the_known_verdict(smoke, tmp_path, shape
         assert f"{cfg.seeds} of {cfg.seeds} seeds never collapse, counted at T = {T}" in window["evidence"]
 
 
+def test_each_position_scheme_is_decided_on_the_training_distances_and_its_collapse_found():
+    """One scheme keeps its training distances in sequences twice as long and collapses exactly at T (the
+    unseen distances); the other loses them: qualified, and supported once both lose them."""
+    import dataclasses
+
+    import experiments.e07_long_context as e07
+
+    cfg = dataclasses.replace(e07.PRESET_TABLE["smoke"], eval_lengths=(1, 2))
+    T = cfg.task.seq_len
+    keeps = np.full((3, 2, 2 * T - 1), np.nan)
+    keeps[:, 0, : T - 1] = 1.0
+    keeps[:, 1, : T - 1] = np.array([[1.0], [0.99], [1.0]])
+    keeps[:, 1, T - 1 :] = 0.0
+    falls = keeps.copy()
+    falls[:, 1, : T - 1] = np.array([[0.5], [0.4], [0.45]])
+    np.testing.assert_array_equal(e07._at_lengths(cfg, keeps)["collapse"], [T, T, T])
+    f = e07._finding_positions(cfg, {"rope": falls, "alibi": keeps})
+    assert f.verdict == "qualified", f.evidence
+    assert f"rope: 1.000 ± 0.000 in {T} vs 0.450 ± 0.050 in {2 * T}" in f.evidence
+    assert "alibi: 1.000 ± 0.000" in f.evidence and "unseen distances 0.000 ± 0.000" in f.evidence
+    assert e07._finding_positions(cfg, {"rope": falls, "alibi": falls.copy()}).verdict == "supported"
+
+
 def test_the_length_finding_holds_the_distances_fixed_and_reports_unseen_ones_apart():
     """Full attention that keeps its training distances in sequences twice as long, but fails at distances it
     never saw: more context did not hurt (not supported), and the unseen distances are reported at 0. Losing
@@ -141,6 +169,8 @@ def test_the_length_finding_holds_the_distances_fixed_and_reports_unseen_ones_ap
         (["mem_block=-1"], "mem_block must be >= 1, got -1"),
         (["text_sinks=9"], "text_sinks must be in 0..text_window (8), got 9"),
         (["model.position=learned"], "learned positions cannot run past the training length"),
+        (["positions=learned"], "positions: unknown ['learned']; allowed: none, sinusoidal, rope, alibi"),
+        (["positions=rope"], "positions lists model.position ('rope')"),
     ],
 )
 def test_bad_sizes_are_refused_in_one_line_before_anything_is_written(tmp_path, capsys, sets, needle):
