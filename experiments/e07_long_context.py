@@ -16,9 +16,9 @@ Claims tested (lab.ops.long_attention builds the three computations; lab.model's
      make the first positions retrievable again; and whether a second windowed layer relays items from
      beyond W (up to 2W - 2 in two hops) is measured. Accuracy over context length x item distance,
      trained at T and evaluated at 1x, 2x and 4x T. The one-layer full-attention model is also trained with
-     each other position scheme of e02 that runs past its training length (`positions`: none, sinusoidal,
-     alibi besides model.position's rope; learned tables end at T): which schemes keep retrieval at the
-     training distances in longer sequences, and how far past T each still retrieves.
+     other position schemes of e02 that run past the training length (`positions`: none and alibi besides
+     model.position's rope; sinusoidal can be added; learned tables end at T): which schemes keep retrieval
+     at the training distances in longer sequences, and how far past T each still retrieves.
   3. Streaming at 4x the training length: a model trained with full attention on text, run with a sliding
      window alone vs the same window plus sinks (positions renumbered as the paper does): sinks keep the
      held-out loss lower once the first tokens leave the window.
@@ -92,8 +92,10 @@ class E07Config:
     eval_lengths: tuple[int, ...] = (1, 2, 4)  # multiples of T
     eval_examples: int = 64  # per (length, distance)
     # besides model.position: a one-layer full-attention passkey model per scheme, evaluated like the others,
-    # to see which schemes keep retrieval at the training distances in longer sequences
-    positions: tuple[str, ...] = ("none", "sinusoidal", "alibi")
+    # to see which schemes keep retrieval at the training distances in longer sequences. Sinusoidal is left
+    # out of the cpu preset's budget: at this size it did not learn the task in 200 steps (accuracy
+    # 0.32 ± 0.18 at T with --set positions=none,sinusoidal,alibi, 2026-12-02), so it tells nothing of length
+    positions: tuple[str, ...] = ("none", "alibi")
     data: DataConfig = DataConfig()
     text_model: ModelConfig = ModelConfig(max_len=64, n_layers=2, d_model=64, n_heads=4, position="rope")
     text_train: TrainConfig = TrainConfig(
