@@ -52,11 +52,13 @@ def moe_loss_fn(params, cfg: ModelConfig, batch, extra=None, forward=None):
     return loss + (aux - jax.lax.stop_gradient(aux)), logits
 
 
-def moe_eval_stats(params, batch, cfg: ModelConfig) -> dict:
-    """Routing statistics of a mixture-of-experts model on one batch, as flat scalars named by block index
-    l and expert e: moe_share_L<l>_E<e> (fraction of routing choices), moe_dropped_L<l>, moe_entropy_L<l>
-    (nats), moe_balance_L<l> (Switch's loss, unscaled), moe_z_L<l> (ST-MoE's, unscaled)."""
-    _, moe = apply_with_aux(cfg, params, batch["inputs"], batch.get("prefix_len"))
+def moe_eval(params, batch, cfg: ModelConfig):
+    """(cross entropy, logits, routing statistics) of a mixture-of-experts model on one batch, from one
+    forward pass. The statistics are flat scalars named by block index l and expert e: moe_share_L<l>_E<e>
+    (fraction of routing choices), moe_dropped_L<l>, moe_entropy_L<l> (nats), moe_balance_L<l> (Switch's
+    loss, unscaled), moe_z_L<l> (ST-MoE's, unscaled)."""
+    logits, moe = apply_with_aux(cfg, params, batch["inputs"], batch.get("prefix_len"))
+    loss, _ = ops.cross_entropy(logits, batch["targets"], batch["mask"])
     out = {}
     for i, layer in enumerate(cfg.moe_layers):
         for e in range(cfg.moe_experts):
@@ -64,7 +66,7 @@ def moe_eval_stats(params, batch, cfg: ModelConfig) -> dict:
         for key, name in (("dropped", "dropped"), ("entropy", "entropy"), ("balance_loss", "balance")):
             out[f"moe_{name}_L{layer}"] = moe[key][i]
         out[f"moe_z_L{layer}"] = moe["z_loss"][i]
-    return out
+    return loss, logits, out
 
 
 def train_step(
@@ -149,13 +151,15 @@ def eval_step(
         )
         if shard_batch is not None:
             batch = shard_batch(batch)
-        value, logits = (loss or loss_fn)(params, cfg, batch, extra, forward)
+        routed = cfg.mlp == "moe" and forward is None and loss is None
+        if routed:  # routing over training, in the metrics (dense: unchanged); the value is moe_loss_fn's
+            value, logits, stats = moe_eval(params, batch, cfg)
+        else:
+            value, logits = (loss or loss_fn)(params, cfg, batch, extra, forward)
         m = batch["mask"].astype(jnp.float32)
         correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
         acc = jnp.sum(correct * m) / jnp.maximum(jnp.sum(m), 1.0)
-        if cfg.mlp == "moe" and forward is None:  # routing over training, in the metrics (dense: unchanged)
-            return value, acc, moe_eval_stats(params, batch, cfg)
-        return value, acc
+        return (value, acc, stats) if routed else (value, acc)
 
     out = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
     moe = {k: jnp.mean(v) for k, v in out[2].items()} if len(out) == 3 else {}
