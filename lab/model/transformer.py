@@ -100,19 +100,22 @@ def moe_aux_loss(cfg: ModelConfig, moe: dict) -> jax.Array:
 def capture(cfg: ModelConfig, params: dict, tokens_BT, prefix_len_B=None) -> tuple[jax.Array, dict]:
     """(logits, intermediates) where intermediates holds, as float32 arrays:
     "residual": (L+1, B, T, D) the residual stream after the embedding and after each block;
-    "mlp_hidden": (L, B, T, F) each MLP's activation (after the nonlinearity / gating);
-    "attn_weights": (L, B, H, T, T) each layer's attention probabilities."""
+    "mlp_hidden": (L, B, T, F) each MLP's activation (after the nonlinearity / gating), for dense MLPs only
+        (a mixture-of-experts block has no single hidden layer: its routing is in `apply_with_aux`);
+    "attn_weights": (L, B, H, T, T) each layer's attention probabilities, for model.attention="naive" only
+        (blocked and banded attention never build the T x T array; that is their point)."""
     logits, state = Transformer(cfg).apply(
         {"params": params}, tokens_BT, prefix_len_B, mutable=["intermediates"]
     )
     inter = state["intermediates"]
     blocks = [inter[f"block_{i}"] for i in range(cfg.n_layers)]
     f32 = lambda xs: jnp.stack([x.astype(jnp.float32) for x in xs])
-    return logits, {
-        "residual": f32([inter["embedded"][0]] + [b["residual"][0] for b in blocks]),
-        "mlp_hidden": f32([b["mlp"]["hidden"][0] for b in blocks]),
-        "attn_weights": f32([b["attn"]["attn_weights"][0] for b in blocks]),
-    }
+    out = {"residual": f32([inter["embedded"][0]] + [b["residual"][0] for b in blocks])}
+    if all("hidden" in b.get("mlp", {}) for b in blocks):
+        out["mlp_hidden"] = f32([b["mlp"]["hidden"][0] for b in blocks])
+    if all("attn_weights" in b.get("attn", {}) for b in blocks):
+        out["attn_weights"] = f32([b["attn"]["attn_weights"][0] for b in blocks])
+    return logits, out
 
 
 def cache_layout(cfg: ModelConfig, size: int, window: int | None = None) -> tuple[int, bool]:
@@ -176,7 +179,12 @@ def param_count(params: dict) -> int:
 
 def stacked_attention(cfg: ModelConfig, params: dict, tokens_BT) -> jax.Array:
     """(S, L, B, H, T, T) attention probabilities of S stacked parameter sets (a sweep's members on a
-    leading axis) on the same tokens (B, T)."""
+    leading axis) on the same tokens (B, T). Only naive attention has them (`capture`)."""
+    if cfg.attention != "naive":
+        raise ValueError(
+            f"model.attention={cfg.attention!r} never builds the attention probabilities; "
+            'set model.attention="naive" (the same function, materialized) to look at them'
+        )
     return jax.jit(jax.vmap(lambda p: capture(cfg, p, tokens_BT)[1]["attn_weights"]))(params)
 
 

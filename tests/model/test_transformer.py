@@ -622,6 +622,26 @@ def test_capture_returns_residuals_mlp_activations_and_attention():
     np.testing.assert_allclose(inter["residual"][0], P["wte"][tokens] + P["wpe"][:T], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "variant, has",
+    [({"mlp": "moe"}, "attn_weights"), ({"attention": "blocked", "attn_block": 4}, "mlp_hidden")],
+)
+def test_capture_of_a_model_variant_returns_what_it_computes_and_the_same_logits(variant, has):
+    # A mixture-of-experts block has no single MLP hidden layer; blocked attention never builds T x T weights.
+    # capture must still run them (the residual stream is the same function), returning only what exists.
+    cfg = BASE.replace(**variant)
+    params, tokens = _params(cfg, 13), _tokens(13)
+    logits, inter = transformer.capture(cfg, params, tokens)
+    np.testing.assert_allclose(
+        np.asarray(logits), np.asarray(_apply(cfg, params, tokens)), rtol=1e-5, atol=1e-5
+    )
+    assert sorted(inter) == sorted(["residual", has])
+    assert inter["residual"].shape == (cfg.n_layers + 1, B, T, cfg.d_model)
+    if "attention" in variant:
+        with pytest.raises(ValueError, match="never builds the attention probabilities"):
+            transformer.stacked_attention(cfg, jax.tree_util.tree_map(lambda a: a[None], params), tokens)
+
+
 def _permutation_equivariant(cfg, seed):
     params = _params(cfg, seed)
     tokens = _tokens(seed)
