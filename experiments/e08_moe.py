@@ -25,7 +25,7 @@ Writes:   results/e08_moe/
   runs/routing.npz      from the main MoE's final checkpoint, on `measure_batches` validation batches:
                         first-choice counts (member, layer, expert, token id)
   runs/cost.json        per variant: total and active parameters, model FLOPs per token, seconds per
-                        training step (one member, timing_repeats repeats of timing_steps steps)
+                        training step (one member, timing_repeats calls of timing_steps steps, the variants in turn)
   plots/*.png, tables/*.md, findings.json
 
 Variants: "dense" (the baseline: equal active FLOPs to a top-1 MoE, up to the router), "dense-wide" (d_ff x
@@ -213,8 +213,11 @@ def run(cfg: E08Config, out: Path, opts) -> None:
         if name == _main(cfg):  # the routing statistics of every variant are in its metrics (each evaluation)
             params = sweep_params(out / "runs" / name, spec)
             routing[f"{name}:counts"] = _token_counts(model, params, windows)
-    for name, model in all_models(cfg, lm.model).items():  # parameters and FLOPs of all, times of some
-        cost[name] = _cost(cfg, model, lm, timed=name in _timed(cfg))
+    models_all = all_models(cfg, lm.model)
+    for name, model in models_all.items():  # parameters and FLOPs of all, times of some
+        cost[name] = _cost(model)
+    for name, secs in _step_seconds(cfg, {n: models_all[n] for n in _timed(cfg)}, lm).items():
+        cost[name]["seconds_per_step"] = secs
     tok = lm.text.tokenizer
     routing["token_text"] = np.array([_token_text(tok, i) for i in range(lm.model.vocab_size)])
     write_measurement(out / "runs" / "routing.npz", routing, cfg)
@@ -249,29 +252,39 @@ def _timed(cfg: E08Config) -> list[str]:
     return ["dense", _main(cfg)] + [_name(cfg, k) for k in cfg.timed_variants]
 
 
-def _cost(cfg: E08Config, model: ModelConfig, lm, timed: bool) -> dict:
-    """Parameters, model FLOPs per token and (if `timed`) measured seconds per training step of one member."""
+def _cost(model: ModelConfig) -> dict:
+    """Parameters and model FLOPs per token (seconds per step are added for the timed variants)."""
     total = param_count(jax.eval_shape(lambda: init(model, jax.random.key(0))))
-    out = {
+    return {
         "total_params": total,
         "matmul_params": flops.matmul_params(model),
         "train_flops_per_token": flops.train_flops_per_token(model),
         "seconds_per_step": None,
     }
-    if not timed:
-        return out
-    state = init_state(model, cfg.train, 0, cfg.train.lr, cfg.train.init_scale)
+
+
+def _step_seconds(cfg: E08Config, models: dict[str, ModelConfig], lm) -> dict[str, list[float]]:
+    """Measured seconds per training step of one member of each model, `timing_repeats` calls of
+    `timing_steps` steps each. Every program is compiled and run once first; then the repeats go round the
+    variants in turn (A B C, A B C, ...), so a slow spell of a shared machine falls on all of them alike
+    rather than on whichever was being timed."""
     data = {k: jnp.asarray(v) for k, v in lm.text.arrays.items()}
-    step = jax.jit(partial(train_steps, n_steps=cfg.timing_steps, cfg=model, tcfg=cfg.train, task=lm.task))
-    state, m = step(state, data)  # compiles
-    jax.block_until_ready(m)
-    secs = []
-    for _ in range(cfg.timing_repeats):
-        t0 = time.perf_counter()
-        state, m = step(state, data)
+    steps, states = {}, {}
+    for name, model in models.items():
+        states[name] = init_state(model, cfg.train, 0, cfg.train.lr, cfg.train.init_scale)
+        steps[name] = jax.jit(
+            partial(train_steps, n_steps=cfg.timing_steps, cfg=model, tcfg=cfg.train, task=lm.task)
+        )
+        states[name], m = steps[name](states[name], data)  # compiles
         jax.block_until_ready(m)
-        secs.append((time.perf_counter() - t0) / cfg.timing_steps)
-    return out | {"seconds_per_step": secs}
+    secs = {name: [] for name in models}
+    for _ in range(cfg.timing_repeats):
+        for name in models:
+            t0 = time.perf_counter()
+            states[name], m = steps[name](states[name], data)
+            jax.block_until_ready(m)
+            secs[name].append((time.perf_counter() - t0) / cfg.timing_steps)
+    return secs
 
 
 # --- analysis: NumPy only, from the files -------------------------------------------------------------------
