@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.config import check
+from lab.data import objectives
 from lab.errors import DataError
-from lab.ops import objectives as ops_objectives
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _windows(data, split, key, batch_size, n):
 
 @dataclass(frozen=True)
 class MaskedWindows(TextWindows):
-    """Masked-LM windows of a token stream (Devlin et al. 2019; lab.ops.objectives.mlm_corrupt): `inputs`
+    """Masked-LM windows of a token stream (Devlin et al. 2019; lab.data.objectives.mlm_corrupt): `inputs`
     are the window with `mask_rate` of its positions selected (of those `mask_frac` replaced by the mask
     token, `random_frac` by a random text token, the rest kept), `targets` the window itself, `mask` the
     selected positions. The mask token is the last id (vocab_size - 1); text ids are 0..vocab_size - 2.
@@ -96,7 +96,7 @@ class MaskedWindows(TextWindows):
     def sample(self, data, split, key, batch_size):
         k_win, k_mask = jax.random.split(key)
         window = _windows(data, split, k_win, batch_size, self.seq_len)
-        inputs, selected, _ = ops_objectives.mlm_corrupt(
+        inputs, selected, _ = objectives.mlm_corrupt(
             k_mask, window, self.mask_id, self.mask_id, self.mask_rate, self.mask_frac, self.random_frac
         )
         return {"inputs": inputs, "targets": window, "mask": selected}
@@ -114,7 +114,7 @@ class PrefixWindows(TextWindows):
     """Prefix-LM windows (Raffel et al. 2020; Wang et al. 2022): next-token prediction on random windows
     where each example's first `prefix_len` positions (uniform in [min_prefix, max_prefix]) attend to each
     other bidirectionally and the rest causally (model.mask="prefix" reads `batch["prefix_len"]`); the loss
-    is on the targets in the suffix (lab.ops.objectives.prefix_loss_mask)."""
+    is on the targets in the suffix (lab.data.objectives.prefix_loss_mask)."""
 
     min_prefix: int = 1
     max_prefix: int | None = None  # None = seq_len - 1
@@ -138,11 +138,11 @@ class PrefixWindows(TextWindows):
     def sample(self, data, split, key, batch_size):
         k_win, k_pre = jax.random.split(key)
         window = _windows(data, split, k_win, batch_size, self.seq_len + 1)
-        prefix = ops_objectives.sample_prefix_len(k_pre, batch_size, self.min_prefix, self.hi)
+        prefix = objectives.sample_prefix_len(k_pre, batch_size, self.min_prefix, self.hi)
         return {
             "inputs": window[:, :-1],
             "targets": window[:, 1:],
-            "mask": ops_objectives.prefix_loss_mask(prefix, self.seq_len),
+            "mask": objectives.prefix_loss_mask(prefix, self.seq_len),
             "prefix_len": prefix,
         }
 

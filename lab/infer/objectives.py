@@ -1,4 +1,4 @@
-"""Generation for models trained with other objectives than causal LM (lab.ops.objectives):
+"""Generation for models trained with other objectives than causal LM (lab.data.objectives):
 
     generate_prefix(cfg, params, prompt_BP, n_new, key=..., temperature=...)       # prefix LM
     unmask(cfg, params, prompt_BP, n_new, mask_id, key=..., temperature=...)       # masked LM

@@ -15,6 +15,23 @@ def test_fit_matches_the_normal_equations_in_float64():
     reg = 0.01 * 200 * np.diag([1, 1, 1, 1, 1, 0.0])
     want = np.linalg.inv(z.T @ z + reg) @ z.T @ np.where(y, 1.0, -1.0)
     np.testing.assert_allclose(w, want, rtol=1e-10, atol=1e-12)
+    # balanced: weighted least squares, each class weighing 1/2 in total
+    wb, _, _ = fit_probe(x, y, l2=0.01, balanced=True)
+    r = np.where(y, 0.5 / y.sum(), 0.5 / (~y).sum())
+    want = np.linalg.inv(z.T @ np.diag(r) @ z + reg / 200) @ z.T @ np.diag(r) @ np.where(y, 1.0, -1.0)
+    np.testing.assert_allclose(wb, want, rtol=1e-10, atol=1e-12)
+
+
+def test_balanced_accuracy_of_a_rare_class():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6000, 4))
+    y = x[:, 0] > 1.8  # ~3.6% positive, found by a threshold on one feature
+    acc = probe_accuracy(x[:3000], y[:3000], x[3000:], y[3000:], balanced=True)
+    plain = probe_accuracy(x[:3000], y[:3000], x[3000:], y[3000:])
+    assert acc > 0.9 and plain > 0.95
+    # a constant feature set knows nothing: balanced accuracy 0.5 whatever the base rate
+    c = np.ones((6000, 1))
+    assert probe_accuracy(c[:3000], y[:3000], c[3000:], y[3000:], balanced=True) == 0.5
 
 
 def test_separable_labels_are_found_and_random_ones_are_not():

@@ -19,14 +19,15 @@ def prompt():
 
 def test_greedy_prefix_generation_matches_a_loop(prompt):
     cfg = ModelConfig(vocab_size=V, max_len=T, n_layers=1, d_model=16, n_heads=2, mask="prefix")
-    params = init(cfg, jax.random.PRNGKey(0))
+    params = jax.jit(init, static_argnums=0)(cfg, jax.random.PRNGKey(0))
     got = np.asarray(generate_prefix(cfg, params, prompt, 6, key=jax.random.PRNGKey(0), n_text=V - 1))
     buf = np.asarray(prompt).tolist()
+    f = jax.jit(lambda x, p: apply(cfg, params, x, p))
     for _ in range(6):
         x = np.zeros((3, 11), np.int32)
         for b in range(3):
             x[b, : len(buf[b])] = buf[b]
-        lg = np.asarray(apply(cfg, params, jnp.asarray(x), jnp.full((3,), 5, jnp.int32)))
+        lg = np.asarray(f(jnp.asarray(x), jnp.full((3,), 5, jnp.int32)))
         for b in range(3):
             buf[b].append(int(np.argmax(lg[b, len(buf[b]) - 1, : V - 1])))
     np.testing.assert_array_equal(got, np.array(buf))
@@ -34,7 +35,7 @@ def test_greedy_prefix_generation_matches_a_loop(prompt):
 
 def test_unmasking_keeps_the_prompt_and_fills_most_confident_first(prompt):
     cfg = ModelConfig(vocab_size=V, max_len=T, n_layers=1, d_model=16, n_heads=2, mask="bidirectional")
-    params = init(cfg, jax.random.PRNGKey(1))
+    params = jax.jit(init, static_argnums=0)(cfg, jax.random.PRNGKey(1))
     mask_id = V - 1
     out = np.asarray(unmask(cfg, params, prompt, 7, mask_id, key=jax.random.PRNGKey(0)))
     assert out.shape == (3, 12)
