@@ -341,11 +341,18 @@ def _loss_plot(cfg: E11Config, runs, outs: Outputs) -> None:
 
 
 def _probe_plot(cfg: E11Config, probes: dict, outs: Outputs) -> None:
-    names = ["next token", "fill in (reranked)", "fill in (left only)", "linear probe"]
+    names = [
+        "next token",
+        "fill in\n(both sides)",
+        "fill in\n(left side only)",
+        "linear probe\n(balanced)",
+    ]
     keys = ["next_token", "fim", "fim_left", "probe"]
-    fig, axes = plots.figure(width=7.0)
+    fig, axes = plots.figure(width=9.0)
     ax = axes[0, 0]
-    plots.grouped_bars(ax, names, {o: [probes[o][k] for k in keys] for o in OBJECTIVES})
+    # mlm has no left-side-only prediction (it reads both sides of its mask token): no bar there
+    series = {o: [None if (o, k) == ("mlm", "fim_left") else probes[o][k] for k in keys] for o in OBJECTIVES}
+    plots.grouped_bars(ax, names, series)
     ax.axhline(PROBE_CHANCE, color="grey", linestyle=":", label="probe chance (balanced accuracy)")
     plots.finish(
         ax,
@@ -418,7 +425,13 @@ def analyze(cfg: E11Config, out: Path):
     summary += ", ".join(f"{o} {_ms(probes[o]['fim'])}" for o in OBJECTIVES)
     summary += f". Linear probe ({probe.verdict}, reported beside the headline): "
     summary += ", ".join(f"{o} {_ms(probes[o]['probe'])}" for o in OBJECTIVES)
-    summary += f" balanced accuracy (chance {PROBE_CHANCE})."
+    summary += (
+        f" balanced accuracy (chance {PROBE_CHANCE}). At equal tokens seen, the masked LM had a loss on "
+    )
+    per = targets_per_window(cfg)
+    summary += (
+        f"{per['mlm']:.1f} of {cfg.model.max_len} positions per window, the prefix LM on {per['prefix']:.1f}."
+    )
     return outs.findings(headline([nt, fim]), summary, [nt, fim, probe])
 
 
