@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.config import check
+from lab.data import objectives
 from lab.errors import DataError
 
 
@@ -51,6 +52,99 @@ class TextWindows:
                     f"the {split} split has {tokens.shape[0]} tokens, fewer than one window of "
                     f"{self.seq_len + 1}; use a larger corpus or a smaller model.max_len"
                 )
+
+
+def _windows(data, split, key, batch_size, n):
+    """(B, n) int32 uniformly random windows of n tokens of the stream data[split]."""
+    tokens = jnp.asarray(data[split])
+    starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - n + 1)
+    return tokens[starts[:, None] + jnp.arange(n)[None, :]].astype(jnp.int32)
+
+
+@dataclass(frozen=True)
+class MaskedWindows(TextWindows):
+    """Masked-LM windows of a token stream (Devlin et al. 2019; lab.data.objectives.mlm_corrupt): `inputs`
+    are the window with `mask_rate` of its positions selected (of those `mask_frac` replaced by the mask
+    token, `random_frac` by a random text token, the rest kept), `targets` the window itself, `mask` the
+    selected positions. The mask token is the last id (vocab_size - 1); text ids are 0..vocab_size - 2.
+    Trained with bidirectional attention (model.mask="bidirectional")."""
+
+    mask_rate: float = 0.15
+    mask_frac: float = 0.8
+    random_frac: float = 0.1
+
+    kind = "masked_text"
+
+    def __post_init__(self):
+        check(0 < self.mask_rate < 1, f"mask_rate must be in (0, 1), got {self.mask_rate}")
+        for name in ("mask_frac", "random_frac"):
+            v = getattr(self, name)
+            check(0 <= v <= 1, f"{name} must be in [0, 1], got {v}")
+        check(
+            self.mask_frac + self.random_frac <= 1,
+            f"mask_frac + random_frac must be <= 1, got {self.mask_frac} + {self.random_frac}",
+        )
+        check(
+            self.vocab_size >= 2,
+            f"a masked LM needs a text id and a mask id: vocab_size >= 2, got {self.vocab_size}",
+        )
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size - 1
+
+    def sample(self, data, split, key, batch_size):
+        k_win, k_mask = jax.random.split(key)
+        window = _windows(data, split, k_win, batch_size, self.seq_len)
+        inputs, selected, _ = objectives.mlm_corrupt(
+            k_mask, window, self.mask_id, self.mask_id, self.mask_rate, self.mask_frac, self.random_frac
+        )
+        return {"inputs": inputs, "targets": window, "mask": selected}
+
+    def check_data(self, data) -> None:
+        for split, tokens in data.items():
+            if tokens.shape[0] < self.seq_len:
+                raise DataError(
+                    f"the {split} split has {tokens.shape[0]} tokens, fewer than one window of {self.seq_len}"
+                )
+
+
+@dataclass(frozen=True)
+class PrefixWindows(TextWindows):
+    """Prefix-LM windows (Raffel et al. 2020; Wang et al. 2022): next-token prediction on random windows
+    where each example's first `prefix_len` positions (uniform in [min_prefix, max_prefix]) attend to each
+    other bidirectionally and the rest causally (model.mask="prefix" reads `batch["prefix_len"]`); the loss
+    is on the targets in the suffix (lab.data.objectives.prefix_loss_mask)."""
+
+    min_prefix: int = 1
+    max_prefix: int | None = None  # None = seq_len - 1
+
+    kind = "prefix_text"
+
+    def __post_init__(self):
+        hi = self.hi
+        check(self.min_prefix >= 1, f"min_prefix must be >= 1, got {self.min_prefix}")
+        check(
+            hi <= self.seq_len,
+            f"max_prefix ({hi}) must be <= the sequence length ({self.seq_len}): a prefix cannot be longer "
+            "than the sequence",
+        )
+        check(self.min_prefix <= hi, f"min_prefix ({self.min_prefix}) must be <= max_prefix ({hi})")
+
+    @property
+    def hi(self) -> int:
+        return self.seq_len - 1 if self.max_prefix is None else self.max_prefix
+
+    def sample(self, data, split, key, batch_size):
+        k_win, k_pre = jax.random.split(key)
+        window = _windows(data, split, k_win, batch_size, self.seq_len + 1)
+        prefix = objectives.sample_prefix_len(k_pre, batch_size, self.min_prefix, self.hi)
+        return {
+            "inputs": window[:, :-1],
+            "targets": window[:, 1:],
+            "mask": objectives.prefix_loss_mask(prefix, self.seq_len),
+            "prefix_len": prefix,
+        }
 
 
 @dataclass(frozen=True)
