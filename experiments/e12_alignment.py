@@ -178,15 +178,15 @@ PRESET_TABLE = {
         pretrain=_tc(10, 8, 3e-3, **_SMOKE_TC),
         finetune=_tc(10, 8, 1e-3, **_SMOKE_TC),
         instruct=_tc(20, 16, 3e-3, **_SMOKE_TC),
-        reward=_tc(10, 16, 1e-3, **_SMOKE_TC),
+        reward=_tc(60, 16, 3e-3, **_SMOKE_TC),
         ppo=_tc(10, 8, 1e-4, warmup=2, min_lr_ratio=1.0, weight_decay=0.0, ckpt_every=5, **_SMOKE_TC),
         dpo=_tc(10, 8, 3e-4, min_lr_ratio=1.0, weight_decay=0.0, **_SMOKE_TC),
         response_len=8,
         n_instructions=256,
         n_heldout=16,
         source_chars=4000,
-        n_pairs=64,
-        val_pairs=32,
+        n_pairs=600,
+        val_pairs=200,
         ppo_epochs=2,
         bon_prompts=2,
         bon_samples=16,
@@ -347,6 +347,28 @@ def preference_pairs(tokens: np.ndarray, peak: int, rng) -> tuple[np.ndarray, np
     return np.where(first, a[keep], b[keep]), np.where(first, b[keep], a[keep])
 
 
+def ppo_spec(cfg: E12Config, sft, rm, norm) -> SweepSpec:
+    """The PPO sweep: from the instruction-tuned policies `sft` (stacked over members), against the frozen
+    reward models `rm` with their normalisation `norm` (members, 2) and the frozen references (= sft). The
+    hashes of the reference and reward model and the normalisation go into config.json, so a resume against
+    different ones is refused."""
+    data = {
+        "ref": jax.tree_util.tree_map(np.asarray, sft),
+        "rm": jax.tree_util.tree_map(np.asarray, rm),
+        "norm": np.asarray(norm, np.float32),
+    }
+    info = {"ref_sha256": params_sha256(sft), "rm_sha256": params_sha256(rm), "norm": data["norm"].tolist()}
+    return SweepSpec(cfg.lm, cfg.ppo, cfg.ppo_task, members(cfg, cfg.ppo), data, info, init_params=sft)
+
+
+def stage_params(cfg: E12Config, out: Path, name: str):
+    """The stacked trained parameters of sweep `name` (pretrain, finetune, instruct, reward, ppo, dpo)."""
+    tcfg = getattr(cfg, name)  # the sweeps are named after their train configs
+    extra = (cfg.dpo_beta,) if name == "dpo" else ()
+    spec = SweepSpec(cfg.lm, tcfg, None, members(cfg, tcfg, *extra))
+    return sweep_params(Path(out) / "runs" / name, spec)
+
+
 def _sha256(arrays: dict) -> str:
     import hashlib
 
@@ -438,17 +460,9 @@ def run(cfg: E12Config, out: Path, opts) -> None:
     bon_proxy = ((raw - norm[:, :1]) / norm[:, 1:]).reshape(S, cfg.bon_prompts, cfg.bon_samples)
     bon_count = D.bang_count(bon[..., D.CHAT_PROMPT_LEN :])
 
-    ppo_data = {
-        "ref": jax.tree_util.tree_map(np.asarray, sft),
-        "rm": jax.tree_util.tree_map(np.asarray, rm),
-        "norm": norm,
-    }
-    info = {"ref_sha256": params_sha256(sft), "rm_sha256": params_sha256(rm), "norm": norm.tolist()}
-    ppo_spec = SweepSpec(
-        lm, cfg.ppo, cfg.ppo_task, members(cfg, cfg.ppo), ppo_data, data_info=info, init_params=sft
-    )
-    train_sweep(runs / "ppo", ppo_spec, desc="e12 PPO", **kw)
-    ppo = sweep_params(runs / "ppo", ppo_spec)
+    spec_ppo = ppo_spec(cfg, sft, rm, norm)
+    train_sweep(runs / "ppo", spec_ppo, desc="e12 PPO", **kw)
+    ppo = sweep_params(runs / "ppo", spec_ppo)
 
     ref_lp = lambda x: np.asarray(_ref_logp(lm, sft, jnp.asarray(x)), np.float32).T
     dpo_pairs = pairs | {
