@@ -9,8 +9,8 @@ lab.align.rlhf), then the characters of CHARS.
   instructions    prompt "K:payload>" -> response (the loss is on the response only):
                     R (reverse)   "R:stop>"                 -> "pots."
                     U (uppercase) "U:stop>"                 -> "STOP."
-                    S (summarize) "S:ox nu. [ry tow]. sp>"  -> "ry tow."   (extract the marked sentence)
-                    A (add)       "A:12+7>"                 -> "19."
+                    S (summarize) "S:ox nu. [ry to]. sp uv.>" -> "ry to."  (extract the marked sentence)
+                    A (add)       "A:8+7>"                  -> "15."      (single digits: 100 facts)
                   and chat, "C:xyz>" -> `response_len` characters of target letters and spaces, each a "!"
                   with probability `bang_p` (the style feature RLHF is asked to change)
   gold preference the number c of "!" in a chat response, scored c (2 peak - c) / peak^2: 1 at c = peak, less
@@ -62,13 +62,13 @@ def source_text(rng, n_chars: int) -> str:
 
 
 def _sentence(rng) -> str:
-    return f"{_word(rng, TARGET_LETTERS, 2, 3)} {_word(rng, TARGET_LETTERS, 2, 3)}"
+    return f"{_word(rng, TARGET_LETTERS, 2, 2)} {_word(rng, TARGET_LETTERS, 2, 2)}"
 
 
 def instruction(rng, kind: str) -> tuple[str, str, str]:
     """(prompt, response, payload) of one example of skill `kind` (R, U, S or A)."""
     if kind in ("R", "U"):
-        w = _word(rng, TARGET_LETTERS, 3, 5)
+        w = _word(rng, TARGET_LETTERS, 3, 4)
         return f"{kind}:{w}>", (w[::-1] if kind == "R" else w.upper()) + ".", w
     if kind == "S":
         sents = [_sentence(rng) for _ in range(3)]
@@ -76,7 +76,7 @@ def instruction(rng, kind: str) -> tuple[str, str, str]:
         shown = [f"[{s}]." if i == k else f"{s}." for i, s in enumerate(sents)]
         return "S:" + " ".join(shown) + ">", sents[k] + ".", " ".join(f"{s}." for s in sents)
     if kind == "A":
-        a, b = (int(x) for x in rng.integers(0, 50, size=2))
+        a, b = (int(x) for x in rng.integers(0, 10, size=2))
         return f"A:{a}+{b}>", f"{a + b}.", f"{a}+{b}"
     raise ValueError(f"unknown instruction kind {kind!r}")
 
@@ -101,8 +101,8 @@ def bang_count(ids) -> np.ndarray:
 
 def seq_len_for(response_len: int) -> int:
     """The example length (minus one: the model's positions) that fits every instruction and chat example:
-    the longest summarize prompt is "S:" + 3 sentences of 2 three-letter words + brackets + ">"."""
-    longest_s = 2 + 3 * 8 + 2 + 2 + 1 + 8
+    the longest is summarize: "S:" + 3 sentences "ab cd." + 2 spaces + brackets + ">", then "ab cd."."""
+    longest_s = 2 + 3 * 6 + 2 + 2 + 1 + 6
     return max(longest_s, CHAT_PROMPT_LEN + response_len) - 1
 
 
