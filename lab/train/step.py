@@ -26,6 +26,7 @@ from lab.train.state import TrainState
 # (A seed, not a key: creating a key at import time would start JAX's backends before lab.runtime can
 # configure them.)
 EVAL_SEED = 20_240_917
+SHUFFLE_STREAM = 0x5EED  # on-policy steps: the minibatch shuffles' key is fold_in(step key, SHUFFLE_STREAM)
 
 
 def default_forward(cfg: ModelConfig, params, batch, extra):
@@ -134,10 +135,11 @@ def _on_policy_step(state: TrainState, data, key, *, cfg, tcfg, task, forward=No
     n_mb = task.minibatches
     size = tcfg.batch_size // n_mb
     opt = make_optimizer(tcfg)
+    shuffle = jax.random.fold_in(key, SHUFFLE_STREAM)  # apart from the keys the rollout derives from `key`
 
     def update(carry, i):
         params, opt_state = carry
-        perm = jax.random.permutation(jax.random.fold_in(key, i // n_mb), tcfg.batch_size)
+        perm = jax.random.permutation(jax.random.fold_in(shuffle, i // n_mb), tcfg.batch_size)
         rows = jax.lax.dynamic_slice(perm, ((i % n_mb) * size,), (size,))
         mb = jax.tree_util.tree_map(lambda x: x[rows], batch)
         (value, _), grads = jax.value_and_grad(loss or task.loss, has_aux=True)(
