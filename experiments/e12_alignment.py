@@ -92,7 +92,7 @@ class E12Config:
     model: ModelConfig = ModelConfig(n_layers=2, d_model=64, n_heads=4)
     pretrain: TrainConfig = _tc(200, 32, 3e-3, 50, 100)
     finetune: TrainConfig = _tc(100, 32, 1e-3, 50, 50)
-    instruct: TrainConfig = _tc(800, 32, 3e-3, 50, 400)
+    instruct: TrainConfig = _tc(800, 64, 3e-3, 50, 400)
     reward: TrainConfig = _tc(100, 32, 2e-3, 50, 50)
     # PPO: a step is one rollout batch and ppo_epochs x ppo_minibatches updates; constant lr after warmup
     ppo: TrainConfig = _tc(30, 32, 3e-4, 5, 5, warmup=3, min_lr_ratio=1.0, eval_batches=2, weight_decay=0.0)
@@ -100,7 +100,7 @@ class E12Config:
     response_len: int = 10  # chat response characters
     bang_p: float = 0.06  # probability of "!" per chat character in the instruction data
     gold_peak: int = 2  # the gold preference likes this many "!" per response most
-    chat_share: float = 0.25  # of the instruction examples
+    chat_share: float = 0.1  # of the instruction examples
     n_instructions: int = 6000
     n_heldout: int = 200  # held-out examples per skill for exact match
     source_chars: int = 40_000
