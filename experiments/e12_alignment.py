@@ -71,6 +71,7 @@ from lab.train.loop import params_sha256
 from lab.viz import plots
 
 STAGES = ("base", "finetune", "instruct", "ppo", "dpo")
+NOT_FITTED = "not fitted: fewer than 3 points or no spread"
 
 
 def _tc(steps, batch, lr, log, ev, warmup=None, **kw) -> TrainConfig:
@@ -179,7 +180,9 @@ PRESET_TABLE = {
         finetune=_tc(10, 8, 1e-3, **_SMOKE_TC),
         instruct=_tc(20, 16, 3e-3, **_SMOKE_TC),
         reward=_tc(60, 16, 3e-3, **_SMOKE_TC),
-        ppo=_tc(10, 8, 1e-4, warmup=2, min_lr_ratio=1.0, weight_decay=0.0, ckpt_every=5, **_SMOKE_TC),
+        ppo=_tc(
+            10, 8, 1e-4, 5, 5, warmup=2, min_lr_ratio=1.0, weight_decay=0.0, ckpt_every=5, eval_batches=2
+        ),
         dpo=_tc(10, 8, 3e-4, min_lr_ratio=1.0, weight_decay=0.0, **_SMOKE_TC),
         response_len=8,
         n_instructions=256,
@@ -641,7 +644,8 @@ def finding_overopt(cfg, bon) -> Finding:
     return Finding(
         f"Best-of-n over-optimizes: the gold gain bends down as the proxy is pushed (beta > 0 in d(alpha - beta d), n up to {cfg.bon_max_n})",
         c.verdict("greater"),
-        f"alpha {summarize(alpha).fmt()}, beta {summarize(beta).fmt()} ({c.fmt()}), R^2 {summarize(r2).fmt()}",
+        f"alpha {summarize(alpha, why=NOT_FITTED).fmt()}, beta {summarize(beta, why=NOT_FITTED).fmt()} "
+        f"({c.fmt()}), R^2 {summarize(r2, why=NOT_FITTED).fmt()}",
     )
 
 
@@ -695,7 +699,8 @@ def _fit_table(bon, ppo) -> Table:
     for name, c in (("best-of-n", bon), ("PPO", ppo)):
         for form, (a, b, r2) in _fits(c["d"], c["gold_gain"]).items():
             label = "d(alpha - beta d)" if form == "bon" else "d(alpha - beta log d)"
-            t.add(name, label, summarize(a).fmt(), summarize(b).fmt(), summarize(r2).fmt())
+            fmt = lambda x: summarize(x, why=NOT_FITTED).fmt()
+            t.add(name, label, fmt(a), fmt(b), fmt(r2))
     return t
 
 
@@ -708,7 +713,7 @@ def _plots(cfg, m, bon, ppo, outs: Outputs) -> None:
         a,
         "PPO: reward on evaluation rollouts (mean ± sd)",
         "PPO step (rollout batches)",
-        "reward (units of the reward)",
+        "reward (proxy: initial-sample sd; gold: rule score)",
     )
     a = ax[0, 1]
     plots.band(a, ppo["steps"], ppo["kl_k1"], "k1: log pi - log ref")
