@@ -96,8 +96,8 @@ class E12Config:
     instruct: TrainConfig = _tc(800, 64, 3e-3, 50, 400)
     reward: TrainConfig = _tc(100, 32, 2e-3, 50, 50)
     # PPO: a step is one rollout batch and ppo_epochs x ppo_minibatches updates; constant lr after warmup
-    ppo: TrainConfig = _tc(30, 32, 3e-4, 5, 5, warmup=3, min_lr_ratio=1.0, eval_batches=2, weight_decay=0.0)
-    dpo: TrainConfig = _tc(100, 32, 3e-4, 50, 50, min_lr_ratio=1.0, weight_decay=0.0)
+    ppo: TrainConfig = _tc(30, 32, 1e-4, 5, 5, warmup=3, min_lr_ratio=1.0, eval_batches=2, weight_decay=0.0)
+    dpo: TrainConfig = _tc(100, 32, 1e-4, 50, 50, min_lr_ratio=1.0, weight_decay=0.0)
     response_len: int = 10  # chat response characters
     bang_p: float = 0.06  # probability of "!" per chat character in the instruction data
     gold_peak: int = 2  # the gold preference likes this many "!" per response most
@@ -107,7 +107,7 @@ class E12Config:
     source_chars: int = 40_000
     n_pairs: int = 2000  # preference pairs sampled for training (pairs the gold rule ties are dropped)
     val_pairs: int = 600
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1
     clip: float = 0.2
     value_clip: float = 0.2
     ppo_epochs: int = 3
