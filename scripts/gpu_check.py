@@ -93,6 +93,14 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "norms": ("layernorm-pre,none-pre,rmsnorm-post", "layernorm-pre,none-pre,rmsnorm-post"),
         "activations": ("gelu,swiglu", "gelu"),
     },
+    "e12": {  # every sweep cut; PPO's steps are rollout batches (log_every 10)
+        "pretrain.steps": ("200", "10"),
+        "finetune.steps": ("100", "10"),
+        "instruct.steps": ("300", "20"),
+        "reward.steps": ("100", "60"),
+        "ppo.steps": ("20", "10"),
+        "dpo.steps": ("100", "10"),
+    },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 

@@ -271,7 +271,9 @@ def _start(spec: SweepSpec, shardings=None):
             "init_params must have the model's parameter tree with a leading axis of one entry per member "
             f"({len(spec.members)})"
         )
-    params = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a, b.dtype), spec.init_params, state.params)
+    # A copy (jnp.array, not asarray): the train program donates its state, and the caller's arrays (e.g. one
+    # sweep's trained parameters, the start of two others) must survive it.
+    params = jax.tree_util.tree_map(lambda a, b: jnp.array(a, b.dtype), spec.init_params, state.params)
     opt_state = jax.vmap(make_optimizer(spec.train).init)(params)
     return state.replace(params=params, opt_state=opt_state)
 
@@ -349,6 +351,8 @@ def _chunk_rows(step: int, n: int, train_m, eval_m) -> tuple[list[dict], dict | 
             "lr": np.asarray(host["lr"])[:n, -1],
             "diverged_at": np.asarray(host["diverged_at"])[:n, -1],
         }
+        # Anything else a step reports (an on-policy task's rollout statistics): its mean over the chunk.
+        vals |= {k: np.asarray(v)[:n].mean(axis=1) for k, v in host.items() if k not in vals}
         rows = _rows(step, n, vals)
     if eval_m is not None:
         ev_rows = _rows(step, n, {k: np.asarray(v)[:n] for k, v in jax.device_get(eval_m).items()})

@@ -26,6 +26,7 @@ from lab.train.state import TrainState
 # (A seed, not a key: creating a key at import time would start JAX's backends before lab.runtime can
 # configure them.)
 EVAL_SEED = 20_240_917
+SHUFFLE_STREAM = 0x5EED  # on-policy steps: the minibatch shuffles' key is fold_in(step key, SHUFFLE_STREAM)
 
 
 def default_forward(cfg: ModelConfig, params, batch, extra):
@@ -91,6 +92,8 @@ def train_step(
     constraint, no change to the values); None leaves the layout to XLA.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), state.step)
+    if getattr(task, "on_policy", False):
+        return _on_policy_step(state, data, key, cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
     batch = task.sample(data, "train", key, tcfg.batch_size)
     if shard_batch is not None:
         batch = shard_batch(batch)
@@ -121,6 +124,57 @@ def train_step(
     return new_state, metrics
 
 
+def _on_policy_step(state: TrainState, data, key, *, cfg, tcfg, task, forward=None, loss=None):
+    """One step of an on-policy task (e.g. PPO, lab.align.rlhf.PPOTask): the task makes its batch from the
+    current parameters and the step's key (`task.rollout(params, cfg, data, "train", key, batch_size, extra)
+    -> (batch, stats)`), then `task.epochs` passes over it in `task.minibatches` shuffled minibatches are
+    `epochs * minibatches` AdamW updates of `loss or task.loss`. The batch is a pure function of the state,
+    so a resumed run makes the same batches. Metrics: the mean loss and gradient norm over the updates, the
+    learning rate, and the rollout's `stats` (flat scalars). The learning-rate schedule counts updates.
+    Divergence is handled as in `train_step`: a non-finite loss or gradient in any update freezes the
+    member at the step's starting state."""
+    batch, stats = task.rollout(state.params, cfg, data, "train", key, tcfg.batch_size, state.extra)
+    n_mb = task.minibatches
+    size = tcfg.batch_size // n_mb
+    opt = make_optimizer(tcfg)
+    shuffle = jax.random.fold_in(key, SHUFFLE_STREAM)  # apart from the keys the rollout derives from `key`
+
+    def update(carry, i):
+        params, opt_state = carry
+        perm = jax.random.permutation(jax.random.fold_in(shuffle, i // n_mb), tcfg.batch_size)
+        rows = jax.lax.dynamic_slice(perm, ((i % n_mb) * size,), (size,))
+        mb = jax.tree_util.tree_map(lambda x: x[rows], batch)
+        (value, _), grads = jax.value_and_grad(loss or task.loss, has_aux=True)(
+            params, cfg, mb, state.extra, forward
+        )
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (apply_updates(params, updates, state.lr), opt_state), (value, grad_norm)
+
+    (params, opt_state), (values, norms) = jax.lax.scan(
+        update, (state.params, state.opt_state), jnp.arange(task.epochs * n_mb)
+    )
+    value, grad_norm = jnp.mean(values), jnp.mean(norms)
+    finite = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(norms))
+    alive = state.diverged_at < 0
+    keep_new = finite & alive
+    pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+    diverged_at = jnp.where(alive & ~finite, state.step, state.diverged_at)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=pick(params, state.params),
+        opt_state=pick(opt_state, state.opt_state),
+        diverged_at=diverged_at,
+    )
+    metrics = {
+        "loss": jnp.where(alive, value, jnp.nan),
+        "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
+        "lr": state.lr * unit_schedule(tcfg)(state.step * task.epochs * n_mb),
+        "diverged_at": diverged_at,
+    } | {k: jnp.where(alive, v, jnp.nan) for k, v in stats.items()}
+    return new_state, metrics
+
+
 def train_steps(
     state: TrainState, data, n_steps: int, *, cfg, tcfg, task, forward=None, loss=None, shard_batch=None
 ):
@@ -143,7 +197,11 @@ def eval_step(
     loss=None,
     shard_batch=None,
 ):
-    """Mean loss and next-token accuracy over `tcfg.eval_batches` fixed batches of `split`."""
+    """Mean loss and next-token accuracy over `tcfg.eval_batches` fixed batches of `split`. An on-policy
+    task is evaluated on its rollouts from fixed keys: val_loss, and each rollout statistic as val_<name>."""
+    if getattr(task, "on_policy", False):
+        kw = dict(cfg=cfg, tcfg=tcfg, task=task, split=split, extra=extra, forward=forward, loss=loss)
+        return _on_policy_eval(params, data, **kw)
 
     def one(i):
         batch = task.sample(
@@ -164,6 +222,17 @@ def eval_step(
     out = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
     moe = {k: jnp.mean(v) for k, v in out[2].items()} if len(out) == 3 else {}
     return {"val_loss": jnp.mean(out[0]), "val_accuracy": jnp.mean(out[1])} | moe
+
+
+def _on_policy_eval(params, data, *, cfg, tcfg, task, split, extra, forward, loss):
+    def one(i):
+        key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i)
+        batch, stats = task.rollout(params, cfg, data, split, key, tcfg.batch_size, extra)
+        value, _ = (loss or task.loss)(params, cfg, batch, extra, forward)
+        return value, stats
+
+    values, stats = jax.lax.map(one, jnp.arange(tcfg.eval_batches))
+    return {"val_loss": jnp.mean(values)} | {f"val_{k}": jnp.mean(v) for k, v in stats.items()}
 
 
 def eval_transformed(params, transforms, data, *, cfg: ModelConfig, tcfg: TrainConfig, task, chunk: int = 8):
