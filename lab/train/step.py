@@ -93,7 +93,17 @@ def train_step(
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.data_key), state.step)
     if getattr(task, "on_policy", False):
-        return _on_policy_step(state, data, key, cfg=cfg, tcfg=tcfg, task=task, forward=forward, loss=loss)
+        return _on_policy_step(
+            state,
+            data,
+            key,
+            cfg=cfg,
+            tcfg=tcfg,
+            task=task,
+            forward=forward,
+            loss=loss,
+            shard_batch=shard_batch,
+        )
     batch = task.sample(data, "train", key, tcfg.batch_size)
     if shard_batch is not None:
         batch = shard_batch(batch)
@@ -124,7 +134,9 @@ def train_step(
     return new_state, metrics
 
 
-def _on_policy_step(state: TrainState, data, key, *, cfg, tcfg, task, forward=None, loss=None):
+def _on_policy_step(
+    state: TrainState, data, key, *, cfg, tcfg, task, forward=None, loss=None, shard_batch=None
+):
     """One step of an on-policy task (e.g. PPO, lab.align.rlhf.PPOTask): the task makes its batch from the
     current parameters and the step's key (`task.rollout(params, cfg, data, "train", key, batch_size, extra)
     -> (batch, stats)`), then `task.epochs` passes over it in `task.minibatches` shuffled minibatches are
@@ -134,6 +146,8 @@ def _on_policy_step(state: TrainState, data, key, *, cfg, tcfg, task, forward=No
     Divergence is handled as in `train_step`: a non-finite loss or gradient in any update freezes the
     member at the step's starting state."""
     batch, stats = task.rollout(state.params, cfg, data, "train", key, tcfg.batch_size, state.extra)
+    if shard_batch is not None:  # the rollouts laid out over `data` x `fsdp` like any sampled batch
+        batch = shard_batch(batch)
     n_mb = task.minibatches
     size = tcfg.batch_size // n_mb
     opt = make_optimizer(tcfg)

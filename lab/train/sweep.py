@@ -247,10 +247,11 @@ class SweepRunner:
         self._stored = stored
         return jax.jit(lambda s: pad(s, self.n_padded), out_shardings=self.state_sharding)(state)
 
-    def place_data(self, data: dict[str, np.ndarray]):
+    def place_data(self, data: dict):
         if self.mesh is None:
             return jax.device_put(dict(data), self.data_sharding)
-        return mesh_lib.put(dict(data), {k: self.data_sharding for k in data})
+        # replicated; a value may be a tree (e.g. an on-policy task's frozen reference parameters)
+        return mesh_lib.put(dict(data), jax.tree_util.tree_map(lambda _: self.data_sharding, dict(data)))
 
     def take(self, state):
         """The real members of a placed state (drops padding)."""
