@@ -27,6 +27,8 @@ LAYERS = {
     "lab.train": BASE
     | {"lab.ops", "lab.model", "lab.data", "lab.runs", "lab.provenance", "lab.progress", "lab.runtime"},
     "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.runs", "lab.train"},
+    # alignment (finetuning, reward models, PPO, DPO) sits beside inference, above training
+    "lab.align": BASE | {"lab.ops", "lab.model", "lab.data", "lab.train", "lab.infer"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs
