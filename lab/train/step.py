@@ -114,7 +114,22 @@ def train_step(
     updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
     params = apply_updates(state.params, updates, state.lr)
 
-    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+    alive, diverged_at, new_state = _advance(
+        state, params, opt_state, jnp.isfinite(value) & jnp.isfinite(grad_norm)
+    )
+    metrics = {
+        "loss": jnp.where(alive, value, jnp.nan),  # the non-finite loss itself at the divergence step
+        "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
+        "lr": state.lr * unit_schedule(tcfg)(state.step),
+        "diverged_at": diverged_at,
+    }
+    return new_state, metrics
+
+
+def _advance(state: TrainState, params, opt_state, finite):
+    """(alive, diverged_at, next state): the updated parameters and optimizer state are kept only if the
+    step was `finite` and the member had not diverged before; otherwise the member stays frozen and
+    `diverged_at` records the first non-finite step."""
     alive = state.diverged_at < 0
     keep_new = finite & alive
     pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(keep_new, n, o), new, old)
@@ -125,13 +140,7 @@ def train_step(
         opt_state=pick(opt_state, state.opt_state),
         diverged_at=diverged_at,
     )
-    metrics = {
-        "loss": jnp.where(alive, value, jnp.nan),  # the non-finite loss itself at the divergence step
-        "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
-        "lr": state.lr * unit_schedule(tcfg)(state.step),
-        "diverged_at": diverged_at,
-    }
-    return new_state, metrics
+    return alive, diverged_at, new_state
 
 
 def _on_policy_step(
@@ -170,16 +179,7 @@ def _on_policy_step(
     )
     value, grad_norm = jnp.mean(values), jnp.mean(norms)
     finite = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(norms))
-    alive = state.diverged_at < 0
-    keep_new = finite & alive
-    pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(keep_new, n, o), new, old)
-    diverged_at = jnp.where(alive & ~finite, state.step, state.diverged_at)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=pick(params, state.params),
-        opt_state=pick(opt_state, state.opt_state),
-        diverged_at=diverged_at,
-    )
+    alive, diverged_at, new_state = _advance(state, params, opt_state, finite)
     metrics = {
         "loss": jnp.where(alive, value, jnp.nan),
         "grad_norm": jnp.where(alive, grad_norm, jnp.nan),
