@@ -389,11 +389,15 @@ def run(cfg: E12Config, out: Path, opts) -> None:
     kw = opts.train_kw()
     key = jax.random.PRNGKey(12)
 
+    def trained(name: str, spec: SweepSpec, desc: str):
+        """Train (or resume, or skip if complete) one stage's sweep and return its final parameters."""
+        train_sweep(runs / name, spec, desc=f"e12 {desc}", **kw)
+        return sweep_params(runs / name, spec)
+
     base_spec = SweepSpec(
         lm, cfg.pretrain, TextWindows(L, D.VOCAB_SIZE), members(cfg, cfg.pretrain), data["source"]
     )
-    train_sweep(runs / "pretrain", base_spec, desc="e12 pretrain", **kw)
-    base = sweep_params(runs / "pretrain", base_spec)
+    base = trained("pretrain", base_spec, "pretrain")
 
     ft_spec = SweepSpec(
         lm,
@@ -403,8 +407,7 @@ def run(cfg: E12Config, out: Path, opts) -> None:
         data["target"],
         init_params=base,
     )
-    train_sweep(runs / "finetune", ft_spec, desc="e12 finetune", **kw)
-    finetuned = sweep_params(runs / "finetune", ft_spec)
+    finetuned = trained("finetune", ft_spec, "finetune")
 
     it_spec = SweepSpec(
         lm,
@@ -414,8 +417,7 @@ def run(cfg: E12Config, out: Path, opts) -> None:
         data["instruct"],
         init_params=base,
     )
-    train_sweep(runs / "instruct", it_spec, desc="e12 instruct", **kw)
-    sft = sweep_params(runs / "instruct", it_spec)
+    sft = trained("instruct", it_spec, "instruct")
 
     # preference pairs from the initial (instruction-tuned) policies' chat samples, all seeds pooled
     T = D.CHAT_PROMPT_LEN + cfg.response_len
@@ -441,8 +443,7 @@ def run(cfg: E12Config, out: Path, opts) -> None:
         loss=reward_model_loss,
         init_params=sft,
     )
-    train_sweep(runs / "reward", rm_spec, desc="e12 reward model", **kw)
-    rm = sweep_params(runs / "reward", rm_spec)
+    rm = trained("reward", rm_spec, "reward model")
     rep = lambda x: np.broadcast_to(x, (S, *x.shape))
     rc, rr = scores(lm, rm, rep(va_c)), scores(lm, rm, rep(va_r))
     rm_acc = ((rc > rr).mean(axis=1)).tolist()
@@ -464,8 +465,7 @@ def run(cfg: E12Config, out: Path, opts) -> None:
     bon_count = D.bang_count(bon[..., D.CHAT_PROMPT_LEN :])
 
     spec_ppo = ppo_spec(cfg, sft, rm, norm)
-    train_sweep(runs / "ppo", spec_ppo, desc="e12 PPO", **kw)
-    ppo = sweep_params(runs / "ppo", spec_ppo)
+    ppo = trained("ppo", spec_ppo, "PPO")
 
     ref_lp = lambda x: np.asarray(_ref_logp(lm, sft, jnp.asarray(x)), np.float32).T
     dpo_pairs = pairs | {
@@ -483,8 +483,7 @@ def run(cfg: E12Config, out: Path, opts) -> None:
         loss=dpo_loss_fn,
         init_params=sft,
     )
-    train_sweep(runs / "dpo", dpo_spec, desc="e12 DPO", **kw)
-    dpo = sweep_params(runs / "dpo", dpo_spec)
+    dpo = trained("dpo", dpo_spec, "DPO")
 
     # every stage measured: skills, domain losses, and the policies' chat behaviour
     stages = {"base": base, "finetune": finetuned, "instruct": sft, "ppo": ppo, "dpo": dpo}
