@@ -101,6 +101,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "ppo.steps": ("20", "10"),
         "dpo.steps": ("100", "10"),
     },
+    "e16": {"train.steps": ("200", "20"), "collapse_train.steps": ("100", "10")},  # >= 5 generations kept
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 

@@ -19,8 +19,10 @@ All functions are pure Python + datasketch (NumPy underneath); no JAX.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
+import zlib
 from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
@@ -73,10 +75,35 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b)
 
 
+def crc32_hash(data: bytes) -> int:
+    """The 32-bit base hash of a shingle (CRC-32: deterministic across processes, unlike `hash`, and in C,
+    unlike datasketch's default SHA-1); MinHash's random permutations are applied on top of it."""
+    return zlib.crc32(data)
+
+
+@functools.lru_cache(maxsize=8)
+def _permutations(num_perm: int, seed: int):
+    return MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations  # drawn once
+
+
 def minhash(shingle_set: set[str], cfg: DedupConfig) -> MinHash:
-    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
-    m.update_batch([s.encode("utf-8") for s in sorted(shingle_set)])
+    """The MinHash signature of a shingle set (cfg.num_perm permutations seeded by cfg.seed)."""
+    m = MinHash(
+        num_perm=cfg.num_perm,
+        seed=cfg.seed,
+        hashfunc=crc32_hash,
+        permutations=_permutations(cfg.num_perm, cfg.seed),
+        scheme="affine32",
+    )
+    m.update_batch([s.encode("utf-8") for s in shingle_set])
     return m
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def signature(text: str, cfg: DedupConfig) -> tuple[frozenset, MinHash]:
+    """(shingle set, MinHash) of a document, cached: dedupe and every contamination check reuse them."""
+    s = frozenset(shingles(text, cfg.shingle))
+    return s, minhash(s, cfg)
 
 
 class _UnionFind:
@@ -121,9 +148,10 @@ def near_duplicate_pairs(
     """(flagged pairs (i, j, true Jaccard) with i < j, number of LSH candidates) among `docs[indices]`
     (all if None): LSH candidates whose true shingle Jaccard is >= cfg.min_jaccard."""
     idx = list(range(len(docs))) if indices is None else list(indices)
-    sets = {i: shingles(docs[i], cfg.shingle) for i in idx}
+    sets, sigs = {}, {}
+    for i in idx:
+        sets[i], sigs[i] = signature(docs[i], cfg)
     lsh = MinHashLSH(threshold=cfg.lsh_threshold, num_perm=cfg.num_perm)
-    sigs = {i: minhash(sets[i], cfg) for i in idx}
     for i in idx:
         lsh.insert(i, sigs[i])
     pairs, candidates = [], 0
@@ -166,18 +194,19 @@ def contamination(train: list[str], held_out: list[str], cfg: DedupConfig) -> li
     hashes: dict[str, int] = {}
     for i, d in enumerate(train):
         hashes.setdefault(text_hash(d), i)
-    sets = [shingles(d, cfg.shingle) for d in train]
+    sigs = [signature(d, cfg) for d in train]
+    sets = [s for s, _ in sigs]
     lsh = MinHashLSH(threshold=cfg.lsh_threshold, num_perm=cfg.num_perm)
-    for i, s in enumerate(sets):
-        lsh.insert(i, minhash(s, cfg))
+    for i, (_, m) in enumerate(sigs):
+        lsh.insert(i, m)
     hits = []
     for k, d in enumerate(held_out):
         h = text_hash(d)
         if h in hashes:
             hits.append((k, hashes[h], 1.0))
             continue
-        s = shingles(d, cfg.shingle)
-        best = max(((jaccard(s, sets[i]), i) for i in lsh.query(minhash(s, cfg))), default=(0.0, -1))
+        s, m = signature(d, cfg)
+        best = max(((jaccard(s, sets[i]), i) for i in lsh.query(m)), default=(0.0, -1))
         if best[0] >= cfg.min_jaccard:
             hits.append((k, best[1], best[0]))
     return hits

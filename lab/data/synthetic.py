@@ -31,6 +31,8 @@ import random
 import string
 from dataclasses import dataclass
 
+import numpy as np
+
 from lab.config import check
 
 # The characters char_noise substitutes with: printable ASCII without the whitespace that shapes a text.
@@ -207,21 +209,31 @@ def synthetic_corpus(n: int, seed: int, weights: tuple[float, float, float] = (0
 
 
 # --- noise -----------------------------------------------------------------------------------------------------
+def _numpy_rng(rng: random.Random) -> np.random.Generator:
+    """A NumPy generator seeded from `rng` (so a seeded random.Random still decides everything)."""
+    return np.random.default_rng(rng.getrandbits(64))
+
+
+_ALPHA_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+
+
 def char_noise(text: str, rate: float, rng: random.Random) -> tuple[str, int]:
     """(noisy text, characters changed): each character independently with probability `rate` replaced by
-    a different character of ALPHABET (so the count of changed characters is exactly the count chosen)."""
+    a different character of ALPHABET, uniformly among them (so the count of changed characters is exactly
+    the count chosen)."""
     check_rate("char_rate", rate)
-    out, changed = [], 0
-    for ch in text:
-        if rng.random() < rate:
-            new = rng.choice(ALPHABET)
-            while new == ch:
-                new = rng.choice(ALPHABET)
-            out.append(new)
-            changed += 1
-        else:
-            out.append(ch)
-    return "".join(out), changed
+    g = _numpy_rng(rng)
+    n, k = len(text), len(ALPHABET)
+    hit = np.flatnonzero(g.random(n) < rate)
+    if hit.size == 0:
+        return text, 0
+    chars = list(text)
+    shift = g.integers(1, k, hit.size)  # a nonzero step around the alphabet: never the same character
+    fresh = g.integers(0, k, hit.size)  # for characters outside the alphabet (newlines, non-ASCII)
+    for i, s, f in zip(hit.tolist(), shift.tolist(), fresh.tolist()):
+        j = _ALPHA_INDEX.get(chars[i])
+        chars[i] = ALPHABET[f] if j is None else ALPHABET[(j + s) % k]
+    return "".join(chars), int(hit.size)
 
 
 def token_shuffle(text: str, rate: float, rng: random.Random) -> tuple[str, int]:
@@ -230,7 +242,7 @@ def token_shuffle(text: str, rate: float, rng: random.Random) -> tuple[str, int]
     normalized to single spaces."""
     check_rate("shuffle_rate", rate)
     tokens = text.split()
-    picked = [i for i in range(len(tokens)) if rng.random() < rate]
+    picked = np.flatnonzero(_numpy_rng(rng).random(len(tokens)) < rate).tolist()
     if len(picked) >= 2:
         moved = [tokens[i] for i in picked]
         moved = moved[-1:] + moved[:-1]

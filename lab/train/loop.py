@@ -171,6 +171,7 @@ def train_sweep(
     desc: str | None = None,
     on_checkpoint=None,
     mesh: MeshConfig | None = None,
+    runners: dict | None = None,
 ) -> SweepResult:
     """Train `spec.members` as one sweep under `run_dir`, resuming if it holds a run of the same spec.
 
@@ -179,6 +180,10 @@ def train_sweep(
     resume on another mesh (checkpoints do not depend on the layout that wrote them).
     progress: show a bar of the programs compiling, then a bar of the steps (from the resumed step).
     on_checkpoint: optional callback `f(step)` called after each checkpoint is handed to Orbax.
+    runners: optional dict the caller keeps across calls: a sweep with the same model, train config, task,
+    member count, strategy, hooks and data shapes as an earlier one reuses its compiled programs (a chain of
+    sweeps each trained on data made by the one before, e.g. model-collapse generations) instead of compiling
+    them again. Not with a mesh.
     """
     run_dir = Path(run_dir)
     cfg, tcfg, task, members = spec.model, spec.train, spec.task, list(spec.members)
@@ -192,9 +197,16 @@ def train_sweep(
         )
     want = run_config(spec)
     task.check_data(spec.data)
-    runner = SweepRunner(
-        cfg, tcfg, task, len(members), strategy, forward=spec.forward, loss=spec.loss, mesh=mesh
-    )
+    reuse = runners is not None and (mesh is None or mesh.is_default)
+    shapes = tuple(sorted((k, np.shape(v), str(np.asarray(v).dtype)) for k, v in spec.data.items()))
+    key = (cfg, tcfg, task, len(members), strategy, spec.forward, spec.loss, shapes)
+    runner = runners.get(key) if reuse else None
+    if runner is None:
+        runner = SweepRunner(
+            cfg, tcfg, task, len(members), strategy, forward=spec.forward, loss=spec.loss, mesh=mesh
+        )
+        if reuse:
+            runners[key] = runner
     if runner.mesh is not None:  # a batch or matrix the mesh cannot split: refused before any write
         runner.check_model(jax.eval_shape(lambda: init_sweep(cfg, tcfg, members[:1])).params, str(run_dir))
     shards = (1, 1) if runner.mesh is None else (runner.mesh.fsdp, runner.mesh.batch_ways)

@@ -273,3 +273,13 @@ def stacked_eval(data, *, cfg: ModelConfig, tcfg: TrainConfig, task):
     """A jitted function from stacked parameters (a sweep's members on a leading axis) to each member's
     `eval_step` val loss, (S,). Build it once and call it on many parameter sets (e.g. one per ablation)."""
     return jax.jit(jax.vmap(lambda p: eval_step(p, data, cfg=cfg, tcfg=tcfg, task=task)["val_loss"]))
+
+
+def stream_loss(params, cfg: ModelConfig, batch, extra=None, forward=None):
+    """`loss_fn` on the member's own stream of a per-member-stream batch (lab.data.streams.MemberStreams):
+    a training batch stacked over streams (C, B, T) is cut to stream `extra[0]` (the member's first extra
+    hyperparameter, an index); a plain (B, T) batch (validation, shared by every member) is used as is."""
+    if batch["inputs"].ndim == 3:
+        c = jnp.asarray(extra)[0].astype(jnp.int32)
+        batch = {k: v[c] for k, v in batch.items()}
+    return loss_fn(params, cfg, batch, extra, forward)

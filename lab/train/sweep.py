@@ -76,6 +76,14 @@ def members_grid(seeds, lrs, init_scales=(1.0,), extras=((),)) -> list[Member]:
     ]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_stacked(cfg: ModelConfig, tcfg: TrainConfig, seeds, lrs, scales, extra) -> TrainState:
+    """init_state vmapped over members, jitted once per (configs, member count): sweeps of the same shapes
+    (e.g. a chain of generations) reuse the compiled initialization, which on CPU can take longer to compile
+    than the train step (the random number generation of every parameter)."""
+    return jax.vmap(functools.partial(init_state, cfg, tcfg))(seeds, lrs, scales, extra)
+
+
 def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member], shardings=None) -> TrainState:
     """Stacked fresh states, one per member (leading axis = member), laid out with `shardings` if given
     (a pytree of shardings, e.g. SweepRunner.stored_shardings: created in place, never whole on one device)."""
@@ -85,9 +93,9 @@ def init_sweep(cfg: ModelConfig, tcfg: TrainConfig, members: list[Member], shard
     if len({len(m.extra) for m in members}) > 1:
         raise ValueError("every member of a sweep needs the same number of extra hyperparameters")
     extra = jnp.asarray([m.extra or (0.0,) for m in members], jnp.float32).reshape(len(members), -1)
-    f = jax.vmap(functools.partial(init_state, cfg, tcfg))
     if shardings is None:
-        return jax.jit(f)(seeds, lrs, scales, extra)
+        return _init_stacked(cfg, tcfg, seeds, lrs, scales, extra)
+    f = jax.vmap(functools.partial(init_state, cfg, tcfg))
     # The members' values are constants of the program, so every process of a multi-process job builds the
     # same global state (each its own shards) without first putting host arrays on devices it cannot reach.
     host = [np.asarray(a) for a in (seeds, lrs, scales, extra)]

@@ -1,0 +1,621 @@
+"""Project 16: "Good synthetic data beats bad real data" — generators, noise, cleaning, and model collapse.
+
+Claims tested, all on the same clean real validation text:
+  1. Synthetic text from small seeded generators (lab.data.synthetic: a probabilistic grammar of short
+     stories in the spirit of TinyStories (Eldan & Li 2023), arithmetic, key-value facts) is worse training
+     data than clean real text, but past some noise level it beats real text corrupted by character noise and
+     token shuffles (both at rate p): the crossover noise level p*, per seed, with a CI or an honest
+     inconclusive. Mixtures (half synthetic, half noisy real) are measured beside them.
+  2. Model collapse (Shumailov et al. 2024, "AI models collapse when trained on recursively generated
+     data"): training each generation only on the previous generation's samples ("replace") loses the tails
+     of the distribution (mass on rare tokens, distinct n-grams) and raises the loss on real data, while
+     keeping every earlier generation's data beside the real data ("accumulate"; Gerstgrasser et al. 2024,
+     "Is model collapse inevitable?") keeps the loss bounded.
+
+The real data is the repo's real corpus (`data.name`, by default the standard library's docstrings, as e02,
+e10 and e11 use), cut into paragraph documents, cleaned before anything trains (lab.data.clean): exact
+duplicates by hash, near duplicates by MinHash + LSH with every candidate's true Jaccard checked, then a
+leak-free split by document into train/val/test, with a contamination check between the splits.
+Every data condition trains on the same number of tokens (streams cut to one length), byte-level, the same
+model and steps; conditions x seeds are one compiled sweep (lab.data.streams.MemberStreams). Each collapse
+generation is a fresh model trained for `collapse_train.steps` steps (equal compute per generation) on its
+data; samples come from lab.infer's sampler (KV-cached, temperature `temperature`), `collapse_tokens` per
+generation, the size of the real set it starts from.
+
+Run:      lab run e16 [--preset smoke|cpu|gpu] [--set noise_levels=0,0.3,0.6,0.9] [--seeds 3]
+Redraw:   lab analyze e16
+Writes:   results/e16_synthetic_data/
+  runs/curves/          one sweep: every data condition x seed (config.json, metrics.jsonl, checkpoints/)
+  runs/collapse/gen<g>/ one sweep per generation: regimes x seeds (generation 0: seeds, on real data)
+  runs/data.json        cleaning report, contamination counts, realized noise rates, stream sizes
+  runs/collapse.json    per generation and chain: distinct-n and rare-token mass of its samples
+  plots/curves.png, plots/crossover.png, plots/collapse.png, tables/*.md, findings.json
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lab.analysis import Finding, Outputs, Table, compare, headline, summarize
+from lab.analysis.stats import t_quantile
+from lab.config import check, check_at_least
+from lab.data import clean, synthetic
+from lab.data.corpora import load_corpus
+from lab.data.pipeline import DataConfig
+from lab.data.streams import MemberStreams
+from lab.experiment import Experiment
+from lab.infer import generate_cached
+from lab.infer.diversity import distinct_n
+from lab.model import ModelConfig
+from lab.runs import load_run, read_measurement, write_measurement
+from lab.train import Member, SweepSpec, TrainConfig, train_sweep
+from lab.train.config import TRAIN_PRESETS
+from lab.train.loop import sweep_params
+from lab.train.step import stream_loss
+from lab.viz import plots
+
+CLAIM = "Good synthetic data beats bad real data past a noise level; training on own samples collapses."
+REGIMES = ("replace", "accumulate")
+VOCAB = 256  # bytes
+
+
+@dataclass(frozen=True)
+class E16Config:
+    model: ModelConfig = ModelConfig(max_len=32, n_layers=2, d_model=32, n_heads=4)
+    train: TrainConfig = TrainConfig(
+        steps=150, batch_size=16, lr=3e-3, warmup_steps=15, eval_every=50, eval_batches=16, ckpt_every=150
+    )
+    data: DataConfig = DataConfig()  # the real corpus (byte-level here)
+    seeds: int = 3
+    real_docs: int = 3000  # paragraphs of the corpus sampled as the real documents
+    min_doc_chars: int = 64  # shorter paragraphs are left out (headings, one-liners)
+    split: tuple[float, ...] = (0.8, 0.1, 0.1)  # train, val, test by document, after dedupe
+    dedup: clean.DedupConfig = clean.DedupConfig()
+    noise_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # char noise + token shuffle rate
+    mix_levels: tuple[float, ...] = (0.4, 0.8)  # noise levels also trained half synthetic, half real
+    mix_fraction: float = 0.5  # synthetic share of a mixture
+    synth_weights: tuple[float, ...] = (0.6, 0.2, 0.2)  # stories, arithmetic, facts
+    generations: int = 5  # collapse: generations after generation 0 (trained on real data)
+    collapse_tokens: int = 16384  # real tokens of generation 0, and samples drawn per generation
+    collapse_train: TrainConfig = TrainConfig(
+        steps=80,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=8,
+        log_every=10,
+        eval_every=40,
+        eval_batches=16,
+        ckpt_every=80,
+    )
+    prompt_len: int = 1  # sampling prompt: tokens from the chain's own current data
+    temperature: float = 1.0
+    rare_mass: float = 0.1  # rare tokens: the least frequent real tokens holding this much real mass
+    ngram: int = 4  # distinct-n of the samples (byte n-grams)
+    collapse_margin: float = 0.1  # nats: "accumulate keeps the loss" means within this of generation 0
+    data_seed: int = 0
+
+    def __post_init__(self):
+        check_at_least(self, 1, "seeds", "generations", "prompt_len", "ngram")
+        check_at_least(self, 10, "real_docs")
+        check(
+            self.data.tokenizer == "byte", f"data.tokenizer must be 'byte' here, got {self.data.tokenizer!r}"
+        )
+        for name in ("noise_levels", "mix_levels", "mix_fraction", "rare_mass"):
+            for v in (
+                getattr(self, name) if isinstance(getattr(self, name), tuple) else (getattr(self, name),)
+            ):
+                synthetic.check_rate(name, v)
+        lv = self.noise_levels
+        check(
+            len(lv) >= 3 and 0.0 in lv and list(lv) == sorted(set(lv)),
+            f"noise_levels must be >= 3 distinct increasing rates including 0 (clean real), got {lv}",
+        )
+        check(
+            set(self.mix_levels) <= set(lv), f"mix_levels {self.mix_levels} must be among noise_levels {lv}"
+        )
+        check(0 < self.mix_fraction < 1, f"mix_fraction must be in (0, 1), got {self.mix_fraction}")
+        check(
+            len(self.split) == 3 and all(f > 0 for f in self.split) and abs(sum(self.split) - 1) < 1e-9,
+            f"split must be three fractions > 0 summing to 1 (train, val, test), got {self.split}",
+        )
+        check(
+            len(self.synth_weights) == 3
+            and all(w >= 0 for w in self.synth_weights)
+            and sum(self.synth_weights),
+            f"synth_weights must be three weights >= 0, not all 0 (stories, arithmetic, facts), got "
+            f"{self.synth_weights}",
+        )
+        check(self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}")
+        check(self.collapse_margin > 0, f"collapse_margin must be > 0, got {self.collapse_margin}")
+        check(
+            self.prompt_len < self.model.max_len,
+            f"prompt_len ({self.prompt_len}) must be < model.max_len ({self.model.max_len})",
+        )
+        for tc, name in ((self.train, "train"), (self.collapse_train, "collapse_train")):
+            check(
+                self.collapse_tokens >= tc.batch_size * (self.model.max_len + 1),
+                f"collapse_tokens ({self.collapse_tokens}) is smaller than one batch of {name} "
+                f"({tc.batch_size} x {self.model.max_len + 1} tokens)",
+            )
+
+
+# fmt: off
+PRESET_TABLE = {
+    "smoke": E16Config(
+        model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2),
+        train=TRAIN_PRESETS["smoke"], collapse_train=TRAIN_PRESETS["smoke"].replace(steps=10),
+        seeds=2, real_docs=200, noise_levels=(0.0, 0.3, 0.8), mix_levels=(0.8,), generations=2,
+        collapse_tokens=2048,
+    ),
+    "cpu": E16Config(),
+    "gpu": E16Config(
+        model=ModelConfig(max_len=128, n_layers=4, d_model=256, n_heads=8), train=TRAIN_PRESETS["gpu"],
+        collapse_train=TRAIN_PRESETS["gpu"].replace(steps=1000), real_docs=10000,
+        noise_levels=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8), mix_levels=(0.0, 0.2, 0.4, 0.8),
+        generations=8, collapse_tokens=262144,
+    ),
+}
+# fmt: on
+
+
+def conditions(cfg: E16Config) -> list[str]:
+    """The learning-curve data conditions, in sweep order: real at each noise level, synthetic, mixtures."""
+    return [f"real@{p:g}" for p in cfg.noise_levels] + ["synthetic"] + [f"mix@{p:g}" for p in cfg.mix_levels]
+
+
+# --- data: documents, cleaning, noise, streams (pure Python + NumPy) -------------------------------------------
+def _bytes(docs: list[str]) -> np.ndarray:
+    return np.frombuffer("\n\n".join(docs).encode("utf-8"), np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
+    """(streams, record): byte streams "val", "test", one per condition (cut to one length) and
+    "collapse_real"; the record holds the cleaning report, contamination counts, realized noise rates and
+    sizes (written to runs/data.json)."""
+    text = load_corpus(cfg.data.name).text
+    paragraphs = [p.strip() for p in text.split("\n\n") if len(p.strip()) >= cfg.min_doc_chars]
+    check(
+        len(paragraphs) >= cfg.real_docs,
+        f"the corpus has {len(paragraphs)} paragraphs of >= {cfg.min_doc_chars} characters; real_docs asks "
+        f"for {cfg.real_docs}",
+    )
+    docs = random.Random(cfg.data_seed).sample(paragraphs, cfg.real_docs)
+    splits, report = clean.clean_split(docs, cfg.dedup, cfg.split, cfg.data_seed)
+    contam = {
+        f"{a}-{b}": len(clean.contamination(splits[a], splits[b], cfg.dedup))
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    }
+    # the same split without deduplication first, for contrast: what the check finds when a split leaks
+    raw = clean.split_indices(len(docs), cfg.split, cfg.data_seed)
+    raw_docs = {k: [docs[i] for i in v] for k, v in raw.items()}
+    contam_raw = len(clean.contamination(raw_docs["train"], raw_docs["val"], cfg.dedup))
+    train = splits["train"]
+    streams: dict[str, np.ndarray] = {}
+    noise = {}
+    for i, p in enumerate(cfg.noise_levels):
+        noisy, stats = synthetic.noisy_documents(train, p, seed=cfg.data_seed + 17 * (i + 1))
+        streams[f"real@{p:g}"] = _bytes(noisy)
+        noise[f"{p:g}"] = stats | {
+            "char_rate": stats["chars_changed"] / max(stats["chars"], 1),
+            "shuffle_rate": stats["tokens_selected"] / max(stats["tokens"], 1),
+        }
+    want = max(s.size for s in streams.values())
+    synth, n = np.zeros(0, np.uint8), max(64, len(train))
+    while synth.size < want:  # as many synthetic documents as it takes to match the real stream's size
+        synth = _bytes(synthetic.synthetic_corpus(n, cfg.data_seed + 5, cfg.synth_weights))
+        n *= 2
+    streams["synthetic"] = synth
+    size = min(s.size for s in streams.values())
+    streams = {k: v[:size] for k, v in streams.items()}
+    k_syn = int(round(cfg.mix_fraction * size))
+    for p in cfg.mix_levels:
+        streams[f"mix@{p:g}"] = np.concatenate([streams[f"real@{p:g}"][: size - k_syn], synth[:k_syn]])
+    streams["val"], streams["test"] = _bytes(splits["val"]), _bytes(splits["test"])
+    streams["collapse_real"] = streams["real@0"][: cfg.collapse_tokens]
+    record = {
+        "documents": len(docs),
+        "dedup": report.to_dict(),
+        "split_documents": {k: len(v) for k, v in splits.items()},
+        "contamination_after_dedupe": contam,
+        "contamination_without_dedupe_train_val": contam_raw,
+        "noise": noise,
+        "stream_tokens": size,
+        "val_tokens": int(streams["val"].size),
+        "collapse_tokens": int(streams["collapse_real"].size),
+    }
+    return streams, record
+
+
+def rare_tokens(real: np.ndarray, mass: float) -> np.ndarray:
+    """(256,) bool: the least frequent byte values of `real` (among those it contains) whose frequencies sum
+    to at most `mass`."""
+    counts = np.bincount(real, minlength=VOCAB).astype(np.float64)
+    freq = counts / counts.sum()
+    order = [t for t in np.argsort(freq, kind="stable") if counts[t] > 0]
+    rare, total = np.zeros(VOCAB, bool), 0.0
+    for t in order:
+        if total + freq[t] > mass:
+            break
+        rare[t], total = True, total + freq[t]
+    return rare
+
+
+def sample_stats(rows: np.ndarray, rare: np.ndarray, n: int) -> dict:
+    """Distinct-n (byte n-grams, pooled over rows), the fraction of tokens in the rare set and the number of
+    distinct byte values of (R, L) generated rows."""
+    return {
+        "distinct": distinct_n([list(r) for r in rows], n),
+        "rare_mass": float(rare[rows.ravel()].mean()),
+        "types": int(np.unique(rows).size),
+    }
+
+
+# --- run: every JAX computation, written to files ------------------------------------------------------------
+def _spec(cfg, tcfg, streams: list[np.ndarray], val, members, info, pad_to: int | None = None) -> SweepSpec:
+    """A sweep of `members`, member i training on streams[extra[0]] (padded with zeros to `pad_to` tokens,
+    its valid length given, if set), all evaluated on `val`."""
+    task = MemberStreams(cfg.model.max_len, VOCAB, len(streams))
+    data = {"val": val}
+    for c, st in enumerate(streams):
+        key = task.stream_key(c)
+        if pad_to is None:
+            data[key] = st
+        else:
+            data[key] = np.concatenate([st, np.zeros(pad_to - st.size, st.dtype)])
+            data[f"{key}_len"] = np.asarray(st.size, np.int32)
+    return SweepSpec(cfg.model.replace(vocab_size=VOCAB), tcfg, task, members, data, info, loss=stream_loss)
+
+
+def _info(cfg: E16Config, what: str) -> dict:
+    return {"corpus": cfg.data.name, "tokenizer": "byte", "streams": what}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "new", "temperature"))
+def _generate_members(model, params, prompts_MRP, keys, new: int, temperature: float):
+    """(M, R, P + new): each member's rows generated by lab.infer's KV-cached sampler (one program)."""
+    one = lambda w, x, k: generate_cached(model, w, x, new, temperature=temperature, key=k)
+    return jax.vmap(one)(params, prompts_MRP, keys)
+
+
+def _samples(cfg: E16Config, model, params, streams, lengths, n_tokens: int, seed: int) -> np.ndarray:
+    """(M, R, L) tokens each member samples at `temperature`: R rows of L = max_len - prompt_len new tokens,
+    R * L >= n_tokens; each member's prompts are random windows of `prompt_len` tokens of the valid part of
+    its own stream."""
+    p, new = cfg.prompt_len, cfg.model.max_len - cfg.prompt_len
+    rows = -(-n_tokens // new)
+    rng = np.random.default_rng(seed)
+    prompts = np.stack(
+        [s[rng.integers(0, n - p, rows)[:, None] + np.arange(p)[None, :]] for s, n in zip(streams, lengths)]
+    ).astype(np.int32)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(streams))
+    out = _generate_members(model, params, prompts, keys, new, float(cfg.temperature))
+    return np.asarray(jax.device_get(out))[:, :, p:].astype(np.uint8)
+
+
+def run(cfg: E16Config, out: Path, opts) -> None:
+    streams, record = prepare(cfg)
+    write_measurement(out / "runs" / "data.json", record, cfg)
+    kw = opts.train_kw()
+    names = conditions(cfg)
+    members = [
+        Member(s, cfg.train.lr, cfg.train.init_scale, (c,))
+        for c in range(len(names))
+        for s in range(cfg.seeds)
+    ]
+    spec = _spec(
+        cfg, cfg.train, [streams[n] for n in names], streams["val"], members, _info(cfg, ",".join(names))
+    )
+    train_sweep(out / "runs" / "curves", spec, desc="e16 curves", **kw)
+    _collapse(cfg, out, streams, kw)
+
+
+def _collapse(cfg: E16Config, out: Path, streams: dict, kw: dict) -> None:
+    """Generation 0 on the real set, then `generations` generations per regime and seed (a chain), each a
+    fresh model on its chain's data: replace = the previous generation's samples only, accumulate = the real
+    set and every generation's samples so far. Every generation is one sweep of the 2 x seeds chains (at
+    generation 0 both regimes' chains train on the real set from the same initialization per seed, in their
+    own batch order), with the streams
+    padded to the largest accumulated size, so all generations share one compiled program."""
+    real, val, tc, s = streams["collapse_real"], streams["val"], cfg.collapse_train, cfg.seeds
+    n_tok = cfg.collapse_tokens
+    cap = real.size + cfg.generations * n_tok
+    rare = rare_tokens(real, cfg.rare_mass)
+    root, runners = out / "runs" / "collapse", {}
+    chains = [real] * (2 * s)
+    record = {
+        "real": sample_stats(real[: (real.size // 64) * 64].reshape(-1, 64), rare, cfg.ngram),
+        "rare_tokens": int(rare.sum()),
+    }
+    for g in range(cfg.generations + 1):
+        members = [Member(1000 * g + i % s, tc.lr, tc.init_scale, (i,)) for i in range(2 * s)]
+        spec = _spec(cfg, tc, chains, val, members, _info(cfg, f"gen{g}: " + ",".join(REGIMES)), cap)
+        train_sweep(root / f"gen{g}", spec, desc=f"e16 collapse gen {g}", runners=runners, **kw)
+        lengths = [c.size for c in chains]
+        samples = _samples(cfg, spec.model, sweep_params(root / f"gen{g}", spec), chains, lengths, n_tok, g)
+        record[f"gen{g}"] = [sample_stats(x, rare, cfg.ngram) for x in samples]
+        flat = samples.reshape(2 * s, -1)[:, :n_tok]
+        chains = [flat[i] for i in range(s)] + [
+            np.concatenate([chains[s + i], flat[s + i]]) for i in range(s)
+        ]
+    write_measurement(out / "runs" / "collapse.json", record, cfg)
+
+
+# --- analyze: NumPy only, from the files -------------------------------------------------------------------
+def _ms(values, digits: int = 3) -> str:
+    return summarize(values).fmt(digits)
+
+
+def final_losses(cfg: E16Config, run) -> dict[str, np.ndarray]:
+    """Condition -> (seeds,) final validation loss, from the curves sweep (members: condition-major)."""
+    v = run.final_val_loss
+    cond = run.extra(0).astype(int)
+    return {n: v[cond == c] for c, n in enumerate(conditions(cfg))}
+
+
+def crossing(levels, gap) -> float:
+    """The first noise level at which `gap` (noisy real loss - synthetic loss) turns from <= 0 to > 0, by
+    linear interpolation between levels; NaN if it never does, the first level if it is > 0 there."""
+    levels, gap = np.asarray(levels, np.float64), np.asarray(gap, np.float64)
+    if gap[0] > 0:
+        return float(levels[0])
+    for i in range(1, len(levels)):
+        if gap[i] > 0 >= gap[i - 1]:
+            return float(levels[i - 1] + (levels[i] - levels[i - 1]) * (-gap[i - 1]) / (gap[i] - gap[i - 1]))
+    return math.nan
+
+
+def crossover(cfg: E16Config, final: dict) -> dict:
+    """Per seed (conditions share a seed's initialization and batch keys: paired), the crossover noise level,
+    and their mean with its t interval when every seed crosses."""
+    levels = cfg.noise_levels
+    per_seed = [
+        crossing(levels, [final[f"real@{p:g}"][i] - final["synthetic"][i] for p in levels])
+        for i in range(cfg.seeds)
+    ]
+    x = np.asarray(per_seed)
+    out = {"per_seed": per_seed, "mean": math.nan, "ci95": (math.nan, math.nan)}
+    if np.isfinite(x).all() and x.size >= 2:
+        half = t_quantile(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+        out |= {"mean": float(x.mean()), "ci95": (float(x.mean() - half), float(x.mean() + half))}
+    elif np.isfinite(x).all():
+        out["mean"] = float(x.mean())
+    return out
+
+
+def finding_crossover(cfg: E16Config, final: dict) -> Finding:
+    """Clean real beats synthetic (p = 0), synthetic beats the noisiest real: both decided by the rule, per
+    seed paired; the crossover level reported with its CI (or why there is none)."""
+    lo, hi = cfg.noise_levels[0], cfg.noise_levels[-1]
+    c_clean = compare(final[f"real@{lo:g}"], final["synthetic"], paired_by_seed=True)
+    c_noisy = compare(final[f"real@{hi:g}"], final["synthetic"], paired_by_seed=True)
+    parts = [c_clean.verdict("greater"), c_noisy.verdict("less")]
+    x = crossover(cfg, final)
+    crossed = int(np.isfinite(x["per_seed"]).sum())
+    if math.isfinite(x["ci95"][0]):
+        where = f"crossover noise level {x['mean']:.3f} [95% CI {x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]"
+    else:
+        where = f"no crossover CI: synthetic overtakes noisy real within [0, {hi:g}] for {crossed} of {cfg.seeds} seeds"
+    per = ", ".join("none" if not math.isfinite(v) else f"{v:.3f}" for v in x["per_seed"])
+    gaps = "; ".join(f"p={p:g}: real {_ms(final[f'real@{p:g}'])}" for p in cfg.noise_levels)
+    evidence = (
+        f"final val loss on clean real text (nats/byte), synthetic {_ms(final['synthetic'])}; {gaps}. "
+        f"Synthetic minus clean real {c_clean.fmt()} ({parts[0]}); synthetic minus real at p={hi:g} "
+        f"{c_noisy.fmt()} ({parts[1]}). {where}; per seed: {per}"
+    )
+    claim = (
+        f"Clean real data beats synthetic data, but past a noise level in (0, {hi:g}] synthetic beats noisy real "
+        "data (character noise + token shuffles at rate p)"
+    )
+    return Finding(claim, headline(parts), evidence)
+
+
+def finding_mixture(cfg: E16Config, final: dict) -> Finding:
+    parts, ev = [], []
+    for p in cfg.mix_levels:
+        c = compare(final[f"real@{p:g}"], final[f"mix@{p:g}"], paired_by_seed=True)
+        parts.append(c.verdict("less"))
+        ev.append(
+            f"p={p:g}: mix {_ms(final[f'mix@{p:g}'])} vs real {_ms(final[f'real@{p:g}'])} ({c.fmt()}: {parts[-1]})"
+        )
+    claim = f"Replacing {cfg.mix_fraction:.0%} of noisy real data with synthetic data lowers the loss on clean real text"
+    return Finding(claim, headline(parts), "; ".join(ev))
+
+
+def collapse_series(cfg: E16Config, runs: dict, record: dict) -> dict:
+    """regime -> {"loss", "distinct", "rare_mass", "types"}: (generations + 1, seeds) arrays (members of each
+    generation's sweep: regime-major, then seed)."""
+    s = cfg.seeds
+    out = {r: {k: [] for k in ("loss", "distinct", "rare_mass", "types")} for r in REGIMES}
+    for g in range(cfg.generations + 1):
+        loss = runs[g].final_val_loss
+        for j, r in enumerate(REGIMES):
+            sl = slice(j * s, (j + 1) * s)
+            out[r]["loss"].append(loss[sl])
+            for k in ("distinct", "rare_mass", "types"):
+                out[r][k].append([m[k] for m in record[f"gen{g}"][sl]])
+    return {r: {k: np.asarray(v, np.float64) for k, v in d.items()} for r, d in out.items()}
+
+
+def finding_collapse(cfg: E16Config, series: dict, regime: str) -> Finding:
+    """replace: loss on real data rises, rare-token mass and distinct-n fall from generation 0 to the last
+    (paired by chain). accumulate: its last-generation loss is within collapse_margin of generation 0, and
+    below replace's."""
+    d, g = series[regime], cfg.generations
+    loss = compare(d["loss"][0], d["loss"][g], paired_by_seed=True)
+    if regime == "replace":
+        rare = compare(d["rare_mass"][0], d["rare_mass"][g], paired_by_seed=True)
+        dist = compare(d["distinct"][0], d["distinct"][g], paired_by_seed=True)
+        parts = [loss.verdict("greater"), rare.verdict("less"), dist.verdict("less")]
+        claim = (
+            f"Training each generation only on the previous one's samples (replace) collapses over {g} "
+            "generations: the loss on real data rises, the mass on rare tokens and distinct n-grams fall"
+        )
+        evidence = (
+            f"generation 0 -> {g}: val loss {_ms(d['loss'][0])} -> {_ms(d['loss'][g])} ({loss.fmt()}: "
+            f"{parts[0]}); rare-token mass {_ms(d['rare_mass'][0])} -> {_ms(d['rare_mass'][g])} ({rare.fmt()}: "
+            f"{parts[1]}); distinct-{cfg.ngram} {_ms(d['distinct'][0])} -> {_ms(d['distinct'][g])} "
+            f"({dist.fmt()}: {parts[2]})"
+        )
+        return Finding(claim, headline(parts), evidence)
+    other = series["replace"]
+    vs = compare(other["loss"][g], d["loss"][g], paired_by_seed=True)
+    parts = [loss.verdict("equal", cfg.collapse_margin), vs.verdict("less")]
+    claim = (
+        f"Accumulating real and synthetic data avoids collapse over {g} generations: the loss on real data stays "
+        f"within {cfg.collapse_margin:g} nats of generation 0 and below replace's"
+    )
+    evidence = (
+        f"generation 0 -> {g}: val loss {_ms(d['loss'][0])} -> {_ms(d['loss'][g])} ({loss.fmt()}, margin "
+        f"±{cfg.collapse_margin:g}: {parts[0]}); against replace at generation {g} {_ms(other['loss'][g])} "
+        f"({vs.fmt()}: {parts[1]}); rare-token mass {_ms(d['rare_mass'][0])} -> {_ms(d['rare_mass'][g])}, "
+        f"distinct-{cfg.ngram} {_ms(d['distinct'][0])} -> {_ms(d['distinct'][g])}"
+    )
+    return Finding(claim, headline(parts), evidence)
+
+
+def _plots(cfg, run, final, series, record, outs: Outputs) -> None:
+    names = conditions(cfg)
+    cond = run.extra(0).astype(int)
+    tokens = run.val_steps * cfg.train.batch_size * cfg.model.max_len
+    fig, axes = plots.figure(ncols=2, width=6.0)
+    for c, n in enumerate(names):
+        ax = axes[0, 1] if n.startswith("mix") or n == "synthetic" else axes[0, 0]
+        plots.band(ax, tokens, run.val_loss[cond == c], n)
+        if n == "synthetic":
+            plots.band(axes[0, 0], tokens, run.val_loss[cond == c], n)
+    for ax, what in (
+        (axes[0, 0], "real at noise level p, and synthetic"),
+        (axes[0, 1], "mixtures and synthetic"),
+    ):
+        plots.finish(ax, f"e16: {what}", "training tokens seen (bytes)", "val loss on clean real (nats/byte)")
+    fig.suptitle(
+        f"e16: learning curves on the same clean real validation text (mean ± sd, {cfg.seeds} seeds)"
+    )
+    plots.save(fig, outs.plot("curves.png"))
+
+    fig, axes = plots.figure(width=7.0)
+    ax = axes[0, 0]
+    lv = list(cfg.noise_levels)
+    plots.points(ax, lv, [final[f"real@{p:g}"] for p in lv], "noisy real")
+    plots.points(
+        ax,
+        list(cfg.mix_levels),
+        [final[f"mix@{p:g}"] for p in cfg.mix_levels],
+        f"mix ({cfg.mix_fraction:.0%} synthetic)",
+    )
+    m, sd = plots.mean_sd(final["synthetic"])
+    ax.axhline(m, color="grey", linestyle="--", label=f"synthetic (mean, sd {sd:.3f})")
+    x = crossover(cfg, final)
+    if math.isfinite(x["mean"]):
+        ax.axvline(x["mean"], color="black", linestyle=":", label=f"crossover p* = {x['mean']:.2f}")
+    plots.finish(
+        ax,
+        "e16: final val loss against the noise level of the real data (mean ± sd)",
+        "noise level p (rate)",
+        "val loss on clean real (nats/byte)",
+    )
+    plots.save(fig, outs.plot("crossover.png"))
+
+    fig, axes = plots.figure(ncols=3, width=4.6)
+    gens = np.arange(cfg.generations + 1)
+    real = record["real"]
+    for j, (key, label, ref) in enumerate(
+        (
+            ("loss", "val loss on clean real (nats/byte)", None),
+            ("distinct", f"distinct-{cfg.ngram} (fraction)", real["distinct"]),
+            ("rare_mass", "mass on rare tokens (fraction)", real["rare_mass"]),
+        )
+    ):
+        ax = axes[0, j]
+        for r in REGIMES:
+            plots.band(ax, gens, series[r][key].T, r)
+        if ref is not None:
+            ax.axhline(ref, color="grey", linestyle=":", label="real data")
+        plots.finish(ax, f"e16 collapse: {key.replace('_', ' ')}", "generation", label)
+    fig.suptitle(f"e16: model collapse, replace vs accumulate (mean ± sd over {cfg.seeds} chains)")
+    plots.save(fig, outs.plot("collapse.png"))
+
+
+def _tables(cfg, final, series, record, outs: Outputs) -> None:
+    t = Table(
+        f"Final val loss on clean real text after {cfg.train.steps} steps, equal tokens per condition (mean ± sd, "
+        f"{cfg.seeds} seeds)",
+        ["condition", "val loss (nats/byte)", "realized char noise", "realized token shuffle"],
+    )
+    for n in conditions(cfg):
+        p = n.split("@")[1] if "@" in n else None
+        nz = record["noise"].get(p, {}) if n.startswith("real") else {}
+        t.add(
+            n,
+            _ms(final[n]),
+            f"{nz['char_rate']:.3f}" if nz else "—",
+            f"{nz['shuffle_rate']:.3f}" if nz else "—",
+        )
+    outs.table("conditions.md", t)
+    d = record
+    c = Table("Cleaning the real documents (before any split)", ["what", "count"])
+    for k, v in (
+        ("documents", d["documents"]),
+        *((f"dedupe: {k}", v) for k, v in d["dedup"].items()),
+        *((f"split documents: {k}", v) for k, v in d["split_documents"].items()),
+        *((f"contamination after dedupe: {k}", v) for k, v in d["contamination_after_dedupe"].items()),
+        ("contamination train-val, same split without dedupe", d["contamination_without_dedupe_train_val"]),
+    ):
+        c.add(k, v)
+    outs.table("cleaning.md", c)
+    g = Table(
+        f"Model collapse per generation (mean ± sd over {cfg.seeds} chains; {cfg.collapse_tokens} tokens of data "
+        f"per generation, {cfg.collapse_train.steps} steps)",
+        [
+            "generation",
+            *(f"{r}: {k}" for r in REGIMES for k in ("val loss", f"distinct-{cfg.ngram}", "rare mass")),
+        ],
+    )
+    for i in range(cfg.generations + 1):
+        g.add(i, *(_ms(series[r][k][i]) for r in REGIMES for k in ("loss", "distinct", "rare_mass")))
+    outs.table("collapse.md", g)
+
+
+def analyze(cfg: E16Config, out: Path):
+    record = read_measurement(out / "runs" / "data.json", cfg)
+    collapse = read_measurement(out / "runs" / "collapse.json", cfg)
+    run = load_run(out / "runs" / "curves")
+    gens = [load_run(out / "runs" / "collapse" / f"gen{g}") for g in range(cfg.generations + 1)]
+    final = final_losses(cfg, run)
+    series = collapse_series(cfg, gens, collapse)
+    outs = Outputs(out)
+    _tables(cfg, final, series, record, outs)
+    _plots(cfg, run, final, series, collapse, outs)
+    findings = [
+        finding_crossover(cfg, final),
+        finding_mixture(cfg, final),
+        finding_collapse(cfg, series, "replace"),
+        finding_collapse(cfg, series, "accumulate"),
+    ]
+    contam = sum(record["contamination_after_dedupe"].values())
+    summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
+    summary += (
+        f" Cleaning: {record['dedup']['exact_removed']} exact and {record['dedup']['near_removed']} near duplicates "
+        f"removed of {record['documents']} documents; {contam} contaminated documents across splits after dedupe, "
+        f"{record['contamination_without_dedupe_train_val']} in train-val without it."
+    )
+    return outs.findings(headline([f.verdict for f in findings]), summary, findings)
+
+
+EXPERIMENT = Experiment(
+    name="e16_synthetic_data",
+    title="Synthetic data: generators, noise, cleaning, crossover and model collapse",
+    claim=CLAIM,
+    config_class=E16Config,
+    presets=PRESET_TABLE,
+    run=run,
+    analyze=analyze,
+)
