@@ -109,7 +109,7 @@ def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, c
 @pytest.mark.parametrize(
     "gap, want",
     [
-        ([-0.2, -0.1, 0.1, 0.3], 0.5 + 0.25 * 0.5),  # crosses between 0.5 and 0.75, halfway
+        ([-0.2, -0.1, 0.1, 0.3], 0.25 + 0.25 * 0.5),  # crosses between 0.25 and 0.5, halfway
         ([0.1, 0.2, 0.3, 0.4], 0.0),  # synthetic already better than clean real
         ([-0.3, -0.2, -0.1, -0.05], math.nan),  # never crosses
     ],
@@ -154,6 +154,8 @@ def test_collapse_findings_on_made_up_numbers():
     series = {"replace": collapse, "accumulate": flat}
     assert e16.finding_collapse(cfg, series, "replace").verdict == "supported"
     assert e16.finding_collapse(cfg, series, "accumulate").verdict == "supported"
-    series = {"replace": flat, "accumulate": collapse}
+    better = {"loss": 3.5 - 0.05 * gens + noise, "distinct": 0.5 + 0.05 * gens + noise,
+              "rare_mass": 0.05 + 0.01 * gens + noise / 10, "types": 90 + gens}  # fmt: skip
+    series = {"replace": better, "accumulate": collapse}
     assert e16.finding_collapse(cfg, series, "replace").verdict == "refuted"
     assert e16.finding_collapse(cfg, series, "accumulate").verdict == "refuted"
