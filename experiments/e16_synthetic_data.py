@@ -72,7 +72,8 @@ class E16Config:
     train: TrainConfig = TrainConfig(
         steps=150, batch_size=16, lr=3e-3, warmup_steps=15, eval_every=50, eval_batches=16, ckpt_every=150
     )
-    data: DataConfig = DataConfig()  # the real corpus (byte-level here)
+    # the real corpus, byte-level (its name and tokenizer are used; the split is by document, below)
+    data: DataConfig = DataConfig()
     seeds: int = 3
     real_docs: int = 3000  # paragraphs of the corpus sampled as the real documents
     min_doc_chars: int = 64  # shorter paragraphs are left out (headings, one-liners)
