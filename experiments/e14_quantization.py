@@ -224,11 +224,19 @@ def _calibration(model, params, windows):
     return jax.jit(jax.vmap(one))(params)
 
 
-def _gptq_tree(params, hessians, scheme: qt.Scheme, bits: int, damp: float):
-    """GPTQ of every weight of one member's tree with its layer's input Hessian."""
+def _factors(stats, damp: float) -> dict:
+    """Per linear layer, per member: GPTQ's inverse-Hessian factor and dead inputs, each layer its own
+    compiled call (lab.quant.gptq.inverse_factor says why)."""
+    factor = jax.jit(jax.vmap(lambda h: qgptq.inverse_factor(h, damp)))
+    return {path: factor(v[1]) for path, v in stats.items()}
+
+
+def _gptq_tree(params, factors, scheme: qt.Scheme, bits):
+    """GPTQ of every weight of one member's tree with its layer's inverse-Hessian factor."""
 
     def fn(w, path):
-        return qgptq.gptq(w, hessians[path][1], bits, **scheme.kw(), damp=damp)
+        u, dead = factors[path]
+        return qgptq.gptq_factored(w, u, dead, bits, **scheme.kw())
 
     return qt.map_weights(fn, params)
 
@@ -250,6 +258,12 @@ def _get(tree, path: str):
     return tree
 
 
+def _local(tree):
+    """The members' parameters on one device: the measurements are small programs, and a sweep restored
+    sharded over the CPU's host devices would make each of them a multi-device program."""
+    return jax.device_put(tree, jax.devices()[0])
+
+
 def _stats(out) -> dict:
     loss, agree, _ = out
     return {
@@ -263,7 +277,7 @@ def run(cfg: E14Config, out: Path, opts) -> None:
     model = lm.model
     float_spec = SweepSpec.text(lm, cfg.train, members_grid(range(cfg.seeds), [cfg.train.lr]))
     train_sweeps(out / "runs", {"float": float_spec}, "e14", opts)
-    params = sweep_params(out / "runs" / "float", float_spec)
+    params = _local(sweep_params(out / "runs" / "float", float_spec))
     one = jax.tree_util.tree_map(lambda a: a[0], params)
     for s in schemes(cfg):
         qt.check_scheme(one, s)
@@ -287,12 +301,11 @@ def run(cfg: E14Config, out: Path, opts) -> None:
     stats = _calibration(model, params, calib)
     gq = {}
     err = jax.jit(jax.vmap(_layer_errors))
+    factors = _factors(stats, cfg.gptq_damp)
     for s in gptq_schemes(cfg):
-        run_gptq = jax.jit(
-            jax.vmap(lambda p, h, b, s=s: _gptq_tree(p, h, s, b, cfg.gptq_damp), in_axes=(0, 0, None))
-        )
+        run_gptq = jax.jit(jax.vmap(lambda p, f, b, s=s: _gptq_tree(p, f, s, b), in_axes=(0, 0, None)))
         for b in cfg.gptq_bits:
-            g_params = run_gptq(params, stats, float(b))
+            g_params = run_gptq(params, factors, float(b))
             r_params = quantizers[s.name](params, float(b))
             gq[f"{s.name}/{b}"] = {
                 "gptq": _stats(evaluate(g_params, ref))
@@ -328,7 +341,7 @@ def run(cfg: E14Config, out: Path, opts) -> None:
         init_params=start,
     )
     train_sweeps(out / "runs", {"qat": qat_spec}, "e14", opts)
-    q_params = sweep_params(out / "runs" / "qat", qat_spec)
+    q_params = _local(sweep_params(out / "runs" / "qat", qat_spec))
     # The float control trained the same steps is what QAT is measured against: PTQ of the control at each
     # bit width is the gap QAT should close, so the extra steps help both sides equally.
     qat = {"control": {"ptq": {}}}

@@ -28,6 +28,19 @@ def hessian(x_NK) -> jax.Array:
     return x.T @ x
 
 
+def inverse_factor(h_KK, damp: float = 0.01):
+    """(U (K, K), dead (K,)): the upper Cholesky factor of the damped inverse Hessian (H^-1 = U^T U) and the
+    inputs that are never non-zero. One matrix per compiled program is the safe use on CPU: with jaxlib
+    0.10.2, a program holding a dozen LAPACK inverses and factorizations at once deadlocked (every thread
+    waiting), so `gptq_tree`-style callers factor each layer in its own call."""
+    h = jnp.asarray(h_KK, jnp.float32)
+    k = h.shape[0]
+    dead = jnp.diag(h) <= 0
+    h = h + jnp.diag(jnp.where(dead, 1.0, 0.0))
+    h = h + damp * jnp.mean(jnp.diag(h)) * jnp.eye(k)
+    return jnp.linalg.cholesky(jnp.linalg.inv(h)).T, dead
+
+
 def gptq(
     w_KN,
     h_KK,
@@ -40,16 +53,19 @@ def gptq(
 ):
     """The dequantized GPTQ weights (K, N) of `w_KN` for inputs with second moment `h_KK` (any positive
     multiple of X^T X)."""
+    u, dead = inverse_factor(h_KK, damp)
+    return gptq_factored(w_KN, u, dead, bits, symmetric=symmetric, granularity=granularity, group=group)
+
+
+def gptq_factored(
+    w_KN, u_KK, dead_K, bits, *, symmetric: bool = True, granularity: str = "channel", group: int = 0
+):
+    """`gptq` from the inverse Hessian's factor and dead inputs (`inverse_factor`)."""
     w = jnp.asarray(w_KN, jnp.float32)
     k, n = w.shape
     qz.check_layout(k, granularity, group)
-    h = jnp.asarray(h_KK, jnp.float32)
-    dead = jnp.diag(h) <= 0
-    h = h + jnp.diag(jnp.where(dead, 1.0, 0.0))
-    w = jnp.where(dead[:, None], 0.0, w)
-    h = h + damp * jnp.mean(jnp.diag(h)) * jnp.eye(k)
-    hinv = jnp.linalg.inv(h)
-    u = jnp.linalg.cholesky(hinv).T  # upper: hinv = u.T @ u
+    u = u_KK
+    w = jnp.where(dead_K[:, None], 0.0, w)
     # Scales from the original weights, per block of g inputs (per channel: g = K; the paper's "static
     # groups" variant for groups), so each row's grid is known before the loop.
     scale, zero = qz.calibrate(w, bits, symmetric=symmetric, granularity=granularity, group=group)
