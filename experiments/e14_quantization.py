@@ -575,13 +575,22 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
 def _plots(cfg, ptq, acts, qat, outs):
     fig, axes = plots.figure(ncols=2, width=6.0)
     bits = [int(b) for b in cfg.bits]
+    f = np.asarray(ptq["float"]["loss"])
     for name, by in ptq["schemes"].items():
         style = {} if name.startswith("sym") else {"linestyle": "--"}
-        plots.points(axes[0, 0], bits, [by[str(b)]["loss"] for b in bits], name, **style)
+        rise = [np.asarray(by[str(b)]["loss"]) - f for b in bits]  # paired by seed: the seeds' spread cancels
+        plots.points(axes[0, 0], bits, rise, name, **style)
         plots.points(axes[0, 1], bits, [by[str(b)]["agreement"] for b in bits], name, **style)
-    axes[0, 0].axhline(np.mean(ptq["float"]["loss"]), color="grey", linestyle=":", label="float")
-    axes[0, 0].set_yscale("log")
-    plots.finish(axes[0, 0], "validation loss", "weight bits", "val loss (nats/token, log)")
+    axes[0, 0].axhline(
+        INT8_LOSS_MARGIN, color="grey", linestyle=":", label=f"int8 goal ({INT8_LOSS_MARGIN} nats)"
+    )
+    axes[0, 0].set_yscale("symlog", linthresh=1e-3)
+    plots.finish(
+        axes[0, 0],
+        "validation loss increase over the float model",
+        "weight bits",
+        "Δ val loss (nats/token, symlog)",
+    )
     plots.finish(
         axes[0, 1],
         "top-1 agreement with the float model",
@@ -600,7 +609,7 @@ def _plots(cfg, ptq, acts, qat, outs):
     ax.set_yscale("log")
     plots.finish(
         ax,
-        "e14: |activation| max per input channel of the linear layers reading the residual stream (seed 0)",
+        "e14: max |x| per input channel, linear layers on the residual stream (seed 0)",
         "input channel",
         "max |x| over calibration tokens (log)",
         outside=True,
@@ -609,19 +618,19 @@ def _plots(cfg, ptq, acts, qat, outs):
 
     fig, axes = plots.figure(width=7.0)
     names = [f"{b} bits" for b in cfg.qat_bits]
+    ctrl = np.asarray(qat["control"]["float"]["loss"])  # per seed: the seeds' spread cancels
     series = {
-        "PTQ (float control)": [qat["control"]["ptq"][str(b)]["loss"] for b in cfg.qat_bits],
-        "QAT": [qat[str(b)]["loss"] for b in cfg.qat_bits],
+        "PTQ of the float control": [
+            list(np.asarray(qat["control"]["ptq"][str(b)]["loss"]) - ctrl) for b in cfg.qat_bits
+        ],
+        "QAT": [list(np.asarray(qat[str(b)]["loss"]) - ctrl) for b in cfg.qat_bits],
     }
     plots.grouped_bars(axes[0, 0], names, series)
-    axes[0, 0].axhline(
-        np.mean(qat["control"]["float"]["loss"]), color="grey", linestyle=":", label="float control"
-    )
     plots.finish(
         axes[0, 0],
         f"e14: QAT vs PTQ ({QAT_SCHEME.name}; mean ± sd over {cfg.seeds} seeds)",
         "weight bit width",
-        "val loss (nats/token)",
+        "val loss above the float control (nats/token)",
         outside=True,
     )
     plots.save(fig, outs.plot("qat.png"))
