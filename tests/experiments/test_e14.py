@@ -148,3 +148,18 @@ def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_ve
     }
     f = e14.finding_qat(cfg, qat)
     assert f.verdict == "qualified" and "3 bits:" in f.evidence and "2 bits:" in f.evidence
+
+
+def test_a_missing_export_requirement_is_a_one_line_error_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(
+        e14.qexport, "missing_requirement", lambda: "jax.export serialization needs 'flatbuffers'"
+    )
+    args = ["run", "e14", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert (
+        len(err) == 1 and "export target stablehlo: jax.export serialization needs 'flatbuffers'" in err[0]
+    ), err
+    assert not (tmp_path / "e14_quantization").exists()
