@@ -133,7 +133,7 @@ def test_qat_forward_is_the_float_model_at_zero_bits_and_the_ptq_model_otherwise
     f = jax.jit(lambda p, b: qat_forward(CFG, p, batch, jnp.asarray([b])))
     float_logits = jax.jit(lambda p: apply(CFG, p, tokens))(params)
     np.testing.assert_allclose(np.asarray(f(params, 0.0)), np.asarray(float_logits), rtol=1e-6, atol=1e-6)
-    q3 = apply(CFG, qt.ptq_tree(params, qt.Scheme(3, True, "channel")), tokens)
+    q3 = jax.jit(lambda p: apply(CFG, qt.ptq_tree(p, qt.Scheme(3, True, "channel")), tokens))(params)
     np.testing.assert_allclose(np.asarray(f(params, 3.0)), np.asarray(q3), rtol=1e-5, atol=1e-6)
-    g = jax.grad(lambda p: jnp.sum(qat_forward(CFG, p, batch, jnp.asarray([2.0]))))(params)
+    g = jax.jit(jax.grad(lambda p: jnp.sum(qat_forward(CFG, p, batch, jnp.asarray([2.0])))))(params)
     assert float(jnp.abs(g["block_0"]["mlp"]["w1"]).sum()) > 0  # the straight-through gradient reaches it
