@@ -102,6 +102,11 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "dpo.steps": ("100", "10"),
     },
     "e16": {"train.steps": ("200", "20"), "collapse_train.steps": ("100", "10")},  # >= 5 generations kept
+    "e14": {  # the float sweep and the QAT sweep cut; GPTQ at 4 bits only
+        "train.steps": ("200", "20"),
+        "qat_steps": ("100", "10"),
+        "gptq_bits": ("4", "4"),
+    },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 

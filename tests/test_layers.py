@@ -29,6 +29,8 @@ LAYERS = {
     "lab.infer": BASE | {"lab.ops", "lab.model", "lab.tokenizer", "lab.data", "lab.runs", "lab.train"},
     # alignment (finetuning, reward models, PPO, DPO) sits beside inference, above training
     "lab.align": BASE | {"lab.ops", "lab.model", "lab.data", "lab.train", "lab.infer"},
+    # quantization: PTQ, GPTQ, QAT (a forward hook of the training driver), export; beside lab.infer
+    "lab.quant": BASE | {"lab.ops", "lab.model"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs

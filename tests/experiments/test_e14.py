@@ -1,0 +1,165 @@
+"""Project 14 end to end at the smoke preset: the PTQ grid, GPTQ, activations, QAT and export measured by
+`run`; every finding's verdict recomputed from the files by the rule; analysis where JAX cannot compute; bad
+bit widths, group sizes and export targets are one-line errors before anything is written; the findings on
+made-up numbers give the verdicts the rule gives."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import e14_quantization as e14
+from lab.analysis import compare, compare_to, headline
+from lab.cli import main
+from lab.runs import read_measurement
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return smoke_run("e14")
+
+
+def _read(out, name):
+    return read_measurement(out / "runs" / f"{name}.json", e14.PRESET_TABLE["smoke"])
+
+
+def test_the_grid_is_measured_and_bytes_shrink_with_bits(smoke):
+    _, out = smoke
+    cfg = e14.PRESET_TABLE["smoke"]
+    ptq = _read(out, "ptq")
+    assert set(ptq["schemes"]) == {s.name for s in e14.schemes(cfg)}
+    for by in ptq["schemes"].values():
+        assert [int(b) for b in by] == list(cfg.bits)
+        sizes = [by[str(b)]["bytes"] for b in cfg.bits]
+        assert sizes == sorted(sizes, reverse=True) and sizes[0] < ptq["float"]["bytes"] / 3
+        for v in by.values():
+            assert len(v["loss"]) == cfg.seeds and all(0 <= a <= 1 for a in v["agreement"])
+    gq = _read(out, "gptq")
+    for v in gq.values():  # GPTQ minimizes the layers' output error: never above round-to-nearest's
+        assert all(g <= r * (1 + 1e-4) for g, r in zip(v["gptq"]["layer_error"], v["rtn"]["layer_error"]))
+    acts = _read(out, "activations")
+    assert set(acts["modes"]) == set(e14.ACT_MODES)
+    # weights-only int8 in activations.json is the same model as the PTQ grid's sym-channel 8 bits
+    assert acts["modes"]["float"]["loss"] == ptq["schemes"]["sym-channel"]["8"]["loss"]
+    exp = _read(out, "export")
+    m = exp["models"]
+    assert all(v["max_abs_diff_reload"] <= exp["tolerance"] for v in m.values())
+    assert m["int8"]["file_bytes"] < m["float"]["file_bytes"] / 2  # int8 codes as constants
+    assert (out / "runs" / "export" / "int8.stablehlo").stat().st_size == m["int8"]["file_bytes"]
+
+
+def test_findings_follow_the_rule_from_the_files(smoke):
+    results, out = smoke
+    cfg = e14.PRESET_TABLE["smoke"]
+    ptq, gq, acts, qat = (_read(out, n) for n in ("ptq", "gptq", "activations", "qat"))
+    f = json.loads((out / "findings.json").read_text())
+    rise = np.asarray(ptq["schemes"]["sym-channel"]["8"]["loss"]) - ptq["float"]["loss"]
+    int8 = headline(
+        [
+            compare_to(rise, e14.INT8_LOSS_MARGIN).verdict("less"),
+            compare_to(ptq["schemes"]["sym-channel"]["8"]["agreement"], 0.99).verdict("greater"),
+        ]
+    )
+    s = ptq["schemes"]
+    gran = headline(
+        [
+            compare(s["sym-channel"]["4"]["loss"], s["sym-g32"]["4"]["loss"], True).verdict("less"),
+            compare(s["sym-tensor"]["4"]["loss"], s["sym-channel"]["4"]["loss"], True).verdict("less"),
+        ]
+    )
+    gptq = headline([compare(v["rtn"]["loss"], v["gptq"]["loss"], True).verdict("less") for v in gq.values()])
+    closed = {b: e14.qat_gap_closed(qat, b) for b in cfg.qat_bits}
+    qat_v = headline([compare_to(c, 0.5).verdict("greater") for c in closed.values()])
+    m = acts["modes"]
+    act = headline(
+        [
+            compare(m["token"]["loss"], m["tensor"]["loss"], True).verdict("greater"),
+            compare(m["tensor"]["loss"], m["outlier"]["loss"], True).verdict("less"),
+        ]
+    )
+    assert [x["verdict"] for x in f["findings"]] == [int8, gran, gptq, qat_v, act]
+    assert f["verdict"] == headline([int8, gran, gptq, qat_v, act])
+    assert f"gap closed {np.mean(closed[cfg.qat_bits[0]]):.3f} ±" in f["findings"][3]["evidence"]
+    for p in f["plots"]:
+        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (out / "findings.json").read_text()
+    assert main(["analyze", "e14", "--results", str(results)]) == 0
+    assert (out / "findings.json").read_text() == before
+
+
+def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
+    analysis_without_jax("e14", smoke[1])
+
+
+@pytest.mark.parametrize(
+    "sets,needle",
+    [
+        (["bits=9,8,4"], "bits: [9] outside the supported 2..8 bits"),
+        (["qat_bits=1"], "qat_bits: [1] outside the supported 2..8 bits"),
+        (["groups=32,24"], "group size 24 does not divide the input dimension 32"),
+        (["export=onnx"], "export: ['onnx'] not available; allowed: stablehlo"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
+    args = ["run", "e14", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "e14_quantization").exists()
+
+
+def _ptq(rise8, agree8, g32, ch, ten):
+    f = [2.0, 2.1, 2.2]
+    sc = {
+        "sym-channel": {
+            "8": {"loss": list(np.add(f, rise8)), "agreement": agree8, "bytes": 10},
+            "4": {"loss": ch},
+        },
+        "sym-g32": {"4": {"loss": g32}},
+        "sym-tensor": {"4": {"loss": ten}},
+    }
+    return {"float": {"loss": f, "bytes": 40}, "schemes": sc}
+
+
+@pytest.mark.parametrize(
+    "rise8, agree8, int8_verdict, order, gran_verdict",
+    [
+        ([0.001, 0.0012, 0.0011], [0.995, 0.996, 0.997], "supported", (2.30, 2.40, 2.60), "supported"),
+        ([0.02, 0.021, 0.022], [0.95, 0.96, 0.94], "refuted", (2.60, 2.40, 2.30), "refuted"),
+    ],
+)
+def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_verdict):
+    cfg = e14.PRESET_TABLE["cpu"]
+    g32, ch, ten = ([x + d for d in (0.0, 0.01, 0.02)] for x in order)
+    ptq = _ptq(rise8, agree8, g32, ch, ten)
+    assert e14.finding_int8(cfg, ptq).verdict == int8_verdict
+    gran = e14.finding_granularity(cfg, ptq)
+    assert gran.verdict == gran_verdict
+    assert ("3/3 seeds" in gran.evidence) == (gran_verdict == "supported")
+    qat = {
+        "control": {
+            "float": {"loss": [2.0, 2.0, 2.0]},
+            "ptq": {"3": {"loss": [3.0, 3.1, 3.2]}, "2": {"loss": [5.0, 5.1, 5.2]}},
+        },
+        "3": {"loss": [2.2, 2.25, 2.3]},  # closes ~80%
+        "2": {"loss": [4.9, 5.0, 5.1]},  # closes ~3%
+    }
+    f = e14.finding_qat(cfg, qat)
+    assert f.verdict == "qualified" and "3 bits:" in f.evidence and "2 bits:" in f.evidence
+
+
+def test_a_missing_export_requirement_is_a_one_line_error_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(
+        e14.qexport, "missing_requirement", lambda: "jax.export serialization needs 'flatbuffers'"
+    )
+    args = ["run", "e14", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert (
+        len(err) == 1 and "export target stablehlo: jax.export serialization needs 'flatbuffers'" in err[0]
+    ), err
+    assert not (tmp_path / "e14_quantization").exists()
