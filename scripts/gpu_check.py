@@ -101,6 +101,12 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "ppo.steps": ("20", "10"),
         "dpo.steps": ("100", "10"),
     },
+    "e13": {  # four sizes, 4e5 to 2.5e7 non-embedding parameters; budgets 50, 100, 200 steps of 64 x 256 tokens
+        "budgets": ("819200,1638400,3276800", "640,1280,2560"),
+        "depths": ("2,4,6,8", "1,1,1,1"),
+        "widths": ("128,256,384,512", "8,16,24,32"),
+        "train.warmup_steps": ("20", "2"),
+    },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 
