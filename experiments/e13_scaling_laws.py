@@ -7,7 +7,7 @@ largest size predicts its loss within 2 seed-sds or 2%. The fits are Hoffmann et
 Besiroglu et al. 2024 replicated it (log loss, Huber delta 1e-3, summed terms, a grid of L-BFGS starts;
 lab.analysis.scaling), with 95% intervals from a bootstrap over seeds.
 
-Run:      lab run e13 [--preset smoke|cpu|gpu] [--set budgets=15360,30720,61440] [--seeds 3]
+Run:      lab run e13 [--preset smoke|cpu|gpu] [--set sizes=1x32,2x64,3x96,4x128] [--set budgets=15360,30720,61440] [--seeds 3]
 Redraw:   lab analyze e13
 Writes:   results/e13_scaling_laws/
   runs/L<layers>-D<d_model>/  one sweep per size: seeds as vmapped members of one compiled program (sharded
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,7 @@ HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-
 @dataclass(frozen=True)
 class E13Config:
     model: ModelConfig = ModelConfig(max_len=32, n_layers=1, d_model=32, n_heads=2)  # sizes set per size
-    depths: tuple[int, ...] = (1, 2, 2, 3, 4, 4)  # n_layers of each size (paired with widths)
-    widths: tuple[int, ...] = (32, 48, 64, 96, 128, 160)  # d_model of each size
+    sizes: tuple[str, ...] = ("1x32", "2x48", "2x64", "3x96", "4x128", "4x160")  # "<n_layers>x<d_model>"
     head_dim: int = 16  # n_heads = d_model / head_dim
     train: TrainConfig = TrainConfig(
         batch_size=8, lr=2e-3, warmup_steps=10, min_lr_ratio=1.0, log_every=10, eval_batches=32
@@ -83,23 +83,22 @@ class E13Config:
         check_at_least(self, 2, "seeds")
         check_at_least(self, 20, "bootstrap")
         check(
-            len(self.widths) >= 4,
+            len(self.sizes) >= 4,
             "a scaling fit needs at least 3 sizes (E, A and alpha) and the held-out test one more: "
-            f"need >= 4 sizes, got {len(self.widths)}",
+            f"need >= 4 sizes, got {len(self.sizes)}",
         )
-        check(
-            len(self.depths) == len(self.widths),
-            f"depths ({len(self.depths)}) and widths ({len(self.widths)}) must pair up: one of each per size",
-        )
-        sizes = list(zip(self.depths, self.widths))
-        check(len(set(sizes)) == len(sizes), f"the sizes (depth, width) must be distinct, got {sizes}")
-        check(self.head_dim >= 1, f"head_dim must be >= 1, got {self.head_dim}")
-        for d in self.widths:
+        for s in self.sizes:
             check(
-                d % self.head_dim == 0, f"every width must be a multiple of head_dim={self.head_dim}, got {d}"
+                re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", str(s)) is not None,
+                f"each size is <n_layers>x<d_model> (e.g. 2x64), got {s!r}",
             )
-        for n in self.depths:
-            check(n >= 1, f"depths must be >= 1, got {n}")
+        check(len(set(self.shapes)) == len(self.sizes), f"the sizes must be distinct, got {self.sizes}")
+        check(self.head_dim >= 1, f"head_dim must be >= 1, got {self.head_dim}")
+        for _, d in self.shapes:
+            check(
+                d % self.head_dim == 0,
+                f"every d_model must be a multiple of head_dim={self.head_dim}, got {d}",
+            )
         check(
             self.train.min_lr_ratio == 1.0,
             "train.min_lr_ratio must be 1 here (a constant learning rate after warmup): the token budgets are "
@@ -136,21 +135,22 @@ class E13Config:
         return [b // self.batch_tokens for b in self.budgets]
 
     @property
-    def sizes(self) -> list[tuple[int, int]]:
-        return list(zip(self.depths, self.widths))
+    def shapes(self) -> list[tuple[int, int]]:
+        """(n_layers, d_model) of each size."""
+        return [tuple(int(x) for x in str(s).split("x")) for s in self.sizes]
 
 
 # fmt: off
 PRESET_TABLE = {
     "smoke": E13Config(
-        model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2), depths=(1, 1, 1, 1), widths=(8, 16, 24, 32),
+        model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2), sizes=("1x8", "1x16", "1x24", "1x32"),
         head_dim=8, train=TRAIN_PRESETS["smoke"].replace(warmup_steps=2, min_lr_ratio=1.0, log_every=5),
         budgets=(640, 1280, 2560), data=DataConfig(tokenizer="bpe", bpe_vocab_size=300), seeds=2, bootstrap=20),
     "cpu": E13Config(),
     # one accelerator: ~1e5 to ~2e8 non-embedding parameters, 8M to 33M tokens
     "gpu": E13Config(
         model=ModelConfig(max_len=256, n_layers=2, d_model=128, n_heads=2, dtype="bfloat16"),
-        depths=(2, 4, 6, 8, 12, 16), widths=(128, 256, 384, 512, 768, 1024), head_dim=64,
+        sizes=("2x128", "4x256", "6x384", "8x512", "12x768", "16x1024"), head_dim=64,
         train=TRAIN_PRESETS["gpu"].replace(lr=6e-4, min_lr_ratio=1.0),
         budgets=(8_192_000, 16_384_000, 32_768_000),
         data=DataConfig(name="pystdlib", tokenizer="bpe", bpe_vocab_size=4096)),
@@ -193,7 +193,7 @@ def param_counts(model: ModelConfig) -> dict:
 def run(cfg: E13Config, out: Path, opts) -> None:
     train = _train(cfg)
     sizes = {}
-    for depth, width in cfg.sizes:
+    for depth, width in cfg.shapes:
         name = size_name(depth, width)
         lm = text_lm(cfg.data, _model(cfg, depth, width))
         spec = SweepSpec.text(lm, train, seed_members(cfg.seeds, train))
@@ -237,7 +237,7 @@ class _Grid:
 
 def _grid(cfg: E13Config, out: Path) -> _Grid:
     sizes = read_measurement(out / "runs" / "sizes.json", cfg)
-    names = [size_name(*s) for s in cfg.sizes]
+    names = [size_name(*s) for s in cfg.shapes]
     loss = []
     for name in names:
         r = load_run(out / "runs" / name)

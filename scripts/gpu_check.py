@@ -102,10 +102,9 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "dpo.steps": ("100", "10"),
     },
     "e13": {  # four sizes, 4e5 to 2.5e7 non-embedding parameters; budgets 50, 100, 200 steps of 64 x 256 tokens
+        "train.warmup_steps": ("20", "2"),  # first: the gpu preset warms up for 200 steps
         "budgets": ("819200,1638400,3276800", "640,1280,2560"),
-        "depths": ("2,4,6,8", "1,1,1,1"),
-        "widths": ("128,256,384,512", "8,16,24,32"),
-        "train.warmup_steps": ("20", "2"),
+        "sizes": ("2x128,4x256,6x384,8x512", "1x8,1x16,1x24,1x32"),
     },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)

@@ -41,7 +41,8 @@ def huber(r, delta: float = HUBER_DELTA) -> np.ndarray:
     """Elementwise Huber loss: r^2/2 for |r| <= delta, delta (|r| - delta/2) beyond."""
     r = np.asarray(r, np.float64)
     a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+    with np.errstate(over="ignore", invalid="ignore"):  # a line search may try huge steps: inf, not a warning
+        return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
 # --- a batched L-BFGS ---------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class Law:
     B: float | None = None
     beta: float | None = None
     objective: float = math.nan
+    theta: tuple[float, ...] = ()  # the fitted log-space parameters (a[, b], e, alpha[, beta]), as found
 
     def predict(self, n, d=None) -> np.ndarray:
         n = np.asarray(n, np.float64)
@@ -136,7 +138,7 @@ class Law:
         return out
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "theta"}
 
 
 def _objective(logx: np.ndarray, logl: np.ndarray, delta: float):
@@ -203,8 +205,10 @@ def fit_power_law(n, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
         raise ValueError(
             f"a power law with an offset has 3 parameters: need >= 3 distinct sizes, got {np.unique(n).size}"
         )
-    a, e, alpha, obj = _fit(np.log(n)[:, None], loss, starts, delta)
-    return Law(math.exp(e), math.exp(a), float(alpha), objective=float(obj))
+    a, e, alpha, obj = theta = _fit(np.log(n)[:, None], loss, starts, delta)
+    return Law(
+        math.exp(e), math.exp(a), float(alpha), objective=float(obj), theta=tuple(map(float, theta[:-1]))
+    )
 
 
 def fit_chinchilla(n, d, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
@@ -213,12 +217,23 @@ def fit_chinchilla(n, d, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
     n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
     if np.unique(n).size < 3 or np.unique(d).size < 2:
         raise ValueError("the Chinchilla law needs >= 3 distinct sizes and >= 2 distinct token counts")
-    a, b, e, alpha, beta, obj = _fit(np.log(np.stack([n, d], axis=1)), loss, starts, delta)
-    return Law(math.exp(e), math.exp(a), float(alpha), math.exp(b), float(beta), float(obj))
+    a, b, e, alpha, beta, obj = theta = _fit(np.log(np.stack([n, d], axis=1)), loss, starts, delta)
+    return Law(
+        math.exp(e),
+        math.exp(a),
+        float(alpha),
+        math.exp(b),
+        float(beta),
+        float(obj),
+        tuple(map(float, theta[:-1])),
+    )
 
 
 def law_start(law: Law) -> list[float]:
-    """A fitted law as a start row for refitting (e.g. the bootstrap starts from the full-data fit)."""
+    """A fitted law as a start row for refitting (e.g. the bootstrap starts from the full-data fit): its
+    log-space parameters as found (exp may have underflowed E to 0 when the fit drove e far below zero)."""
+    if law.theta:
+        return list(law.theta)
     if law.B is None:
         return [math.log(law.A), math.log(law.E), law.alpha]
     return [math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta]

@@ -24,7 +24,7 @@ def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
     sizes = read_measurement(out / "runs" / "sizes.json", cfg)
-    for depth, width in cfg.sizes:
+    for depth, width in cfg.shapes:
         s = sizes[e13.size_name(depth, width)]
         conf = json.loads((out / "runs" / e13.size_name(depth, width) / "config.json").read_text())["config"]
         assert [m["seed"] for m in conf["members"]] == list(range(cfg.seeds))
@@ -45,7 +45,7 @@ def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
 def test_budgets_are_read_from_a_constant_learning_rate_run(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
-    run = out / "runs" / e13.size_name(*cfg.sizes[-1])
+    run = out / "runs" / e13.size_name(*cfg.shapes[-1])
     rows = read_rows(run / "metrics.jsonl")
     lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
     assert len(lrs) == 1  # constant after warmup: stopping at a budget is the same run as one of that length
@@ -57,12 +57,12 @@ def test_the_held_out_finding_follows_from_the_metrics(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
     last = []
-    for size in cfg.sizes:
+    for size in cfg.shapes:
         rows = read_rows(out / "runs" / e13.size_name(*size) / "metrics.jsonl")
         last.append([r["val_loss"] for r in rows if "val_loss" in r and r["step"] == cfg.budget_steps[-1]])
     last = np.array(last)  # (sizes, seeds)
     sizes = read_measurement(out / "runs" / "sizes.json", cfg)
-    n = np.array([sizes[e13.size_name(*s)]["params"]["non_embedding"] for s in cfg.sizes], float)
+    n = np.array([sizes[e13.size_name(*s)]["params"]["non_embedding"] for s in cfg.shapes], float)
     law = scaling.fit_power_law(n[:-1], last[:-1].mean(axis=1))
     f = json.loads((out / "findings.json").read_text())["findings"][0]
     assert f"predicted {law.predict(n[-1]):.3f}" in f["evidence"]
@@ -78,8 +78,8 @@ def test_analysis_needs_no_jax(smoke, analysis_without_jax):
 @pytest.mark.parametrize(
     ("sets", "needle"),
     [
-        (["widths=8,16,24"], "need >= 4 sizes, got 3"),
-        (["depths=1,1"], "depths (2) and widths (4) must pair up"),
+        (["sizes=1x8,1x16,1x24"], "need >= 4 sizes, got 3"),
+        (["sizes=1x8,1x16,1x24,32"], "each size is <n_layers>x<d_model> (e.g. 2x64), got '32'"),
         (["budgets=64,1280,2560"], "token budget 64 is smaller than one batch"),
         (["train.min_lr_ratio=0.1"], "train.min_lr_ratio must be 1 here"),
     ],
