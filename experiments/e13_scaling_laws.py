@@ -32,10 +32,15 @@ is not what a fixed budget measures: the L(N) exponent at a fixed budget is not 
 unembedding (d_model x vocabulary) is a large share of the FLOPs of a model with d_model 32, and Kaplan's
 N leaves it out, so the smallest models get compute that N does not count; (3) losses are nats per BPE-512
 token of Python docs, not GPT-2 tokens of web text, so E, A and B are on another scale altogether and only
-the exponents are compared; (4) one learning rate serves every size, untuned per size as the papers did.
+the exponents are compared; (4) one learning rate serves every size (the papers tuned it per size);
+(5) at ~6e4 tokens the models are still close to the unigram plateau (ln 512 = 6.24 nats is uniform), where
+a deeper model given the same few constant-learning-rate steps learns no faster than a shallow one, so the
+loss need not even fall with N at a fixed budget. The cpu grid stops at ~1.2e6 non-embedding parameters
+(10^6.1), not 10^6.5: the 4x160 model already takes about a third of the preset's time on 2 cores.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero is where
-residuals stop being noise.
+residuals stop being noise. The criterion is relative to the law of the larger sizes: where the larger
+sizes themselves bend away (as at the cpu preset's tiny budgets), the small ones are flagged against that.
 """
 
 from __future__ import annotations
