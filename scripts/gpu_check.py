@@ -106,6 +106,10 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "train.steps": ("200", "20"),
         "qat_steps": ("100", "10"),
         "gptq_bits": ("4", "4"),
+    "e13": {  # four sizes, 4e5 to 2.5e7 non-embedding parameters; budgets 50, 100, 200 steps of 64 x 256 tokens
+        "train.warmup_steps": ("20", "2"),  # first: the gpu preset warms up for 200 steps
+        "budgets": ("819200,1638400,3276800", "640,1280,2560"),
+        "sizes": ("2x128,4x256,6x384,8x512", "1x8,1x16,1x24,1x32"),
     },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)

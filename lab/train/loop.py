@@ -321,6 +321,21 @@ def _compile(runner, state, data, sizes, desc, enabled) -> float:
     return runner.compile_seconds - t0
 
 
+def compiled_memory(runner) -> dict | None:
+    """XLA's memory analysis (bytes per device) of the longest train call compiled so far: arguments,
+    outputs, temporaries, aliased (donated) bytes, and "peak" = arguments + outputs + temporaries - aliased,
+    the most the program holds at once by XLA's count. None when nothing is compiled or XLA gives none."""
+    if not runner._train_cache:
+        return None
+    m = runner._train_cache[max(runner._train_cache)].memory_analysis()
+    if m is None:
+        return None
+    kinds = ("argument", "output", "temp", "alias", "generated_code")
+    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in kinds}
+    out["peak"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    return out
+
+
 class _StepBar:
     """A sweep's step bar. Made once every program is compiled, so its clock, rate and ETA are training
     alone; it starts at the resumed step and counts steps when their metrics are read back (done, not
@@ -441,6 +456,7 @@ def _loop(
             "steps": tcfg.steps - start,
             "tokens_per_second": result.tokens_per_second,
             "ms_per_step": 1000 * train_s / max(tcfg.steps - start, 1),
+            "memory": compiled_memory(runner),
         },
     )
     return result

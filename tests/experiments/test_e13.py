@@ -1,0 +1,112 @@
+"""Project 13 end to end at the smoke preset: one sweep per size over seeds, the parameter and FLOP counts
+against closed forms, the token budgets read from a constant-learning-rate run, the held-out finding
+recomputed from the metrics by the library, analysis where JAX cannot compute; bad settings are one-line
+errors before anything is written; on made-up losses the findings give the verdicts the numbers carry."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from experiments import e13_scaling_laws as e13
+from lab.analysis import decide, scaling
+from lab.cli import main
+from lab.runs import read_measurement, read_rows
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return smoke_run("e13")
+
+
+def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
+    _, out = smoke
+    cfg = e13.PRESET_TABLE["smoke"]
+    sizes = read_measurement(out / "runs" / "sizes.json", cfg)
+    for depth, width in cfg.shapes:
+        s = sizes[e13.size_name(depth, width)]
+        conf = json.loads((out / "runs" / e13.size_name(depth, width) / "config.json").read_text())["config"]
+        assert [m["seed"] for m in conf["members"]] == list(range(cfg.seeds))
+        v, t = s["vocab_size"], cfg.model.max_len
+        # blocks: 4 d^2 attention + 8 d^2 MLP + two norm scales; then the final norm
+        assert s["params"]["non_embedding"] == depth * (12 * width**2 + 2 * width) + width
+        assert s["params"]["embedding"] == v * width + t * width
+        matmul = depth * 12 * width**2 + width * v
+        assert s["flops_per_token_exact"] == 6 * matmul + 12 * depth * t * width
+        assert s["unembedding_flops_share"] == pytest.approx(
+            6 * width * v / s["flops_per_token_exact"], rel=1e-12
+        )
+        # params + AdamW's two moments, float32, every seed: a floor on what the compiled step holds
+        assert s["peak_bytes"] >= 3 * 4 * cfg.seeds * (s["params"]["total"])
+        assert s["tokens_per_second"] > 0
+
+
+def test_budgets_are_read_from_a_constant_learning_rate_run(smoke):
+    _, out = smoke
+    cfg = e13.PRESET_TABLE["smoke"]
+    run = out / "runs" / e13.size_name(*cfg.shapes[-1])
+    rows = read_rows(run / "metrics.jsonl")
+    lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
+    assert len(lrs) == 1  # constant after warmup: stopping at a budget is the same run as one of that length
+    evals = {r["step"] for r in rows if "val_loss" in r}
+    assert set(cfg.budget_steps) <= evals
+
+
+def test_the_held_out_finding_follows_from_the_metrics(smoke):
+    _, out = smoke
+    cfg = e13.PRESET_TABLE["smoke"]
+    last = []
+    for size in cfg.shapes:
+        rows = read_rows(out / "runs" / e13.size_name(*size) / "metrics.jsonl")
+        last.append([r["val_loss"] for r in rows if "val_loss" in r and r["step"] == cfg.budget_steps[-1]])
+    last = np.array(last)  # (sizes, seeds)
+    sizes = read_measurement(out / "runs" / "sizes.json", cfg)
+    n = np.array([sizes[e13.size_name(*s)]["params"]["non_embedding"] for s in cfg.shapes], float)
+    law = scaling.fit_power_law(n[:-1], last[:-1].mean(axis=1))
+    f = json.loads((out / "findings.json").read_text())["findings"][0]
+    assert f"predicted {law.predict(n[-1]):.3f}" in f["evidence"]
+    lo, hi = map(float, re.search(r"\[95% CI (\S+), (\S+)\]", f["evidence"]).groups())
+    tol = max(2 * last[-1].std(ddof=1), 0.02 * last[-1].mean())
+    assert f["verdict"] == decide((lo, hi), "equal", tol)
+
+
+def test_analysis_needs_no_jax(smoke, analysis_without_jax):
+    analysis_without_jax("e13", smoke[1])
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["sizes=1x8,1x16,1x24"], "need >= 4 sizes, got 3"),
+        (["sizes=1x8,1x16,1x24,32"], "each size is <n_layers>x<d_model> (e.g. 2x64), got '32'"),
+        (["budgets=64,1280,2560"], "token budget 64 is smaller than one batch"),
+        (["train.min_lr_ratio=0.1"], "train.min_lr_ratio must be 1 here"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
+    args = ["run", "e13", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "e13_scaling_laws").exists()
+
+
+def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdicts():
+    """Losses drawn from E + A/N^alpha + B/D^beta with 0.1% seed noise, the smallest size raised by 0.2 nats:
+    the held-out size is predicted (supported), and the smallest size is the one too small (supported)."""
+    cfg = e13.E13Config(bootstrap=20)
+    rng = np.random.default_rng(0)
+    n = np.geomspace(1e4, 2e6, 7)
+    d = np.asarray(cfg.budgets, float)
+    law = scaling.Law(E=1.5, A=40.0, alpha=0.3, B=60.0, beta=0.3)
+    loss = [law.predict(x, d)[None, :] * np.exp(rng.normal(0, 1e-3, (3, d.size))) for x in n]
+    loss[0] = loss[0] + 0.2
+    g = e13._Grid([f"s{i}" for i in range(n.size)], n, d, loss, {})
+    f = e13._fits(cfg, g)
+    held, small = e13.finding_held_out(g, f), e13.finding_too_small(g, f)
+    assert held.verdict == "supported", held.evidence
+    assert small.verdict == "supported" and "at and below s0 " in small.evidence, small.evidence
+    assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
