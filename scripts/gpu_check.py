@@ -106,6 +106,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "train.steps": ("200", "20"),
         "qat_steps": ("100", "10"),
         "gptq_bits": ("4", "4"),
+    },
     "e13": {  # four sizes, 4e5 to 2.5e7 non-embedding parameters; budgets 50, 100, 200 steps of 64 x 256 tokens
         "train.warmup_steps": ("20", "2"),  # first: the gpu preset warms up for 200 steps
         "budgets": ("819200,1638400,3276800", "640,1280,2560"),
