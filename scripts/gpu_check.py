@@ -119,7 +119,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
             "jax_jit,jax_nojit,numpy_f64,torch_eager,onnxruntime,stablehlo",
         ),
         "lengths": ("16,80", "16"),
-        "batches": ("1,8", "2"),
+        "batches": ("2,8", "2"),
     },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
