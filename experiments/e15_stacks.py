@@ -207,7 +207,9 @@ class _Stacks:
             from lab.port import onnx_port
 
             t0 = time.perf_counter()
-            folder = self.folder or Path(tempfile.mkdtemp())
+            if self.folder is None:  # seeds after the first: a scratch file, removed with this object
+                self._tmp = tempfile.TemporaryDirectory()
+            folder = self.folder or Path(self._tmp.name)
             path = onnx_port.export(self.torch(), folder / "model.onnx", np.zeros((1, 4), np.int64))
             self._sess = onnx_port.session(path)
             self.load_s["onnxruntime"] = time.perf_counter() - t0
