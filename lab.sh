@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The lab's single entry point. On first use it creates a virtual environment in .venv and installs the
-# project into it (editable, with the test extras); afterwards it reuses it, reinstalling only when
+# project into it (editable, with the test extras and the [stacks] extra: PyTorch, ONNX and ONNX Runtime for
+# e15 and e14's ONNX row, so `run` and `test` both have them); afterwards it reuses it, reinstalling only when
 # setup.cfg or pyproject.toml change. Then it runs the `lab` command line with the arguments given:
 #   ./lab.sh run all     train every experiment at the default `cpu` preset and write results/REPORT.md
 #   ./lab.sh test        ruff check + the whole pytest suite (as root on Debian/Ubuntu it first installs
@@ -26,7 +27,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   log="$venv/install.log"
   if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
-         "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[test]"; } >"$log" 2>&1; then
+         "$venv/bin/python" -m pip install --disable-pip-version-check -e "$root[test,stacks]"; } >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "lab: installing into $venv failed (full log: $log)" >&2
     exit 2

@@ -21,8 +21,10 @@ model, not layer by layer). Activations are quantized at every linear layer's in
 with weights fake-quantized at each of `qat_bits` (symmetric per-channel), beside a float control trained the
 same steps (bits 0), as one vmapped sweep; "gap closed" = (L_PTQ - L_QAT) / (L_PTQ - L_float) per seed.
 Export: seed 0's float and int8 models through jax.export (StableHLO, serialized, reloaded and run in a
-fresh process), outputs compared with the in-process model within `export_tol`, file sizes in a table.
-ONNX export (through a PyTorch port or an onnx graph) is not done here.
+fresh process), outputs compared with the in-process model within `export_tol`, file sizes in a table; and
+(target "onnx", the [stacks] extra) through the PyTorch port (lab.port) to ONNX, run by ONNX Runtime, outputs
+compared with the JAX model within `onnx_tol` (another stack: float32 roundoff in another order). The int8
+ONNX model holds the dequantized weights (float32 initializers), so its file is the float model's size.
 
 Run:      lab run e14 [--preset smoke|cpu|gpu] [--set bits=8,4] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e14
@@ -33,7 +35,7 @@ Writes:   results/e14_quantization/
   runs/activations.json    W8 + A8 per activation granularity; per-layer channel absmax (outliers)
   runs/qat.json            QAT and float-control members' quantized val loss and agreement
   runs/export.json         file sizes, max |difference| after reload, tolerance
-  runs/export/*.stablehlo  the serialized modules
+  runs/export/*.stablehlo, runs/export/*.onnx  the serialized modules
   plots/ptq.png, plots/outliers.png, plots/qat.png, tables/*.md, findings.json
 """
 
@@ -46,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab import ops
+from lab import ops, port
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
 from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
@@ -67,7 +69,7 @@ from lab.viz import plots
 
 CLAIM = "Weights survive 8 and 4 bits with the right granularity; below that, training must see the rounding."
 ACT_MODES = ("float", "tensor", "token", "outlier")  # activation handling at every linear layer's input
-EXPORT_TARGETS = ("stablehlo",)
+EXPORT_TARGETS = ("stablehlo", "onnx")
 INT8_LOSS_MARGIN = 0.005  # nats: the issue's goal for int8 per-channel
 INT8_AGREEMENT = 0.99
 QAT_CLOSE = 0.5  # fraction of the PTQ gap QAT should close
@@ -90,9 +92,10 @@ class E14Config:
     qat_lr: float = 1e-3
     eval_windows: int = 64  # held-out windows every quantized model is evaluated on
     calib_windows: int = 32  # training-split windows for GPTQ Hessians and activation statistics
-    export: tuple[str, ...] = ("stablehlo",)
+    export: tuple[str, ...] = ("stablehlo", "onnx")
     export_batch: int = 4
     export_tol: float = 1e-5  # max |logit difference| allowed between the reloaded and in-process model
+    onnx_tol: float = 1e-4  # max |logit difference| allowed between ONNX Runtime and the JAX model
 
     def __post_init__(self):
         check_at_least(self, 1, "seeds", "qat_steps", "eval_windows", "calib_windows", "export_batch")
@@ -116,11 +119,11 @@ class E14Config:
         check(self.outlier_ratio > 1, f"outlier_ratio must be > 1, got {self.outlier_ratio}")
         check(0 < self.gptq_damp < 1, f"gptq_damp must be in (0, 1), got {self.gptq_damp}")
         check(self.qat_lr > 0 and self.export_tol > 0, "qat_lr and export_tol must be > 0")
+        check(self.onnx_tol > 0, f"onnx_tol must be > 0, got {self.onnx_tol}")
         bad = [t for t in self.export if t not in EXPORT_TARGETS]
         check(
             not bad,
-            f"export: {bad} not available; allowed: {', '.join(EXPORT_TARGETS)} "
-            "(ONNX export is not implemented in this experiment)",
+            f"export: {bad} not available; allowed: {', '.join(EXPORT_TARGETS)}",
         )
         check(
             self.model.mlp == "dense", "model.mlp must be 'dense' (expert weights have no quantization rule)"
@@ -153,6 +156,8 @@ def check_config(cfg: E14Config) -> None:
     text_lm(cfg.data, cfg.model).check()
     if "stablehlo" in cfg.export and (why := qexport.missing_requirement()):
         raise ConfigError(f"export target stablehlo: {why}")
+    if "onnx" in cfg.export and (why := port.missing("onnxruntime")):
+        raise ConfigError(f"export target onnx: {why}")
 
 
 def schemes(cfg: E14Config) -> list[qt.Scheme]:
@@ -383,6 +388,27 @@ def _export(cfg: E14Config, model, p0, val, out: Path) -> dict:
             "max_abs_diff_reload": float(np.max(np.abs(here[name] - back))),
             "agreement_with_float": float(np.mean(np.argmax(back, -1) == np.argmax(here["float"], -1))),
         }
+    if "onnx" in cfg.export:
+        trees = {"float": p0, "int8": qt.dequantize_tree(stored, p0)}
+        res["onnx"] = _export_onnx(cfg, model, trees, tokens, here, folder)
+    return res
+
+
+def _export_onnx(cfg: E14Config, model, trees: dict, tokens, here: dict, folder: Path) -> dict:
+    """Each model's parameters through the PyTorch port to ONNX, run by ONNX Runtime, against the JAX model."""
+    from lab.port import onnx_port, torch_port
+
+    res = {"tolerance": cfg.onnx_tol, "models": {}}
+    for name, tree in trees.items():
+        path = folder / f"{name}.onnx"
+        tree = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), tree)
+        onnx_port.export(torch_port.from_params(model, tree), path, tokens)
+        got = onnx_port.run(onnx_port.session(path), tokens).astype(np.float64)
+        res["models"][name] = {
+            "file_bytes": path.stat().st_size,
+            "max_abs_diff_vs_jax": float(np.max(np.abs(got - here[name]))),
+            "agreement_with_float": float(np.mean(np.argmax(got, -1) == np.argmax(here["float"], -1))),
+        }
     return res
 
 
@@ -553,7 +579,8 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
             "within tolerance",
             "argmax = float",
         ],
-        note=f"Tolerance {exp['tolerance']:g} on the logits. ONNX export is not done in this experiment.",
+        note=f"Tolerance {exp['tolerance']:g} on the logits."
+        + ("" if "onnx" in exp else " ONNX export is not done in this experiment."),
     )
     for name, v in exp["models"].items():
         ok = v["max_abs_diff_reload"] <= exp["tolerance"]
@@ -569,7 +596,21 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
     outs.table("gptq.md", g)
     outs.table("activations.md", a, o)
     outs.table("qat.md", q)
-    outs.table("export.md", e)
+    blocks = [e]
+    if "onnx" in exp:
+        ox = exp["onnx"]
+        o = Table(
+            "ONNX (the PyTorch port through torch.onnx.export) of seed 0, run by ONNX Runtime",
+            ["model", "file bytes", "max abs diff vs JAX", "within tolerance", "argmax = float"],
+            note=f"Tolerance {ox['tolerance']:g} on the logits (another stack: float32 sums in another "
+            "order). The int8 model's weights are stored dequantized (float32), so its file is float-sized.",
+        )
+        for name, v in ox["models"].items():
+            ok = v["max_abs_diff_vs_jax"] <= ox["tolerance"]
+            o.add(name, v["file_bytes"], f"{v['max_abs_diff_vs_jax']:.2e}", "yes" if ok else "NO",
+                  f"{v['agreement_with_float']:.4f}")  # fmt: skip
+        blocks.append(o)
+    outs.table("export.md", *blocks)
 
 
 def _plots(cfg, ptq, acts, qat, outs):
@@ -659,6 +700,13 @@ def analyze(cfg: E14Config, out: Path):
         f" Export (jax.export, reloaded in a fresh process): {sizes}; outputs within {exp['tolerance']:g}: "
         f"{'yes' if ok else 'NO'}."
     )
+    if "onnx" in exp:
+        ox = exp["onnx"]
+        ok = all(v["max_abs_diff_vs_jax"] <= ox["tolerance"] for v in ox["models"].values())
+        sizes = ", ".join(f"{k} {v['file_bytes']} bytes" for k, v in ox["models"].items())
+        summary += (
+            f" ONNX Runtime: {sizes}; outputs within {ox['tolerance']:g} of JAX: {'yes' if ok else 'NO'}."
+        )
     return outs.findings(headline([f.verdict for f in findings]), summary, findings)
 
 

@@ -112,6 +112,15 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
         "budgets": ("819200,1638400,3276800", "640,1280,2560"),
         "sizes": ("2x128,4x256,6x384,8x512", "1x8,1x16,1x24,1x32"),
     },
+    "e15": {  # no torch.compile (minutes of inductor compiling); PyTorch / ONNX Runtime need the [stacks] extra
+        "train.steps": ("200", "20"),
+        "stacks": (
+            "jax_jit,jax_nojit,numpy_f64,torch_eager,onnxruntime,stablehlo",
+            "jax_jit,jax_nojit,numpy_f64,torch_eager,onnxruntime,stablehlo",
+        ),
+        "lengths": ("16,80", "16"),
+        "batches": ("2,8", "2"),
+    },
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 

@@ -31,6 +31,9 @@ LAYERS = {
     "lab.align": BASE | {"lab.ops", "lab.model", "lab.data", "lab.train", "lab.infer"},
     # quantization: PTQ, GPTQ, QAT (a forward hook of the training driver), export; beside lab.infer
     "lab.quant": BASE | {"lab.ops", "lab.model"},
+    # the model in other stacks (NumPy float64, PyTorch, ONNX Runtime, StableHLO through lab.quant.export);
+    # torch / onnx / onnxruntime are imported only inside lab.port's own modules (the optional [stacks] extra)
+    "lab.port": BASE | {"lab.ops", "lab.model", "lab.quant"},
     "lab.analysis": BASE | {"lab.runs"},
     "lab.viz": BASE | {"lab.tokenizer"},
     "lab.report": BASE | {"lab.analysis", "lab.runs"},  # refuses findings of unfinished runs

@@ -8,10 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from experiments import e14_quantization as e14
-from lab.analysis import compare, compare_to, headline
-from lab.cli import main
-from lab.runs import read_measurement
+# the smoke run exports to ONNX through the PyTorch port (export target "onnx")
+pytest.importorskip("onnxruntime", reason="needs the [stacks] extra: pip install -e .[stacks]")
+
+from experiments import e14_quantization as e14  # noqa: E402
+from lab.analysis import compare, compare_to, headline  # noqa: E402
+from lab.cli import main  # noqa: E402
+from lab.runs import read_measurement  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,13 @@ def test_the_grid_is_measured_and_bytes_shrink_with_bits(smoke):
     assert all(v["max_abs_diff_reload"] <= exp["tolerance"] for v in m.values())
     assert m["int8"]["file_bytes"] < m["float"]["file_bytes"] / 2  # int8 codes as constants
     assert (out / "runs" / "export" / "int8.stablehlo").stat().st_size == m["int8"]["file_bytes"]
+    ox = exp["onnx"]  # ONNX Runtime against the in-process JAX model, float and int8
+    assert set(ox["models"]) == {"float", "int8"}
+    for name, v in ox["models"].items():
+        assert 0 <= v["max_abs_diff_vs_jax"] <= ox["tolerance"] == e14.PRESET_TABLE["smoke"].onnx_tol
+        assert (out / "runs" / "export" / f"{name}.onnx").stat().st_size == v["file_bytes"]
+    assert ox["models"]["float"]["agreement_with_float"] == 1.0
+    assert "ONNX (the PyTorch port" in (out / "tables" / "export.md").read_text()
 
 
 def test_findings_follow_the_rule_from_the_files(smoke):
@@ -97,7 +107,7 @@ def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, anal
         (["bits=9,8,4"], "bits: [9] outside the supported 2..8 bits"),
         (["qat_bits=1"], "qat_bits: [1] outside the supported 2..8 bits"),
         (["groups=32,24"], "group size 24 does not divide the input dimension 32"),
-        (["export=onnx"], "export: ['onnx'] not available; allowed: stablehlo"),
+        (["export=tflite"], "export: ['tflite'] not available; allowed: stablehlo, onnx"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):

@@ -87,7 +87,7 @@ def test_a_plugged_in_sampler_is_used_by_both_generators():
 
 
 def test_cached_forward_matches_the_float64_numpy_model():
-    from tests.model.test_transformer import np_forward  # the reference forward pass, one place
+    from lab.port.numpy_ref import forward as np_forward  # the reference forward pass, one place
 
     cfg = BASE.replace(n_kv_heads=2, bias=True)
     params = _params(cfg, seed=3)

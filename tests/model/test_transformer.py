@@ -25,6 +25,7 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.model import PRESETS, ModelConfig, config, layers, transformer
+from lab.port.numpy_ref import forward as np_forward
 
 RTOL = ATOL = 1e-4
 REWIRE_TOL = 1e-6
@@ -80,137 +81,7 @@ def _other_tokens(tokens, rng):
     return ((tokens + rng.integers(1, V, size=tokens.shape)) % V).astype(np.int32)
 
 
-# --- NumPy float64 forward pass ---------------------------------------------------------------------------
-def np_layer_norm(x, p, eps=1e-5):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    y = (x - mean) / np.sqrt(var + eps) * p["scale"]
-    return y + p["bias"] if "bias" in p else y
-
-
-def np_mask(kind, t, prefix_len):
-    """(B or 1, T, T) boolean: query i may see key j."""
-    i, j = np.arange(t)[:, None], np.arange(t)[None, :]
-    if kind == "causal":
-        return (j <= i)[None]
-    if kind == "bidirectional":
-        return np.ones((1, t, t), bool)
-    if kind == "prefix":
-        return np.stack([(j <= i) | (j < p) for p in prefix_len])
-    raise ValueError(kind)
-
-
-def np_rms_norm(x, p, eps=1e-6):
-    return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * p["scale"]
-
-
-def np_rope(x, theta):
-    """Interleaved pairs (2i, 2i+1) of each head rotated by position * theta^(-2i/E), as 2x2 matrices."""
-    _, t, _, e = x.shape
-    out = np.empty_like(x)
-    for pos in range(t):
-        for i in range(e // 2):
-            a = pos * theta ** (-2 * i / e)
-            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-            out[:, pos, :, 2 * i : 2 * i + 2] = x[:, pos, :, 2 * i : 2 * i + 2] @ rot.T
-    return out
-
-
-def np_alibi_slopes(n):
-    """Press et al.: 2^(-8h/n) for n a power of two, else the closest power's slopes + every other of 2x."""
-    pow2 = lambda m: [2.0 ** (-8.0 * (i + 1) / m) for i in range(m)]
-    if n & (n - 1) == 0:
-        return np.array(pow2(n))
-    c = 2 ** int(math.floor(math.log2(n)))
-    return np.array(pow2(c) + pow2(2 * c)[0::2][: n - c])
-
-
-def np_sinusoidal(t, d):
-    pe = np.zeros((t, d))
-    for pos in range(t):
-        for i in range(0, d, 2):
-            pe[pos, i] = math.sin(pos / 10000 ** (i / d))
-            if i + 1 < d:
-                pe[pos, i + 1] = math.cos(pos / 10000 ** (i / d))
-    return pe
-
-
-def np_attention(cfg, p, x, mask):
-    h, kv, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-    q = np.einsum("btd,dhe->bthe", x, p["wq"])
-    k = np.einsum("btd,dke->btke", x, p["wk"])
-    v = np.einsum("btd,dke->btke", x, p["wv"])
-    if "bq" in p:
-        q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
-    if cfg.position == "rope":
-        q, k = np_rope(q, cfg.rope_theta), np_rope(k, cfg.rope_theta)
-    # GQA: query head i reads key/value head i // (h / kv)
-    k, v = np.repeat(k, h // kv, axis=2), np.repeat(v, h // kv, axis=2)
-    s = np.einsum("bthe,bshe->bhts", q, k) / math.sqrt(e)
-    if cfg.position == "alibi":
-        t = x.shape[1]
-        dist = np.abs(np.arange(t)[:, None] - np.arange(t)[None, :])
-        s = s - np_alibi_slopes(h)[None, :, None, None] * dist
-    s = np.where(mask[:, None], s, -np.inf)
-    w = np.exp(s - s.max(-1, keepdims=True))
-    w = w / w.sum(-1, keepdims=True)
-    o = np.einsum("bhts,bshe->bthe", w, v)
-    y = np.einsum("bthe,hed->btd", o, p["wo"])
-    return y + p["bo"] if "bo" in p else y
-
-
-def np_activation(kind, x):
-    if kind == "gelu":
-        return x * 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
-    if kind == "gelu_tanh":
-        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-    if kind == "relu":
-        return np.maximum(x, 0.0)
-    raise ValueError(kind)
-
-
-def np_mlp(cfg, p, x):
-    hid = x @ p["w1"] + (p["b1"] if "b1" in p else 0.0)
-    if cfg.activation in ("swiglu", "geglu"):  # gate = x w1, up = x w3
-        up = x @ p["w3"] + (p["b3"] if "b3" in p else 0.0)
-        gate = hid * (1 / (1 + np.exp(-hid))) if cfg.activation == "swiglu" else np_activation("gelu", hid)
-        act = gate * up
-    else:
-        act = np_activation(cfg.activation, hid)
-    return act @ p["w2"] + (p["b2"] if "b2" in p else 0.0)
-
-
-def np_forward(cfg, params, tokens, prefix_len=None):
-    """GPT-2 style: token (+ learned or sinusoidal position) embedding, pre-norm blocks x + attn(norm(x)),
-    x + mlp(norm(x)) and a final norm, or post-norm blocks norm(x + attn(x)), norm(x + mlp(x)) and no final
-    norm; tied (wte^T) or untied (lm_head) unembedding."""
-    P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
-    eps = (
-        {"layernorm": 1e-5, "rmsnorm": 1e-6, "none": None}[cfg.norm] if cfg.norm_eps is None else cfg.norm_eps
-    )
-    norm = {
-        "none": lambda x, p: x,
-        "layernorm": lambda x, p: np_layer_norm(x, p, eps),
-        "rmsnorm": lambda x, p: np_rms_norm(x, p, eps),
-    }[cfg.norm]
-    t = tokens.shape[1]
-    x = P["wte"][tokens]
-    if cfg.position == "learned":
-        x = x + P["wpe"][:t]
-    if cfg.position == "sinusoidal":
-        x = x * np.sqrt(cfg.d_model) + np_sinusoidal(t, cfg.d_model)  # Vaswani et al. 2017, section 3.4
-    mask = np_mask(cfg.mask, t, prefix_len)
-    for i in range(cfg.n_layers):
-        blk = P[f"block_{i}"]
-        if cfg.norm_placement == "post":
-            x = norm(x + np_attention(cfg, blk["attn"], x, mask), blk.get("norm1"))
-            x = norm(x + np_mlp(cfg, blk["mlp"], x), blk.get("norm2"))
-        else:
-            x = x + np_attention(cfg, blk["attn"], norm(x, blk.get("norm1")), mask)
-            x = x + np_mlp(cfg, blk["mlp"], norm(x, blk.get("norm2")))
-    if cfg.norm_placement == "pre":
-        x = norm(x, P.get("norm_f"))
-    return x @ (P["wte"].T if cfg.tie_embeddings else P["lm_head"])
+# The NumPy float64 forward pass lives in lab.port.numpy_ref (every other stack is measured against it).
 
 
 # --- init / apply -----------------------------------------------------------------------------------------
