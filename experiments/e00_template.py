@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, compare, headline, summarize
+from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.tasks import Sort
 from lab.experiment import Experiment
@@ -139,7 +140,7 @@ def analyze(cfg: E00Config, out: Path):
     )
     plots.save(fig, outs.plot("loss.png"))
     findings = [finding_loss(cfg, runs), finding_exact(cfg, scores)]
-    summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
+    summary = evidence_summary(findings)
     return outs.findings(headline(findings), summary, findings)
 
 

@@ -62,6 +62,7 @@ from lab.align.rlhf import (
     reward_score,
 )
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, overopt, summarize
+from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.tasks import PromptAnswer, TextWindows
 from lab.errors import DataError
@@ -802,7 +803,7 @@ def analyze(cfg: E12Config, out: Path):
         finding_dpo(m),
     ]
     verdict = headline(claim)
-    summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in claim)
+    summary = evidence_summary(claim)
     summary += " Beside the claim (not voting in the headline): " + " ".join(
         f"[{f.verdict}] {f.claim}." for f in others
     )

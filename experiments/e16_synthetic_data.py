@@ -44,6 +44,7 @@ import jax
 import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, compare, headline, summarize
+from lab.analysis.findings import evidence_summary
 from lab.analysis.stats import t_quantile
 from lab.config import check, check_at_least
 from lab.data import clean, synthetic
@@ -602,7 +603,7 @@ def analyze(cfg: E16Config, out: Path):
         finding_collapse(cfg, series, "accumulate"),
     ]
     contam = sum(record["contamination_after_dedupe"].values())
-    summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
+    summary = evidence_summary(findings)
     summary += (
         f" Cleaning: {record['dedup']['exact_removed']} exact and {record['dedup']['near_removed']} near duplicates "
         f"removed of {record['documents']} documents; {contam} contaminated documents across splits after dedupe, "

@@ -82,3 +82,8 @@ class Findings:
 def claims_summary(findings) -> str:
     """ "[verdict] claim." for each finding, joined by spaces: a summary that states every sub-verdict."""
     return " ".join(f"[{f.verdict}] {f.claim}." for f in findings)
+
+
+def evidence_summary(findings) -> str:
+    """ "[verdict] claim: evidence." for each finding, joined by spaces: every sub-verdict with its numbers."""
+    return " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
