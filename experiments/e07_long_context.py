@@ -8,7 +8,11 @@ Claims tested (lab.ops.long_attention builds the three computations; lab.model's
      blocks with an online softmax and a recomputing custom VJP; Rabe & Staats 2021, Dao 2023
      FlashAttention-2) and banded sliding-window attention (Beltagy et al. 2020, Longformer), forward and
      forward+backward: log-log slope 2.0 ± 0.1 naive, <= 1.1 blocked and banded. Times of a few lengths are
-     recorded beside (blocked still computes all T^2 scores: its time stays quadratic).
+     recorded beside (blocked still computes all T^2 scores: its time stays quadratic). The evidence counts
+     the score-sized (1 x H x T x T) buffers naive attention's plan holds at each length: XLA's CPU backend
+     (jaxlib 0.10) holds five for forward+backward up to T = 512 and three from T = 1024, where a YNNPACK
+     fusion starts to form dO V^T inside the softmax gradient, so one fit over the lengths bends below 2; a
+     control compiled without those fusions (four buffers at every length) is recorded beside, not judged.
   2. Where context collapses: on key-value retrieval at a controlled distance (lab.data.tasks.Passkey), a
      one-layer model with a window of W is >= 0.95 accurate for items inside W and at chance beyond, and
      the change-point of its accuracy-vs-distance curve lands at W; full attention retrieves at every
@@ -27,7 +31,8 @@ Run:      lab run e07 [--preset smoke|cpu|gpu] [--set window=8] [--seeds 3]
 Redraw:   lab analyze e07
 Writes:   results/e07_long_context/
   runs/scaling.json           per method (naive, blocked, banded): temporary bytes per length, forward and
-                              forward+backward; seconds per forward+backward call at the timed lengths
+                              forward+backward; naive's without YNNPACK fusions (the control, CPU only);
+                              seconds per forward+backward call at the timed lengths
   runs/passkey/L<n>_<variant>/  one sweep over seeds per depth n and variant (full, window, sinks)
   runs/passkey_L<n>_<variant>.npz  per seed, eval length and distance: accuracy and loss of the answer
   runs/passkey/L1_full_<scheme>/, runs/passkey_L1_full_<scheme>.npz  the same for each of `positions`
