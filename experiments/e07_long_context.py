@@ -251,22 +251,26 @@ def _programs(fn):
 
 def _scaling(cfg: E07Config, progress: bool) -> dict:
     shape = lambda t: (1, t, cfg.mem_heads, cfg.mem_head_dim)
-    fns, res, plain = _attention_fns(cfg), {}, {}
+    fns, res, plain, timed = _attention_fns(cfg), {}, {}, {}
     jobs = [(m, t) for m in METHODS for t in cfg.mem_lengths]
     for method, t in phase(jobs, "e07 memory (compile only)", progress, lambda j: f"{j[0]} T={j[1]}"):
         x = jax.ShapeDtypeStruct(shape(t), jnp.float32)
         for mode, prog in _programs(fns[method]).items():
-            stats = prog.lower(x, x, x, x).compile().memory_analysis()
-            res.setdefault(method, {}).setdefault(mode, []).append(int(stats.temp_size_in_bytes))
+            lowered = prog.lower(x, x, x, x)
+            compiled = lowered.compile()
+            res.setdefault(method, {}).setdefault(mode, []).append(
+                int(compiled.memory_analysis().temp_size_in_bytes)
+            )
             if method == "naive":  # the control: the same program without XLA CPU's YNNPACK fusions
-                ctl = _temp_bytes_plain(prog, x)
-                plain.setdefault(mode, []).append(ctl)
+                plain.setdefault(mode, []).append(_temp_bytes_plain(lowered))
+            if mode == "forward+backward" and t in cfg.time_lengths:  # timed below: not compiled twice
+                timed[(method, t)] = compiled
     times = {}
     jobs = [(m, t) for m in METHODS for t in cfg.time_lengths]
     for method, t in phase(jobs, "e07 timing", progress, lambda j: f"{j[0]} T={j[1]}"):
-        prog = _programs(fns[method])["forward+backward"]
+        prog = timed.get((method, t)) or _programs(fns[method])["forward+backward"]
         args = [jax.random.normal(jax.random.PRNGKey(i), shape(t), jnp.float32) for i in range(4)]
-        jax.block_until_ready(prog(*args))  # compile and warm up
+        jax.block_until_ready(prog(*args))  # warm up (and compile, for a length the memory phase left out)
         seconds = []
         for _ in range(cfg.time_repeats):
             start = time.perf_counter()
@@ -281,9 +285,10 @@ def _scaling(cfg: E07Config, progress: bool) -> dict:
     }
 
 
-def _temp_bytes_plain(prog, x) -> int | None:
-    """XLA's temporary bytes for `prog` compiled with the CPU backend's YNNPACK fusions switched off
-    (`xla_cpu_experimental_ynn_fusion_type` empty), or None off CPU or where this XLA lacks the option.
+def _temp_bytes_plain(lowered) -> int | None:
+    """XLA's temporary bytes for the `lowered` program compiled with the CPU backend's YNNPACK fusions
+    switched off (`xla_cpu_experimental_ynn_fusion_type` empty), or None off CPU or where this XLA lacks the
+    option.
 
     Why a control: with those fusions on (the default), XLA's CPU plan for naive attention's
     forward+backward changes with T — it keeps five score-sized (B, H, T, T) buffers at T <= 512 and three
@@ -293,9 +298,7 @@ def _temp_bytes_plain(prog, x) -> int | None:
     if jax.default_backend() != "cpu":
         return None
     try:
-        compiled = prog.lower(x, x, x, x).compile(
-            compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}
-        )
+        compiled = lowered.compile(compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})
     except Exception:  # an XLA without the option: no control, said so in the finding
         return None
     return int(compiled.memory_analysis().temp_size_in_bytes)
