@@ -8,7 +8,11 @@ Claims tested (lab.ops.long_attention builds the three computations; lab.model's
      blocks with an online softmax and a recomputing custom VJP; Rabe & Staats 2021, Dao 2023
      FlashAttention-2) and banded sliding-window attention (Beltagy et al. 2020, Longformer), forward and
      forward+backward: log-log slope 2.0 ± 0.1 naive, <= 1.1 blocked and banded. Times of a few lengths are
-     recorded beside (blocked still computes all T^2 scores: its time stays quadratic).
+     recorded beside (blocked still computes all T^2 scores: its time stays quadratic). The evidence counts
+     the score-sized (1 x H x T x T) buffers naive attention's plan holds at each length: XLA's CPU backend
+     (jaxlib 0.10) holds five for forward+backward up to T = 512 and three from T = 1024, where a YNNPACK
+     fusion starts to form dO V^T inside the softmax gradient, so one fit over the lengths bends below 2; a
+     control compiled without those fusions (four buffers at every length) is recorded beside, not judged.
   2. Where context collapses: on key-value retrieval at a controlled distance (lab.data.tasks.Passkey), a
      one-layer model with a window of W is >= 0.95 accurate for items inside W and at chance beyond, and
      the change-point of its accuracy-vs-distance curve lands at W; full attention retrieves at every
@@ -27,7 +31,8 @@ Run:      lab run e07 [--preset smoke|cpu|gpu] [--set window=8] [--seeds 3]
 Redraw:   lab analyze e07
 Writes:   results/e07_long_context/
   runs/scaling.json           per method (naive, blocked, banded): temporary bytes per length, forward and
-                              forward+backward; seconds per forward+backward call at the timed lengths
+                              forward+backward; naive's without YNNPACK fusions (the control, CPU only);
+                              seconds per forward+backward call at the timed lengths
   runs/passkey/L<n>_<variant>/  one sweep over seeds per depth n and variant (full, window, sinks)
   runs/passkey_L<n>_<variant>.npz  per seed, eval length and distance: accuracy and loss of the answer
   runs/passkey/L1_full_<scheme>/, runs/passkey_L1_full_<scheme>.npz  the same for each of `positions`
@@ -246,26 +251,57 @@ def _programs(fn):
 
 def _scaling(cfg: E07Config, progress: bool) -> dict:
     shape = lambda t: (1, t, cfg.mem_heads, cfg.mem_head_dim)
-    fns, res = _attention_fns(cfg), {}
+    fns, res, plain, timed = _attention_fns(cfg), {}, {}, {}
     jobs = [(m, t) for m in METHODS for t in cfg.mem_lengths]
     for method, t in phase(jobs, "e07 memory (compile only)", progress, lambda j: f"{j[0]} T={j[1]}"):
         x = jax.ShapeDtypeStruct(shape(t), jnp.float32)
         for mode, prog in _programs(fns[method]).items():
-            stats = prog.lower(x, x, x, x).compile().memory_analysis()
-            res.setdefault(method, {}).setdefault(mode, []).append(int(stats.temp_size_in_bytes))
+            lowered = prog.lower(x, x, x, x)
+            compiled = lowered.compile()
+            res.setdefault(method, {}).setdefault(mode, []).append(
+                int(compiled.memory_analysis().temp_size_in_bytes)
+            )
+            if method == "naive":  # the control: the same program without XLA CPU's YNNPACK fusions
+                plain.setdefault(mode, []).append(_temp_bytes_plain(lowered))
+            if mode == "forward+backward" and t in cfg.time_lengths:  # timed below: not compiled twice
+                timed[(method, t)] = compiled
     times = {}
     jobs = [(m, t) for m in METHODS for t in cfg.time_lengths]
     for method, t in phase(jobs, "e07 timing", progress, lambda j: f"{j[0]} T={j[1]}"):
-        prog = _programs(fns[method])["forward+backward"]
+        prog = timed.get((method, t)) or _programs(fns[method])["forward+backward"]
         args = [jax.random.normal(jax.random.PRNGKey(i), shape(t), jnp.float32) for i in range(4)]
-        jax.block_until_ready(prog(*args))  # compile and warm up
+        jax.block_until_ready(prog(*args))  # warm up (and compile, for a length the memory phase left out)
         seconds = []
         for _ in range(cfg.time_repeats):
             start = time.perf_counter()
             jax.block_until_ready(prog(*args))
             seconds.append(time.perf_counter() - start)
         times.setdefault(method, []).append(seconds)
-    return {"temp_bytes": res, "seconds": times, "device": jax.devices()[0].device_kind}
+    return {
+        "temp_bytes": res,
+        "naive_plain_temp_bytes": plain,
+        "seconds": times,
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def _temp_bytes_plain(lowered) -> int | None:
+    """XLA's temporary bytes for the `lowered` program compiled with the CPU backend's YNNPACK fusions
+    switched off (`xla_cpu_experimental_ynn_fusion_type` empty), or None off CPU or where this XLA lacks the
+    option.
+
+    Why a control: with those fusions on (the default), XLA's CPU plan for naive attention's
+    forward+backward changes with T — it keeps five score-sized (B, H, T, T) buffers at T <= 512 and three
+    from T = 1024 on, because from there one fusion computes dO V^T inside the softmax-gradient reduction
+    instead of materialising it — so a single log-log fit over the lengths mixes two plans. Without them
+    the plan is the same at every length. The verdict stays on the default plan; this says why it bends."""
+    if jax.default_backend() != "cpu":
+        return None
+    try:
+        compiled = lowered.compile(compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})
+    except Exception:  # an XLA without the option: no control, said so in the finding
+        return None
+    return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
 def _passkey_grid(cfg: E07Config, model: ModelConfig, params) -> dict:
@@ -334,7 +370,7 @@ def analyze(cfg: E07Config, out: Path):
     _passkey_plots(cfg, grid, summary, outs)
     outs.table("streaming.md", _streaming_table(cfg, stream, text))
     _streaming_plot(cfg, stream, outs)
-    findings = [_finding_slopes(slopes), _finding_window(cfg, summary)]
+    findings = [_finding_slopes(cfg, scaling, slopes), _finding_window(cfg, summary)]
     if 2 in cfg.depths:
         findings.append(_finding_relay(cfg, summary))
     if "full" in cfg.variants:
@@ -483,7 +519,9 @@ def _scaling_table(cfg, scaling, slopes) -> Table:
         note=f"Batch 1, {cfg.mem_heads} heads of {cfg.mem_head_dim}, float32, causal; blocked: {cfg.mem_block} "
         f"keys per block; banded: window {cfg.mem_window}, {cfg.mem_block} queries per block. Compiled, never "
         "run: the bytes are XLA's plan, the same on every run. Goal: slope 2.0 ± 0.1 naive, <= 1.1 blocked "
-        f"and banded. Seconds per forward+backward call on {scaling['device']} (median of "
+        "and banded. Control rows (where measured, not in the verdict): the naive programs compiled with XLA "
+        "CPU's YNNPACK fusions off (xla_cpu_experimental_ynn_fusion_type empty), whose plan does not change "
+        f"with T. Seconds per forward+backward call on {scaling['device']} (median of "
         f"{cfg.time_repeats}) at T = {', '.join(map(str, cfg.time_lengths))}: "
         + "; ".join(
             f"{m} " + ", ".join(f"{np.median(s) * 1e3:.1f} ms" for s in scaling["seconds"][m])
@@ -498,6 +536,12 @@ def _scaling_table(cfg, scaling, slopes) -> Table:
             b, L = scaling["temp_bytes"][m][mode], cfg.mem_lengths
             last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])  # context only: the verdict uses the fit
             t.add(m, mode, *[mib(x) for x in b], _fmt_slope(slopes[(m, mode)]), f"{last:.3f}")
+    for mode in MODES:  # the control (not in the verdict): the same naive programs without YNNPACK fusions
+        b, L = _plain(scaling, mode), cfg.mem_lengths
+        if b is not None:
+            last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])
+            name = "naive, YNNPACK fusions off (control)"
+            t.add(name, mode, *[mib(x) for x in b], _fmt_slope(loglog_slope(L, b)), f"{last:.3f}")
     return t
 
 
@@ -514,6 +558,12 @@ def _scaling_plots(cfg, scaling, slopes, outs) -> None:
                 color=f"C{j}",
                 label=f"{m} (slope {slopes[(m, mode)][0]:.2f})",
             )
+        ctl = _plain(scaling, mode)
+        if ctl is not None:
+            sl = loglog_slope(cfg.mem_lengths, ctl)[0]
+            mib = np.asarray(ctl, np.float64) / 2**20
+            label = f"naive, YNNPACK fusions off (control; slope {sl:.2f})"
+            ax.plot(cfg.mem_lengths, mib, marker="x", linestyle="--", color="C0", label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         plots.finish(ax, f"{mode}", "sequence length T (tokens)", "temporary memory (MiB)")
@@ -723,14 +773,51 @@ def _streaming_plot(cfg, stream, outs) -> None:
     plots.save(fig, outs.plot("streaming.png"))
 
 
-def _finding_slopes(slopes) -> Finding:
+def _score_buffers(cfg, temp_bytes) -> np.ndarray:
+    """Temporary bytes per length in units of one score-sized buffer (batch 1 x heads x T x T float32): how
+    many T x T arrays XLA's plan holds at once (the fraction: the T-linear rest)."""
+    t = np.asarray(cfg.mem_lengths, np.float64)
+    return np.asarray(temp_bytes, np.float64) / (4.0 * cfg.mem_heads * t * t)
+
+
+def _plain(scaling, mode):
+    """The control's temporary bytes of naive attention (YNNPACK fusions off) per length, or None."""
+    b = scaling.get("naive_plain_temp_bytes", {}).get(mode)
+    return None if not b or any(x is None for x in b) else b
+
+
+def _naive_mechanism(cfg, scaling, mode) -> str:
+    """Computed text: the score-sized buffers XLA's plan holds per length, where that count changes most,
+    the slope between the last two lengths, and the control's buffers and slope."""
+    L, b = cfg.mem_lengths, scaling["temp_bytes"]["naive"][mode]
+    n = _score_buffers(cfg, b)
+    step = np.abs(np.diff(n))
+    i = int(np.argmax(step))
+    last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])
+    text = f"score-sized (1 x {cfg.mem_heads} x T x T float32) buffers held at T = {', '.join(map(str, L))}: "
+    text += ", ".join(f"{x:.2f}" for x in n)
+    if step[i] >= 0.5:
+        text += f", the plan changing most between T = {L[i]} and {L[i + 1]} ({n[i]:.2f} -> {n[i + 1]:.2f})"
+    text += f"; slope between the last two lengths {last:.3f}"
+    ctl = _plain(scaling, mode)
+    if ctl is None:
+        return text + "; no control without YNNPACK fusions was measured"
+    nc = _score_buffers(cfg, ctl)
+    text += f"; control compiled without XLA CPU's YNNPACK fusions: {nc.min():.2f}..{nc.max():.2f} buffers, "
+    return text + f"slope {_fmt_slope(loglog_slope(L, ctl))} (context, not the verdict)"
+
+
+def _finding_slopes(cfg, scaling, slopes) -> Finding:
     parts = {k: _slope_verdict(k[0], s) for k, s in slopes.items()}
     ev = "; ".join(f"{m} {mode}: {_fmt_slope(slopes[(m, mode)])} ({parts[(m, mode)]})" for m, mode in slopes)
+    # why a naive slope is what it is: the T x T buffers of XLA's plan per length (a plan that changes with T
+    # bends the fit; the T-linear rest is the fraction)
+    why = [f"naive {mode}: {_naive_mechanism(cfg, scaling, mode)}" for mode in MODES]
     return Finding(
         f"Temporary memory grows as T^{NAIVE_SLOPE:.0f} (slope within ±{SLOPE_MARGIN}) for naive attention "
         f"and at most as T^{LINEAR_SLOPE} for blocked and banded attention, forward and backward",
         headline(list(parts.values())),
-        "log-log slope of XLA's temporary bytes against T [95% CI of the fit]: " + ev,
+        "log-log slope of XLA's temporary bytes against T [95% CI of the fit]: " + ev + ". " + "; ".join(why),
     )
 
 

@@ -43,6 +43,20 @@ def test_tables_and_verdicts_follow_from_the_run_files(smoke):
             assert f"| {slope:.3f}" in row
     naive = scaling["temp_bytes"]["naive"]["forward+backward"]
     assert naive[-1] / naive[0] > 0.8 * (cfg.mem_lengths[-1] / cfg.mem_lengths[0]) ** 2  # quadratic, measured
+    # the control (naive without XLA CPU's YNNPACK fusions) is measured on CPU, tabled with its own fit
+    for mode in ("forward", "forward+backward"):
+        ctl = scaling["naive_plain_temp_bytes"][mode]
+        assert len(ctl) == len(cfg.mem_lengths) and all(b > 0 for b in ctl)
+        slope = np.polyfit(np.log(cfg.mem_lengths), np.log(ctl), 1)[0]
+        row = next(
+            r
+            for r in table.splitlines()
+            if r.startswith(f"| naive, YNNPACK fusions off (control) | {mode} |")
+        )
+        assert f"| {slope:.3f}" in row
+    # the evidence counts the score-sized (1 x H x T x T float32) buffers XLA's plan holds at each length
+    n = np.asarray(naive, float) / (4 * cfg.mem_heads * np.asarray(cfg.mem_lengths, float) ** 2)
+    assert ", ".join(f"{x:.2f}" for x in n) in _finding(f, "Temporary memory")["evidence"]
     # the window finding, recomputed from the accuracy grid with the rule
     acc = read_measurement(out / "runs" / "passkey_L1_window.npz", cfg)["accuracy"]
     T, W = cfg.task.seq_len, cfg.window
@@ -185,3 +199,25 @@ def test_bad_sizes_are_refused_in_one_line_before_anything_is_written(tmp_path, 
 
 def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
     analysis_without_jax("e07", smoke[1])
+
+
+def test_naive_mechanism_names_where_the_plan_changes():
+    """Hand-made plans: the length pair where the count of T x T buffers changes most is named only when it
+    changes by half a buffer or more; a missing control is said to be missing."""
+    import experiments.e07_long_context as e07
+
+    cfg = e07.PRESET_TABLE["cpu"]
+    L = np.asarray(cfg.mem_lengths, float)
+    score = 4 * cfg.mem_heads * L * L
+    bent = {"temp_bytes": {"naive": {"forward+backward": list(score * [5, 5, 3, 3, 3, 3])}}}
+    text = e07._naive_mechanism(cfg, bent, "forward+backward")
+    assert "5.00, 5.00, 3.00, 3.00, 3.00, 3.00" in text
+    assert f"between T = {cfg.mem_lengths[1]} and {cfg.mem_lengths[2]} (5.00 -> 3.00)" in text
+    assert "no control" in text
+    steady = {
+        "temp_bytes": {"naive": {"forward+backward": list(score * 4.0)}},
+        "naive_plain_temp_bytes": {"forward+backward": list(score * 4.0 + 1000 * L)},
+    }
+    text = e07._naive_mechanism(cfg, steady, "forward+backward")
+    assert "changing most" not in text and "slope between the last two lengths 2.000" in text
+    assert "4.01..4.24 buffers" in text

@@ -61,6 +61,19 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     want = headline([compare_to(top, 1.5 / 2).verdict("less"), compare_to(dropped, 0.02).verdict("less")])
     assert f["findings"][0]["verdict"] == want
     assert f"{np.mean(top):.3f} ± {np.std(top, ddof=1):.3f}" in f["findings"][0]["evidence"]
+    # where the drops come from, computed from the same rows: the group (B x T), its capacity, the drop the
+    # final shares imply (share past C / N), the dropped fraction at the first and last evaluation
+    n = cfg.train.batch_size * cfg.model.max_len
+    cap = int(np.ceil(cfg.capacity_factor * n / 2))
+    share = np.array([[r["moe_share_L0_E0"], r["moe_share_L0_E1"]] for r in rows])
+    implied = np.clip(share - cap / n, 0, None).sum(1)
+    ev = f["findings"][0]["evidence"]
+    assert f"N = {cfg.train.batch_size} x {cfg.model.max_len} = {n} tokens through C = {cap} slots" in ev
+    assert f"implies {100 * np.mean(implied):.2f} ± {100 * np.std(implied, ddof=1):.2f}%" in ev
+    assert (
+        f"at step {cfg.train.steps}: {100 * np.mean(dropped):.2f} ± {100 * np.std(dropped, ddof=1):.2f}%"
+        in ev
+    )
     loss = {n: _final(out / "runs" / n) for n in ("dense", "moe-E2")}
     assert f["findings"][2]["verdict"] == compare(loss["dense"], loss["moe-E2"]).verdict("less")
     # the headline: routing and equal compute only (the breaks and the step time are reported beside it)
@@ -190,3 +203,13 @@ def test_the_speed_finding_is_decided_on_log_times(moe, verdict, words):
     # the CPU backend's reason for slow dropless matmuls is not given for another platform's numbers
     g = e08._speed_finding(d, "gpu")
     assert g.verdict == verdict and g.claim.endswith("(gpu)") and "masked dense product" not in g.evidence
+
+
+@pytest.mark.parametrize("n,e,cap", [(4, 4, 1), (5, 2, 3), (6, 3, 2), (3, 2, 3)])
+def test_noise_drop_equals_counting_every_routing(n, e, cap):
+    """The binomial drop of perfectly balanced top-1 routing against brute force: every one of the E^N equally
+    likely routings of N tokens, each dropping its choices past C per expert."""
+    routes = np.array(np.meshgrid(*[np.arange(e)] * n, indexing="ij")).reshape(n, -1).T  # (E^N, N)
+    counts = np.stack([(routes == i).sum(1) for i in range(e)], 1)
+    want = np.clip(counts - cap, 0, None).sum(1).mean() / n
+    assert e08.noise_drop(n, e, cap) == pytest.approx(want, abs=1e-12)
