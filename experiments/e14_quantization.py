@@ -50,6 +50,7 @@ import numpy as np
 
 from lab import ops, port
 from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
+from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
 from lab.errors import ConfigError
@@ -695,7 +696,7 @@ def analyze(cfg: E14Config, out: Path):
     ]
     ok = all(v["max_abs_diff_reload"] <= exp["tolerance"] for v in exp["models"].values())
     sizes = ", ".join(f"{k} {v['file_bytes']} bytes" for k, v in exp["models"].items())
-    summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
+    summary = evidence_summary(findings)
     summary += (
         f" Export (jax.export, reloaded in a fresh process): {sizes}; outputs within {exp['tolerance']:g}: "
         f"{'yes' if ok else 'NO'}."
