@@ -7,7 +7,7 @@ largest size predicts its loss within 2 seed-sds or 2%. The fits are Hoffmann et
 Besiroglu et al. 2024 replicated it (log loss, Huber delta 1e-3, summed terms, a grid of L-BFGS starts;
 lab.analysis.scaling), with 95% intervals from a bootstrap over seeds.
 
-Run:      lab run e13 [--preset smoke|cpu|gpu] [--set sizes=1x32,2x64,3x96,4x128] [--set budgets=15360,30720,61440] [--seeds 3]
+Run:      lab run e13 [--preset smoke|cpu|gpu] [--set sizes=1x32,2x64,3x96,4x128] [--set budgets=61440,122880,245760] [--set lr_width=384] [--seeds 3]
 Redraw:   lab analyze e13
 Writes:   results/e13_scaling_laws/
   runs/L<layers>-D<d_model>/  one sweep per size: seeds as vmapped members of one compiled program (sharded
@@ -25,18 +25,32 @@ budgets from one run is honest here; it would not be with a cosine schedule, whi
 match each budget's length. The price: no cooldown, so every loss is higher than a decayed run would reach,
 and B, beta describe constant-learning-rate training.
 
+The cpu preset's design, and why. A scaling law is only worth fitting where loss falls with N, so the grid
+is built for that before any result is seen: (a) batches of 32 sequences of 64 tokens (2,048 tokens a step,
+8x the first version's 8 x 32, which CPU matmuls also use better) and budgets of 61,440, 122,880 and
+245,760 tokens (30, 60, 120 steps; 4x the first version's largest), still a quarter of an epoch of the
+1.08M-token training split, so no size sees a token twice; (b) a learning rate per size by one rule fixed in
+advance, lr = train.lr * lr_width / d_model with 1e-3 at d_model 384 (nanoGPT's shakespeare_char recipe,
+TrainConfig's default): Adam's best step for hidden matrices shrinks as 1/width (Yang et al. 2021's muP;
+the papers we compare with also lowered the rate as models grew), so 1.2e-2 at d_model 32 down to 2.4e-3 at
+160. The first version gave every size 2e-3 at 8 x 32 tokens a step for 240 steps, and every size stayed
+near the unigram plateau (~4.8 nats), loss not falling with N at all. Nothing here was tuned on any size's
+result, the held-out one included. What it costs: the exact training FLOPs of the six sizes sum to 1.8e7
+per token, x 4 seeds x 245,760 tokens = 1.8e13 FLOPs, about 7.5 min at the ~40 GFLOP/s the first version
+measured on 2 cores. The issue asks for budgets 10x larger and sizes up to 10^6.5: 10x the tokens would take
+~18 min, and a 4 x 256 model (10^6.5) alone ~8 min at these budgets, so the grid stays at 1.24e4 to 1.23e6
+non-embedding parameters (10^6.1) and the gpu preset carries the larger sizes and budgets.
+
 Why a tiny regime differs from Kaplan et al. (alpha_N 0.076) and Chinchilla (E 1.82, A 482, B 2085,
-alpha 0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.01 to ~5 tokens per
-parameter, far below Chinchilla's ~20, so the data term dominates and Kaplan's L(N) (trained to convergence)
-is not what a fixed budget measures: the L(N) exponent at a fixed budget is not alpha_N; (2) the
+alpha 0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.05 to ~20 tokens per
+parameter, mostly far below Chinchilla's ~20, so the data term dominates and Kaplan's L(N) (trained to
+convergence) is not what a fixed budget measures: the L(N) exponent at a fixed budget is not alpha_N; (2) the
 unembedding (d_model x vocabulary) is a large share of the FLOPs of a model with d_model 32, and Kaplan's
 N leaves it out, so the smallest models get compute that N does not count; (3) losses are nats per BPE-512
 token of Python docs, not GPT-2 tokens of web text, so E, A and B are on another scale altogether and only
-the exponents are compared; (4) one learning rate serves every size (the papers tuned it per size);
-(5) at ~6e4 tokens the models are still close to the unigram plateau (ln 512 = 6.24 nats is uniform), where
-a deeper model given the same few constant-learning-rate steps learns no faster than a shallow one, so the
-loss need not even fall with N at a fixed budget. The cpu grid stops at ~1.2e6 non-embedding parameters
-(10^6.1), not 10^6.5: the 4x160 model already takes about a third of the preset's time on 2 cores.
+the exponents are compared; (4) the learning rate follows a fixed rule, not a per-size tuning as in the
+papers, and there is no cooldown; (5) 120 steps is early training, where a larger model's advantage is how
+fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero is where
 residuals stop being noise. The criterion is relative to the law of the larger sizes: where the larger
@@ -73,13 +87,15 @@ HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-
 
 @dataclass(frozen=True)
 class E13Config:
-    model: ModelConfig = ModelConfig(max_len=32, n_layers=1, d_model=32, n_heads=2)  # sizes set per size
+    model: ModelConfig = ModelConfig(max_len=64, n_layers=1, d_model=32, n_heads=2)  # sizes set per size
     sizes: tuple[str, ...] = ("1x32", "2x48", "2x64", "3x96", "4x128", "4x160")  # "<n_layers>x<d_model>"
     head_dim: int = 16  # n_heads = d_model / head_dim
+    # train.lr is the peak learning rate at d_model = lr_width; a size of width d trains at lr * lr_width / d
     train: TrainConfig = TrainConfig(
-        batch_size=8, lr=2e-3, warmup_steps=10, min_lr_ratio=1.0, log_every=10, eval_batches=32
+        batch_size=32, lr=1e-3, warmup_steps=20, min_lr_ratio=1.0, log_every=10, eval_batches=8
     )
-    budgets: tuple[int, ...] = (15360, 30720, 61440)  # training tokens per run (60, 120, 240 steps of 256)
+    lr_width: int = 384  # nanoGPT's shakespeare_char: lr 1e-3 at d_model 384 (TrainConfig's default)
+    budgets: tuple[int, ...] = (61440, 122880, 245760)  # training tokens per run (30, 60, 120 steps of 2048)
     data: DataConfig = DataConfig(tokenizer="bpe", bpe_vocab_size=512)
     seeds: int = 4  # 2 host devices: 3 seeds pad to 4 anyway
     bootstrap: int = 200  # resamples over seeds for every interval
@@ -99,6 +115,10 @@ class E13Config:
             )
         check(len(set(self.shapes)) == len(self.sizes), f"the sizes must be distinct, got {self.sizes}")
         check(self.head_dim >= 1, f"head_dim must be >= 1, got {self.head_dim}")
+        check(
+            self.lr_width >= 1,
+            f"lr_width must be >= 1 (the d_model at which train.lr holds), got {self.lr_width}",
+        )
         for _, d in self.shapes:
             check(
                 d % self.head_dim == 0,
@@ -139,6 +159,10 @@ class E13Config:
     def budget_steps(self) -> list[int]:
         return [b // self.batch_tokens for b in self.budgets]
 
+    def lr(self, width: int) -> float:
+        """The peak learning rate of a size of d_model `width`: train.lr * lr_width / width."""
+        return self.train.lr * self.lr_width / width
+
     @property
     def shapes(self) -> list[tuple[int, int]]:
         """(n_layers, d_model) of each size."""
@@ -149,14 +173,14 @@ class E13Config:
 PRESET_TABLE = {
     "smoke": E13Config(
         model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2), sizes=("1x8", "1x16", "1x24", "1x32"),
-        head_dim=8, train=TRAIN_PRESETS["smoke"].replace(warmup_steps=2, min_lr_ratio=1.0, log_every=5),
+        head_dim=8, train=TRAIN_PRESETS["smoke"].replace(warmup_steps=2, min_lr_ratio=1.0, log_every=5), lr_width=16,
         budgets=(640, 1280, 2560), data=DataConfig(tokenizer="bpe", bpe_vocab_size=300), seeds=2, bootstrap=20),
     "cpu": E13Config(),
     # one accelerator: ~1e5 to ~2e8 non-embedding parameters, 8M to 33M tokens
     "gpu": E13Config(
         model=ModelConfig(max_len=256, n_layers=2, d_model=128, n_heads=2, dtype="bfloat16"),
         sizes=("2x128", "4x256", "6x384", "8x512", "12x768", "16x1024"), head_dim=64,
-        train=TRAIN_PRESETS["gpu"].replace(lr=6e-4, min_lr_ratio=1.0),
+        train=TRAIN_PRESETS["gpu"].replace(lr=6e-4, min_lr_ratio=1.0), lr_width=768,  # GPT-3 125M's 6e-4 at 768
         budgets=(8_192_000, 16_384_000, 32_768_000),
         data=DataConfig(name="pystdlib", tokenizer="bpe", bpe_vocab_size=4096)),
 }
@@ -171,10 +195,13 @@ def _model(cfg: E13Config, depth: int, width: int) -> ModelConfig:
     return cfg.model.replace(n_layers=depth, d_model=width, n_heads=width // cfg.head_dim)
 
 
-def _train(cfg: E13Config) -> TrainConfig:
-    """The run's training config: as many steps as the largest budget, evaluated at every budget."""
+def _train(cfg: E13Config, width: int) -> TrainConfig:
+    """The training config of a size of d_model `width`: as many steps as the largest budget, evaluated at
+    every budget, at that width's learning rate."""
     steps = cfg.budget_steps
-    return cfg.train.replace(steps=steps[-1], eval_every=math.gcd(*steps), ckpt_every=steps[-1])
+    return cfg.train.replace(
+        steps=steps[-1], eval_every=math.gcd(*steps), ckpt_every=steps[-1], lr=cfg.lr(width)
+    )
 
 
 def check_config(cfg: E13Config) -> None:
@@ -196,10 +223,10 @@ def param_counts(model: ModelConfig) -> dict:
 
 
 def run(cfg: E13Config, out: Path, opts) -> None:
-    train = _train(cfg)
     sizes = {}
     for depth, width in cfg.shapes:
         name = size_name(depth, width)
+        train = _train(cfg, width)
         lm = text_lm(cfg.data, _model(cfg, depth, width))
         spec = SweepSpec.text(lm, train, seed_members(cfg.seeds, train))
         run_dir = out / "runs" / name
@@ -211,6 +238,7 @@ def run(cfg: E13Config, out: Path, opts) -> None:
         sizes[name] = {
             "depth": depth,
             "width": width,
+            "lr": train.lr,
             "vocab_size": m.vocab_size,
             "params": counts,
             "flops_per_token_exact": exact,

@@ -1,5 +1,5 @@
 """Project 13 end to end at the smoke preset: one sweep per size over seeds, the parameter and FLOP counts
-against closed forms, the token budgets read from a constant-learning-rate run, the held-out finding
+against closed forms, the token budgets read from a constant-learning-rate run at each width's rate (lr x lr_width / d_model), the held-out finding
 recomputed from the metrics by the library, analysis where JAX cannot compute; bad settings are one-line
 errors before anything is written; on made-up losses the findings give the verdicts the numbers carry."""
 
@@ -42,15 +42,19 @@ def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
         assert s["tokens_per_second"] > 0
 
 
-def test_budgets_are_read_from_a_constant_learning_rate_run(smoke):
+def test_budgets_are_read_from_a_constant_learning_rate_run_at_each_widths_rate(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
-    run = out / "runs" / e13.size_name(*cfg.shapes[-1])
-    rows = read_rows(run / "metrics.jsonl")
-    lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
-    assert len(lrs) == 1  # constant after warmup: stopping at a budget is the same run as one of that length
-    evals = {r["step"] for r in rows if "val_loss" in r}
-    assert set(cfg.budget_steps) <= evals
+    sizes = read_measurement(out / "runs" / "sizes.json", cfg)
+    for depth, width in cfg.shapes:
+        rows = read_rows(out / "runs" / e13.size_name(depth, width) / "metrics.jsonl")
+        lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
+        # constant after warmup (stopping at a budget is the same run as one of that length), at lr / width
+        want = cfg.train.lr * cfg.lr_width / width
+        assert len(lrs) == 1 and lrs.pop() == pytest.approx(want, rel=1e-6), (width, lrs)
+        assert sizes[e13.size_name(depth, width)]["lr"] == pytest.approx(want, rel=1e-12)
+        evals = {r["step"] for r in rows if "val_loss" in r}
+        assert set(cfg.budget_steps) <= evals
 
 
 def test_the_held_out_finding_follows_from_the_metrics(smoke):
@@ -82,6 +86,7 @@ def test_analysis_needs_no_jax(smoke, analysis_without_jax):
         (["sizes=1x8,1x16,1x24,32"], "each size is <n_layers>x<d_model> (e.g. 2x64), got '32'"),
         (["budgets=64,1280,2560"], "token budget 64 is smaller than one batch"),
         (["train.min_lr_ratio=0.1"], "train.min_lr_ratio must be 1 here"),
+        (["lr_width=0"], "lr_width must be >= 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
