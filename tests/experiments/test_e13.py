@@ -1,7 +1,8 @@
 """Project 13 end to end at the smoke preset: one sweep per size over seeds, the parameter and FLOP counts
-against closed forms, the token budgets read from a constant-learning-rate run at each width's rate (lr x lr_width / d_model), the held-out finding
-recomputed from the metrics by the library, analysis where JAX cannot compute; bad settings are one-line
-errors before anything is written; on made-up losses the findings give the verdicts the numbers carry."""
+against closed forms, the token budgets read from a constant-learning-rate run at each width's rate
+(train.lr x lr_width / d_model), the held-out finding recomputed from the metrics by the library, analysis
+where JAX cannot compute; bad settings are one-line errors before anything is written; on made-up losses the
+findings give the verdicts the numbers carry."""
 
 import json
 import re
