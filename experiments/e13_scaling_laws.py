@@ -87,15 +87,15 @@ HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-
 
 @dataclass(frozen=True)
 class E13Config:
-    model: ModelConfig = ModelConfig(max_len=64, n_layers=1, d_model=32, n_heads=2)  # sizes set per size
+    model: ModelConfig = ModelConfig(max_len=32, n_layers=1, d_model=32, n_heads=2)  # sizes set per size
     sizes: tuple[str, ...] = ("1x32", "2x48", "2x64", "3x96", "4x128", "4x160")  # "<n_layers>x<d_model>"
     head_dim: int = 16  # n_heads = d_model / head_dim
     # train.lr is the peak learning rate at d_model = lr_width; a size of width d trains at lr * lr_width / d
     train: TrainConfig = TrainConfig(
-        batch_size=32, lr=1e-3, warmup_steps=20, min_lr_ratio=1.0, log_every=10, eval_batches=8
+        batch_size=8, lr=1e-3, warmup_steps=20, min_lr_ratio=1.0, log_every=20, eval_batches=32
     )
     lr_width: int = 384  # nanoGPT's shakespeare_char: lr 1e-3 at d_model 384 (TrainConfig's default)
-    budgets: tuple[int, ...] = (61440, 122880, 245760)  # training tokens per run (30, 60, 120 steps of 2048)
+    budgets: tuple[int, ...] = (61440, 122880, 245760)  # training tokens per run (240, 480, 960 steps of 256)
     data: DataConfig = DataConfig(tokenizer="bpe", bpe_vocab_size=512)
     seeds: int = 4  # 2 host devices: 3 seeds pad to 4 anyway
     bootstrap: int = 200  # resamples over seeds for every interval
