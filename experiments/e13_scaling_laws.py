@@ -25,18 +25,20 @@ budgets from one run is honest here; it would not be with a cosine schedule, whi
 match each budget's length. The price: no cooldown, so every loss is higher than a decayed run would reach,
 and B, beta describe constant-learning-rate training.
 
-The cpu preset's design, and why. A scaling law is only worth fitting where loss falls with N, so the grid
-is built for that before any result is seen: (a) batches of 32 sequences of 64 tokens (2,048 tokens a step,
-8x the first version's 8 x 32, which CPU matmuls also use better) and budgets of 61,440, 122,880 and
-245,760 tokens (30, 60, 120 steps; 4x the first version's largest), still a quarter of an epoch of the
-1.08M-token training split, so no size sees a token twice; (b) a learning rate per size by one rule fixed in
-advance, lr = train.lr * lr_width / d_model with 1e-3 at d_model 384 (nanoGPT's shakespeare_char recipe,
-TrainConfig's default): Adam's best step for hidden matrices shrinks as 1/width (Yang et al. 2021's muP;
-the papers we compare with also lowered the rate as models grew), so 1.2e-2 at d_model 32 down to 2.4e-3 at
-160. The first version gave every size 2e-3 at 8 x 32 tokens a step for 240 steps, and every size stayed
-near the unigram plateau (~4.8 nats), loss not falling with N at all. Nothing here was tuned on any size's
-result, the held-out one included. What it costs: the exact training FLOPs of the six sizes sum to 1.8e7
-per token, x 4 seeds x 245,760 tokens = 1.8e13 FLOPs, about 7.5 min at the ~40 GFLOP/s the first version
+The cpu preset's design, and why. A scaling law is only worth fitting where loss falls with N, so the grid is
+built for that before any result is seen: (a) budgets of 61,440, 122,880 and 245,760 tokens (4x the first
+version's largest), still a quarter of an epoch of the 1.08M-token training split, so no size sees a token
+twice, spent as 960 steps of 8 sequences of 32 tokens (240, 480, 960 steps): a first try at 32 x 64 tokens a
+step for 120 steps left every size on the unigram plateau (~4.8 to 5.0 nats after 120 steps; a deeper model
+escaped it no sooner), so leaving the plateau takes optimizer steps, and on a CPU every token costs the same
+whatever the batch, so the tokens buy the most steps at the smallest batch; (b) a learning rate per size by
+one rule fixed in advance, lr = train.lr * lr_width / d_model with 1e-3 at d_model 384 (nanoGPT's
+shakespeare_char recipe, TrainConfig's default): Adam's best step for hidden matrices shrinks as 1/width (Yang
+et al. 2021's muP; the papers we compare with also lowered the rate as models grew), so 1.2e-2 at d_model 32
+down to 2.4e-3 at 160. The first version gave every size 2e-3 at 8 x 32 tokens a step for 240 steps, and every
+size stayed near the unigram plateau (~4.8 nats), loss not falling with N at all. Nothing here was tuned on
+any size's result, the held-out one included. What it costs: the exact training FLOPs of the six sizes sum to
+1.8e7 per token, x 4 seeds x 245,760 tokens = 1.8e13 FLOPs, about 7.5 min at the ~40 GFLOP/s the first version
 measured on 2 cores. The issue asks for budgets 10x larger and sizes up to 10^6.5: 10x the tokens would take
 ~18 min, and a 4 x 256 model (10^6.5) alone ~8 min at these budgets, so the grid stays at 1.24e4 to 1.23e6
 non-embedding parameters (10^6.1) and the gpu preset carries the larger sizes and budgets.
@@ -49,7 +51,7 @@ unembedding (d_model x vocabulary) is a large share of the FLOPs of a model with
 N leaves it out, so the smallest models get compute that N does not count; (3) losses are nats per BPE-512
 token of Python docs, not GPT-2 tokens of web text, so E, A and B are on another scale altogether and only
 the exponents are compared; (4) the learning rate follows a fixed rule, not a per-size tuning as in the
-papers, and there is no cooldown; (5) 120 steps is early training, where a larger model's advantage is how
+papers, and there is no cooldown; (5) 960 small steps is early training, where a larger model's advantage is how
 fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero is where
