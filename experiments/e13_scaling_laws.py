@@ -352,8 +352,14 @@ def _fits(cfg: E13Config, g: _Grid) -> dict:
     }
 
 
+def _num(x: float, d: int = 3, sign: str = "") -> str:
+    """`x` to `d` decimals, or to `d` significant digits when it is too large for decimals to read (a law
+    extrapolated far outside the sizes it was fitted on can predict absurd losses)."""
+    return f"{x:{sign}.{d}f}" if abs(x) < 1e3 else f"{x:{sign}.{d}g}"
+
+
 def _ci(ci, d=3) -> str:
-    return f"[95% CI {ci[0]:.{d}f}, {ci[1]:.{d}f}]"
+    return f"[95% CI {_num(ci[0], d)}, {_num(ci[1], d)}]"
 
 
 def _two_sided(ci, ref: float) -> str:
@@ -416,7 +422,7 @@ def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
 def finding_too_small(g: _Grid, f: dict) -> Finding:
     off = [i for i in f["probes"] if _two_sided(f["ci"][f"res{i}"], 0.0) == "supported"]
     parts = [
-        f"{g.names[i]} (N={g.n[i]:.3g}) {f['point'][f'res{i}']:+.3f} {_ci(f['ci'][f'res{i}'])}"
+        f"{g.names[i]} (N={g.n[i]:.3g}) {_num(f['point'][f'res{i}'], sign='+')} {_ci(f['ci'][f'res{i}'])}"
         for i in f["probes"]
     ]
     where = (
