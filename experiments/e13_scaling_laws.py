@@ -57,8 +57,10 @@ papers, and there is no cooldown; (5) 960 small steps is early training, where a
 fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero is where
-residuals stop being noise. The criterion is relative to the law of the larger sizes: where the larger
-sizes themselves bend away (as at the cpu preset's tiny budgets), the small ones are flagged against that.
+residuals stop being noise, judged only where that law is determined (its alpha's CI inside (0, 1]: a
+flat or runaway law extrapolated downward predicts anything). The criterion is relative to the law of the
+larger sizes: where the larger sizes themselves bend away (as at the cpu preset's tiny budgets), the
+small ones are flagged against that.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ KAPLAN_ALPHA_N = 0.076  # Kaplan et al. 2020, L(N) at convergence
 CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}  # Besiroglu et al. 2024
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-sds or 2% of the loss
+ALPHA_MAX = 1.0  # the too-small probe trusts the law above a size only if its alpha CI lies in (0, 1]
 
 
 @dataclass(frozen=True)
@@ -314,11 +317,10 @@ def _fits(cfg: E13Config, g: _Grid) -> dict:
         b = _lnd(g, means, starts=start_lnd)
         h = scaling.fit_power_law(g.n[:last], means[:last, -1], starts=start_held)
         tpp = scaling.compute_optimal(b, c_max)["tokens_per_param"]
-        res = [
-            means[i, -1]
-            - scaling.fit_power_law(g.n[i + 1 :], means[i + 1 :, -1], starts=start_above[i]).predict(g.n[i])
-            for i in probes
+        laws = [
+            scaling.fit_power_law(g.n[i + 1 :], means[i + 1 :, -1], starts=start_above[i]) for i in probes
         ]
+        res = [means[i, -1] - law.predict(g.n[i]) for i, law in zip(probes, laws)]
         return [
             a.alpha,
             a.E,
@@ -331,13 +333,14 @@ def _fits(cfg: E13Config, g: _Grid) -> dict:
             tpp,
             h.predict(g.n[last]) - means[last, -1],
             *res,
+            *[law.alpha for law in laws],
         ]
 
     boot = scaling.bootstrap_seeds(g.loss, stat, cfg.bootstrap, seed=0)
     lo, hi = scaling.interval(boot)
     point = stat(mean)
     keys = ["ln_alpha", "ln_E", "ln_A", "alpha", "beta", "E", "A", "B", "tpp", "held_err"]
-    keys += [f"res{i}" for i in probes]
+    keys += [f"res{i}" for i in probes] + [f"above_alpha{i}" for i in probes]
     ci = {k: (float(lo[j]), float(hi[j])) for j, k in enumerate(keys)}
     return {
         "ln": ln,
@@ -384,7 +387,9 @@ def finding_held_out(g: _Grid, f: dict) -> Finding:
         verdict,
         f"predicted {f['held'].predict(g.n[-1]):.3f} vs observed {summarize(obs).fmt()} nats/token: error "
         f"{err:+.3f} {_ci(ci)} ({100 * err / obs.mean():+.1f}%), {within} the tolerance ±{tol:.3f} "
-        f"(max of {HELD_OUT_SDS:g} seed-sds, {100 * HELD_OUT_FRACTION:g}%)",
+        f"(max of {HELD_OUT_SDS:g} seed-sds, {100 * HELD_OUT_FRACTION:g}%); the sizes fitted on span "
+        f"{g.mean[:-1, -1].min():.3f} to {g.mean[:-1, -1].max():.3f} nats/token (a flat curve is easy to "
+        "predict: read this beside the exponents)",
     )
 
 
@@ -420,15 +425,27 @@ def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
 
 
 def finding_too_small(g: _Grid, f: dict) -> Finding:
-    off = [i for i in f["probes"] if _two_sided(f["ci"][f"res{i}"], 0.0) == "supported"]
+    """A size is judged only against a law that is determined: the bootstrap CI of the law-above's alpha lies
+    inside (0, ALPHA_MAX]. A flat law (alpha's CI reaching 0) or a runaway one (alpha's CI beyond 1, far
+    steeper than any published exponent, 0.07-0.4) extrapolated downward predicts anything, and a residual
+    against it says nothing."""
+    ci = f["ci"]
+    judged = [
+        i for i in f["probes"] if 0 < ci[f"above_alpha{i}"][0] and ci[f"above_alpha{i}"][1] <= ALPHA_MAX
+    ]
+    off = [i for i in judged if _two_sided(ci[f"res{i}"], 0.0) == "supported"]
     parts = [
-        f"{g.names[i]} (N={g.n[i]:.3g}) {_num(f['point'][f'res{i}'], sign='+')} {_ci(f['ci'][f'res{i}'])}"
+        f"{g.names[i]} (N={g.n[i]:.3g}) {_num(f['point'][f'res{i}'], sign='+')} {_ci(ci[f'res{i}'])}"
+        + ("" if i in judged else f", not judged: the law above has alpha {_ci(ci[f'above_alpha{i}'])}")
         for i in f["probes"]
     ]
     where = (
         f"residuals stop being noise at and below {g.names[max(off)]} (N={g.n[max(off)]:.3g})"
         if off
-        else "no size's residual CI excludes zero"
+        else "no judged size's residual CI excludes zero"
+        if judged
+        else "no size could be judged: the law fitted on the sizes above each one is not determined "
+        f"(its alpha's CI is not inside (0, {ALPHA_MAX:g}])"
         if parts
         else "no size has 3 larger ones to fit on (needs >= 4 sizes below the largest three)"
     )
