@@ -1,7 +1,8 @@
 """Project 13 end to end at the smoke preset: one sweep per size over seeds, the parameter and FLOP counts
-against closed forms, the token budgets read from a constant-learning-rate run, the held-out finding
-recomputed from the metrics by the library, analysis where JAX cannot compute; bad settings are one-line
-errors before anything is written; on made-up losses the findings give the verdicts the numbers carry."""
+against closed forms, the token budgets read from a constant-learning-rate run at each width's rate
+(train.lr x lr_width / d_model), the held-out finding recomputed from the metrics by the library, analysis
+where JAX cannot compute; bad settings are one-line errors before anything is written; on made-up losses the
+findings give the verdicts the numbers carry."""
 
 import json
 import re
@@ -42,15 +43,19 @@ def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
         assert s["tokens_per_second"] > 0
 
 
-def test_budgets_are_read_from_a_constant_learning_rate_run(smoke):
+def test_budgets_are_read_from_a_constant_learning_rate_run_at_each_widths_rate(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
-    run = out / "runs" / e13.size_name(*cfg.shapes[-1])
-    rows = read_rows(run / "metrics.jsonl")
-    lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
-    assert len(lrs) == 1  # constant after warmup: stopping at a budget is the same run as one of that length
-    evals = {r["step"] for r in rows if "val_loss" in r}
-    assert set(cfg.budget_steps) <= evals
+    sizes = read_measurement(out / "runs" / "sizes.json", cfg)
+    for depth, width in cfg.shapes:
+        rows = read_rows(out / "runs" / e13.size_name(depth, width) / "metrics.jsonl")
+        lrs = {r["lr"] for r in rows if "lr" in r and r["step"] > cfg.train.warmup_steps}
+        # constant after warmup (stopping at a budget is the same run as one of that length), at lr / width
+        want = cfg.train.lr * cfg.lr_width / width
+        assert len(lrs) == 1 and lrs.pop() == pytest.approx(want, rel=1e-6), (width, lrs)
+        assert sizes[e13.size_name(depth, width)]["lr"] == pytest.approx(want, rel=1e-12)
+        evals = {r["step"] for r in rows if "val_loss" in r}
+        assert set(cfg.budget_steps) <= evals
 
 
 def test_the_held_out_finding_follows_from_the_metrics(smoke):
@@ -82,6 +87,7 @@ def test_analysis_needs_no_jax(smoke, analysis_without_jax):
         (["sizes=1x8,1x16,1x24,32"], "each size is <n_layers>x<d_model> (e.g. 2x64), got '32'"),
         (["budgets=64,1280,2560"], "token budget 64 is smaller than one batch"),
         (["train.min_lr_ratio=0.1"], "train.min_lr_ratio must be 1 here"),
+        (["lr_width=0"], "lr_width must be >= 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
@@ -110,3 +116,17 @@ def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdic
     assert held.verdict == "supported", held.evidence
     assert small.verdict == "supported" and "at and below s0 " in small.evidence, small.evidence
     assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
+
+
+def test_a_flat_grid_judges_no_size_too_small():
+    """Losses with no trend in N (4.3 nats plus 2% seed noise): the law above each small size is not
+    determined, so no residual is judged and the too-small finding is inconclusive, however large the
+    extrapolated residuals."""
+    cfg = e13.E13Config(bootstrap=20)
+    rng = np.random.default_rng(1)
+    n = np.geomspace(1e4, 2e6, 6)
+    d = np.asarray(cfg.budgets, float)
+    loss = [4.3 * np.exp(rng.normal(0, 2e-2, (4, d.size))) for _ in n]
+    g = e13._Grid([f"s{i}" for i in range(n.size)], n, d, loss, {})
+    small = e13.finding_too_small(g, e13._fits(cfg, g))
+    assert small.verdict == "inconclusive" and "not judged" in small.evidence, small.evidence
