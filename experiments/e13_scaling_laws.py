@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, decide, headline, scaling, summarize
+from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -591,7 +592,7 @@ def analyze(cfg: E13Config, out: Path):
         finding_tokens_per_param(g, f),
         finding_too_small(g, f),
     ]
-    summary = " ".join(f"[{x.verdict}] {x.claim}: {x.evidence}." for x in findings)
+    summary = evidence_summary(findings)
     return outs.findings(headline([findings[0].verdict]), summary, findings)
 
 
