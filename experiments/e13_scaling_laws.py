@@ -90,7 +90,7 @@ KAPLAN_ALPHA_N = 0.076  # Kaplan et al. 2020, L(N) at convergence
 CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}  # Besiroglu et al. 2024
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-sds or 2% of the loss
-ALPHA_MAX = 1.0  # the too-small probe trusts the law above a size only if its alpha CI lies in (0, 1]
+ALPHA_MAX = 1.0  # a fitted law is trusted (too-small probe, tokens per parameter) only if its exponents' CIs lie in (0, 1]
 
 
 @dataclass(frozen=True)
@@ -415,13 +415,23 @@ def finding_exponents(g: _Grid, f: dict) -> Finding:
 
 
 def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
+    """Decided only when L(N, D) is determined (alpha's and beta's CIs inside (0, ALPHA_MAX], as for the
+    too-small probe): D_opt/N_opt goes as a power 1/(alpha + beta) of the fitted terms, so an exponent near 0
+    sends it anywhere, and a CI that excludes 20 then says nothing about where the optimum is."""
     p, ci = f["point"]["tpp"], f["ci"]["tpp"]
+    det = all(0 < f["ci"][k][0] and f["ci"][k][1] <= ALPHA_MAX for k in ("alpha", "beta"))
+    why = (
+        ""
+        if det
+        else f"; not decided: L(N, D) is not determined (alpha {_ci(f['ci']['alpha'])}, beta "
+        f"{_ci(f['ci']['beta'])}: each CI must lie inside (0, {ALPHA_MAX:g}])"
+    )
     return Finding(
         f"the compute-optimal tokens per parameter differs from Chinchilla's ~{CHINCHILLA_TOKENS_PER_PARAM:g}",
-        _two_sided(ci, CHINCHILLA_TOKENS_PER_PARAM),
+        _two_sided(ci, CHINCHILLA_TOKENS_PER_PARAM) if det else "inconclusive",
         f"D_opt/N_opt {p:.3g} [95% CI {ci[0]:.3g}, {ci[1]:.3g}] at C = 6 N D = {f['c_max']:.3g} FLOPs (the grid's "
         f"largest run), from L(N, D); the fit saw {g.d[0] / g.n[-1]:.3g} to {g.d[-1] / g.n[0]:.3g} tokens per "
-        "parameter",
+        f"parameter{why}",
     )
 
 

@@ -243,8 +243,12 @@ def compute_optimal(law: Law, compute) -> dict:
     """Minimize E + A/N^alpha + B/D^beta subject to 6 N D = C (Hoffmann et al. eq. 4):
     N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (C/6)^(alpha/(alpha+beta)) / G,
     G = (alpha A / (beta B))^(1/(alpha+beta)); tokens per parameter D_opt/N_opt (constant in C only when
-    alpha = beta)."""
+    alpha = beta). Without a positive A, B, alpha and beta (a term that does not fall as N or D grows) there is
+    no interior optimum: every value is NaN (a real power of the negative ratio in G would be complex)."""
     c = np.asarray(compute, np.float64) / 6.0
+    if not min(law.alpha, law.beta, law.A, law.B) > 0:
+        nan = np.full(c.shape, np.nan)
+        return {"N": nan, "D": nan, "tokens_per_param": nan}
     s = law.alpha + law.beta
     g = (law.alpha * law.A / (law.beta * law.B)) ** (1.0 / s)
     n_opt = g * c ** (law.beta / s)

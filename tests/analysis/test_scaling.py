@@ -111,6 +111,16 @@ def test_compute_optimal_matches_a_brute_force_search():
     np.testing.assert_allclose(opt["tokens_per_param"], opt["D"] / opt["N"], rtol=1e-12)
 
 
+def test_compute_optimal_has_no_optimum_when_a_term_does_not_fall():
+    """alpha < 0 (loss rising with N) makes G a real power of a negative number: NaN, not a complex value
+    whose imaginary part a float cast would silently drop."""
+    for bad in ({"alpha": -0.2}, {"beta": -0.1}, {"A": -3.0}, {"alpha": 0.0}):
+        law = scaling.Law(**{**dict(E=1.82, A=482.0, alpha=0.35, B=2085.0, beta=0.37), **bad})
+        opt = scaling.compute_optimal(law, np.array([1e18, 1e21]))
+        for v in opt.values():
+            assert v.shape == (2,) and np.isnan(v).all() and not np.iscomplexobj(v), (bad, opt)
+
+
 def test_bootstrap_draws_seeds_within_each_group():
     same = [np.full((3, 2), 1.0), np.full((4, 2), 2.0)]  # no variation between seeds: every resample equal
     s = scaling.bootstrap_seeds(same, lambda m: np.concatenate(m), n=10, seed=0)

@@ -116,17 +116,21 @@ def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdic
     assert held.verdict == "supported", held.evidence
     assert small.verdict == "supported" and "at and below s0 " in small.evidence, small.evidence
     assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
+    tpp = e13.finding_tokens_per_param(g, f)
+    assert "not decided" not in tpp.evidence, tpp.evidence  # a determined L(N, D): the rule decides
 
 
 def test_a_flat_grid_judges_no_size_too_small():
     """Losses with no trend in N (4.3 nats plus 2% seed noise): the law above each small size is not
     determined, so no residual is judged and the too-small finding is inconclusive, however large the
-    extrapolated residuals."""
+    extrapolated residuals; nor is the compute-optimal tokens per parameter of an undetermined L(N, D)."""
     cfg = e13.E13Config(bootstrap=20)
     rng = np.random.default_rng(1)
     n = np.geomspace(1e4, 2e6, 6)
     d = np.asarray(cfg.budgets, float)
     loss = [4.3 * np.exp(rng.normal(0, 2e-2, (4, d.size))) for _ in n]
     g = e13._Grid([f"s{i}" for i in range(n.size)], n, d, loss, {})
-    small = e13.finding_too_small(g, e13._fits(cfg, g))
+    f = e13._fits(cfg, g)
+    small, tpp = e13.finding_too_small(g, f), e13.finding_tokens_per_param(g, f)
     assert small.verdict == "inconclusive" and "not judged" in small.evidence, small.evidence
+    assert tpp.verdict == "inconclusive" and "not decided" in tpp.evidence, tpp.evidence
