@@ -296,10 +296,8 @@ def _decode_seconds(cfg: E15Config, st: _Stacks, stack: str, b: int, t: int) -> 
     toks = np.zeros((b, t), np.int64)
     if stack == "jax_jit":
         m = cfg.model
-        step = jax.jit(apply_cached, static_argnums=0)
-        _, filled = jax.jit(apply_cached, static_argnums=0)(
-            m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t)
-        )
+        step = jax.jit(apply_cached, static_argnums=0)  # one wrapper: prefill and decode are two shapes of it
+        _, filled = step(m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t))
         one = jnp.zeros((b, 1), jnp.int32)
         jax.block_until_ready(step(m, st.jp, one, filled))  # compile
         return _seconds(lambda: step(m, st.jp, one, filled)[0], cfg.repeats), True

@@ -35,6 +35,8 @@ def missing(stack: str) -> str | None:
     absent = [m for m in STACKS[stack] if importlib.util.find_spec(m) is None]
     if not absent:
         return None
-    if absent == ["flatbuffers"]:
-        return f"stack {stack} needs the 'flatbuffers' package (pip install flatbuffers==25.12.19)"
+    if absent == ["flatbuffers"]:  # a base dependency, not the extra: lab.quant.export says what to install
+        from lab.quant.export import missing_requirement
+
+        return f"stack {stack}: {missing_requirement()}"
     return f"stack {stack} needs {', '.join(absent)}, not installed here: {EXTRA_HINT}"
