@@ -534,12 +534,12 @@ def _scaling_table(cfg, scaling, slopes) -> Table:
     for m in METHODS:
         for mode in MODES:
             b, L = scaling["temp_bytes"][m][mode], cfg.mem_lengths
-            last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])  # context only: the verdict uses the fit
+            last = _last_slope(L, b)  # context only: the verdict uses the fit
             t.add(m, mode, *[mib(x) for x in b], _fmt_slope(slopes[(m, mode)]), f"{last:.3f}")
     for mode in MODES:  # the control (not in the verdict): the same naive programs without YNNPACK fusions
         b, L = _plain(scaling, mode), cfg.mem_lengths
         if b is not None:
-            last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])
+            last = _last_slope(L, b)
             name = "naive, YNNPACK fusions off (control)"
             t.add(name, mode, *[mib(x) for x in b], _fmt_slope(loglog_slope(L, b)), f"{last:.3f}")
     return t
@@ -773,6 +773,11 @@ def _streaming_plot(cfg, stream, outs) -> None:
     plots.save(fig, outs.plot("streaming.png"))
 
 
+def _last_slope(lengths, b) -> float:
+    """The log-log slope between the last two lengths (context beside the fit over all of them)."""
+    return float(np.log(b[-1] / b[-2]) / np.log(lengths[-1] / lengths[-2]))
+
+
 def _score_buffers(cfg, temp_bytes) -> np.ndarray:
     """Temporary bytes per length in units of one score-sized buffer (batch 1 x heads x T x T float32): how
     many T x T arrays XLA's plan holds at once (the fraction: the T-linear rest)."""
@@ -793,7 +798,7 @@ def _naive_mechanism(cfg, scaling, mode) -> str:
     n = _score_buffers(cfg, b)
     step = np.abs(np.diff(n))
     i = int(np.argmax(step))
-    last = np.log(b[-1] / b[-2]) / np.log(L[-1] / L[-2])
+    last = _last_slope(L, b)
     text = f"score-sized (1 x {cfg.mem_heads} x T x T float32) buffers held at T = {', '.join(map(str, L))}: "
     text += ", ".join(f"{x:.2f}" for x in n)
     if step[i] >= 0.5:
