@@ -213,3 +213,16 @@ def test_noise_drop_equals_counting_every_routing(n, e, cap):
     counts = np.stack([(routes == i).sum(1) for i in range(e)], 1)
     want = np.clip(counts - cap, 0, None).sum(1).mean() / n
     assert e08.noise_drop(n, e, cap) == pytest.approx(want, abs=1e-12)
+
+
+def test_analyze_counts_capacity_slots_as_the_dispatch_does():
+    """analyze (no JAX) keeps a NumPy copy of lab.ops.moe.capacity for the drop diagnosis: the two must agree,
+    including the float-rounding guard at exact multiples (1.25 * 1 * 1024 / 4 = 320)."""
+    from lab.ops.moe import capacity
+
+    for n in (1, 7, 64, 1000, 1024):
+        for experts in (1, 2, 3, 4, 8):
+            for k in (1, 2):
+                for factor in (0.1, 1.0, 1.25, 2.0):
+                    assert e08._capacity_slots(n, experts, k, factor) == capacity(n, experts, k, factor)
+    assert e08._capacity_slots(1024, 4, 1, 1.25) == 320
