@@ -312,34 +312,42 @@ def _fits(cfg: E13Config, g: _Grid) -> dict:
     start_ln, start_lnd, start_held = ([scaling.law_start(x)] for x in (ln, lnd, held))
     start_above = {i: [scaling.law_start(above[i])] for i in probes}
 
-    def stat(means):
-        means = np.asarray(means)
-        a = scaling.fit_power_law(g.n, means[:, -1], starts=start_ln)
-        b = _lnd(g, means, starts=start_lnd)
-        h = scaling.fit_power_law(g.n[:last], means[:last, -1], starts=start_held)
-        tpp = scaling.compute_optimal(b, c_max)["tokens_per_param"]
-        laws = [
-            scaling.fit_power_law(g.n[i + 1 :], means[i + 1 :, -1], starts=start_above[i]) for i in probes
-        ]
-        res = [means[i, -1] - law.predict(g.n[i]) for i, law in zip(probes, laws)]
-        return [
-            a.alpha,
-            a.E,
-            a.A,
-            b.alpha,
-            b.beta,
-            b.E,
-            b.A,
-            b.B,
-            tpp,
-            h.predict(g.n[last]) - means[last, -1],
-            *res,
-            *[law.alpha for law in laws],
-        ]
+    nn, dd = (x.ravel() for x in np.meshgrid(g.n, g.d, indexing="ij"))
 
-    boot = scaling.bootstrap_seeds(g.loss, stat, cfg.bootstrap, seed=0)
+    def stats(means):
+        """(R, S, K) seed means -> (R, statistics): every fit batched over the R rows (one L-BFGS run each)."""
+        r = means.shape[0]
+        a = scaling.fit_power_laws(g.n, means[:, :, -1], starts=start_ln)
+        b = scaling.fit_chinchillas(nn, dd, means.reshape(r, -1), starts=start_lnd)
+        h = scaling.fit_power_laws(g.n[:last], means[:, :last, -1], starts=start_held)
+        laws = [
+            scaling.fit_power_laws(g.n[i + 1 :], means[:, i + 1 :, -1], starts=start_above[i]) for i in probes
+        ]
+        rows = []
+        for j in range(r):
+            above_j = [law[j] for law in laws]
+            res = [means[j, i, -1] - law.predict(g.n[i]) for i, law in zip(probes, above_j)]
+            rows.append(
+                [
+                    a[j].alpha,
+                    a[j].E,
+                    a[j].A,
+                    b[j].alpha,
+                    b[j].beta,
+                    b[j].E,
+                    b[j].A,
+                    b[j].B,
+                    scaling.compute_optimal(b[j], c_max)["tokens_per_param"],
+                    h[j].predict(g.n[last]) - means[j, last, -1],
+                    *res,
+                    *[law.alpha for law in above_j],
+                ]
+            )
+        return np.array(rows, np.float64)
+
+    boot = stats(np.stack(scaling.bootstrap_means(g.loss, cfg.bootstrap, seed=0), axis=1))
     lo, hi = scaling.interval(boot)
-    point = stat(mean)
+    point = stats(mean[None])[0]
     keys = ["ln_alpha", "ln_E", "ln_A", "alpha", "beta", "E", "A", "B", "tpp", "held_err"]
     keys += [f"res{i}" for i in probes] + [f"above_alpha{i}" for i in probes]
     ci = {k: (float(lo[j]), float(hi[j])) for j, k in enumerate(keys)}

@@ -15,9 +15,14 @@ recursion, memory 10, Armijo backtracking) with analytic gradients, run on all s
 
     fit_power_law(N, L)            -> Law (E, A, alpha): L(N) = E + A N^-alpha
     fit_chinchilla(N, D, L)        -> Law (E, A, alpha, B, beta)
+    fit_power_laws / fit_chinchillas
+                                   the same fits for many data sets at once (one row of L each, e.g. every
+                                   bootstrap resample): one batched L-BFGS run instead of a Python loop
     Law.predict(N[, D])            the fitted loss
     compute_optimal(law, C)        N_opt, D_opt and tokens per parameter at compute C = 6 N D
-    bootstrap_seeds(groups, fit, statistic, n, seed)
+    bootstrap_means(groups, n, seed)
+                                   the per-group seed means of n resamples, as arrays, for batched fits
+    bootstrap_seeds(groups, statistic, n, seed)
                                    percentile 95% intervals of statistics of fits refitted on seed resamples
                                    drawn within each group (each model size), so a CI says how much the
                                    numbers depend on which seeds were trained
@@ -49,7 +54,9 @@ def huber(r, delta: float = HUBER_DELTA) -> np.ndarray:
 def lbfgs(
     fun_grad: Callable, x0, max_iter: int = 300, memory: int = 10, gtol: float = 1e-12, ftol: float = 1e-10
 ):
-    """Minimize from each row of `x0` (S, P) at once. `fun_grad(X) -> (f (S,), g (S, P))`.
+    """Minimize from each row of `x0` (S, P) at once. `fun_grad(X, rows) -> (f, g)` evaluates the rows
+    `rows` (indices into x0) at X (len(rows), P), returning f (len(rows),) and g (len(rows), P); the indices let
+    an objective carry data of its own per row (many fits in one run).
 
     Per start: the two-loop recursion gives a direction (steepest descent when the curvature pair is not
     positive or the direction is not a descent direction), then an Armijo backtracking line search (halving
@@ -58,7 +65,7 @@ def lbfgs(
     """
     x = np.array(x0, np.float64, copy=True)
     s_n, p = x.shape
-    f, g = fun_grad(x)
+    f, g = fun_grad(x, np.arange(s_n))
     s_hist = np.zeros((memory, s_n, p))
     y_hist = np.zeros((memory, s_n, p))
     rho = np.zeros((memory, s_n))
@@ -95,10 +102,10 @@ def lbfgs(
         for _ in range(40):
             if not todo.any():
                 break
-            xt = x[todo] + step[todo, None] * d[todo]
-            ft, gt = fun_grad(xt)
-            ok = np.isfinite(ft) & (ft <= f[todo] + 1e-4 * step[todo] * slope[todo])
             idx = np.flatnonzero(todo)
+            xt = x[idx] + step[idx, None] * d[idx]
+            ft, gt = fun_grad(xt, idx)
+            ok = np.isfinite(ft) & (ft <= f[idx] + 1e-4 * step[idx] * slope[idx])
             x_new[idx[ok]], f_new[idx[ok]], g_new[idx[ok]] = xt[ok], ft[ok], gt[ok]
             todo[idx[ok]] = False
             step[idx[~ok]] *= 0.5
@@ -143,10 +150,12 @@ class Law:
 
 def _objective(logx: np.ndarray, logl: np.ndarray, delta: float):
     """fun_grad for parameters [c_1..c_K, e, exp_1..exp_K] (S, 2K+1) of log L = LSE(c_k - exp_k logx_k, e):
-    the summed Huber loss over the n points and its gradient. logx: (n, K)."""
+    the summed Huber loss over the n points and its gradient. logx: (n, K); logl: (n,) shared by every row,
+    or (R, n), one data set per row of the L-BFGS batch."""
     k = logx.shape[1]
 
-    def fun_grad(theta):
+    def fun_grad(theta, rows):
+        ll = logl[None] if logl.ndim == 1 else logl[rows]
         c, e, ex = theta[:, :k], theta[:, k], theta[:, k + 1 :]
         terms = np.concatenate(
             [c[:, None, :] - ex[:, None, :] * logx[None], e[:, None, None] * np.ones((1, logx.shape[0], 1))],
@@ -157,7 +166,7 @@ def _objective(logx: np.ndarray, logl: np.ndarray, delta: float):
         tot = w.sum(axis=2, keepdims=True)
         pred = (m + np.log(tot))[..., 0]  # (S, n)
         w = w / tot
-        r = pred - logl[None]
+        r = pred - ll
         f = huber(r, delta).sum(axis=1)
         dr = np.clip(r, -delta, delta)  # dH/dr
         g_c = np.einsum("sn,snk->sk", dr, w[:, :, :k])
@@ -184,40 +193,50 @@ def _grid(k: int) -> np.ndarray:
 
 
 def _fit(logx: np.ndarray, loss, starts, delta: float) -> np.ndarray:
+    """The best end point [theta..., objective] over the starts: (P + 1,) for one loss vector (n,), or
+    (B, P + 1) for a batch of them (B, n), every data set run from every start in one L-BFGS batch."""
     loss = np.asarray(loss, np.float64)
-    if loss.ndim != 1 or loss.size != logx.shape[0]:
+    if loss.ndim not in (1, 2) or loss.shape[-1] != logx.shape[0]:
         raise ValueError(f"need one loss per point, got {loss.shape} for {logx.shape[0]} points")
     if not np.all(np.isfinite(loss) & (loss > 0)) or not np.all(np.isfinite(logx)):
         raise ValueError("scaling fits need finite, positive sizes and losses")
     k = logx.shape[1]
     x0 = _grid(k) if starts is None else np.atleast_2d(np.asarray(starts, np.float64))
-    x, f = lbfgs(_objective(logx, np.log(loss), delta), x0)
-    f = np.where(np.isfinite(f), f, np.inf)
-    best = int(np.argmin(f))
-    return np.append(x[best], f[best])
+    data = np.atleast_2d(np.log(loss))  # (B, n)
+    n_data, n_start = data.shape[0], x0.shape[0]
+    logl = data[0] if n_data == 1 else np.repeat(data, n_start, axis=0)  # row b * S + s: data b, start s
+    x, f = lbfgs(_objective(logx, logl, delta), np.tile(x0, (n_data, 1)))
+    f = np.where(np.isfinite(f), f, np.inf).reshape(n_data, n_start)
+    best = np.arange(n_data) * n_start + np.argmin(f, axis=1)
+    out = np.concatenate([x[best], f.ravel()[best, None]], axis=1)
+    return out[0] if loss.ndim == 1 else out
 
 
-def fit_power_law(n, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
-    """L(N) = E + A N^-alpha, fitted on log loss by the summed Huber objective from a grid of L-BFGS starts
-    (rows of `starts` as [a, e, alpha] replace the grid). Needs >= 3 distinct N."""
+def _check_power_law(n) -> np.ndarray:
     n = np.asarray(n, np.float64)
     if np.unique(n).size < 3:
         raise ValueError(
             f"a power law with an offset has 3 parameters: need >= 3 distinct sizes, got {np.unique(n).size}"
         )
-    a, e, alpha, obj = theta = _fit(np.log(n)[:, None], loss, starts, delta)
+    return np.log(n)[:, None]
+
+
+def _check_chinchilla(n, d) -> np.ndarray:
+    n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
+    if np.unique(n).size < 3 or np.unique(d).size < 2:
+        raise ValueError("the Chinchilla law needs >= 3 distinct sizes and >= 2 distinct token counts")
+    return np.log(np.stack([n, d], axis=1))
+
+
+def _power_law(theta) -> Law:
+    a, e, alpha, obj = theta
     return Law(
         math.exp(e), math.exp(a), float(alpha), objective=float(obj), theta=tuple(map(float, theta[:-1]))
     )
 
 
-def fit_chinchilla(n, d, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
-    """L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al.'s approach 3), rows of `starts` as
-    [a, b, e, alpha, beta]. Needs >= 3 distinct N and >= 2 distinct D."""
-    n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
-    if np.unique(n).size < 3 or np.unique(d).size < 2:
-        raise ValueError("the Chinchilla law needs >= 3 distinct sizes and >= 2 distinct token counts")
-    a, b, e, alpha, beta, obj = theta = _fit(np.log(np.stack([n, d], axis=1)), loss, starts, delta)
+def _chinchilla(theta) -> Law:
+    a, b, e, alpha, beta, obj = theta
     return Law(
         math.exp(e),
         math.exp(a),
@@ -227,6 +246,29 @@ def fit_chinchilla(n, d, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
         float(obj),
         tuple(map(float, theta[:-1])),
     )
+
+
+def fit_power_law(n, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
+    """L(N) = E + A N^-alpha, fitted on log loss by the summed Huber objective from a grid of L-BFGS starts
+    (rows of `starts` as [a, e, alpha] replace the grid). Needs >= 3 distinct N."""
+    return _power_law(_fit(_check_power_law(n), np.ravel(loss), starts, delta))
+
+
+def fit_power_laws(n, losses, starts=None, delta: float = HUBER_DELTA) -> list[Law]:
+    """`fit_power_law` for every row of `losses` (B, len(n)) at once, each row from the same starts: the laws
+    equal fitting the rows one by one, at the cost of one batched L-BFGS run."""
+    return [_power_law(t) for t in _fit(_check_power_law(n), np.atleast_2d(losses), starts, delta)]
+
+
+def fit_chinchilla(n, d, loss, starts=None, delta: float = HUBER_DELTA) -> Law:
+    """L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al.'s approach 3), rows of `starts` as
+    [a, b, e, alpha, beta]. Needs >= 3 distinct N and >= 2 distinct D."""
+    return _chinchilla(_fit(_check_chinchilla(n, d), np.ravel(loss), starts, delta))
+
+
+def fit_chinchillas(n, d, losses, starts=None, delta: float = HUBER_DELTA) -> list[Law]:
+    """`fit_chinchilla` for every row of `losses` (B, len(n)) at once (see `fit_power_laws`)."""
+    return [_chinchilla(t) for t in _fit(_check_chinchilla(n, d), np.atleast_2d(losses), starts, delta)]
 
 
 def law_start(law: Law) -> list[float]:
@@ -257,19 +299,27 @@ def compute_optimal(law: Law, compute) -> dict:
 
 
 # --- bootstrap over seeds -----------------------------------------------------------------------------------
+def bootstrap_means(values: Sequence[np.ndarray], n: int = 200, seed: int = 0) -> list[np.ndarray]:
+    """`values[g]` is an (seeds, ...) array of group g's runs (e.g. one model size: seeds x token budgets);
+    each of `n` resamples draws each group's seeds with replacement. Returns, per group, the (n, ...) means
+    over the drawn seeds: row r of every group is resample r (the draws `bootstrap_seeds` makes, same seed)."""
+    rng = np.random.default_rng(seed)
+    values = [np.asarray(v) for v in values]
+    rows = [[v[rng.integers(0, len(v), len(v))].mean(axis=0) for v in values] for _ in range(n)]
+    return [np.stack([r[j] for r in rows]) for j in range(len(values))]
+
+
 def bootstrap_seeds(
     values: Sequence[np.ndarray], statistic: Callable, n: int = 200, seed: int = 0
 ) -> np.ndarray:
-    """(n, ...) `statistic(means)` on resamples: `values[g]` is an (seeds, ...) array of group g's runs
-    (e.g. one model size: seeds x token budgets); each resample draws each group's seeds with replacement
-    and hands the list of per-group means over the drawn seeds to `statistic`. Resamples whose statistic
-    raises ValueError (a degenerate fit) give NaN."""
-    rng = np.random.default_rng(seed)
+    """(n, ...) `statistic(means)` on resamples (`bootstrap_means`): `statistic` gets the list of per-group
+    means over one resample's drawn seeds. Resamples whose statistic raises ValueError (a degenerate fit)
+    give NaN."""
+    groups = bootstrap_means(values, n, seed)
     out = []
-    for _ in range(n):
-        means = [np.asarray(v)[rng.integers(0, len(v), len(v))].mean(axis=0) for v in values]
+    for r in range(n):
         try:
-            out.append(np.asarray(statistic(means), np.float64))
+            out.append(np.asarray(statistic([m[r] for m in groups]), np.float64))
         except ValueError:
             out.append(None)
     shape = next((o.shape for o in out if o is not None), ())

@@ -21,10 +21,16 @@ def test_huber_matches_its_definition():
 def test_the_objective_gradient_is_the_finite_difference_gradient():
     rng = np.random.default_rng(1)
     logx = np.log(np.stack([np.geomspace(1e4, 1e6, 6), np.geomspace(1e5, 1e7, 6)], axis=1))
-    logl = np.log(1.5 + rng.uniform(0.1, 1.0, 6))
-    fg = scaling._objective(logx, logl, 0.05)  # a delta large enough that both Huber branches occur
+    logl = np.log(1.5 + rng.uniform(0.1, 1.0, (2, 6)))  # one data set per row
+    obj = scaling._objective(logx, logl, 0.05)  # a delta large enough that both Huber branches occur
     theta = np.array([[5.0, 6.0, 0.3, 0.35, 0.3], [2.0, 9.0, 0.6, 0.1, 0.5]])
+
+    def fg(t):
+        return obj(t, np.arange(2))
+
     f, g = fg(theta)
+    f_alone = [scaling._objective(logx, logl[i], 0.05)(theta[i : i + 1], None)[0][0] for i in range(2)]
+    np.testing.assert_allclose(f, f_alone, rtol=1e-13)
     eps = 1e-6
     num = np.zeros_like(theta)
     for j in range(theta.shape[1]):
@@ -36,7 +42,7 @@ def test_the_objective_gradient_is_the_finite_difference_gradient():
 
 
 def test_lbfgs_finds_the_minimum_of_the_rosenbrock_function_from_several_starts():
-    def fg(x):
+    def fg(x, rows):
         a, b = x[:, 0], x[:, 1]
         f = (1 - a) ** 2 + 100 * (b - a * a) ** 2
         g = np.stack([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)], axis=1)
@@ -119,6 +125,24 @@ def test_compute_optimal_has_no_optimum_when_a_term_does_not_fall():
         opt = scaling.compute_optimal(law, np.array([1e18, 1e21]))
         for v in opt.values():
             assert v.shape == (2,) and np.isnan(v).all() and not np.iscomplexobj(v), (bad, opt)
+
+
+def test_batched_fits_equal_the_fits_one_by_one():
+    rng = np.random.default_rng(7)
+    n, d = np.geomspace(1e4, 1e6, 5), np.array([1e6, 4e6, 1.6e7])
+    nn, dd = (a.ravel() for a in np.meshgrid(n, d, indexing="ij"))
+    truth = 1.8 + 300.0 * nn**-0.35 + 900.0 * dd**-0.3
+    rows = truth * np.exp(rng.normal(0, 0.01, (4, truth.size)))  # four noisy data sets
+    start = scaling.law_start(scaling.fit_chinchilla(nn, dd, truth))
+    for one, law in zip(rows, scaling.fit_chinchillas(nn, dd, rows, starts=[start])):
+        alone = scaling.fit_chinchilla(nn, dd, one, starts=[start])
+        np.testing.assert_allclose(law.theta, alone.theta, rtol=1e-9, atol=1e-12)
+    last = rows.reshape(4, 5, 3)[:, :, -1]
+    grid = scaling.fit_power_laws(n, last)  # from the grid of starts, every data set
+    for one, law in zip(last, grid):
+        alone = scaling.fit_power_law(n, one)
+        np.testing.assert_allclose(law.predict(n), alone.predict(n), rtol=1e-9)
+        assert law.objective == pytest.approx(alone.objective, rel=1e-9, abs=1e-15)
 
 
 def test_bootstrap_draws_seeds_within_each_group():
