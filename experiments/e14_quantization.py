@@ -24,7 +24,8 @@ Export: seed 0's float and int8 models through jax.export (StableHLO, serialized
 fresh process), outputs compared with the in-process model within `export_tol`, file sizes in a table; and
 (target "onnx", the [stacks] extra) through the PyTorch port (lab.port) to ONNX, run by ONNX Runtime, outputs
 compared with the JAX model within `onnx_tol` (another stack: float32 roundoff in another order). The int8
-ONNX model holds the dequantized weights (float32 initializers), so its file is the float model's size.
+ONNX model stores every weight as an int8 initializer with its float32 per-channel scales, dequantized in
+the graph (Cast, Mul): one byte per weight, like the StableHLO int8 file.
 
 Run:      lab run e14 [--preset smoke|cpu|gpu] [--set bits=8,4] [--seeds 3] [--data NAME]
 Redraw:   lab analyze e14
@@ -390,20 +391,21 @@ def _export(cfg: E14Config, model, p0, val, out: Path) -> dict:
             "agreement_with_float": float(np.mean(np.argmax(back, -1) == np.argmax(here["float"], -1))),
         }
     if "onnx" in cfg.export:
-        trees = {"float": p0, "int8": qt.dequantize_tree(stored, p0)}
+        trees = {"float": (p0, None), "int8": (qt.dequantize_tree(stored, p0), qt.leaf_codes(stored, p0))}
         res["onnx"] = _export_onnx(cfg, model, trees, tokens, here, folder)
     return res
 
 
 def _export_onnx(cfg: E14Config, model, trees: dict, tokens, here: dict, folder: Path) -> dict:
-    """Each model's parameters through the PyTorch port to ONNX, run by ONNX Runtime, against the JAX model."""
+    """Each model's parameters (and int8 codes, if any) through the PyTorch port to ONNX, run by ONNX
+    Runtime, against the JAX model."""
     from lab.port import onnx_port, torch_port
 
     res = {"tolerance": cfg.onnx_tol, "models": {}}
-    for name, tree in trees.items():
+    for name, (tree, codes) in trees.items():
         path = folder / f"{name}.onnx"
         tree = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), tree)
-        onnx_port.export(torch_port.from_params(model, tree), path, tokens)
+        onnx_port.export(torch_port.from_params(model, tree, codes), path, tokens)
         got = onnx_port.run(onnx_port.session(path), tokens).astype(np.float64)
         res["models"][name] = {
             "file_bytes": path.stat().st_size,
@@ -604,7 +606,8 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
             "ONNX (the PyTorch port through torch.onnx.export) of seed 0, run by ONNX Runtime",
             ["model", "file bytes", "max abs diff vs JAX", "within tolerance", "argmax = float"],
             note=f"Tolerance {ox['tolerance']:g} on the logits (another stack: float32 sums in another "
-            "order). The int8 model's weights are stored dequantized (float32), so its file is float-sized.",
+            "order). The int8 file holds each weight as int8 codes and float32 per-channel scales, "
+            "dequantized in the graph.",
         )
         for name, v in ox["models"].items():
             ok = v["max_abs_diff_vs_jax"] <= ox["tolerance"]

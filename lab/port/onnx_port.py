@@ -7,7 +7,9 @@
 The export traces the module with PyTorch's TorchScript-based exporter (`dynamo=False`, opset 17, which has
 LayerNormalization): it needs no `onnxscript` and traces our plain module exactly (torch 2.13 still ships it,
 with a deprecation warning that we silence here). The parameters are stored in the file as initializers, so
-the file alone is the model. torch, onnx and onnxruntime are the optional `[stacks]` extra.
+the file alone is the model. A module holding int8 codes (`torch_port.from_params(cfg, params, codes)`) is
+exported without constant folding, which would multiply the codes out into float32 initializers: its file
+holds int8 initializers, a Cast and a Mul by the scale per weight, one byte per weight. torch, onnx and onnxruntime are the optional `[stacks]` extra.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def export(module, path, example_tokens_BT) -> Path:
     """Write `module` (no cache) as an ONNX graph to `path`, batch and time axes dynamic; returns the path."""
     import onnx
     import torch
+    from torch.nn.utils import parametrize
 
     path = Path(path)
     tokens = torch.as_tensor(np.asarray(example_tokens_BT), dtype=torch.long)
@@ -39,6 +42,7 @@ def export(module, path, example_tokens_BT) -> Path:
             input_names=["tokens"],
             output_names=["logits"],
             dynamic_axes=axes,
+            do_constant_folding=not any(parametrize.is_parametrized(m) for m in module.modules()),
         )
     onnx.checker.check_model(str(path))
     return path

@@ -3,6 +3,7 @@ other implementation): the same parameter names and shapes as the JAX tree, load
 `from_params`, so a port is a pure function of the (Orbax-restored) parameters.
 
     module = from_params(cfg, params)                    # eval mode, float32, no gradients
+    module = from_params(cfg, params, codes)             # weights held as int8 codes times a scale
     logits = module(tokens_BT)                           # (B, T, V)
     cache = module.new_cache(batch, size)                # a simple preallocated KV cache
     logits, cache = module(prompt_BP, cache)             # prefill, then one token at a time
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lab.port import numpy_ref
 
@@ -213,14 +215,47 @@ def state_dict_of(params) -> dict:
     return out
 
 
-def from_params(cfg, params) -> TorchTransformer:
+class _Dequant(nn.Module):
+    """A weight stored as integer codes, computed with as float32(codes) * scale (a parametrization)."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, np.float32)))
+
+    def forward(self, codes):
+        return codes.to(torch.float32) * self.scale
+
+
+def from_params(cfg, params, codes: dict | None = None) -> TorchTransformer:
     """The PyTorch module for `cfg` holding `params` (float32), in eval mode. Every parameter must be
-    present and every one of the tree used (a strict load): nothing stays at its zero initialization."""
+    present and every one of the tree used (a strict load): nothing stays at its zero initialization.
+
+    `codes` ({tree path: (int8 codes, scale)} in each leaf's layout, `lab.quant.tree.leaf_codes`) stores
+    those weights as int8 tensors dequantized on use (`torch.nn.utils.parametrize`), so the module (and an
+    ONNX file exported from it) holds one byte per weight; each must equal its leaf of `params` exactly."""
     module = TorchTransformer(cfg)
     sd = state_dict_of(params)
     buffers = {k: v for k, v in module.state_dict().items() if k not in dict(module.named_parameters())}
     module.load_state_dict(sd | buffers, strict=True)
+    for path, (q, scale) in (codes or {}).items():
+        name = next(iter(state_dict_of(_nest(path, 0.0))))
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        deq = _Dequant(scale)
+        q = torch.from_numpy(np.array(q, copy=True))
+        if q.dtype != torch.int8 or not torch.equal(deq(q), sd[name]):
+            raise ValueError(f"{path}: the codes times the scale are not the parameter the tree holds")
+        parametrize.register_parametrization(owner, attr, deq, unsafe=True)
+        owner.parametrizations[attr].original = nn.Parameter(q, requires_grad=False)
     return module.eval()
+
+
+def _nest(path: str, value) -> dict:
+    """{"a": {"b": value}} for the path "a/b"."""
+    out = value
+    for part in reversed(path.split("/")):
+        out = {part: out}
+    return out
 
 
 @torch.inference_mode()

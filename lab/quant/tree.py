@@ -11,6 +11,7 @@ Any other matrix is refused by name: nothing stays float silently.
     q_params = ptq_tree(params, scheme)             # the float weights the int4 model computes with
     stored = quantize_tree(params, scheme)          # integer codes + scales (what a file holds)
     params2 = dequantize_tree(stored, params)       # == q_params
+    codes = leaf_codes(stored, params)              # {path: (codes, scale)} in each leaf's own layout
     model_bytes(params, scheme)                     # bytes of codes (bits each) + float32 scales + zeros
 """
 
@@ -180,6 +181,37 @@ def dequantize_tree(stored: dict, params):
         return from_matrix(qz.dequantize(q, scale, zero), leaf.shape, in_axes(path, leaf)).astype(leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(one, params)
+
+
+def leaf_codes(stored: dict, params) -> dict:
+    """{path: (codes, scale)} of a symmetric per-tensor or per-channel `quantize_tree` result in each weight's
+    own layout: codes with the leaf's shape and dtype int8, scale float32 broadcastable to it (a scalar, or
+    the leaf's shape with its input axes of size 1), so that the leaf is exactly float32(codes) * scale — what
+    a format with per-axis dequantization stores (ONNX: an int8 initializer times a scale in the graph).
+    Group-wise and asymmetric codes have no such layout and are refused."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key = path_str(path)
+        if key not in stored:
+            continue
+        q, scale, zero = stored[key]
+        scale = np.asarray(scale, np.float32)
+        if scale.shape[0] != 1 or np.asarray(q).dtype != np.int8 or np.any(np.asarray(zero) != 0):
+            raise ValueError(
+                f"{key}: only symmetric per-tensor or per-channel int codes have a per-axis layout "
+                f"(got {scale.shape[0]} groups, {np.asarray(q).dtype} codes)"
+            )
+        axes, shape = in_axes(path, leaf), tuple(np.shape(leaf))
+        codes = np.asarray(from_matrix(jnp.asarray(q), shape, axes))
+        row = scale.reshape(1, -1)
+        if row.shape[1] == 1:
+            s = row.reshape(())
+        else:
+            s = np.asarray(
+                from_matrix(jnp.asarray(row), tuple(1 if i in axes else d for i, d in enumerate(shape)), axes)
+            )
+        out[key] = (codes, s.astype(np.float32))
+    return out
 
 
 def model_bytes(params, scheme: Scheme | None = None) -> int:

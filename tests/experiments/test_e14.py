@@ -55,6 +55,7 @@ def test_the_grid_is_measured_and_bytes_shrink_with_bits(smoke):
         assert 0 <= v["max_abs_diff_vs_jax"] <= ox["tolerance"] == e14.PRESET_TABLE["smoke"].onnx_tol
         assert (out / "runs" / "export" / f"{name}.onnx").stat().st_size == v["file_bytes"]
     assert ox["models"]["float"]["agreement_with_float"] == 1.0
+    assert ox["models"]["int8"]["file_bytes"] < ox["models"]["float"]["file_bytes"] / 2  # int8 initializers
     assert "ONNX (the PyTorch port" in (out / "tables" / "export.md").read_text()
 
 

@@ -138,6 +138,37 @@ def test_onnx_runtime_matches_the_reference_at_any_batch_and_length(name, tmp_pa
     )
 
 
+def test_int8_codes_stay_int8_in_torch_and_in_the_onnx_file(tmp_path):
+    """Weights held as int8 codes times a per-channel scale: the torch module computes exactly what the
+    float module of the dequantized tree computes, and the ONNX file stores the codes as int8 initializers
+    (constant folding would have multiplied them out into float32), within TOL of the reference."""
+    _ort()
+    import onnx
+
+    from lab.port import onnx_port, torch_port
+    from lab.quant import tree as qt
+
+    cfg = CONFIGS["rope-rmsnorm-swiglu-gqa-bias-untied"].replace(bias=False)  # lab.quant has no bias rule
+    params = _params(cfg, 3)
+    stored = qt.quantize_tree(params, qt.Scheme(8, True, "channel"))
+    deq = numpy_ref.to_numpy(qt.dequantize_tree(stored, params), np.float32)
+    codes = qt.leaf_codes(stored, params)
+    int8 = torch_port.from_params(cfg, deq, codes)
+    tokens = _tokens(4)
+    np.testing.assert_array_equal(
+        torch_port.logits(int8, tokens), torch_port.logits(torch_port.from_params(cfg, deq), tokens)
+    )
+    path = onnx_port.export(int8, tmp_path / "int8.onnx", tokens)
+    inits = onnx.load(str(path)).graph.initializer
+    n_int8 = sum(math.prod(i.dims) for i in inits if i.data_type == onnx.TensorProto.INT8)
+    assert n_int8 == sum(q.size for q, _ in codes.values())
+    got = onnx_port.run(onnx_port.session(path), tokens)
+    np.testing.assert_allclose(got, numpy_ref.forward(cfg, deq, tokens), rtol=TOL, atol=TOL)
+    wrong = {**codes, "wte": (codes["wte"][0] + np.int8(1), codes["wte"][1])}
+    with pytest.raises(ValueError, match="wte: the codes times the scale are not the parameter"):
+        torch_port.from_params(cfg, deq, wrong)
+
+
 def test_exported_stablehlo_reloads_and_matches_the_reference():
     pytest.importorskip("flatbuffers", reason="jax.export serialization needs the 'flatbuffers' package")
     from lab.port import stablehlo

@@ -72,6 +72,28 @@ def test_ptq_tree_quantizes_each_weight_as_its_matrix_and_stored_codes_agree(par
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("granularity", ["channel", "tensor"])
+def test_leaf_codes_times_their_scale_are_the_dequantized_weights_in_each_leafs_layout(params, granularity):
+    params = jax.tree_util.tree_map(lambda a: a + 0.1 * jnp.sin(jnp.arange(a.size).reshape(a.shape)), params)
+    stored = qt.quantize_tree(params, qt.Scheme(8, True, granularity))
+    back = qt.dequantize_tree(stored, params)
+    codes = qt.leaf_codes(stored, params)
+    assert set(codes) == set(qt.quantized_leaves(params))
+    for path, (q, scale) in codes.items():
+        want = back
+        for k in path.split("/"):
+            want = want[k]
+        assert q.dtype == np.int8 and q.shape == want.shape and scale.dtype == np.float32
+        # per channel: one scale per output channel, the input axes of size 1 (wte: one per vocabulary row)
+        n_out = q.size // np.prod([q.shape[a] for a in qt.IN_AXES[path.split("/")[-1]]])
+        assert scale.size == (n_out if granularity == "channel" else 1)
+        np.testing.assert_array_equal(q.astype(np.float32) * scale, np.asarray(want))
+    with pytest.raises(ValueError, match="only symmetric per-tensor or per-channel"):
+        qt.leaf_codes(qt.quantize_tree(params, qt.Scheme(8, True, "group", 8)), params)
+    with pytest.raises(ValueError, match="only symmetric per-tensor or per-channel"):
+        qt.leaf_codes(qt.quantize_tree(params, qt.Scheme(8, False, "channel")), params)
+
+
 def test_model_bytes_follow_the_formula():
     p = {"w1": np.zeros((64, 32), np.float32), "scale": np.zeros((32,), np.float32)}
     assert qt.model_bytes(p) == 4 * (64 * 32 + 32)
