@@ -31,6 +31,8 @@ def test_every_stage_trained_through_the_driver(smoke):
         config = json.loads((d / "config.json").read_text())["config"]
         assert len(config["members"]) == cfg.seeds and (d / "checkpoints").is_dir()
         assert max(r["step"] for r in read_rows(d / "metrics.jsonl")) == getattr(cfg, name).steps
+        # on CPU under the default strategy every stage is one vmapped program (no padded members)
+        assert json.loads((d / "timing.json").read_text())["strategy"] == "vmap", name
     task = json.loads((out / "runs" / "ppo" / "config.json").read_text())["config"]["task"]
     assert task["kind"] == "ppo" and task["kl_coef"] == cfg.kl_coef and task["epochs"] == cfg.ppo_epochs
     loss = json.loads((out / "runs" / "reward" / "config.json").read_text())["config"]["loss"]
