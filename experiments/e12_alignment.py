@@ -23,7 +23,7 @@ Along the way, on a character-level model trained from scratch (lab.align.data h
 
 Every training (pretraining, finetuning, instruction tuning, reward model, PPO, DPO) is a sweep over seeds
 through lab.train.train_sweep, with metrics, checkpoints and resume.
-The cpu preset takes about 8 minutes on 2 cores, over the house's 5: the instruction-tuning stage needs
+The cpu preset takes about 10 minutes on 2 cores, over the house's 5 (and the issue's 8): the instruction-tuning stage needs
 thousands of steps for held-out exact match to reach the 0.9 goal (the summarize skill is learned late and
 at a seed-dependent step), and that stage is most of the run. On CPU the sweeps run as one vmapped program
 on one device when the strategy is left to `auto` (see `run`).
@@ -101,7 +101,7 @@ class E12Config:
     # 2600 steps: 800 left held-out exact match at 0.46 and 1200 at 0.72 (three seeds); at 2000 the summarize
     # skill (copying the marked sentence) was still half learned in one seed of three in two of three runs
     # (0.29, 0.40), so 2000 was not enough to meet the goal reliably. This stage is most of e12's time, which
-    # is why its cpu preset takes ~8 min rather than the house's 5.
+    # is why its cpu preset takes ~10 min rather than the house's 5.
     instruct: TrainConfig = _tc(2600, 64, 3e-3, 50, 1300)
     reward: TrainConfig = _tc(100, 32, 2e-3, 50, 50)
     # PPO: a step is one rollout batch and ppo_epochs x ppo_minibatches updates; constant lr after warmup
@@ -399,8 +399,9 @@ def run(cfg: E12Config, out: Path, opts) -> None:
     default_mesh = kw["mesh"] is None or kw["mesh"].is_default
     if kw["strategy"] == "auto" and default_mesh and jax.default_backend() == "cpu":
         # auto would shard 3 seeds over 2 CPU devices padded to 4 (a third more work); one vmapped program on
-        # one device spreads these small steps over the cores itself. Measured on 2 cores at the cpu preset:
-        # instruction tuning 102 ms/step vmapped vs 149 ms/step sharded, the whole run 405 s vs 512 s.
+        # one device spreads these small steps over the cores itself. Measured on 2 quiet cores at the cpu
+        # preset (2026-12-03, the same config both ways): instruction tuning 135 vs 147 ms/step, the whole run
+        # 584 s vs 603 s — a small gain, not the halving the padding suggests.
         kw["strategy"] = "vmap"
     key = jax.random.PRNGKey(12)
 
