@@ -70,7 +70,8 @@ def test_a_resumed_ppo_run_writes_the_same_metrics(smoke, tmp_path):
     shutil.rmtree(run_dir / "checkpoints" / str(cfg.ppo.steps))  # as if killed after the mid checkpoint
     sft, rm = (e12.stage_params(cfg, out, n) for n in ("instruct", "reward"))
     norm = json.loads((run_dir / "config.json").read_text())["config"]["data"]["norm"]
-    result = train_sweep(run_dir, e12.ppo_spec(cfg, sft, rm, norm), progress=False)
+    strategy = json.loads((run_dir / "timing.json").read_text())["strategy"]  # resume as the run was made
+    result = train_sweep(run_dir, e12.ppo_spec(cfg, sft, rm, norm), progress=False, strategy=strategy)
     assert result.resumed_from == cfg.ppo.ckpt_every
     assert (run_dir / "metrics.jsonl").read_text() == (out / "runs" / "ppo" / "metrics.jsonl").read_text()
 
