@@ -216,7 +216,7 @@ def state_dict_of(params) -> dict:
 
 
 class _Dequant(nn.Module):
-    """A weight stored as integer codes, computed with as float32(codes) * scale (a parametrization)."""
+    """A weight stored as integer codes, computed as float32(codes) * scale (a parametrization)."""
 
     def __init__(self, scale):
         super().__init__()
