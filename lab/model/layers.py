@@ -406,7 +406,9 @@ class Block(nn.Module):
             kv.append(out[1])
             return out[0]
 
-        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, attend, norm1)
-        x_BTD = PLACEMENTS[c.norm_placement](x_BTD, mlp, norm2)
+        # Each residual sub-layer ends at a gradient fence (lab.ops.fence): the same values, but XLA stores the
+        # residual stream's gradient there instead of recomputing its chain in every consumer.
+        x_BTD = ops.cotangent_fence(PLACEMENTS[c.norm_placement](x_BTD, attend, norm1))
+        x_BTD = ops.cotangent_fence(PLACEMENTS[c.norm_placement](x_BTD, mlp, norm2))
         self.sow("intermediates", "residual", x_BTD)
         return x_BTD if cache is None else (x_BTD, kv[0])

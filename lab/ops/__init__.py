@@ -11,6 +11,7 @@ from lab.ops.attention import (
     dot_product_attention,
     multi_head_attention,
 )
+from lab.ops.fence import cotangent_fence
 from lab.ops.losses import cross_entropy, token_cross_entropy
 from lab.ops.masks import bidirectional_mask, causal_mask, combine_masks, padding_mask, prefix_lm_mask
 from lab.ops.norms import layer_norm, rms_norm
@@ -25,6 +26,7 @@ __all__ = [
     "bidirectional_mask",
     "causal_mask",
     "combine_masks",
+    "cotangent_fence",
     "cross_entropy",
     "dot_product_attention",
     "geglu",
