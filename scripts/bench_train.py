@@ -652,7 +652,8 @@ def main(argv=None) -> int:
             f"({tc:.0f} GFLOP/s at size {tn})"
         )
         say(
-            f"- JAX step time / PyTorch step time = {t_jax / t_torch:.2f} (below 1: JAX is faster; medians of "
+            f"- JAX step time / PyTorch step time = {t_jax / t_torch:.2f} on this machine's float32 matmul ceilings "
+            f"of {ceiling:.0f} (JAX) and {tc:.0f} (PyTorch) GFLOP/s (below 1: JAX is faster; medians of "
             f"{args.rounds} alternating rounds of ~{args.time_steps // args.rounds} steps each)"
         )
         if args.check_steps:
