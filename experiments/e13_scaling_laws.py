@@ -91,6 +91,8 @@ CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}  
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 HELD_OUT_SDS, HELD_OUT_FRACTION = 2.0, 0.02  # the held-out goal: within 2 seed-sds or 2% of the loss
 ALPHA_MAX = 1.0  # a fitted law is trusted (too-small probe, tokens per parameter) only if its exponents' CIs lie in (0, 1]
+# the compute-optimal tokens per parameter is judged only if it lies within this factor of the range the grid saw
+EXTRAPOLATION = 10.0
 
 
 @dataclass(frozen=True)
@@ -425,21 +427,27 @@ def finding_exponents(g: _Grid, f: dict) -> Finding:
 def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
     """Decided only when L(N, D) is determined (alpha's and beta's CIs inside (0, ALPHA_MAX], as for the
     too-small probe): D_opt/N_opt goes as a power 1/(alpha + beta) of the fitted terms, so an exponent near 0
-    sends it anywhere, and a CI that excludes 20 then says nothing about where the optimum is."""
+    sends it anywhere, and a CI that excludes 20 then says nothing about where the optimum is. Also decided
+    only when the estimate lies within EXTRAPOLATION times the range of tokens per parameter the grid trained
+    at: an optimum far outside it is the fitted law extrapolated where no run measured it."""
     p, ci = f["point"]["tpp"], f["ci"]["tpp"]
-    det = all(0 < f["ci"][k][0] and f["ci"][k][1] <= ALPHA_MAX for k in ("alpha", "beta"))
-    why = (
-        ""
-        if det
-        else f"; not decided: L(N, D) is not determined (alpha {_ci(f['ci']['alpha'])}, beta "
-        f"{_ci(f['ci']['beta'])}: each CI must lie inside (0, {ALPHA_MAX:g}])"
-    )
+    lo, hi = g.d[0] / g.n[-1], g.d[-1] / g.n[0]
+    why = ""
+    if not all(0 < f["ci"][k][0] and f["ci"][k][1] <= ALPHA_MAX for k in ("alpha", "beta")):
+        why = (
+            f"; not decided: L(N, D) is not determined (alpha {_ci(f['ci']['alpha'])}, beta "
+            f"{_ci(f['ci']['beta'])}: each CI must lie inside (0, {ALPHA_MAX:g}])"
+        )
+    elif not lo / EXTRAPOLATION <= p <= hi * EXTRAPOLATION:
+        why = (
+            f"; not decided: the estimate lies outside {EXTRAPOLATION:g}x that range "
+            f"({lo / EXTRAPOLATION:.3g} to {hi * EXTRAPOLATION:.3g}), where L(N, D) is extrapolated, not measured"
+        )
     return Finding(
         f"the compute-optimal tokens per parameter differs from Chinchilla's ~{CHINCHILLA_TOKENS_PER_PARAM:g}",
-        _two_sided(ci, CHINCHILLA_TOKENS_PER_PARAM) if det else "inconclusive",
+        "inconclusive" if why else _two_sided(ci, CHINCHILLA_TOKENS_PER_PARAM),
         f"D_opt/N_opt {p:.3g} [95% CI {ci[0]:.3g}, {ci[1]:.3g}] at C = 6 N D = {f['c_max']:.3g} FLOPs (the grid's "
-        f"largest run), from L(N, D); the fit saw {g.d[0] / g.n[-1]:.3g} to {g.d[-1] / g.n[0]:.3g} tokens per "
-        f"parameter{why}",
+        f"largest run), from L(N, D); the fit saw {lo:.3g} to {hi:.3g} tokens per parameter{why}",
     )
 
 

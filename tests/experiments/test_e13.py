@@ -118,6 +118,10 @@ def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdic
     assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
     tpp = e13.finding_tokens_per_param(g, f)
     assert "not decided" not in tpp.evidence, tpp.evidence  # a determined L(N, D): the rule decides
+    # the same law with its optimum moved past EXTRAPOLATION x the tokens per parameter the grid saw: not judged
+    far = {**f, "point": {**f["point"], "tpp": 1.01 * e13.EXTRAPOLATION * d[-1] / n[0]}}
+    tpp = e13.finding_tokens_per_param(g, far)
+    assert tpp.verdict == "inconclusive" and "extrapolated, not measured" in tpp.evidence, tpp.evidence
 
 
 def test_a_flat_grid_judges_no_size_too_small():
