@@ -19,7 +19,6 @@ from lab.model import ModelConfig, init
 from lab.port import STACKS, missing, numpy_ref, parity
 
 TOL = 1e-4
-CACHE_TOL = 1e-5
 V, T = 16, 12
 CONFIGS = {
     "learned-layernorm-gelu-pre": ModelConfig(vocab_size=V, max_len=T, n_layers=2, d_model=16, n_heads=2),
@@ -94,7 +93,10 @@ def test_torch_eager_matches_the_float64_reference_and_its_cache_the_full_forwar
         for i in range(5, T):
             out, cache = module(torch.as_tensor(tokens[:, i : i + 1]), cache)
             steps.append(out.numpy())
-    np.testing.assert_allclose(np.concatenate(steps, 1), got, rtol=CACHE_TOL, atol=CACHE_TOL)
+    # the cached decode is held to the float64 reference like the full forward: compared with the float32 full
+    # forward instead, the two float32 paths' roundoff adds (prefill, decode and full-length matmuls take
+    # different kernels), and at this model's logits (up to ~60) it reached 4.6e-5 on one machine
+    np.testing.assert_allclose(np.concatenate(steps, 1), ref, rtol=TOL, atol=TOL)
     assert cache["length"] == T
     prompt = tokens[:, :4]
     np.testing.assert_array_equal(
