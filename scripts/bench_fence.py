@@ -54,16 +54,11 @@ def main(argv=None) -> int:
         print(s, flush=True)
         lines.append(s)
 
-    seen = set()
-
     def build():
         """(a chunk function, its compiled program's text, the first chunk's losses from a fresh state)."""
-        cfg, _, chunk = bt.bench_jax(train, val, vocab, args)
-        from lab.train.sweep import SweepRunner
-
-        runner = next(r for r in _runners(SweepRunner) if id(r) not in seen)  # the one bench_jax just made
-        seen.add(id(runner))
-        return chunk, runner._train_cache[args.chunk].as_text(), _first_losses(runner, cfg, train, val)
+        _, _, chunk, runner = bt.bench_jax(train, val, vocab, args)
+        hlo = runner._train_cache[args.chunk].as_text()  # compiled by bench_jax
+        return chunk, hlo, _first_losses(runner, train, val, args.chunk)
 
     fenced, fenced_hlo, fenced_loss = build()
     real = lab.ops.cotangent_fence
@@ -100,18 +95,13 @@ def main(argv=None) -> int:
     return 0 if same else 1
 
 
-def _runners(cls):
-    import gc
-
-    return [o for o in gc.get_objects() if isinstance(o, cls)]
-
-
-def _first_losses(runner, cfg, train, val) -> np.ndarray:
+def _first_losses(runner, train, val, n_steps: int) -> np.ndarray:
+    """The losses of `n_steps` steps from a fresh state of the bench's one member."""
     from lab.train import Member, init_sweep
 
-    state = runner.place(init_sweep(cfg, runner.tcfg, [Member(1337, 1e-3)]))
+    state = runner.place(init_sweep(runner.cfg, runner.tcfg, [Member(1337, 1e-3)]))
     data = runner.place_data({"train": train, "val": val})
-    _, metrics = runner.train(state, data, max(runner._train_cache))
+    _, metrics = runner.train(state, data, n_steps)
     return np.asarray(metrics["loss"])
 
 

@@ -134,7 +134,7 @@ def load_tokens(spec: str | None):
 
 
 def bench_jax(train, val, vocab, args, shape=SHAPE, batch=BATCH, dtype="float32"):
-    """(config, compile seconds, a function that runs args.chunk steps and waits for them)."""
+    """(config, compile seconds, a function that runs args.chunk steps and waits for them, the SweepRunner)."""
     import jax
 
     from lab.data.tasks import TextWindows
@@ -158,7 +158,7 @@ def bench_jax(train, val, vocab, args, shape=SHAPE, batch=BATCH, dtype="float32"
         jax.block_until_ready(m)
 
     chunk()  # warm up
-    return cfg, compile_s, chunk
+    return cfg, compile_s, chunk, runner
 
 
 def val_windows(val: np.ndarray, t_len: int) -> np.ndarray:
@@ -454,7 +454,7 @@ def bench_shape(args, say) -> dict:
     rng = np.random.default_rng(0)  # speed does not depend on the text
     train = rng.integers(0, vocab, 1_000_000).astype(np.int32)
     val = rng.integers(0, vocab, 100_000).astype(np.int32)
-    cfg, compile_s, chunk = bench_jax(train, val, vocab, args, shape, batch, args.dtype)
+    cfg, compile_s, chunk, _ = bench_jax(train, val, vocab, args, shape, batch, args.dtype)
     n_params = param_count(jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))))
     dev = jax.devices()[0]
     say(
@@ -610,7 +610,7 @@ def main(argv=None) -> int:
     )
     ceiling, n = jax_ceiling((256, 512)) if args.smoke else jax_ceiling()
     say(f"- JAX float32 matmul ceiling: {ceiling:.0f} GFLOP/s (best square size {n})")
-    cfg, compile_s, jax_chunk = bench_jax(train, val, vocab, args)
+    cfg, compile_s, jax_chunk, _ = bench_jax(train, val, vocab, args)
     flops = train_flops_per_step(cfg, BATCH)
     tokens = BATCH * cfg.max_len
     fns, per_call = {"jax": jax_chunk}, {"jax": args.chunk}
