@@ -8,18 +8,34 @@ slower, which programs this small do not notice. XLA's own graph passes (fusion,
 run, so the tests exercise the programs users run; `lab run` keeps the default. The flag goes into the
 environment before JAX starts, so subprocesses that tests start get it too.
 
+Many tests compile the same program (the smoke model's train step, in-process and again in the `lab`
+subprocesses the README walkthrough and the CLI tests start), so the session shares one persistent JAX
+compilation cache: a fresh temporary directory made by the first process (pytest's, before its xdist
+workers start), inherited through the environment by workers and subprocesses, and removed at the end.
+It starts empty, so every program is still compiled once per session; measured on 2 cores, the whole
+suite took 928 s with it against 1054 s without (user CPU 27.3 against 31.4 min). A
+JAX_COMPILATION_CACHE_DIR already set is used as it is and kept.
+
 `./lab.sh test` runs the suite on several processes (pytest-xdist; lab.cli.run_tests). Each experiment's
 smoke run is made once per test session and shared by every process that needs it (`smoke_run`).
 """
 
 import fcntl
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+_OWN_COMPILE_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _OWN_COMPILE_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+        prefix="lab-test-jax-cache-"
+    )
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the tests' programs compile fast
 
 import jax  # noqa: E402
 
@@ -81,3 +97,8 @@ def smoke_run(smoke_root):
         return smoke_root, out
 
     return run
+
+
+def pytest_unconfigure(config):
+    if _OWN_COMPILE_CACHE:  # only the process that made it (xdist's workers inherit it)
+        shutil.rmtree(_OWN_COMPILE_CACHE, ignore_errors=True)
