@@ -757,14 +757,15 @@ def _test_workers(pytest_args: list[str]) -> list[str]:
     """pytest-xdist options: one worker per core (at most 4), unless the arguments choose (`-n`, `-p no:xdist`).
 
     Most of the suite's time is XLA compiling tiny programs, one core each, so two cores nearly halve it.
-    An experiment's tests share its smoke run, so whole files go to a worker (tests/experiments/conftest.py).
+    An experiment's tests share its smoke run, so whole files go to a worker (tests/experiments/conftest.py),
+    in the order tests/conftest.py sorts them (longest first), not re-sorted by xdist.
     """
     if any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in pytest_args):
         return []
     from lab.runtime import available_cores
 
     workers = min(available_cores(), 4)
-    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+    return ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"] if workers > 1 else []
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ JAX_COMPILATION_CACHE_DIR already set is used as it is and kept.
 smoke run is made once per test session and shared by every process that needs it (`smoke_run`).
 """
 
+import collections
 import fcntl
 import os
 import shutil
@@ -102,3 +103,19 @@ def smoke_run(smoke_root):
 def pytest_unconfigure(config):
     if _OWN_COMPILE_CACHE:  # only the process that made it (xdist's workers inherit it)
         shutil.rmtree(_OWN_COMPILE_CACHE, ignore_errors=True)
+
+
+# Files whose few tests take longest (`--durations`, 2 cores): scheduled first, so that no worker starts one of
+# them while the others run out of work. The README walkthrough (~170-200 s in one test, after every
+# experiment's smoke run) used to come last: xdist orders files by how many tests they hold.
+SCHEDULE_FIRST = ("test_readme.py", "test_gpu_check.py", "experiments/test_published.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest-first file order for `./lab.sh test`'s workers (lab.cli._test_workers keeps it): the files in
+    SCHEDULE_FIRST, then the rest by test count, largest first (xdist's own order); a file's tests stay in
+    their order. Every worker collects and sorts the same way, as xdist requires."""
+    here = Path(__file__).parent
+    first = {here / name: i for i, name in enumerate(SCHEDULE_FIRST)}
+    counts = collections.Counter(item.path for item in items)
+    items.sort(key=lambda item: (first.get(item.path, len(first)), -counts[item.path], str(item.path)))
