@@ -35,7 +35,3 @@ def test_a_finding_on_made_up_numbers_gets_the_known_verdict(wide, want):
     cfg = e00.PRESET_TABLE["smoke"]
     narrow = [0.5, 0.52, 0.51]
     assert e00.finding_exact(cfg, {str(cfg.widths[0]): narrow, str(cfg.widths[1]): wide}).verdict == want
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e00", smoke[1])

@@ -152,7 +152,3 @@ def test_equal_compute_means_equal_flops(smoke):
         flops = per_step * tcfg.steps
         budget = budget or flops
         assert abs(flops - budget) <= per_step * tcfg.log_every / 2 + 1e-6
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e01", smoke[1])

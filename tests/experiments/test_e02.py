@@ -98,7 +98,3 @@ def test_bad_inputs_are_refused_before_anything_runs(tmp_path, capsys, sets, nee
     assert main(args) != 0
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "e02_positional").exists()
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e02", smoke[1])

@@ -131,7 +131,3 @@ def test_head_counts_that_change_parameters_are_refused(tmp_path, capsys):
     args = ["run", "e03", "--preset", "smoke", "--results", str(tmp_path), "--set", "heads=1,3"]
     assert main(args) != 0
     assert "must divide model.d_model" in capsys.readouterr().err
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e03", smoke[1])

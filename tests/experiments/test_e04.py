@@ -1,4 +1,4 @@
-"""Project 4 end to end at the smoke preset: run, analyze from files alone (also where JAX cannot compute),
+"""Project 4 end to end at the smoke preset: run, analyze from files alone (where JAX cannot compute: test_smoke_redraw.py),
 report; verdicts recomputed from the run files by the rule; analyze of made-up measurements; and the
 reparametrized training path equals the config switch it stands for."""
 
@@ -172,7 +172,3 @@ def test_variant_forward_trains_exactly_like_the_config_switch(tiny):
     assert not math.isnan(float(b["loss"][0, -1]))
     # and the variants really differ from each other
     assert len({round(float(x), 6) for x in np.asarray(b["loss"])[:, -1]}) == 3
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e04", smoke[1])

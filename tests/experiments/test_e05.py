@@ -100,7 +100,3 @@ def test_dashboard_serves_the_trained_model(smoke):
         load_text_model(smoke / "runs")
     with pytest.raises(ConfigError, match="--member 5 is out of range"):
         load_text_model(smoke / "runs" / "lm", member=5)
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e05", smoke)

@@ -109,7 +109,3 @@ def test_bad_configs_are_one_line_errors(capsys, tmp_path, override, fragment):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and fragment in err[0], err
     assert not (tmp_path / "e06_kv_cache").exists()
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e06", smoke[1])

@@ -197,10 +197,6 @@ def test_bad_sizes_are_refused_in_one_line_before_anything_is_written(tmp_path, 
     assert not (tmp_path / "e07_long_context").exists()
 
 
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e07", smoke[1])
-
-
 def test_naive_mechanism_names_where_the_plan_changes():
     """Hand-made plans: the length pair where the count of T x T buffers changes most is named only when it
     changes by half a buffer or more; a missing control is said to be missing."""

@@ -1,4 +1,4 @@
-"""Project 8 end to end at the smoke preset: run, analyze from disk (and where JAX cannot compute), the
+"""Project 8 end to end at the smoke preset: run, analyze from disk (where JAX cannot compute: test_smoke_redraw.py), the
 verdicts recomputed from the files by the rule; bad MoE settings are one-line errors before anything is
 written; the routing findings on made-up numbers give the verdicts the rule gives."""
 
@@ -102,10 +102,6 @@ def _final(run_dir):
     rows = [r for r in read_rows(run_dir / "metrics.jsonl") if "val_loss" in r]
     last = max(r["step"] for r in rows)
     return np.array([r["val_loss"] for r in sorted(rows, key=lambda r: r["member"]) if r["step"] == last])
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e08", smoke[1])
 
 
 @pytest.mark.parametrize(

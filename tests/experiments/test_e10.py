@@ -114,10 +114,6 @@ def test_post_norm_with_no_norm_is_a_config_error():
         ModelConfig(norm="none", norm_placement="post")
 
 
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e10", smoke[1])
-
-
 class _FakeRun:
     """What e10's findings read of a sweep: final val loss and peak lr per member (seeds x lrs), none failed
     unless its loss is non-finite."""

@@ -1,5 +1,5 @@
 """Project 11 end to end at the smoke preset: three objectives trained from one model config by mask and loss
-only, the probes' verdicts recomputed from the files by the rule, analysis where JAX cannot compute; bad
+only, the probes' verdicts recomputed from the files by the rule, analysis where JAX cannot compute (test_smoke_redraw.py); bad
 objective settings are one-line errors before anything is written; the findings on made-up numbers give the
 verdicts the rule gives."""
 
@@ -67,10 +67,6 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     before = (out / "findings.json").read_text()
     assert main(["analyze", "e11", "--results", str(results)]) == 0
     assert (out / "findings.json").read_text() == before
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e11", smoke[1])
 
 
 @pytest.mark.parametrize(

@@ -76,11 +76,6 @@ def test_a_resumed_ppo_run_writes_the_same_metrics(smoke, tmp_path):
     assert (run_dir / "metrics.jsonl").read_text() == (out / "runs" / "ppo" / "metrics.jsonl").read_text()
 
 
-def test_analysis_needs_no_jax(smoke, analysis_without_jax):
-    _, out = smoke
-    analysis_without_jax("e12", out)
-
-
 def test_findings_follow_the_rule_from_the_files(smoke):
     _, out = smoke
     cfg = e12.PRESET_TABLE["smoke"]

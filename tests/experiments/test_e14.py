@@ -1,5 +1,5 @@
 """Project 14 end to end at the smoke preset: the PTQ grid, GPTQ, activations, QAT and export measured by
-`run`; every finding's verdict recomputed from the files by the rule; analysis where JAX cannot compute; bad
+`run`; every finding's verdict recomputed from the files by the rule; analysis where JAX cannot compute (test_smoke_redraw.py); bad
 bit widths, group sizes and export targets are one-line errors before anything is written; the findings on
 made-up numbers give the verdicts the rule gives."""
 
@@ -96,10 +96,6 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     before = (out / "findings.json").read_text()
     assert main(["analyze", "e14", "--results", str(results)]) == 0
     assert (out / "findings.json").read_text() == before
-
-
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e14", smoke[1])
 
 
 @pytest.mark.parametrize(

@@ -86,10 +86,6 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     assert (out / "findings.json").read_text() == before
 
 
-def test_analysis_redraws_the_same_findings_where_jax_cannot_compute(smoke, analysis_without_jax):
-    analysis_without_jax("e15", smoke[1])
-
-
 @pytest.mark.parametrize(
     "sets,needle",
     [

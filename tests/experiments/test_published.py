@@ -33,7 +33,7 @@ def test_published_results_redraw_byte_for_byte_from_committed_files(tmp_path, r
         if not written(rel) and rel.count("/") > 1:
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
-    redraw_without_jax("all", tmp_path / "results")
+    redraw_without_jax(["all"], tmp_path / "results")
     assert main(["report", "--results", str(tmp_path / "results")]) == 0
     drawn = [rel for rel in files if written(rel) or "/plots/" in rel]
     differ = [rel for rel in drawn if (tmp_path / rel).read_bytes() != (ROOT / rel).read_bytes()]

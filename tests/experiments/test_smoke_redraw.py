@@ -1,0 +1,32 @@
+"""Every experiment's analysis needs no JAX (DESIGN.md's layers: every number a model gives is computed by
+`run` and written to files; `analyze` only reads them with NumPy). Each experiment's session smoke run
+(tests/conftest.py `smoke_run`, the template's included), copied without its checkpoints and its findings, is
+redrawn where JAX cannot compute and must give back the findings its run wrote and every plot they list.
+
+One child process redraws them all: its start-up (JAX, matplotlib and every experiment's module imported) is
+most of one redraw's time, so sixteen children cost about three times one.
+"""
+
+import json
+import shutil
+
+import experiments
+from lab.experiment import registry
+
+
+def test_every_smoke_run_redraws_the_same_findings_where_jax_cannot_compute(
+    tmp_path, smoke_run, redraw_without_jax
+):
+    root = tmp_path / "results"
+    runs = {}
+    for exp in registry(experiments).values():
+        _, out = smoke_run(exp.id)
+        shutil.copytree(out, root / out.name, ignore=shutil.ignore_patterns("checkpoints", ".*.lock"))
+        (root / out.name / "findings.json").unlink()
+        runs[exp.id] = out
+    redraw_without_jax(list(runs), root)
+    for exp_id, out in runs.items():
+        after = json.loads((root / out.name / "findings.json").read_text())
+        assert after == json.loads((out / "findings.json").read_text()), f"{exp_id}: the redraw differs"
+        missing = [rel for rel in after["plots"] if not (root / out.name / rel).is_file()]
+        assert not missing, f"{exp_id}: listed but missing: {missing}"
