@@ -12,8 +12,9 @@ Many tests compile the same program (the smoke model's train step, in-process an
 subprocesses the README walkthrough and the CLI tests start), so the session shares one persistent JAX
 compilation cache: a fresh temporary directory made by the first process (pytest's, before its xdist
 workers start), inherited through the environment by workers and subprocesses, and removed at the end.
-It starts empty, so every program is still compiled once per session; measured on 2 cores, the whole
-suite took 928 s with it against 1054 s without (user CPU 27.3 against 31.4 min). A
+It starts empty, so every program is still compiled once per session. Measured on 2 cores, a fresh clone's
+whole suite took 883 s with it and 904 s without (`JAX_ENABLE_COMPILATION_CACHE=false`), 35 minutes apart:
+within that machine's drift (the same tests took 703 s an hour earlier), so no gain is shown. A
 JAX_COMPILATION_CACHE_DIR already set is used as it is and kept.
 
 `./lab.sh test` runs the suite on several processes (pytest-xdist; lab.cli.run_tests). Each experiment's
