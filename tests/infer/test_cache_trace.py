@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from lab.infer.cache_trace import COMPUTED, EVICTED, READ, recompute_states, slot_states, slot_trace
-from lab.model import ModelConfig, init
+from lab.model import ModelConfig, transformer
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init = jax.jit(transformer.init, static_argnums=0)
 
 P, STEPS, W = 5, 10, 4
 

@@ -20,7 +20,13 @@ import pytest
 
 from lab.infer import generate, generate_cached
 from lab.infer.cached import decode_step, prefill
-from lab.model import ModelConfig, apply, apply_cached, init, init_cache
+from lab.model import ModelConfig, init_cache, transformer
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init, apply, apply_cached = (
+    jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply, transformer.apply_cached)
+)
 
 RTOL = ATOL = 1e-5
 V = 13

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from lab.infer import generate
-from lab.model import ModelConfig, apply, init
+from lab.model import ModelConfig, transformer
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init, apply = (jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply))
 
 CFG = ModelConfig(vocab_size=13, max_len=8, n_layers=1, d_model=16, n_heads=2)
 

@@ -7,8 +7,12 @@ import pytest
 
 from lab.infer import generate
 from lab.infer.sampler import _trace, sample_trace
-from lab.model import PRESETS, ModelConfig, apply, init
+from lab.model import PRESETS, ModelConfig, transformer
 from lab.ops.sampling import knobs
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init, apply = (jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply))
 
 
 @pytest.fixture(scope="module")

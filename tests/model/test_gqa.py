@@ -12,8 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lab.model import ModelConfig, apply, init
+from lab.model import ModelConfig, transformer
 from lab.model.gqa import gqa_config, mha_to_gqa
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init, apply = (jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply))
 
 MHA = ModelConfig(vocab_size=11, max_len=8, n_layers=2, d_model=32, n_heads=4, bias=True)
 

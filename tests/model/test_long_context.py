@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 from lab.errors import ConfigError
-from lab.model import ModelConfig, apply, init
-from lab.model.transformer import apply_cached, init_cache
+from lab.model import ModelConfig, transformer
+from lab.model.transformer import init_cache
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first use,
+# which costs several times one compilation of the whole program.
+init, apply, apply_cached = (
+    jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply, transformer.apply_cached)
+)
 
 RTOL = ATOL = 1e-5
 T = 20

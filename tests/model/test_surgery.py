@@ -7,9 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lab.model import ModelConfig, apply, init
+from lab.model import ModelConfig, transformer
 from lab.model.config import QKV
 from lab.model.surgery import ROUTES, VARIANTS, mix, rewire
+
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first
+# use, which costs several times one compilation of the whole program.
+init, apply = (jax.jit(f, static_argnums=0) for f in (transformer.init, transformer.apply))
 
 CFG = ModelConfig(vocab_size=11, max_len=8, n_layers=2, d_model=16, n_heads=4, bias=True)
 

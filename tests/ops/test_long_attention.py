@@ -115,9 +115,11 @@ def test_sliding_window_mask_counts():
     assert not m[9, 2:6].any() and m[9, :2].all() and m[9, 6:10].all() and not m[9, 10:].any()
 
 
-def _loss(fn):
+def grad(fn):
+    """The gradients (q, k, v) of sum(fn(q, k, v) * w) for a fixed random w, compiled (run eagerly, every op
+    would compile on its own)."""
     w = jnp.asarray(np.random.default_rng(5).normal(size=(B, T, 4, D)), jnp.float32)
-    return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
+    return jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * w), (0, 1, 2)))
 
 
 @pytest.mark.parametrize("case", ["causal", "window+sinks", "window+padding"])
@@ -126,17 +128,15 @@ def test_gradients_equal_the_naive_ones(case):
     q, k, v = qkv(4, 2)
     valid = None if "valid" not in kw else jnp.asarray(kw["valid"])
     common = dict(window=kw.get("window"), sinks=kw.get("sinks", 0), kv_valid_BS=valid)
-    want = jax.grad(_loss(lambda q, k, v: la.reference_attention(q, k, v, **common)), (0, 1, 2))(q, k, v)
-    got = jax.grad(_loss(lambda q, k, v: la.blocked_attention(q, k, v, block=8, **common)), (0, 1, 2))(
-        q, k, v
-    )
+    want = grad(lambda q, k, v: la.reference_attention(q, k, v, **common))(q, k, v)
+    got = grad(lambda q, k, v: la.blocked_attention(q, k, v, block=8, **common))(q, k, v)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
     if kw.get("window"):
         band = lambda q, k, v: la.banded_attention(
             q, k, v, kw["window"], sinks=kw.get("sinks", 0), kv_valid_BT=valid, block=16
         )
-        for a, b in zip(jax.grad(_loss(band), (0, 1, 2))(q, k, v), want):
+        for a, b in zip(grad(band)(q, k, v), want):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
@@ -148,8 +148,8 @@ def test_a_row_with_no_visible_key_is_zero_with_zero_gradient_not_nan():
         lambda q: la.reference_attention(q, k, v, kv_valid_BS=valid),
         lambda q: la.banded_attention(q, k, v, 10, kv_valid_BT=valid, block=16),
     ):
-        out = fn(q)
-        g = jax.grad(lambda q, fn=fn: jnp.sum(fn(q) ** 2))(q)
+        out = jax.jit(fn)(q)
+        g = jax.jit(jax.grad(lambda q, fn=fn: jnp.sum(fn(q) ** 2)))(q)
         assert np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(g)).all()
         assert np.array_equal(out[1, :6], np.zeros_like(out[1, :6]))
         assert np.array_equal(g[1, :6], np.zeros_like(g[1, :6]))
