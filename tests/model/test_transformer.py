@@ -34,7 +34,11 @@ BF16_REL = 2.0**-4
 B, T, V = 2, 8, 16
 BASE = ModelConfig(vocab_size=V, max_len=T, n_layers=2, d_model=16, n_heads=2)
 
-_apply = jax.jit(transformer.apply, static_argnums=0)
+# Compiled whole (the config static): run eagerly, a model executes op by op and compiles each op on first use,
+# which costs several times one compilation of the whole program.
+_apply, _init, _capture = (
+    jax.jit(f, static_argnums=0) for f in (transformer.apply, transformer.init, transformer.capture)
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,7 +73,7 @@ def _randomized(params, seed=0):
 
 
 def _params(cfg, seed=0):
-    return _randomized(transformer.init(cfg, jax.random.key(seed)), seed)
+    return _randomized(jax.eval_shape(_init, cfg, jax.random.key(seed)), seed)  # only the shapes are used
 
 
 def _tokens(seed, b=B, t=T):
@@ -86,7 +90,7 @@ def _other_tokens(tokens, rng):
 
 # --- init / apply -----------------------------------------------------------------------------------------
 def test_init_and_apply_shapes_and_dtypes():
-    params = transformer.init(BASE, jax.random.key(0))
+    params = _init(BASE, jax.random.key(0))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(params))
     assert params["wte"].shape == (V, BASE.d_model) and params["wpe"].shape == (T, BASE.d_model)
     for t in (T, 5):  # any length up to max_len
@@ -96,8 +100,8 @@ def test_init_and_apply_shapes_and_dtypes():
 
 
 def test_init_is_a_pure_function_of_the_key():
-    a, b = transformer.init(BASE, jax.random.key(1)), transformer.init(BASE, jax.random.key(1))
-    c = transformer.init(BASE, jax.random.key(2))
+    a, b = _init(BASE, jax.random.key(1)), _init(BASE, jax.random.key(1))
+    c = _init(BASE, jax.random.key(2))
     leaves = jax.tree_util.tree_leaves
     assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
     assert not np.array_equal(a["wte"], c["wte"])
@@ -146,7 +150,7 @@ def expected_param_count(c: ModelConfig) -> int:
     ),
 )
 def test_param_count_closed_form(cfg):
-    shapes = jax.eval_shape(lambda: transformer.init(cfg, jax.random.key(0)))
+    shapes = jax.eval_shape(lambda: _init(cfg, jax.random.key(0)))
     assert transformer.param_count(shapes) == expected_param_count(cfg)
 
 
@@ -154,7 +158,7 @@ def test_param_count_nanogpt_cpu_preset():
     # nanoGPT's shakespeare_char CPU model at vocabulary 65 ("0.8M parameters"):
     # 65*128 + 64*128 + 4 * (4*128^2 + 2*128*512 + 2*128) + 128 = 804,096
     cfg = PRESETS["nanogpt-cpu"].replace(vocab_size=65)
-    shapes = jax.eval_shape(lambda: transformer.init(cfg, jax.random.key(0)))
+    shapes = jax.eval_shape(lambda: _init(cfg, jax.random.key(0)))
     assert transformer.param_count(shapes) == 804_096 == expected_param_count(cfg)
 
 
@@ -204,7 +208,7 @@ def test_forward_matches_numpy_float64_reference(name):
 
 
 def test_forward_with_default_init_matches_reference():
-    params = transformer.init(BASE, jax.random.key(4))
+    params = _init(BASE, jax.random.key(4))
     tokens = _tokens(4)
     np.testing.assert_allclose(
         np.asarray(_apply(BASE, params, tokens)), np_forward(BASE, params, tokens), rtol=RTOL, atol=ATOL
@@ -259,11 +263,11 @@ def test_prefix_model_is_bidirectional_in_the_prefix_and_causal_after():
 def test_prefix_model_without_prefix_len_raises():
     cfg = REF_CONFIGS["prefix-mqa-untied-relu"]
     with pytest.raises(ValueError, match="prefix_len"):
-        transformer.apply(cfg, transformer.init(cfg, jax.random.key(0)), _tokens(0))
+        transformer.apply(cfg, _init(cfg, jax.random.key(0)), _tokens(0))
 
 
 def test_learned_positions_refuse_sequences_longer_than_max_len():
-    params = transformer.init(BASE, jax.random.key(0))
+    params = _init(BASE, jax.random.key(0))
     too_long = _tokens(0, t=T + 1)
     with pytest.raises(ValueError, match="max_len"):
         transformer.apply(BASE, params, too_long)
@@ -425,7 +429,7 @@ def test_config_is_frozen_hashable_and_a_jit_static_arg():
         return transformer.apply(c, params, tokens)
 
     fwd = jax.jit(fwd, static_argnums=0)
-    params = transformer.init(cfg, jax.random.key(0))
+    params = _init(cfg, jax.random.key(0))
     a = fwd(cfg, params, _tokens(0))
     b = fwd(same, params, _tokens(0))  # an equal config is a cache hit: no retrace
     assert len(traces) == 1
@@ -437,7 +441,7 @@ def test_config_is_frozen_hashable_and_a_jit_static_arg():
 # --- bfloat16 ---------------------------------------------------------------------------------------------
 def test_bfloat16_compute_is_close_to_float32():
     cfg16 = BASE.replace(dtype="bfloat16")
-    init16 = transformer.init(cfg16, jax.random.key(0))
+    init16 = _init(cfg16, jax.random.key(0))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(init16))  # parameters stay float32
     params = _params(BASE, 10)
     tokens = _tokens(10)
@@ -466,7 +470,7 @@ def test_gated_mlp_matches_the_dense_parameter_count(d_ff, gated):
     # per block from the two-matrix MLP's (bias-free); exactly equal when 3 divides d_ff.
     dense = BASE.replace(d_ff=d_ff)
     glu = dense.replace(activation=gated)
-    count = lambda c: transformer.param_count(jax.eval_shape(lambda: transformer.init(c, jax.random.key(0))))
+    count = lambda c: transformer.param_count(jax.eval_shape(lambda: _init(c, jax.random.key(0))))
     diff = abs(count(glu) - count(dense))
     assert diff <= dense.d_model * dense.n_layers
     if dense.ff_dim % 3 == 0:
@@ -478,8 +482,8 @@ def test_capture_returns_residuals_mlp_activations_and_attention():
     cfg = BASE.replace(n_heads=4)
     params = _params(cfg, 11)
     tokens = _tokens(11)
-    logits, inter = transformer.capture(cfg, params, tokens)
-    # the same model, not jitted here: XLA fuses differently, so float32 roundoff only (1e-5 relative)
+    logits, inter = _capture(cfg, params, tokens)
+    # the same model compiled as another program: XLA fuses differently, so float32 roundoff only (1e-5 relative)
     np.testing.assert_allclose(
         np.asarray(logits), np.asarray(_apply(cfg, params, tokens)), rtol=1e-5, atol=1e-5
     )
@@ -502,7 +506,7 @@ def test_capture_of_a_model_variant_returns_what_it_computes_and_the_same_logits
     # capture must still run them (the residual stream is the same function), returning only what exists.
     cfg = BASE.replace(**variant)
     params, tokens = _params(cfg, 13), _tokens(13)
-    logits, inter = transformer.capture(cfg, params, tokens)
+    logits, inter = _capture(cfg, params, tokens)
     np.testing.assert_allclose(
         np.asarray(logits), np.asarray(_apply(cfg, params, tokens)), rtol=1e-5, atol=1e-5
     )
@@ -540,11 +544,11 @@ def test_every_position_signal_breaks_permutation_equivariance(position):
 def test_rope_and_alibi_models_run_past_max_len_and_learned_refuses():
     for position in ("rope", "alibi", "sinusoidal", "none"):
         cfg = BASE.replace(position=position)
-        params = transformer.init(cfg, jax.random.key(0))
+        params = _init(cfg, jax.random.key(0))
         out = _apply(cfg, params, _tokens(0, t=4 * T))
         assert out.shape == (B, 4 * T, V) and np.isfinite(np.asarray(out)).all()
     with pytest.raises(ValueError, match="learned positions exist only for 0..7"):
-        _apply(BASE, transformer.init(BASE, jax.random.key(0)), _tokens(0, t=2 * T))
+        _apply(BASE, _init(BASE, jax.random.key(0)), _tokens(0, t=2 * T))
 
 
 @pytest.mark.parametrize("placement", ["pre", "post"])
@@ -572,7 +576,7 @@ def test_stacked_attention_is_each_members_captured_attention():
     got = np.asarray(transformer.stacked_attention(BASE, stacked, tokens))  # (S, L, B, H, T, T)
     assert got.shape == (2, BASE.n_layers, B, BASE.n_heads, T, T)
     for s, seed in enumerate((1, 2)):
-        want = np.asarray(transformer.capture(BASE, _params(BASE, seed), tokens)[1]["attn_weights"])
+        want = np.asarray(_capture(BASE, _params(BASE, seed), tokens)[1]["attn_weights"])
         np.testing.assert_allclose(got[s], want, rtol=1e-6, atol=1e-7)
 
 
@@ -604,6 +608,6 @@ def test_stacked_capture_is_capture_of_each_member():
         BASE, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params), tokens
     )
     for i, p in enumerate(params):
-        one = transformer.capture(BASE, p, tokens)[1]
+        one = _capture(BASE, p, tokens)[1]
         for key in ("residual", "mlp_hidden", "attn_weights"):
             np.testing.assert_allclose(stacked[key][i], one[key], rtol=1e-5, atol=1e-5)
