@@ -5,6 +5,8 @@ step (tokens/s and MFU) and KV-cache decoding at the `gpu` shape, on one acceler
     scripts/gpu_check.sh                          # on a GPU machine (pip install -e '.[gpu]'): results/gpu.md
     scripts/gpu_check.sh --dry                    # the same path on CPU at smoke sizes: scratch/gpu_check/dry/gpu.md
     scripts/gpu_check.sh --dry --only e05 --out gpu-dry.md  # a subset, to another file (tests/test_gpu_check.py)
+    LAB_SOURCE_COMMIT=<hash> python3 scripts/gpu_check.py   # a copy of the checkout without .git, with the
+                                                            # machine's own JAX: gpu.md names the commit as given
 
 Each piece runs in its own process, timed by the wall clock, in this order:
   1. a device probe (platform, device kind and count, JAX version); without --dry, a machine where JAX sees
@@ -209,9 +211,15 @@ def probe(env: dict) -> dict:
 
 
 def commit() -> str:
+    """The checkout's commit; where the checkout is a copy without .git (as a GPU machine is often handed one),
+    the commit named by LAB_SOURCE_COMMIT, marked as given rather than read."""
     from lab.provenance import git_commit
 
-    return git_commit(ROOT) or "unknown (not a git checkout)"
+    given = os.environ.get("LAB_SOURCE_COMMIT", "").strip()
+    found = git_commit(ROOT)
+    if found is None and given:
+        return f"{given} (given by LAB_SOURCE_COMMIT: the checkout was a copy without .git)"
+    return found or "unknown (not a git checkout)"
 
 
 def experiment_plan(only: list[str] | None, dry: bool):
