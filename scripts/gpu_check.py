@@ -15,7 +15,14 @@ Each piece runs in its own process, timed by the wall clock, in this order:
      the device's peak bfloat16 FLOP/s;
   3. scripts/bench_generate.py --preset gpu: decoding with and without the KV cache at the gpu preset's shape;
   4. `lab run <id> --preset gpu --seeds 2 --set ... --fresh` for every experiment `lab list` shows (the
-     template e00 only when --only names it), into a scratch results root, never the published results/.
+     template e00 only when --only names it), into a scratch results root, never the published results/;
+     --jobs of them at a time (default 4 on a GPU, 1 with --dry), each process taking GPU memory as it needs
+     it (XLA_PYTHON_CLIENT_PREALLOCATE=false) rather than three quarters of it at start.
+
+Why several at a time: the first run on an H200 (results/gpu.md, 2026-12-04), one after another, spent 129 s
+on the two benchmarks and 230 s on e01, and e02 outlived the rest of a 470 s budget: a cut run's time is
+mostly compiling and host work, which 16 cores do side by side while the GPU idles. The benchmarks still run
+alone, first, so their timings are not shared.
 
 The overrides (OVERRIDES) keep each gpu preset's model, batch and sequence sizes, which are what a GPU run
 has to prove, and cut the training to a few hundred steps and lists of separately compiled variants to a
@@ -164,37 +171,86 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def run_piece(piece: Piece, env: dict, deadline: float | None) -> None:
-    """Run `piece` with this interpreter from the checkout's root, within the deadline (its process group is
-    killed when it runs out), and record the outcome."""
-    left = None if deadline is None else deadline - time.monotonic()
-    if left is not None and left <= 1:
-        piece.status = "skipped: the time budget was spent"
-        print(f"gpu_check: {piece.name}: {piece.status}", file=sys.stderr, flush=True)
-        return
-    print(f"gpu_check: {piece.name}: {piece.shown}", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [sys.executable, *piece.argv], cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True
+def _skip(piece: Piece) -> None:
+    piece.status = "skipped: the time budget was spent"
+    print(f"gpu_check: {piece.name}: {piece.status}", file=sys.stderr, flush=True)
+
+
+class _Running:
+    """One piece's process, started with this interpreter from the checkout's root in its own process group
+    (so a kill takes whatever it started), its output going to temporary files."""
+
+    def __init__(self, piece: Piece, env: dict, deadline: float | None):
+        self.piece, self.deadline = piece, deadline
+        self.left = None if deadline is None else deadline - time.monotonic()
+        print(f"gpu_check: {piece.name}: {piece.shown}", file=sys.stderr, flush=True)
+        self.t0 = time.monotonic()
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, *piece.argv],
+            cwd=ROOT,
+            env=env,
+            stdout=self.out,
+            stderr=self.err,
+            start_new_session=True,
         )
-        try:
-            rc = proc.wait(timeout=left)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the piece and anything it started
+        self.proc.wait()
+
+    def finish(self, rc: int | None) -> None:
+        """Record the outcome: `rc` is the exit status, None when the budget ran out (the piece is killed)."""
+        piece = self.piece
+        if rc is None:
+            self.kill()
+            piece.status = f"timed out (budget: {self.left:.0f} s left when it started)"
+        else:
             piece.status = "ok" if rc == 0 else f"failed (exit {rc})"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the piece and anything it started
-            proc.wait()
-            piece.status = f"timed out (budget: {left:.0f} s left when it started)"
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-        piece.seconds = time.monotonic() - t0
-        out.seek(0)
-        err.seek(0)
-        piece.stdout = out.read()
-        lines = [x for x in err.read().splitlines() if x.strip()]
+        piece.seconds = time.monotonic() - self.t0
+        for f in (self.out, self.err):
+            f.seek(0)
+        piece.stdout = self.out.read()
+        lines = [x for x in self.err.read().splitlines() if x.strip()]
         piece.stderr_tail = lines[-1].strip() if lines else ""
-    print(f"gpu_check: {piece.name}: {piece.status} in {piece.seconds:.1f} s", file=sys.stderr, flush=True)
+        self.out.close(), self.err.close()
+        print(
+            f"gpu_check: {piece.name}: {piece.status} in {piece.seconds:.1f} s", file=sys.stderr, flush=True
+        )
+
+
+def run_pieces(pieces: list[Piece], env: dict, deadline: float | None, jobs: int = 1, done=None) -> None:
+    """Run `pieces`, at most `jobs` at a time, in order of the list; each within the deadline (killed when it
+    runs out), none started once it has passed. `done(piece)` is called as each one ends."""
+    pending, running = list(pieces), []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                piece = pending.pop(0)
+                if deadline is not None and deadline - time.monotonic() <= 1:
+                    _skip(piece)
+                    done and done(piece)
+                else:
+                    running.append(_Running(piece, env, deadline))
+            if not running:
+                continue
+            time.sleep(0.05 if jobs == 1 else 0.5)
+            for r in list(running):
+                rc = r.proc.poll()
+                if rc is None and (deadline is None or time.monotonic() < deadline):
+                    continue
+                r.finish(rc)
+                running.remove(r)
+                done and done(r.piece)
+    except KeyboardInterrupt:
+        for r in running:
+            r.kill()
+        raise
+
+
+def run_piece(piece: Piece, env: dict, deadline: float | None) -> None:
+    """Run one piece alone (run_pieces with one job)."""
+    run_pieces([piece], env, deadline)
 
 
 def probe(env: dict) -> dict:
@@ -307,7 +363,12 @@ def markdown(info: dict, benches: list[Piece], runs: list[tuple[Piece, str]], ar
         "## Experiments",
         "",
         f"Each ran as `lab run <id> --preset {'smoke' if args.dry else 'gpu'} --seeds {SEEDS} --set KEY=VALUE ... "
-        f"--fresh --no-progress --results {rel(args.scratch)}` with the overrides listed.",
+        f"--fresh --no-progress --results {rel(args.scratch)}` with the overrides listed"
+        + (
+            f", {args.jobs} at a time in the order listed (their wall times overlap)."
+            if getattr(args, "jobs", 1) > 1
+            else ", one after another."
+        ),
         "",
         "| experiment | wall (s) | status | verdict | overrides |",
         "|---|---|---|---|---|",
@@ -403,6 +464,13 @@ def main(argv=None) -> int:
         help="seconds for all pieces together; what is left when one starts is its time limit, and pieces "
         "after it are skipped (default 570 on a GPU, none with --dry; 0: none)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="experiments run at once, after the benchmarks have run alone (default 4 on a GPU, where "
+        "compiling is most of a cut run's time and one GPU has room for several; 1 with --dry)",
+    )
     p.add_argument("--no-benchmarks", action="store_true", help="only the experiments")
     args = p.parse_args(argv)
     mode = "dry" if args.dry else "gpu"
@@ -413,6 +481,10 @@ def main(argv=None) -> int:
     )
     if args.budget is None:
         args.budget = 0.0 if args.dry else 570.0
+    if args.jobs is None:
+        args.jobs = 1 if args.dry else 4
+    if args.jobs < 1:
+        p.error(f"--jobs must be a whole number >= 1, got {args.jobs}")
     if not math.isfinite(args.budget) or args.budget < 0:
         p.error(f"--budget must be a number of seconds >= 0, got {args.budget}")
     only = [x.strip() for x in args.only.split(",")] if args.only is not None else None
@@ -473,11 +545,16 @@ def main(argv=None) -> int:
         if piece.status == "ok" and not piece.extra:
             piece.status = "failed (no figures written)"
         write(time.monotonic() - t_start)
-    for piece, _ in runs:
-        run_piece(piece, env, deadline)
+
+    def ended(piece: Piece) -> None:
         if piece.status == "ok" and verdict_line(piece.name, piece.stdout) is None:
             piece.status = "failed (no verdict line)"
         write(time.monotonic() - t_start)
+
+    run_env = env
+    if args.jobs > 1:  # several processes on one accelerator: each takes memory as it needs it
+        run_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **env}
+    run_pieces([piece for piece, _ in runs], run_env, deadline, args.jobs, ended)
     write(time.monotonic() - t_start)
     print(f"gpu_check: wrote {rel(args.out)}", file=sys.stderr)
     bad = [p for p in [*benches, *(p for p, _ in runs)] if p.status != "ok"]

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,7 @@ def test_dry_run_writes_a_row_per_experiment_and_finite_benchmark_figures(tmp_pa
         (["--dry", "--bogus"], "unrecognized arguments: --bogus"),
         (["--dry", "--only", "e99"], "--only: unknown experiment(s) e99"),
         (["--dry", "--budget", "-1"], "--budget must be"),
+        (["--dry", "--jobs", "0"], "--jobs must be"),
         ([], "JAX sees no GPU here"),  # the GPU sizes are never run on a CPU by accident
     ],
 )
@@ -152,3 +154,30 @@ def test_gpu_figures_render(tmp_path):
     assert "327,680 tokens/s (50.0 ms/step), MFU 28.3% of H200 SXM's peak, 989 TFLOP/s" in section
     assert "batch 1: 900, batch 128: 51,000" in section
     assert "No GPU run is recorded yet" in check.benchmarks_section()
+
+
+def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
+    """run_pieces with 2 jobs: two pieces that each wait for the other's file can only both finish if they
+    run at the same time; a piece still running at the deadline is killed, and one not yet started is
+    skipped."""
+    check = _script("gpu_check")
+
+    def piece(name, code):
+        return check.Piece(name, ["-c", code], name)
+
+    def handshake(mine, theirs):  # write my file, then wait (up to 60 s) for the other's
+        return (
+            f"import pathlib, time; d = pathlib.Path({str(tmp_path)!r}); (d / {mine!r}).touch()\n"
+            f"for _ in range(600):\n    time.sleep(0.1)\n    if (d / {theirs!r}).exists(): break\n"
+            "else: raise SystemExit(3)"
+        )
+
+    pair = [piece("a", handshake("a", "b")), piece("b", handshake("b", "a"))]
+    ended = []
+    check.run_pieces(pair, dict(os.environ), None, jobs=2, done=ended.append)
+    assert [p.status for p in pair] == ["ok", "ok"] and sorted(p.name for p in ended) == ["a", "b"]
+
+    slow, never = piece("slow", "import time; time.sleep(60)"), piece("never", "print('ran')")
+    check.run_pieces([slow, never], dict(os.environ), time.monotonic() + 2.0, jobs=1)
+    assert slow.status.startswith("timed out") and slow.seconds < 30
+    assert never.status == "skipped: the time budget was spent" and never.stdout == ""
