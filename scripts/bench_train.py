@@ -4,6 +4,7 @@
     python scripts/bench_train.py --data file:PATH --steps 2000     # + train to the end, report val loss
     python scripts/bench_train.py --write                           # also update results/benchmarks.md
     python scripts/bench_train.py --shape gpt2-small --dtype bfloat16   # GPT-2 small on an accelerator: MFU
+    python scripts/bench_train.py --attention fused                 # the timed JAX step with another attention
 
 Shape (nanoGPT's README, "I only have a macbook"): char-level, n_layer 4, n_head 4, n_embd 128,
 block 64, batch 12, dropout 0, AdamW lr 1e-3 (warmup 100, cosine to 1e-4 at 2000 steps, weight decay 0.1,
@@ -29,6 +30,13 @@ GELU, biases, tied embeddings; 124,439,808 parameters at its vocabulary of 50257
 with --dtype bfloat16 for mixed precision (bfloat16 matmuls; float32 parameters, AdamW state, logits and
 loss). It prints ms/step, tokens/s and MFU against the device's peak dense bfloat16 FLOP/s (PEAK_BF16: a
 table by device kind; a kind not in it gets MFU "n/a" and the reason). --json PATH also writes the figures.
+
+--attention {naive,blocked,banded,fused} is the timed JAX model's model.attention (default naive, the model
+every published figure used): fused is jax.nn.dot_product_attention (lab.ops.long_attention.fused_attention;
+on a GPU in bfloat16, cuDNN's flash attention unless LAB_FUSED_ATTENTION=xla), blocked takes model.attn_block
+(64) keys per step, banded gets a window of the whole block (model.window = max_len: full causal attention,
+the same function). The description line and the JSON record it (for fused, with the implementation
+chosen). --steps trains nanoGPT's recipe with naive attention only.
 """
 
 from __future__ import annotations
@@ -134,7 +142,8 @@ def load_tokens(spec: str | None):
 
 
 def bench_jax(train, val, vocab, args, shape=SHAPE, batch=BATCH, dtype="float32"):
-    """(config, compile seconds, a function that runs args.chunk steps and waits for them, the SweepRunner)."""
+    """(config, compile seconds, a function that runs args.chunk steps and waits for them, the SweepRunner).
+    The model computes attention as args.attention."""
     import jax
 
     from lab.data.tasks import TextWindows
@@ -142,7 +151,8 @@ def bench_jax(train, val, vocab, args, shape=SHAPE, batch=BATCH, dtype="float32"
     from lab.train import Member, TrainConfig, init_sweep
     from lab.train.sweep import SweepRunner
 
-    cfg = ModelConfig(vocab_size=vocab, dtype=dtype, **shape)
+    window = shape["max_len"] if args.attention == "banded" else None  # the whole block: full causal
+    cfg = ModelConfig(vocab_size=vocab, dtype=dtype, attention=args.attention, window=window, **shape)
     tcfg = TrainConfig(steps=2000, batch_size=batch, lr=1e-3, warmup_steps=100, log_every=args.chunk)
     task = TextWindows(cfg.max_len, vocab)
     runner = SweepRunner(cfg, tcfg, task, 1, "loop")
@@ -456,12 +466,13 @@ def bench_shape(args, say) -> dict:
     val = rng.integers(0, vocab, 100_000).astype(np.int32)
     cfg, compile_s, chunk, _ = bench_jax(train, val, vocab, args, shape, batch, args.dtype)
     n_params = param_count(jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))))
+    label = attention_label(cfg.attention, cfg.dtype, cfg.head_dim, cfg.position == "alibi")
     dev = jax.devices()[0]
     say(
         f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); {size}: "
         f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.max_len}, vocabulary "
         f"{vocab}, {n_params:,} parameters; batch {batch}; {args.dtype} compute, float32 parameters and AdamW "
-        f"state; {args.chunk} steps per compiled call; synthetic tokens"
+        f"state; attention {label}; {args.chunk} steps per compiled call; synthetic tokens"
     )
     calls = max(1, args.time_steps // args.rounds // args.chunk)
     t = interleaved_timing({"jax": chunk}, {"jax": args.chunk}, {"jax": calls}, args.rounds)["jax"]
@@ -473,6 +484,7 @@ def bench_shape(args, say) -> dict:
         "platform": dev.platform,
         "jax": jax.__version__,
         "dtype": args.dtype,
+        "attention": label,
         "parameters": n_params,
         "batch": batch,
         "block": cfg.max_len,
@@ -497,6 +509,15 @@ def bench_shape(args, say) -> dict:
         + ("" if peak else f" MFU n/a: {peak_name}.")
     )
     return figures
+
+
+def attention_label(attention: str, dtype: str, head_dim: int, alibi: bool = False) -> str:
+    """The timed model's attention as printed and recorded: "fused (cudnn)", "fused (xla)", or the name."""
+    if attention != "fused":
+        return attention
+    from lab.ops.long_attention import fused_implementation
+
+    return f"fused ({fused_implementation(dtype, head_dim, alibi)})"
 
 
 def mfu_table(f: dict) -> list[str]:
@@ -560,7 +581,15 @@ def main(argv=None) -> int:
     )
     p.add_argument("--batch", type=int, default=None, help="batch size with --shape gpt2-small (default 16)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--attention",
+        default="naive",
+        choices=("naive", "blocked", "banded", "fused"),
+        help="model.attention of the timed JAX step (default naive: the published figures' model)",
+    )
     args = p.parse_args(argv)
+    if args.attention != "naive" and args.steps:
+        p.error("--attention: only the timed step; --steps trains nanoGPT's recipe with naive attention")
     if args.shape != "nanogpt-cpu":
         given = [f for f, v in (("--steps", args.steps), ("--data", args.data), ("--write", args.write)) if v]
         if given:
@@ -604,9 +633,11 @@ def main(argv=None) -> int:
         return 0
     train, val, vocab = load_tokens(args.data)
     dev = jax.devices()[0]
+    label = attention_label(args.attention, "float32", SHAPE["d_model"] // SHAPE["n_heads"])
     say(
         f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); "
-        f"shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call"
+        f"shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call, "
+        f"attention {label}"
     )
     ceiling, n = jax_ceiling((256, 512)) if args.smoke else jax_ceiling()
     say(f"- JAX float32 matmul ceiling: {ceiling:.0f} GFLOP/s (best square size {n})")
@@ -636,6 +667,7 @@ def main(argv=None) -> int:
     figures = {
         "shape": "nanogpt-cpu",
         "device_kind": dev.device_kind,
+        "attention": label,
         "ms_per_step": 1000 * t_jax,
         "tokens_per_s": tokens / t_jax,
         "compile_s": compile_s,

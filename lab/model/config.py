@@ -32,10 +32,11 @@ Mask = Literal["causal", "bidirectional", "prefix"]
 #   zero_q: all queries are zero (uniform attention over the visible keys); zero_v: attention adds nothing;
 #   tie_qk: queries are the key projection, so scores q_i.k_j = k_i.k_j are symmetric.
 QKV = Literal["intact", "swap_qk", "swap_qv", "swap_kv", "zero_q", "zero_k", "zero_v", "tie_qk"]
-# Project 7: how attention is computed (lab.ops.long_attention); all three compute the same function.
+# Project 7: how attention is computed (lab.ops.long_attention); all four compute the same function.
 #   naive: the whole (T, T) score matrix; blocked: key blocks with an online softmax, linear memory forward
-#   and backward (FlashAttention-2's recipe); banded: sliding-window attention in O(T * window).
-AttentionImpl = Literal["naive", "blocked", "banded"]
+#   and backward (FlashAttention-2's recipe); banded: sliding-window attention in O(T * window);
+#   fused: jax.nn.dot_product_attention (XLA's, or cuDNN's flash attention on a GPU in bfloat16), without sinks.
+AttentionImpl = Literal["naive", "blocked", "banded", "fused"]
 DType = Literal["float32", "bfloat16"]
 # Project 8: a block's MLP is one dense MLP or a mixture of experts (lab.ops.moe); an MoE layer's tokens go to
 # their experts through fixed-capacity slots (dropped past them) or all of them (dropless, grouped matmuls).
@@ -157,6 +158,11 @@ class ModelConfig:
             not (self.attention == "blocked" and k and self.position in ("rope", "alibi")),
             "model.attention='blocked' does not renumber sink positions; with sinks and rope/alibi use "
             "model.attention='naive' or 'banded'",
+        )
+        check(
+            not (self.attention == "fused" and k),
+            f"model.attention='fused' (jax.nn.dot_product_attention) has no attention sinks; with "
+            f"model.sinks={k} use model.attention='naive', 'blocked' or 'banded'",
         )
 
     def _check_moe(self):

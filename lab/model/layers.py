@@ -186,6 +186,8 @@ ATTENTION_IMPLS: dict[str, Callable] = {
     "banded": lambda c, q, k, v, qs, sl: long_attention.banded_attention(
         q, k, v, c.window, sinks=c.sinks, q_sinks_BTHD=qs, slopes_H=sl, block=c.attn_block
     ),
+    # no sinks (ModelConfig refuses them), so q_sinks is always None here
+    "fused": lambda c, q, k, v, qs, sl: long_attention.fused_attention(q, k, v, window=c.window, slopes_H=sl),
 }
 
 

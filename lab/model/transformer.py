@@ -103,7 +103,8 @@ def capture(cfg: ModelConfig, params: dict, tokens_BT, prefix_len_B=None) -> tup
     "mlp_hidden": (L, B, T, F) each MLP's activation (after the nonlinearity / gating), for dense MLPs only
         (a mixture-of-experts block has no single hidden layer: its routing is in `apply_with_aux`);
     "attn_weights": (L, B, H, T, T) each layer's attention probabilities, for model.attention="naive" only
-        (blocked and banded attention never build the T x T array; that is their point)."""
+        (blocked and banded attention never build the T x T array; that is their point; fused attention's
+        jax.nn.dot_product_attention does not return it)."""
     logits, state = Transformer(cfg).apply(
         {"params": params}, tokens_BT, prefix_len_B, mutable=["intermediates"]
     )

@@ -19,6 +19,15 @@ Three computations of the same function, softmax(Q K^T * scale + bias, masked) V
   computation: queries in blocks of `block`, each against the slab of `block + window - 1` keys that can
   reach it (plus the sinks), so it holds T * (block + window - 1 + sinks) scores, never T x T, and costs
   O(T * window) rather than O(T^2). Ordinary autodiff (its stored slabs are linear in T already).
+- `fused_attention`: causal self-attention (T == S) by `jax.nn.dot_product_attention`, JAX's library
+  kernel: with bfloat16 inputs its score and value matmuls take bfloat16 operands with float32 scores
+  (softmax in float32), instead of casting q, k, v to float32 first. Its `implementation=None` is XLA's
+  composition on every platform today (the JAX docs: it "currently falls back to xla"), so on a GPU
+  `fused_implementation` asks for cuDNN's flash attention by name where cuDNN takes the inputs (bfloat16 or
+  float16, head size a multiple of 8 up to 128, no score bias), and XLA's otherwise; the environment
+  variable LAB_FUSED_ATTENTION=xla|cudnn overrides that choice (auto, the default, is the rule above).
+  Causal masking, a sliding window (its `local_window_size`, left window - 1), grouped-query heads and
+  ALiBi (as a bias) are exact; sinks (renumbered positions) and key padding are not offered.
 
 The visibility rule, from integer positions (so that a decoding query at position p, whose keys come from
 a cache, is masked correctly: `jax.nn.dot_product_attention(is_causal=True)` aligns the triangle top-left,
@@ -46,6 +55,7 @@ Scores, softmax and accumulators are float32 whatever the input dtype; outputs c
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -378,4 +388,47 @@ def banded_attention(
         v_slab = jnp.concatenate([jnp.broadcast_to(vs[:, None], (b, nq, sinks, kv, vs.shape[-1])), v_slab], 2)
     p = _safe_softmax(s, mask)
     out = jnp.einsum("bnkgqs,bnskd->bnqkgd", p, v_slab).reshape(b, tq, h, -1)[:, :t]
+    return out.astype(v_BTKD.dtype)
+
+
+# --- fused: jax.nn.dot_product_attention -------------------------------------------------------------------
+FUSED_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+def fused_implementation(dtype, head_dim: int, has_bias: bool, platform: str | None = None) -> str:
+    """The `implementation` `fused_attention` passes to `jax.nn.dot_product_attention`: "cudnn" (flash
+    attention) on a GPU for bfloat16/float16 inputs with a head size that is a multiple of 8 up to 128 and no
+    score bias (cuDNN would round an ALiBi bias to the input dtype), "xla" otherwise; LAB_FUSED_ATTENTION
+    (auto, xla or cudnn) overrides it. `platform` defaults to JAX's default backend."""
+    choice = os.environ.get("LAB_FUSED_ATTENTION", "auto")
+    if choice not in FUSED_IMPLEMENTATIONS:
+        raise ValueError(f"LAB_FUSED_ATTENTION={choice!r}; allowed: {', '.join(FUSED_IMPLEMENTATIONS)}")
+    if choice != "auto":
+        return choice
+    platform = jax.default_backend() if platform is None else platform
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    fits = half and head_dim % 8 == 0 and head_dim <= 128 and not has_bias
+    return "cudnn" if platform == "gpu" and fits else "xla"
+
+
+def fused_attention(q_BTHD, k_BTKD, v_BTKD, *, window: int | None = None, slopes_H=None, implementation=None):
+    """(B, T, H, D) causal self-attention (positions 0..T-1) by `jax.nn.dot_product_attention`, with an
+    optional sliding window and ALiBi slopes (module docstring). `implementation` None picks one by
+    `fused_implementation`. Output in v's dtype."""
+    check_window(window, 0)
+    b, t, h, d = q_BTHD.shape
+    _groups(q_BTHD, k_BTKD)
+    if k_BTKD.shape[1] != t:  # is_causal aligns the triangle top-left: right only for self-attention
+        raise ValueError(f"fused_attention is self-attention: T ({t}) keys expected, got {k_BTKD.shape[1]}")
+    bias = None
+    if slopes_H is not None:  # (1, H, T, T) float32: -m_h |q - k|
+        dist = jnp.abs(jnp.arange(t)[:, None] - jnp.arange(t)[None, :]).astype(jnp.float32)
+        bias = (-slopes_H.astype(jnp.float32)[:, None, None] * dist)[None]
+    if implementation is None:
+        implementation = fused_implementation(q_BTHD.dtype, d, bias is not None)
+    # Our window sees q - k < window: a left window of window - 1 (a window >= T is full causal).
+    local = None if window is None or window >= t else (window - 1, 0)
+    out = jax.nn.dot_product_attention(
+        q_BTHD, k_BTKD, v_BTKD, bias, is_causal=True, local_window_size=local, implementation=implementation
+    )
     return out.astype(v_BTKD.dtype)

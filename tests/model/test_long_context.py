@@ -1,7 +1,7 @@
 """Project 7's model settings (model.attention, model.window, model.sinks): every way of computing attention
-gives the default model's logits, a window covering the sequence changes nothing, decoding through a ring
-KV cache with sinks gives the full forward's logits, positions are renumbered inside the sink cache, and bad
-sizes are refused at config time.
+(naive, blocked, banded, fused) gives the default model's logits, a window covering the sequence changes
+nothing, decoding through a ring KV cache with sinks (or a fused model through its cache) gives the full
+forward's logits, positions are renumbered inside the sink cache, and bad sizes are refused at config time.
 
 Tolerance: rtol = atol = 1e-5 on float32 logits (two blocks of O(1) activations; the computations differ only
 in the order of float32 sums, ~1e-7), as in tests/ops/test_long_attention.py.
@@ -54,6 +54,47 @@ def test_every_attention_computes_the_default_model(position):
     assert np.abs(np.asarray(naive - full)).max() > 1e-3  # the window does change what the model computes
 
 
+@pytest.mark.parametrize("position", ["rope", "alibi", "learned"])
+def test_fused_attention_computes_the_default_model(position):
+    """model.attention="fused" (jax.nn.dot_product_attention): the naive model's logits, with full causal
+    attention and with a window (no sinks), grouped-query heads (4 over 2), T = 20."""
+    cfg = model(position=position)
+    p, x = init(cfg, jax.random.PRNGKey(0)), tokens()
+    np.testing.assert_allclose(apply(cfg.replace(attention="fused"), p, x), apply(cfg, p, x), RTOL, ATOL)
+    win = cfg.replace(window=6)
+    np.testing.assert_allclose(apply(win.replace(attention="fused"), p, x), apply(win, p, x), RTOL, ATOL)
+
+
+def test_fused_attention_in_bfloat16_is_finite_and_close_to_float32():
+    """A bfloat16 model with fused attention against the float32 model: logits within atol 2^-7 (|logit|
+    < 0.8 at initialization; measured 1.8e-3, the naive bfloat16 model 2.1e-3)."""
+    cfg = model(position="alibi", window=6)
+    p, x = init(cfg, jax.random.PRNGKey(0)), tokens()
+    got = apply(cfg.replace(attention="fused", dtype="bfloat16"), p, x)
+    assert got.dtype == jnp.float32 and np.isfinite(np.asarray(got)).all()
+    np.testing.assert_allclose(got, apply(cfg, p, x), rtol=0, atol=2**-7)
+
+
+@pytest.mark.parametrize("position,window", [("rope", None), ("alibi", 5)])
+def test_decoding_a_fused_model_through_the_cache_equals_its_full_forward(position, window):
+    """The cache path keeps its own attention for every model.attention (masks from positions, since the
+    new queries are not keys 0..T-1): a prefill chunk, then one token at a time (a full cache, or a ring of
+    the model's window), gives the fused model's full-forward logits and the same greedy tokens."""
+    cfg = model(position=position, window=window, attention="fused")
+    p, x = init(cfg, jax.random.PRNGKey(1)), tokens()
+    want = apply(cfg, p, x)
+    cache = init_cache(cfg, 2, T)
+    assert cache.ring == (window is not None)
+    logits, cache = apply_cached(cfg, p, x[:, :4], cache)
+    outs = [logits]
+    for i in range(4, T):
+        logits, cache = apply_cached(cfg, p, x[:, i : i + 1], cache)
+        outs.append(logits)
+    got = jnp.concatenate(outs, 1)
+    np.testing.assert_allclose(got, want, RTOL, ATOL)
+    assert np.array_equal(np.argmax(got, -1), np.argmax(want, -1))
+
+
 @pytest.mark.parametrize("position", ["rope", "alibi"])
 def test_decoding_through_a_sink_cache_equals_the_full_forward(position):
     cfg = model(position=position, window=5, sinks=2)
@@ -97,6 +138,11 @@ def test_positions_are_renumbered_inside_the_sink_cache(position):
         (dict(attention="banded"), "set model.window"),
         (dict(attention="blocked", window=8, sinks=2), "does not renumber sink positions"),
         (dict(window=8, mask="bidirectional"), "model.mask must be 'causal'"),
+        (
+            dict(attention="fused", window=8, sinks=2),
+            "model.attention='fused' (jax.nn.dot_product_attention) has no",
+        ),
+        (dict(attention="fused", mask="prefix"), "model.mask must be 'causal'"),
     ],
 )
 def test_bad_long_context_settings_are_refused(kw, needle):

@@ -1,7 +1,7 @@
-"""Tests for lab.ops.long_attention: blocked (online softmax, custom VJP) and banded (sliding-window)
-attention against the oracle `jax.nn.dot_product_attention` given an explicit mask built from positions
-(never its `is_causal`, which aligns top-left), and against a NumPy float64 reference where the oracle has
-no equivalent (sink renumbering, ALiBi).
+"""Tests for lab.ops.long_attention: blocked (online softmax, custom VJP), banded (sliding-window) and fused
+(jax.nn.dot_product_attention) attention against the oracle `jax.nn.dot_product_attention` given an
+explicit mask built from positions (never its `is_causal`, which aligns top-left), and against a NumPy
+float64 reference where the oracle has no equivalent (sink renumbering, ALiBi; every fused case).
 
 Tolerances: rtol = atol = 1e-5 in float32, as the issue sets and as tests/ops/test_attention.py argues
 (O(1) inputs, head size 8, at most 45 keys: float32 roundoff differences are ~1e-7; a leaked or dropped
@@ -232,3 +232,75 @@ def test_memory_is_linear_for_blocked_and_banded_and_quadratic_for_naive():
     ratio = {n: temp(f, 1024) / temp(f, 512) for n, f in fns.items()}
     assert ratio["naive"] > 3.5, ratio
     assert ratio["blocked"] < 2.3 and ratio["banded"] < 2.3, ratio
+
+
+# --- fused: jax.nn.dot_product_attention (causal self-attention, window, GQA, ALiBi; no sinks, no padding) ---
+FUSED_CASES = {  # name: (heads, window, alibi)
+    "causal-MHA": ((4, 4), None, False),
+    "causal-GQA": ((4, 2), None, False),
+    "causal-MQA": ((4, 1), None, False),
+    "window-GQA": ((4, 2), 10, False),
+    "alibi-GQA": ((4, 2), None, True),
+    "window+alibi-MHA": ((4, 4), 10, True),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_fused_equals_the_float64_reference_and_naive(case):
+    """T = 45 (not a power of two); the float64 reference with window T and no sinks is plain causal."""
+    heads, window, alibi = FUSED_CASES[case]
+    q, k, v = qkv(*heads)
+    slopes = alibi_slopes(4) if alibi else None
+    got = jax.jit(lambda q, k, v: la.fused_attention(q, k, v, window=window, slopes_H=slopes))(q, k, v)
+    want = np_sinks_reference(q, k, v, window or T, 0, slopes=slopes)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    naive = la.reference_attention(q, k, v, window=window, slopes_H=slopes)
+    np.testing.assert_allclose(got, naive, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("case", ["causal-GQA", "window-GQA", "window+alibi-MHA"])
+def test_fused_gradients_equal_the_naive_ones(case):
+    heads, window, alibi = FUSED_CASES[case]
+    q, k, v = qkv(*heads)
+    kw = dict(window=window, slopes_H=alibi_slopes(4) if alibi else None)
+    want = grad(lambda q, k, v: la.reference_attention(q, k, v, **kw))(q, k, v)
+    got = grad(lambda q, k, v: la.fused_attention(q, k, v, **kw))(q, k, v)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+def test_fused_bfloat16_is_finite_and_close_to_float32():
+    """bfloat16 q, k, v (what a bfloat16 model passes): the fused kernel multiplies bfloat16 operands with
+    float32 scores and softmax, then rounds the probabilities and the output to bfloat16 (8 significant bits:
+    relative 2^-9 each). Against float32 attention of the same bfloat16-rounded inputs, outputs (|o| < 2.2
+    here, so rounding the output alone costs up to 2^-8) agree within atol 2^-6 (measured: fused 6.3e-3, naive
+    attention in bfloat16, whose only rounding is the output's, 5.8e-3); gradients are finite."""
+    q, k, v = (x.astype(jnp.bfloat16) for x in qkv(4, 2))
+    want = la.reference_attention(*(x.astype(jnp.float32) for x in (q, k, v)), window=10)
+    got = jax.jit(lambda q, k, v: la.fused_attention(q, k, v, window=10))(q, k, v)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=0, atol=2**-6)
+    g = jax.jit(jax.grad(lambda q: jnp.sum(la.fused_attention(q, k, v).astype(jnp.float32) ** 2)))(q)
+    assert np.isfinite(np.asarray(g, np.float32)).all() and np.abs(np.asarray(g, np.float32)).max() > 0
+
+
+def test_fused_implementation_choice(monkeypatch):
+    monkeypatch.delenv("LAB_FUSED_ATTENTION", raising=False)
+    choose = la.fused_implementation
+    assert choose(jnp.bfloat16, 64, False, "gpu") == "cudnn"  # GPT-2 small in bfloat16 on a GPU
+    assert choose(jnp.float16, 128, False, "gpu") == "cudnn"
+    assert choose(jnp.float32, 64, False, "gpu") == "xla"  # cuDNN's flash attention takes 16-bit inputs
+    assert choose(jnp.bfloat16, 12, False, "gpu") == "xla"  # head size not a multiple of 8
+    assert choose(jnp.bfloat16, 64, True, "gpu") == "xla"  # ALiBi stays a float32 bias
+    assert choose(jnp.bfloat16, 64, False, "cpu") == "xla"
+    monkeypatch.setenv("LAB_FUSED_ATTENTION", "xla")
+    assert choose(jnp.bfloat16, 64, False, "gpu") == "xla"
+    monkeypatch.setenv("LAB_FUSED_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="allowed: auto, xla, cudnn"):
+        choose(jnp.bfloat16, 64, False, "gpu")
+
+
+def test_fused_refuses_keys_that_are_not_the_queries_positions():
+    q, k, v = qkv(t=8)
+    with pytest.raises(ValueError, match="self-attention"):
+        la.fused_attention(q[:, -3:], k, v)  # is_causal would align these 3 queries with keys 0..2
