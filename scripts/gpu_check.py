@@ -180,12 +180,17 @@ class _Running:
     """One piece's process, started with this interpreter from the checkout's root in its own process group
     (so a kill takes whatever it started), its output going to temporary files."""
 
-    def __init__(self, piece: Piece, env: dict, deadline: float | None):
+    def __init__(self, piece: Piece, env: dict, deadline: float | None, log_dir: Path | None = None):
         self.piece, self.deadline = piece, deadline
         self.left = None if deadline is None else deadline - time.monotonic()
         print(f"gpu_check: {piece.name}: {piece.shown}", file=sys.stderr, flush=True)
         self.t0 = time.monotonic()
-        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        if log_dir is None:
+            self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        else:  # kept: where a piece's time went, when only its files come back from a GPU machine
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.out = open(log_dir / f"{piece.name}.stdout.txt", "w+", encoding="utf-8")
+            self.err = open(log_dir / f"{piece.name}.stderr.txt", "w+", encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, *piece.argv],
             cwd=ROOT,
@@ -219,9 +224,17 @@ class _Running:
         )
 
 
-def run_pieces(pieces: list[Piece], env: dict, deadline: float | None, jobs: int = 1, done=None) -> None:
+def run_pieces(
+    pieces: list[Piece],
+    env: dict,
+    deadline: float | None,
+    jobs: int = 1,
+    done=None,
+    log_dir: Path | None = None,
+) -> None:
     """Run `pieces`, at most `jobs` at a time, in order of the list; each within the deadline (killed when it
-    runs out), none started once it has passed. `done(piece)` is called as each one ends."""
+    runs out), none started once it has passed. `done(piece)` is called as each one ends. With `log_dir`, each
+    piece's whole output is kept there as <name>.stdout.txt and <name>.stderr.txt."""
     pending, running = list(pieces), []
     try:
         while pending or running:
@@ -231,7 +244,7 @@ def run_pieces(pieces: list[Piece], env: dict, deadline: float | None, jobs: int
                     _skip(piece)
                     done and done(piece)
                 else:
-                    running.append(_Running(piece, env, deadline))
+                    running.append(_Running(piece, env, deadline, log_dir))
             if not running:
                 continue
             time.sleep(0.05 if jobs == 1 else 0.5)
@@ -248,9 +261,9 @@ def run_pieces(pieces: list[Piece], env: dict, deadline: float | None, jobs: int
         raise
 
 
-def run_piece(piece: Piece, env: dict, deadline: float | None) -> None:
+def run_piece(piece: Piece, env: dict, deadline: float | None, log_dir: Path | None = None) -> None:
     """Run one piece alone (run_pieces with one job)."""
-    run_pieces([piece], env, deadline)
+    run_pieces([piece], env, deadline, log_dir=log_dir)
 
 
 def probe(env: dict) -> dict:
@@ -368,7 +381,8 @@ def markdown(info: dict, benches: list[Piece], runs: list[tuple[Piece, str]], ar
             f", {args.jobs} at a time in the order listed (their wall times overlap)."
             if getattr(args, "jobs", 1) > 1
             else ", one after another."
-        ),
+        )
+        + f" Each piece's whole output: `{rel(args.scratch / 'logs')}/<name>.stdout.txt` and `.stderr.txt`.",
         "",
         "| experiment | wall (s) | status | verdict | overrides |",
         "|---|---|---|---|---|",
@@ -540,7 +554,7 @@ def main(argv=None) -> int:
         atomic_write_text(args.out, markdown(info, benches, runs, args, total))
 
     for piece in benches:
-        run_piece(piece, env, deadline)
+        run_piece(piece, env, deadline, args.scratch / "logs")
         bench_figures(piece, Path(piece.argv[-1]))
         if piece.status == "ok" and not piece.extra:
             piece.status = "failed (no figures written)"
@@ -554,7 +568,7 @@ def main(argv=None) -> int:
     run_env = env
     if args.jobs > 1:  # several processes on one accelerator: each takes memory as it needs it
         run_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", **env}
-    run_pieces([piece for piece, _ in runs], run_env, deadline, args.jobs, ended)
+    run_pieces([piece for piece, _ in runs], run_env, deadline, args.jobs, ended, args.scratch / "logs")
     write(time.monotonic() - t_start)
     print(f"gpu_check: wrote {rel(args.out)}", file=sys.stderr)
     bad = [p for p in [*benches, *(p for p, _ in runs)] if p.status != "ok"]

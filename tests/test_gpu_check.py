@@ -63,6 +63,9 @@ def test_dry_run_writes_a_row_per_experiment_and_finite_benchmark_figures(tmp_pa
     assert verdict in ("SUPPORTED", "QUALIFIED", "REFUTED", "INCONCLUSIVE")
     assert re.search(rf"^- e05: {verdict} — \S", md, re.M)
     assert (scratch / "e05_sampling" / "findings.json").is_file()
+    # every piece's whole output is kept beside the runs (what comes back from a GPU machine is files)
+    assert re.search(r"^e05: ", (scratch / "logs" / "e05.stdout.txt").read_text(encoding="utf-8"), re.M)
+    assert (scratch / "logs" / "bench_train.stdout.txt").stat().st_size > 0
     assert "model.dtype=bfloat16" in _row(md, "e05")[4]  # the gpu preset's compute dtype, at smoke size
     # GPT-2 small's row (smoke-sized on CPU): finite tokens/s; MFU n/a on a CPU, saying why
     train = _row(md, "gpt2-small, smoke-sized")
