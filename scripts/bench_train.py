@@ -5,6 +5,7 @@
     python scripts/bench_train.py --write                           # also update results/benchmarks.md
     python scripts/bench_train.py --shape gpt2-small --dtype bfloat16   # GPT-2 small on an accelerator: MFU
     python scripts/bench_train.py --attention fused                 # the timed JAX step with another attention
+    python scripts/bench_train.py --shape gpt2-small --dtype bfloat16 --compare-attention fused  # both, one process
 
 Shape (nanoGPT's README, "I only have a macbook"): char-level, n_layer 4, n_head 4, n_embd 128,
 block 64, batch 12, dropout 0, AdamW lr 1e-3 (warmup 100, cosine to 1e-4 at 2000 steps, weight decay 0.1,
@@ -465,6 +466,12 @@ def bench_shape(args, say) -> dict:
     train = rng.integers(0, vocab, 1_000_000).astype(np.int32)
     val = rng.integers(0, vocab, 100_000).astype(np.int32)
     cfg, compile_s, chunk, _ = bench_jax(train, val, vocab, args, shape, batch, args.dtype)
+    fns, compiles, cfgs = {"main": chunk}, {"main": compile_s}, {"main": cfg}
+    if args.compare_attention:  # the same model with another attention, timed in the same rounds
+        alt = argparse.Namespace(**{**vars(args), "attention": args.compare_attention})
+        cfgs["other"], compiles["other"], fns["other"], _ = bench_jax(
+            train, val, vocab, alt, shape, batch, args.dtype
+        )
     n_params = param_count(jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))))
     label = attention_label(cfg.attention, cfg.dtype, cfg.head_dim, cfg.position == "alibi")
     dev = jax.devices()[0]
@@ -475,33 +482,50 @@ def bench_shape(args, say) -> dict:
         f"state; attention {label}; {args.chunk} steps per compiled call; synthetic tokens"
     )
     calls = max(1, args.time_steps // args.rounds // args.chunk)
-    t = interleaved_timing({"jax": chunk}, {"jax": args.chunk}, {"jax": calls}, args.rounds)["jax"]
-    flops = train_flops_per_step(cfg, batch)
+    times = interleaved_timing(fns, dict.fromkeys(fns, args.chunk), dict.fromkeys(fns, calls), args.rounds)
+    flops = train_flops_per_step(cfg, batch)  # attention's FLOPs are counted the same for every kind
     peak, peak_name = peak_bf16(dev.device_kind)
-    figures = {
-        "shape": size,
-        "device_kind": dev.device_kind,
-        "platform": dev.platform,
-        "jax": jax.__version__,
-        "dtype": args.dtype,
-        "attention": label,
-        "parameters": n_params,
-        "batch": batch,
-        "block": cfg.max_len,
-        "vocab": vocab,
-        "ms_per_step": 1000 * t,
-        "tokens_per_s": batch * cfg.max_len / t,
-        "compile_s": compile_s,
-        "flops_per_step": flops,
-        "flops_per_s": flops / t,
-        "peak_flops": peak,
-        "mfu": flops / t / peak if peak else None,
-        "mfu_note": f"of {peak_name}'s peak, {peak / 1e12:.0f} TFLOP/s" if peak else peak_name,
-    }
+
+    def figures_of(key: str, shown: str, attention: str) -> dict:
+        t = times[key]
+        return {
+            "shape": shown,
+            "device_kind": dev.device_kind,
+            "platform": dev.platform,
+            "jax": jax.__version__,
+            "dtype": args.dtype,
+            "attention": attention,
+            "parameters": n_params,
+            "batch": batch,
+            "block": cfg.max_len,
+            "vocab": vocab,
+            "ms_per_step": 1000 * t,
+            "tokens_per_s": batch * cfg.max_len / t,
+            "compile_s": compiles[key],
+            "flops_per_step": flops,
+            "flops_per_s": flops / t,
+            "peak_flops": peak,
+            "mfu": flops / t / peak if peak else None,
+            "mfu_note": f"of {peak_name}'s peak, {peak / 1e12:.0f} TFLOP/s" if peak else peak_name,
+        }
+
+    figures = figures_of("main", size, label)
+    if "other" in fns:
+        c = cfgs["other"]
+        other = attention_label(c.attention, c.dtype, c.head_dim, c.position == "alibi")
+        figures["compare"] = figures_of("other", f"{size}, attention {other}", other)
+        figures["compare_ratio"] = times["other"] / times["main"]
     say()
     for line in mfu_table(figures):
         say(line)
+    if "other" in fns:
+        say(mfu_table(figures["compare"])[2])
     say()
+    if "other" in fns:
+        say(
+            f"Step time, attention {figures['compare']['attention']} / {label}: **{figures['compare_ratio']:.2f}** "
+            "(the same rounds, alternating, in one process)."
+        )
     say(
         f"Median of {args.rounds} rounds of ~{calls * args.chunk} steps after compiling and one warm-up call. "
         "FLOPs per step: lab.model.flops (6 per matmul parameter per token, the tied unembedding included, "
@@ -538,8 +562,13 @@ def write_json(path: Path, figures: dict, lines: list[str]) -> None:
     path.write_text(json.dumps({**figures, "lines": lines}, indent=1) + "\n", encoding="utf-8")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"bench_train.py: error: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="corpus for --steps (e.g. tinyshakespeare or file:PATH)")
     p.add_argument("--steps", type=int, default=0, help="also train this many steps and report val loss")
     p.add_argument("--time-steps", type=int, default=300, help="steps timed for ms/step, per framework")
@@ -587,7 +616,20 @@ def main(argv=None) -> int:
         choices=("naive", "blocked", "banded", "fused"),
         help="model.attention of the timed JAX step (default naive: the published figures' model)",
     )
+    p.add_argument(
+        "--compare-attention",
+        default=None,
+        choices=("naive", "blocked", "banded", "fused"),
+        help="with --shape gpt2-small: also time the model with this attention, alternating rounds in one "
+        "process, and print the step-time ratio to --attention's",
+    )
     args = p.parse_args(argv)
+    if args.compare_attention is not None and args.shape == "nanogpt-cpu":
+        p.error(
+            "--compare-attention goes with --shape gpt2-small (the nanoGPT recipe compares JAX with PyTorch)"
+        )
+    if args.compare_attention is not None and args.compare_attention == args.attention:
+        p.error(f"--compare-attention {args.compare_attention} is --attention already; name another")
     if args.attention != "naive" and args.steps:
         p.error("--attention: only the timed step; --steps trains nanoGPT's recipe with naive attention")
     if args.shape != "nanogpt-cpu":

@@ -11,8 +11,10 @@ step (tokens/s and MFU) and KV-cache decoding at the `gpu` shape, on one acceler
 Each piece runs in its own process, timed by the wall clock, in this order:
   1. a device probe (platform, device kind and count, JAX version); without --dry, a machine where JAX sees
      no GPU is refused before anything runs;
-  2. scripts/bench_train.py --shape gpt2-small --dtype bfloat16: GPT-2 small's training step, MFU against
-     the device's peak bfloat16 FLOP/s;
+  2. scripts/bench_train.py --shape gpt2-small --dtype bfloat16 --compare-attention fused: GPT-2 small's
+     training step, MFU against the device's peak bfloat16 FLOP/s, with the model's own (naive) attention and
+     with model.attention='fused' (jax.nn.dot_product_attention; cuDNN's flash attention on a GPU), timed
+     in alternating rounds in one process. The first H200 run, naive only, measured MFU 17.5%;
   3. scripts/bench_generate.py --preset gpu: decoding with and without the KV cache at the gpu preset's shape;
   4. `lab run <id> --preset gpu --seeds 2 --set ... --fresh` for every experiment `lab list` shows (the
      template e00 only when --only names it), into a scratch results root, never the published results/;
@@ -133,7 +135,9 @@ OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
 }
 DEFAULT_CUT = {"train.steps": ("200", "20")}  # an experiment without an entry (when it has train.steps)
 
-BENCH_TRAIN = ["scripts/bench_train.py", "--shape", "gpt2-small", "--dtype", "bfloat16"]
+BENCH_TRAIN = [
+    "scripts/bench_train.py", "--shape", "gpt2-small", "--dtype", "bfloat16", "--compare-attention", "fused"
+]  # fmt: skip
 BENCH_GENERATE = ["scripts/bench_generate.py", "--batches", "1,16,128"]
 VERDICTS = ("SUPPORTED", "QUALIFIED", "REFUTED", "INCONCLUSIVE")
 
@@ -444,6 +448,13 @@ def benchmarks_section(info: dict | None = None, benches: list[Piece] = (), stat
         out.append(
             f"- GPT-2 small, {train['dtype']} compute, batch {train['batch']} x {train['block']}: "
             f"{train['tokens_per_s']:,.0f} tokens/s ({train['ms_per_step']:.1f} ms/step), {mfu}"
+        )
+    if train.get("compare"):
+        c = train["compare"]
+        mfu = f"MFU {c['mfu']:.1%}" if c.get("mfu") else "MFU n/a"
+        out.append(
+            f"- the same with attention {c['attention']}: {c['tokens_per_s']:,.0f} tokens/s "
+            f"({c['ms_per_step']:.1f} ms/step), {mfu}; step time {train['compare_ratio']:.2f}x the first's"
         )
     gen = benches[1].extra if len(benches) > 1 else {}
     if gen.get("cached_tokens_per_s"):

@@ -71,6 +71,11 @@ def test_dry_run_writes_a_row_per_experiment_and_finite_benchmark_figures(tmp_pa
     train = _row(md, "gpt2-small, smoke-sized")
     assert train[2] == "bfloat16" and math.isfinite(_number(train[5])) and _number(train[5]) > 0
     assert train[-1] == "n/a" and "MFU n/a: no peak bfloat16 FLOP/s for device kind 'cpu'" in md
+    # the same step with fused attention, timed in the same rounds: its row and the ratio of step times
+    fused = _row(md, "gpt2-small, smoke-sized, attention fused (xla)")
+    assert math.isfinite(_number(fused[5])) and _number(fused[5]) > 0
+    ratio = re.search(r"Step time, attention fused \(xla\) / naive: \*\*([0-9.]+)\*\*", md)
+    assert ratio and float(ratio.group(1)) > 0
     # the KV-cache table: finite decode throughput at every batch asked for
     for batch in (1, 16, 128):
         speed = _row(md, f"with cache, batch {batch}, 8 new tokens")[1]
@@ -153,8 +158,20 @@ def test_gpu_figures_render(tmp_path):
     assert md.startswith("# GPU check\n") and "- status: NOT complete: e06 failed (exit 2)" in md
     assert "| e04 | 70.0 | ok | REFUTED | `train.steps=200` |" in md and "- e04: REFUTED — x" in md
     assert "| e06 | 9.0 | failed (exit 2): lab: error: no | — |" in md
+    fused = {
+        **train,
+        "attention": "fused (cudnn)",
+        "ms_per_step": 25.0,
+        "tokens_per_s": 655_360.0,
+        "mfu": 0.566,
+    }
+    benches[0].extra.update(compare=fused, compare_ratio=0.5)
     section = check.benchmarks_section(info, benches, "NOT complete (e06)")
     assert "327,680 tokens/s (50.0 ms/step), MFU 28.3% of H200 SXM's peak, 989 TFLOP/s" in section
+    assert (
+        "the same with attention fused (cudnn): 655,360 tokens/s (25.0 ms/step), MFU 56.6%; step time 0.50x"
+        in section
+    )
     assert "batch 1: 900, batch 128: 51,000" in section
     assert "No GPU run is recorded yet" in check.benchmarks_section()
 
@@ -184,3 +201,18 @@ def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
     check.run_pieces([slow, never], dict(os.environ), time.monotonic() + 2.0, jobs=1)
     assert slow.status.startswith("timed out") and slow.seconds < 30
     assert never.status == "skipped: the time budget was spent" and never.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--compare-attention", "fused"], "--compare-attention goes with --shape gpt2-small"),
+        (["--shape", "gpt2-small", "--compare-attention", "naive"], "is --attention already"),
+        (["--attention", "flash"], "argument --attention: invalid choice: 'flash'"),
+    ],
+)
+def test_bench_train_refuses_bad_attention_options_in_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        _script("bench_train").main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0], err
