@@ -185,7 +185,7 @@ class _Running:
     (so a kill takes whatever it started), its output going to temporary files."""
 
     def __init__(self, piece: Piece, env: dict, deadline: float | None, log_dir: Path | None = None):
-        self.piece, self.deadline = piece, deadline
+        self.piece = piece
         self.left = None if deadline is None else deadline - time.monotonic()
         print(f"gpu_check: {piece.name}: {piece.shown}", file=sys.stderr, flush=True)
         self.t0 = time.monotonic()
@@ -222,7 +222,8 @@ class _Running:
         piece.stdout = self.out.read()
         lines = [x for x in self.err.read().splitlines() if x.strip()]
         piece.stderr_tail = lines[-1].strip() if lines else ""
-        self.out.close(), self.err.close()
+        self.out.close()
+        self.err.close()
         print(
             f"gpu_check: {piece.name}: {piece.status} in {piece.seconds:.1f} s", file=sys.stderr, flush=True
         )
@@ -383,7 +384,7 @@ def markdown(info: dict, benches: list[Piece], runs: list[tuple[Piece, str]], ar
         f"--fresh --no-progress --results {rel(args.scratch)}` with the overrides listed"
         + (
             f", {args.jobs} at a time in the order listed (their wall times overlap)."
-            if getattr(args, "jobs", 1) > 1
+            if args.jobs > 1
             else ", one after another."
         )
         + f" Each piece's whole output: `{rel(args.scratch / 'logs')}/<name>.stdout.txt` and `.stderr.txt`.",

@@ -153,7 +153,7 @@ def test_gpu_figures_render(tmp_path):
         command="scripts/gpu_check.sh", count=1, device_kind="NVIDIA H200", platform="gpu", jax="0.10.2",
         jaxlib="0.10.2", commit="abc", written="today",
     )  # fmt: skip
-    args = type("Args", (), {"dry": False, "budget": 570.0, "scratch": tmp_path})
+    args = type("Args", (), {"dry": False, "budget": 570.0, "scratch": tmp_path, "jobs": 4})
     md = check.markdown(info, benches, runs, args, 300.0)
     assert md.startswith("# GPU check\n") and "- status: NOT complete: e06 failed (exit 2)" in md
     assert "| e04 | 70.0 | ok | REFUTED | `train.steps=200` |" in md and "- e04: REFUTED — x" in md

@@ -422,8 +422,8 @@ def fused_attention(q_BTHD, k_BTKD, v_BTKD, *, window: int | None = None, slopes
         raise ValueError(f"fused_attention is self-attention: T ({t}) keys expected, got {k_BTKD.shape[1]}")
     bias = None
     if slopes_H is not None:  # (1, H, T, T) float32: -m_h |q - k|
-        dist = jnp.abs(jnp.arange(t)[:, None] - jnp.arange(t)[None, :]).astype(jnp.float32)
-        bias = (-slopes_H.astype(jnp.float32)[:, None, None] * dist)[None]
+        pos = jnp.arange(t)
+        bias = _bias(slopes_H.astype(jnp.float32)[:, None], pos, pos)[:, 0][None]
     if implementation is None:
         implementation = fused_implementation(q_BTHD.dtype, d, bias is not None)
     # Our window sees q - k < window: a left window of window - 1 (a window >= T is full causal).
