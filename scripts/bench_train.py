@@ -674,6 +674,8 @@ def main(argv=None) -> int:
             write_json(args.json, figures, lines)
         return 0
     train, val, vocab = load_tokens(args.data)
+    if args.smoke:  # the same code paths; exact val losses over 32 windows, not every one of val's
+        val = val[: 32 * SHAPE["max_len"] + 1]
     dev = jax.devices()[0]
     label = attention_label(args.attention, "float32", SHAPE["d_model"] // SHAPE["n_heads"])
     say(
