@@ -1,10 +1,14 @@
-"""lab.align.losses against values worked out by hand and NumPy float64 references (tolerance 1e-6)."""
+"""lab.align.losses against values worked out by hand, NumPy float64 references and, for GAE and PPO's
+clipped policy loss, DeepMind's rlax as an outside oracle (the `test` extra installs it; without it those two
+tests skip, saying so). Tolerance 1e-6. rlax has no PPO value-clipping loss, so the value loss is checked by
+hand and against float64 only."""
 
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lab.align import losses
 
@@ -74,6 +78,45 @@ def test_clipped_policy_loss_counts_only_masked_tokens_and_matches_float64():
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     got, _ = losses.ppo_policy_loss(f32(lp), f32(old), f32(adv), mask, 0.2)
     assert abs(float(got) - want) < TOL
+
+
+def _rlax():
+    return pytest.importorskip(
+        "rlax", reason="rlax is not installed (it comes with the test extra: pip install -e .[test])"
+    )
+
+
+def test_gae_equals_rlax_on_each_rows_response_span():
+    # rlax computes one episode from values at times [0, k] (the last one bootstraps); ours ends each row's
+    # masked span with a value of 0 after it, so rlax gets the span's values with a 0 appended.
+    rlax = _rlax()
+    rng = np.random.default_rng(3)
+    r, v = rng.normal(size=(4, 10)).astype(np.float32), rng.normal(size=(4, 10)).astype(np.float32)
+    starts = [0, 3, 5, 9]  # prompts of different lengths; the response runs to the end of the row
+    mask = np.arange(10)[None, :] >= np.array(starts)[:, None]
+    for gamma, lam in ((1.0, 0.95), (0.99, 1.0), (0.9, 0.0), (0.5, 0.5)):
+        adv, ret = losses.gae(jnp.asarray(r), jnp.asarray(v), mask, gamma, lam)
+        for b, s in enumerate(starts):
+            want = rlax.truncated_generalized_advantage_estimation(
+                jnp.asarray(r[b, s:]),
+                jnp.full(10 - s, gamma, jnp.float32),
+                lam,
+                jnp.asarray(np.append(v[b, s:], np.float32(0))),
+            )
+            np.testing.assert_allclose(np.asarray(adv)[b, s:], want, atol=TOL, rtol=0)
+            np.testing.assert_allclose(np.asarray(ret)[b, s:], np.asarray(want) + v[b, s:], atol=TOL, rtol=0)
+
+
+def test_clipped_policy_loss_equals_rlax_on_the_masked_tokens():
+    rlax = _rlax()
+    rng = np.random.default_rng(4)
+    lp, old = rng.normal(0, 0.3, (4, 7)).astype(np.float32), rng.normal(0, 0.3, (4, 7)).astype(np.float32)
+    adv, mask = rng.normal(size=(4, 7)).astype(np.float32), rng.random((4, 7)) < 0.6
+    for clip in (0.1, 0.2, 0.3):
+        got, _ = losses.ppo_policy_loss(jnp.asarray(lp), jnp.asarray(old), jnp.asarray(adv), mask, clip)
+        ratio = jnp.exp(jnp.asarray(lp) - jnp.asarray(old))[mask]
+        want = rlax.clipped_surrogate_pg_loss(ratio, jnp.asarray(adv[mask]), clip)
+        assert abs(float(got) - float(want)) < TOL, (clip, float(got), float(want))
 
 
 def test_clipped_value_loss_equals_the_hand_computed_value():
