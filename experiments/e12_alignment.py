@@ -23,8 +23,8 @@ Along the way, on a character-level model trained from scratch (lab.align.data h
 
 Every training (pretraining, finetuning, instruction tuning, reward model, PPO, DPO) is a sweep over seeds
 through lab.train.train_sweep, with metrics, checkpoints and resume.
-The cpu preset took 307 s on 2 quiet cores in `lab run all` at 25e8d2b, over the house's 5 minutes (within the
-issue's 8): the instruction-tuning stage needs thousands of steps for held-out exact match to reach the 0.9 goal (the summarize skill is learned late and
+The cpu preset took 307 s on 2 quiet cores in `lab run all` at 25e8d2b and 244 s run alone (`lab run e12 --fresh`,
+7404cbe, 2026-12-04): about the house's 5 minutes, within the issue's 8. The instruction-tuning stage needs thousands of steps for held-out exact match to reach the 0.9 goal (the summarize skill is learned late and
 at a seed-dependent step), and that stage is most of the run. On CPU the sweeps run as one vmapped program
 on one device when the strategy is left to `auto` (see `run`).
 
@@ -101,7 +101,7 @@ class E12Config:
     # 2600 steps: 800 left held-out exact match at 0.46 and 1200 at 0.72 (three seeds); at 2000 the summarize
     # skill (copying the marked sentence) was still half learned in one seed of three in two of three runs
     # (0.29, 0.40), so 2000 was not enough to meet the goal reliably. This stage is most of e12's time, which
-    # is why its cpu preset takes ~5 min (307 s) rather than under the house's 5.
+    # is why its cpu preset takes 4-5 min (244-307 s) rather than well under the house's 5.
     instruct: TrainConfig = _tc(2600, 64, 3e-3, 50, 1300)
     reward: TrainConfig = _tc(100, 32, 2e-3, 50, 50)
     # PPO: a step is one rollout batch and ppo_epochs x ppo_minibatches updates; constant lr after warmup
