@@ -494,6 +494,8 @@ def _tables(cfg, g: _Grid, f: dict, outs: Outputs) -> None:
             "unembedding FLOPs share",
             "train FLOPs/token (exact)",
             "6N",
+            f"train FLOPs @ {max(cfg.budgets):,} tokens (exact)",
+            "6ND",
             "peak memory (MiB)",
             "tokens/s",
             "compile + train (s)",
@@ -501,7 +503,8 @@ def _tables(cfg, g: _Grid, f: dict, outs: Outputs) -> None:
         ],
         note=f"{cfg.seeds} seeds (mean ± sd, nats per BPE-{g.sizes[g.names[0]]['vocab_size']} token); FLOPs "
         "exact = 6 x matmul parameters (unembedding included) + attention (lab.model.flops); 6N with N "
-        "non-embedding; total training FLOPs = per token x budget x seeds. Peak memory: XLA's memory analysis "
+        "non-embedding; training FLOPs of one seed's run to the largest budget D: exact per token x D, and 6ND "
+        "(x seeds for all of a size's runs). Peak memory: XLA's memory analysis "
         "of the compiled train call (arguments + outputs + temporaries - donated) for all seeds together.",
     )
     for i, name in enumerate(g.names):
@@ -514,6 +517,8 @@ def _tables(cfg, g: _Grid, f: dict, outs: Outputs) -> None:
             f"{s['unembedding_flops_share']:.1%}",
             f"{s['flops_per_token_exact']:.3g}",
             f"{s['flops_per_token_6N']:.3g}",
+            f"{s['flops_per_token_exact'] * max(cfg.budgets):.3g}",
+            f"{s['flops_per_token_6N'] * max(cfg.budgets):.3g}",
             peak,
             f"{s['tokens_per_second']:,.0f}",
             f"{s['compile_seconds']:.1f} + {s['train_seconds']:.1f}",
