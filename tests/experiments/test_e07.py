@@ -182,6 +182,8 @@ def test_the_length_finding_holds_the_distances_fixed_and_reports_unseen_ones_ap
         (["block=0"], "block must be >= 1, got 0"),
         (["mem_block=-1"], "mem_block must be >= 1, got -1"),
         (["text_sinks=9"], "text_sinks must be in 0..text_window (8), got 9"),
+        (["text_window=0", "text_sinks=0"], "text_window must be >= 1, got 0"),
+        (["mem_window=0"], "mem_window must be >= 1, got 0"),
         (["model.position=learned"], "learned positions cannot run past the training length"),
         (["positions=learned"], "positions: unknown ['learned']; allowed: none, sinusoidal, rope, alibi"),
         (["positions=rope"], "positions lists model.position ('rope')"),

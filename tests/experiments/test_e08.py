@@ -110,6 +110,8 @@ def _final(run_dir):
         (["top_k=3"], "top_k must be in [1, main_experts=2], got 3"),
         (["capacity_factor=0"], "capacity_factor must be > 0, got 0.0"),
         (["capacity_factor=-1"], "capacity_factor must be > 0"),
+        (["small_capacity=0"], "small_capacity must be > 0, got 0.0"),
+        (["small_capacity=2"], "small_capacity (2.0) must be below capacity_factor"),
         (["experts=0", "main_experts=0"], "experts must be >= 1"),
         (["model.moe_top_k=9"], "model.moe_top_k must be in [1, model.moe_experts=4], got 9"),
         (["model.moe_experts=0"], "model.moe_experts must be >= 1, got 0"),

@@ -11,7 +11,9 @@ import pytest
 
 from lab.quant import uniform as qz
 
-qwix = pytest.importorskip("qwix")
+qwix = pytest.importorskip(
+    "qwix", reason="qwix is not installed (it comes with the test extra: pip install -e .[test])"
+)
 
 
 @pytest.mark.parametrize("qtype,bits", [(jnp.int8, 8), (jnp.int4, 4)])
