@@ -157,16 +157,18 @@ def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_ve
     assert f.verdict == "qualified" and "3 bits:" in f.evidence and "2 bits:" in f.evidence
 
 
+@pytest.mark.parametrize("target", ["stablehlo", "onnx"])
 def test_a_missing_export_requirement_is_a_one_line_error_before_anything_is_written(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, target
 ):
-    monkeypatch.setattr(
-        e14.qexport, "missing_requirement", lambda: "jax.export serialization needs 'flatbuffers'"
-    )
+    if target == "stablehlo":
+        why = "jax.export serialization needs 'flatbuffers'"
+        monkeypatch.setattr(e14.qexport, "missing_requirement", lambda: why)
+    else:
+        why = "stack onnxruntime needs onnxruntime, not installed here"
+        monkeypatch.setattr(e14.port, "missing", lambda stack: why if stack == "onnxruntime" else None)
     args = ["run", "e14", "--preset", "smoke", "--results", str(tmp_path), "--no-progress"]
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert (
-        len(err) == 1 and "export target stablehlo: jax.export serialization needs 'flatbuffers'" in err[0]
-    ), err
+    assert len(err) == 1 and f"export target {target}: {why}" in err[0], err
     assert not (tmp_path / "e14_quantization").exists()
