@@ -654,17 +654,18 @@ def _passkey_table(cfg, runs, summary) -> Table:
     return t
 
 
-def _passkey_plots(cfg, grid, summary, outs) -> None:
+def _passkey_heatmap(cfg, grid, measure: str, vmax: float, label: str, what: str, name: str, outs) -> None:
+    """One panel per (depth, variant): the mean over seeds of `measure` ("accuracy" or "loss") by context
+    length (rows) and item distance (columns), with the window marked."""
     T, W = cfg.task.seq_len, cfg.window
-    keys = list(grid)
     fig, axes = plots.figure(ncols=len(cfg.variants), nrows=len(cfg.depths), width=4.6, height=2.4)
-    for (n, v), ax in zip(keys, axes.ravel()):
-        mean = np.mean(grid[(n, v)]["accuracy"], axis=0)  # (lengths, distances); NaN: d past the length
+    for (n, v), ax in zip(list(grid), axes.ravel()):
+        mean = np.mean(grid[(n, v)][measure], axis=0)  # (lengths, distances); NaN: d past the length
         im = ax.imshow(
             np.ma.masked_invalid(mean),
             aspect="auto",
             vmin=0,
-            vmax=1,
+            vmax=vmax,
             cmap="viridis",
             interpolation="nearest",
             extent=(0.5, mean.shape[1] + 0.5, len(cfg.eval_lengths) - 0.5, -0.5),
@@ -679,9 +680,27 @@ def _passkey_plots(cfg, grid, summary, outs) -> None:
             "context length (tokens)",
             legend=False,
         )
-    plots.colorbar(fig, im, axes[0, -1], "accuracy (mean over seeds)")
-    fig.suptitle(f"e07: passkey accuracy by context length and item distance (trained at T = {T}; dotted: W)")
-    plots.save(fig, outs.plot("passkey_heatmap.png"))
+    plots.colorbar(fig, im, axes[0, -1], label)
+    fig.suptitle(f"e07: passkey {what} by context length and item distance (trained at T = {T}; dotted: W)")
+    plots.save(fig, outs.plot(name))
+
+
+def _passkey_plots(cfg, grid, summary, outs) -> None:
+    T, W = cfg.task.seq_len, cfg.window
+    _passkey_heatmap(
+        cfg, grid, "accuracy", 1.0, "accuracy (mean over seeds)", "accuracy", "passkey_heatmap.png", outs
+    )
+    top = max(float(np.nanmax(g["loss"])) for g in grid.values())  # one scale for every panel
+    _passkey_heatmap(
+        cfg,
+        grid,
+        "loss",
+        top,
+        "answer loss, nats (mean over seeds)",
+        "answer loss",
+        "passkey_loss_heatmap.png",
+        outs,
+    )
     fig, axes = plots.figure(ncols=len(cfg.depths), width=5.0)
     d = np.arange(1, T)
     for i, n in enumerate(cfg.depths):
