@@ -15,7 +15,9 @@ Claims tested, all on the same clean real validation text:
 The real data is the repo's real corpus (`data.name`, by default the standard library's docstrings, as e02,
 e10 and e11 use), cut into paragraph documents, cleaned before anything trains (lab.data.clean): exact
 duplicates by hash, near duplicates by MinHash + LSH with every candidate's true Jaccard checked, then a
-leak-free split by document into train/val/test, with a contamination check between the splits.
+leak-free split by document into train/val/test, with a contamination check between the splits. Before
+cleaning, copies of `dup_rate` of the real documents are injected (half exact, half near copies), and the
+cleaning table says how many of them were removed: the dedupe measured on the experiment's own data.
 Every data condition trains on the same number of tokens (streams cut to one length), byte-level, the same
 model and steps; conditions x seeds are one compiled sweep (lab.data.streams.MemberStreams). Each collapse
 generation is a fresh model trained for `collapse_train.steps` steps (equal compute per generation) on its
@@ -79,6 +81,9 @@ class E16Config:
     real_docs: int = 3000  # paragraphs of the corpus sampled as the real documents
     min_doc_chars: int = 64  # shorter paragraphs are left out (headings, one-liners)
     split: tuple[float, ...] = (0.8, 0.1, 0.1)  # train, val, test by document, after dedupe
+    # copies injected after real documents before cleaning (half exact, half near copies with 3% of words
+    # changed; lab.data.synthetic.inject_duplicates): how many of them the cleaning removes is measured
+    dup_rate: float = 0.05
     dedup: clean.DedupConfig = clean.DedupConfig()
     noise_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # char noise + token shuffle rate
     mix_levels: tuple[float, ...] = (0.4, 0.8)  # noise levels also trained half synthetic, half real
@@ -109,7 +114,7 @@ class E16Config:
         check(
             self.data.tokenizer == "byte", f"data.tokenizer must be 'byte' here, got {self.data.tokenizer!r}"
         )
-        for name in ("noise_levels", "mix_levels", "mix_fraction", "rare_mass"):
+        for name in ("noise_levels", "mix_levels", "mix_fraction", "rare_mass", "dup_rate"):
             for v in (
                 getattr(self, name) if isinstance(getattr(self, name), tuple) else (getattr(self, name),)
             ):
@@ -189,8 +194,18 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
         f"the corpus has {len(paragraphs)} paragraphs of >= {cfg.min_doc_chars} characters; real_docs asks "
         f"for {cfg.real_docs}",
     )
-    docs = random.Random(cfg.data_seed).sample(paragraphs, cfg.real_docs)
+    real = random.Random(cfg.data_seed).sample(paragraphs, cfg.real_docs)
+    # the documents as they arrive: the real ones with injected copies, each right after its original
+    docs, injected = synthetic.inject_duplicates(real, cfg.dup_rate, random.Random(cfg.data_seed + 3))
     splits, report = clean.clean_split(docs, cfg.dedup, cfg.split, cfg.data_seed)
+    removed = set(report.exact_removed) | set(report.near_removed)
+    recovery = {
+        f"{kind}_{what}": sum(
+            1 for _, copy, k in injected if k == kind and (what == "injected" or copy in removed)
+        )
+        for kind in ("exact", "near")
+        for what in ("injected", "removed")
+    }
     contam = {
         f"{a}-{b}": len(clean.contamination(splits[a], splits[b], cfg.dedup))
         for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
@@ -224,6 +239,8 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
     streams["collapse_real"] = streams["real@0"][: cfg.collapse_tokens]
     record = {
         "documents": len(docs),
+        "real_documents": len(real),
+        "injected": recovery,
         "dedup": report.to_dict(),
         "split_documents": {k: len(v) for k, v in splits.items()},
         "contamination_after_dedupe": contam,
@@ -565,7 +582,9 @@ def _tables(cfg, final, series, record, outs: Outputs) -> None:
     d = record
     c = Table("Cleaning the real documents (before any split)", ["what", "count"])
     for k, v in (
-        ("documents", d["documents"]),
+        ("real documents", d["real_documents"]),
+        *((f"injected copies: {k.replace('_', ' ')}", v) for k, v in d["injected"].items()),
+        ("documents (real + injected)", d["documents"]),
         *((f"dedupe: {k}", v) for k, v in d["dedup"].items()),
         *((f"split documents: {k}", v) for k, v in d["split_documents"].items()),
         *((f"contamination after dedupe: {k}", v) for k, v in d["contamination_after_dedupe"].items()),
@@ -603,11 +622,14 @@ def analyze(cfg: E16Config, out: Path):
         finding_collapse(cfg, series, "accumulate"),
     ]
     contam = sum(record["contamination_after_dedupe"].values())
+    inj = record["injected"]
     summary = evidence_summary(findings)
     summary += (
         f" Cleaning: {record['dedup']['exact_removed']} exact and {record['dedup']['near_removed']} near duplicates "
-        f"removed of {record['documents']} documents; {contam} contaminated documents across splits after dedupe, "
-        f"{record['contamination_without_dedupe_train_val']} in train-val without it."
+        f"removed of {record['documents']} documents ({record['real_documents']} real, the rest injected copies: "
+        f"{inj['exact_removed']} of {inj['exact_injected']} exact and {inj['near_removed']} of "
+        f"{inj['near_injected']} near copies removed); {contam} contaminated documents across splits after "
+        f"dedupe, {record['contamination_without_dedupe_train_val']} in train-val without it."
     )
     return outs.findings(headline([f.verdict for f in findings]), summary, findings)
 
