@@ -15,9 +15,10 @@ Claims tested, all on the same clean real validation text:
 The real data is the repo's real corpus (`data.name`, by default the standard library's docstrings, as e02,
 e10 and e11 use), cut into paragraph documents, cleaned before anything trains (lab.data.clean): exact
 duplicates by hash, near duplicates by MinHash + LSH with every candidate's true Jaccard checked, then a
-leak-free split by document into train/val/test, with a contamination check between the splits. Before
-cleaning, copies of `dup_rate` of the real documents are injected (half exact, half near copies), and the
-cleaning table says how many of them were removed: the dedupe measured on the experiment's own data.
+leak-free split by document into train/val/test, with a contamination check between the splits. A probe
+measures the dedupe on these documents: copies of `dup_rate` of them injected (half exact, half near copies
+with 3% of words changed) and deduped again; the cleaning table says how many were removed. Training uses the
+documents cleaned without the probe, so a near copy that slips through does not change the data.
 Every data condition trains on the same number of tokens (streams cut to one length), byte-level, the same
 model and steps; conditions x seeds are one compiled sweep (lab.data.streams.MemberStreams). Each collapse
 generation is a fresh model trained for `collapse_train.steps` steps (equal compute per generation) on its
@@ -81,8 +82,8 @@ class E16Config:
     real_docs: int = 3000  # paragraphs of the corpus sampled as the real documents
     min_doc_chars: int = 64  # shorter paragraphs are left out (headings, one-liners)
     split: tuple[float, ...] = (0.8, 0.1, 0.1)  # train, val, test by document, after dedupe
-    # copies injected after real documents before cleaning (half exact, half near copies with 3% of words
-    # changed; lab.data.synthetic.inject_duplicates): how many of them the cleaning removes is measured
+    # the cleaning probe: copies of this share of the documents injected (half exact, half near copies with 3%
+    # of words changed; lab.data.synthetic.inject_duplicates) and deduped again, to count how many are removed
     dup_rate: float = 0.05
     dedup: clean.DedupConfig = clean.DedupConfig()
     noise_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # char noise + token shuffle rate
@@ -194,16 +195,28 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
         f"the corpus has {len(paragraphs)} paragraphs of >= {cfg.min_doc_chars} characters; real_docs asks "
         f"for {cfg.real_docs}",
     )
-    real = random.Random(cfg.data_seed).sample(paragraphs, cfg.real_docs)
-    # the documents as they arrive: the real ones with injected copies, each right after its original
-    docs, injected = synthetic.inject_duplicates(real, cfg.dup_rate, random.Random(cfg.data_seed + 3))
+    docs = random.Random(cfg.data_seed).sample(paragraphs, cfg.real_docs)
     splits, report = clean.clean_split(docs, cfg.dedup, cfg.split, cfg.data_seed)
-    removed = set(report.exact_removed) | set(report.near_removed)
+    # A probe of the cleaner on these documents: copies injected (each right after its original) and deduped
+    # again. Training uses the cleaning above, so the probe measures the dedupe without changing the data.
+    probe_docs, injected = synthetic.inject_duplicates(docs, cfg.dup_rate, random.Random(cfg.data_seed + 3))
+    probe = clean.dedupe(probe_docs, cfg.dedup)
+    removed = set(probe.exact_removed) | set(probe.near_removed)
+    # near copies by their true Jaccard to the original: the bar (>= 0.8 found >= 95%) and the rest
+    sh = functools.partial(clean.shingles, n=cfg.dedup.shingle)
+    kinds = [
+        k
+        if k == "exact"
+        else ("near_J>=0.8" if clean.jaccard(sh(probe_docs[o]), sh(probe_docs[c])) >= 0.8 else "near_J<0.8")
+        for o, c, k in injected
+    ]
     recovery = {
         f"{kind}_{what}": sum(
-            1 for _, copy, k in injected if k == kind and (what == "injected" or copy in removed)
+            1
+            for (_, copy, _), k in zip(injected, kinds)
+            if k == kind and (what == "injected" or copy in removed)
         )
-        for kind in ("exact", "near")
+        for kind in ("exact", "near_J>=0.8", "near_J<0.8")
         for what in ("injected", "removed")
     }
     contam = {
@@ -239,7 +252,6 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
     streams["collapse_real"] = streams["real@0"][: cfg.collapse_tokens]
     record = {
         "documents": len(docs),
-        "real_documents": len(real),
         "injected": recovery,
         "dedup": report.to_dict(),
         "split_documents": {k: len(v) for k, v in splits.items()},
@@ -582,13 +594,15 @@ def _tables(cfg, final, series, record, outs: Outputs) -> None:
     d = record
     c = Table("Cleaning the real documents (before any split)", ["what", "count"])
     for k, v in (
-        ("real documents", d["real_documents"]),
-        *((f"injected copies: {k.replace('_', ' ')}", v) for k, v in d["injected"].items()),
-        ("documents (real + injected)", d["documents"]),
+        ("documents", d["documents"]),
         *((f"dedupe: {k}", v) for k, v in d["dedup"].items()),
         *((f"split documents: {k}", v) for k, v in d["split_documents"].items()),
         *((f"contamination after dedupe: {k}", v) for k, v in d["contamination_after_dedupe"].items()),
         ("contamination train-val, same split without dedupe", d["contamination_without_dedupe_train_val"]),
+        *(
+            (f"probe, copies of {cfg.dup_rate:.0%} of the documents injected: {k.replace('_', ' ')}", v)
+            for k, v in d["injected"].items()
+        ),
     ):
         c.add(k, v)
     outs.table("cleaning.md", c)
@@ -626,10 +640,11 @@ def analyze(cfg: E16Config, out: Path):
     summary = evidence_summary(findings)
     summary += (
         f" Cleaning: {record['dedup']['exact_removed']} exact and {record['dedup']['near_removed']} near duplicates "
-        f"removed of {record['documents']} documents ({record['real_documents']} real, the rest injected copies: "
-        f"{inj['exact_removed']} of {inj['exact_injected']} exact and {inj['near_removed']} of "
-        f"{inj['near_injected']} near copies removed); {contam} contaminated documents across splits after "
-        f"dedupe, {record['contamination_without_dedupe_train_val']} in train-val without it."
+        f"removed of {record['documents']} documents; {contam} contaminated documents across splits after "
+        f"dedupe, {record['contamination_without_dedupe_train_val']} in train-val without it; with copies of "
+        f"{cfg.dup_rate:.0%} of the documents injected, the dedupe removed {inj['exact_removed']} of "
+        f"{inj['exact_injected']} exact copies, {inj['near_J>=0.8_removed']} of {inj['near_J>=0.8_injected']} "
+        f"near copies at Jaccard >= 0.8 and {inj['near_J<0.8_removed']} of {inj['near_J<0.8_injected']} below it."
     )
     return outs.findings(headline([f.verdict for f in findings]), summary, findings)
 

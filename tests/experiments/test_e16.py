@@ -34,10 +34,10 @@ def test_conditions_share_one_validation_text_and_equal_tokens(smoke):
     assert {streams[n].size for n in names} == {record["stream_tokens"]}  # equal tokens per condition
     assert record["contamination_after_dedupe"] == {"train-val": 0, "train-test": 0, "val-test": 0}
     assert sum(record["split_documents"].values()) == record["dedup"]["kept"]
-    inj = record["injected"]  # copies injected before cleaning: every exact one removed, the near ones found
-    assert record["documents"] == record["real_documents"] + inj["exact_injected"] + inj["near_injected"]
+    inj = record["injected"]  # the cleaning probe: every injected exact copy removed, the near ones found
     assert inj["exact_injected"] > 0 and inj["exact_removed"] == inj["exact_injected"]
-    assert inj["near_injected"] > 0 and inj["near_removed"] >= 0.95 * inj["near_injected"]
+    assert inj["near_J>=0.8_removed"] >= 0.95 * inj["near_J>=0.8_injected"]
+    assert inj["near_J>=0.8_injected"] + inj["near_J<0.8_injected"] > 0
     for p in cfg.noise_levels:  # realized rates within 3 binomial sd of the stated level
         nz = record["noise"][f"{p:g}"]
         for k, n in (("chars_changed", "chars"), ("tokens_selected", "tokens")):
