@@ -536,24 +536,26 @@ def _speed_finding(d: _Data, platform: str) -> Finding:
 
 
 def _utilization_plot(d: _Data, outs: Outputs) -> None:
-    cfg, main = d.cfg, _main(d.cfg)
-    layers = d.model(main).moe_layers
-    rows = [n for n in (main, _name(cfg, "nobalance"), _name(cfg, "small-capacity")) if n in d.runs]
+    cfg = d.cfg
+    rows = [n for n in _moe_names(cfg) if n in d.runs]  # every trained MoE variant, each with its own E
+    layers = sorted({layer for n in rows for layer in d.model(n).moe_layers})
     fig, axes = plots.figure(ncols=len(layers), nrows=len(rows), width=5.0, height=3.2)
     for r, name in enumerate(rows):
+        n_exp = d.model(name).moe_experts
         for c, layer in enumerate(layers):
             ax = axes[r, c]
-            shares = [d.over_training(name, f"moe_share_L{layer}_E{e}") for e in range(cfg.main_experts)]
+            if layer not in d.model(name).moe_layers:
+                ax.set_axis_off()  # a dense block in this variant
+                continue
+            shares = [d.over_training(name, f"moe_share_L{layer}_E{e}") for e in range(n_exp)]
             steps, y = shares[0][0], np.stack([s for _, s in shares], axis=1)  # (M, E, evaluations)
             # expert ids are arbitrary per seed: rank each seed's experts by their final share
             order = np.argsort(-y[:, :, -1], axis=1, kind="stable")
             ranked = np.take_along_axis(y, order[:, :, None], axis=1)
-            for e in range(cfg.main_experts):
+            for e in range(n_exp):
                 plots.band(ax, steps, ranked[:, e], f"busiest #{e + 1} at the end")
-            ax.axhline(1 / cfg.main_experts, color="grey", linestyle=":", label="1/E (uniform)")
-            ax.axhline(
-                BALANCED_SHARE / cfg.main_experts, color="red", linestyle="--", linewidth=1, label="1.5/E"
-            )
+            ax.axhline(1 / n_exp, color="grey", linestyle=":", label="1/E (uniform)")
+            ax.axhline(BALANCED_SHARE / n_exp, color="red", linestyle="--", linewidth=1, label="1.5/E")
             plots.finish(
                 ax,
                 f"{name}, block {layer}",
@@ -591,28 +593,29 @@ def _final_share_plot(d: _Data, outs: Outputs) -> None:
 
 def _dynamics_plot(d: _Data, outs: Outputs) -> None:
     cfg = d.cfg
-    names = _moe_names(cfg)
-    fig, axes = plots.figure(ncols=2, width=6.0)
-    for name in names:
-        layer = d.model(name).moe_layers[0]
-        steps, ent = d.over_training(name, f"moe_entropy_L{layer}")
-        plots.band(axes[0, 0], steps, ent / np.log(d.model(name).moe_experts), name)
-        steps, drop = d.over_training(name, f"moe_dropped_L{layer}")
-        plots.band(axes[0, 1], steps, 100 * drop, name)
-    plots.finish(
-        axes[0, 0],
-        "routing entropy / log E (first MoE block)",
-        "training step",
-        "entropy / log E (1 = no preference)",
-        outside=False,
-    )
-    plots.finish(
-        axes[0, 1],
-        "dropped routing choices (first MoE block)",
-        "training step",
-        "dropped (% of choices)",
-        outside=True,
-    )
+    names = [n for n in _moe_names(cfg) if n in d.runs]
+    layers = sorted({layer for n in names for layer in d.model(n).moe_layers})
+    fig, axes = plots.figure(ncols=2, nrows=len(layers), width=6.0)
+    for r, layer in enumerate(layers):  # one row per MoE block
+        for name in [n for n in names if layer in d.model(n).moe_layers]:
+            steps, ent = d.over_training(name, f"moe_entropy_L{layer}")
+            plots.band(axes[r, 0], steps, ent / np.log(d.model(name).moe_experts), name)
+            steps, drop = d.over_training(name, f"moe_dropped_L{layer}")
+            plots.band(axes[r, 1], steps, 100 * drop, name)
+        plots.finish(
+            axes[r, 0],
+            f"routing entropy / log E (block {layer})",
+            "training step",
+            "entropy / log E (1 = no preference)",
+            outside=False,
+        )
+        plots.finish(
+            axes[r, 1],
+            f"dropped routing choices (block {layer})",
+            "training step",
+            "dropped (% of choices)",
+            outside=True,
+        )
     fig.suptitle(f"e08: routing over training (validation batches; mean ± sd over {cfg.seeds} seeds)")
     plots.save(fig, outs.plot("routing.png"))
 
