@@ -558,16 +558,14 @@ def _utilization_plot(d: _Data, outs: Outputs) -> None:
             ax.axhline(BALANCED_SHARE / n_exp, color="red", linestyle="--", linewidth=1, label="1.5/E")
             plots.finish(
                 ax,
-                f"{name}, block {layer}",
+                f"e08: {name}, block {layer} (validation, mean ± sd)",
                 "training step",
                 "share of routing choices",
-                outside=c == len(layers) - 1,
+                legend=c == len(layers) - 1,  # one legend per row, beside it (E differs by row)
+                outside=True,
             )
-    fig.suptitle(
-        f"e08: expert utilization over training (validation batches; mean ± sd over {cfg.seeds} seeds)\n"
-        "each seed's experts ranked by their share at the last evaluation",
-        fontsize=9,
-    )
+    # no figure title: with five rows tight_layout lets it overlap the top row; each panel's title, axis
+    # labels and legend say what is drawn
     plots.save(fig, outs.plot("utilization.png"))
 
 
