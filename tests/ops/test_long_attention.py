@@ -106,6 +106,10 @@ def test_window_at_least_t_is_full_causal_exactly():
     q, k, v = qkv()
     full = la.reference_attention(q, k, v)
     assert np.array_equal(la.reference_attention(q, k, v, window=T), full)
+    blocked = la.blocked_attention(q, k, v, block=16)
+    for w in (T, T + 10):  # the same blocks and the same visible keys: the same arithmetic, bit for bit
+        assert np.array_equal(la.blocked_attention(q, k, v, window=w, block=16), blocked)
+    # banded sums each query's keys in slabs of its own, not in reference's order: equal within rounding
     np.testing.assert_allclose(la.banded_attention(q, k, v, T + 3, block=16), full, rtol=RTOL, atol=ATOL)
 
 
