@@ -12,7 +12,10 @@ Redraw:   lab analyze e13
 Writes:   results/e13_scaling_laws/
   runs/L<layers>-D<d_model>/  one sweep per size: seeds as vmapped members of one compiled program (sharded
                               over devices by the sweep strategy or `--set mesh.*`); timing.json holds XLA's
-                              memory analysis of the compiled train call
+                              memory analysis of the compiled train call. At the cpu preset `auto` shards
+                              the five smaller sizes' seeds over the 2 devices and keeps L4-D160 (2.1 GFLOP
+                              per member-step, over the CPU rule's 2) vmapped on one; `--strategy shard`
+                              shards every size
   runs/sizes.json             per size: parameters (embedding, non-embedding), FLOPs per token (exact and
                               6N), the unembedding's share, peak memory, tokens/s, compile and train seconds
   plots/loss_vs_params.png, plots/residuals.png, tables/sizes.md, tables/fits.md, findings.json
