@@ -44,8 +44,8 @@ any size's result, the held-out one included. What it costs: each size trains 4 
 tokens, 4x the first version, whose quiet 2-core throughput at these very shapes (108k tokens/s at 1x32 down
 to 4.7k at 4x160) puts the training at ~455 s and the whole preset, with compiles, data and analysis, at ~10
 min (measured: 344 s in `lab run all` at acce283, the sizes sharded over both cores; tables/sizes.md has each
-size's compile and train seconds): within the issue's allowance for e13, taken because fewer tokens leave the sizes on the plateau where the law
-has nothing to fit. The issue asks for budgets 10x larger and sizes up to 10^6.5: 10x the tokens would take
+size's compile and train seconds): within the issue's allowance for e13, taken because fewer tokens leave the
+sizes on the plateau where the law has nothing to fit. The issue asks for budgets 10x larger and sizes up to 10^6.5: 10x the tokens would take
 ~20 min, and a 4 x 256 model (10^6.5) alone ~8 min at these budgets, so the grid stays at 1.24e4 to 1.23e6
 non-embedding parameters (10^6.1) and the gpu preset carries the larger sizes and budgets.
 

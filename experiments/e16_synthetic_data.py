@@ -200,25 +200,7 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
     # A probe of the cleaner on these documents: copies injected (each right after its original) and deduped
     # again. Training uses the cleaning above, so the probe measures the dedupe without changing the data.
     probe_docs, injected = synthetic.inject_duplicates(docs, cfg.dup_rate, random.Random(cfg.data_seed + 3))
-    probe = clean.dedupe(probe_docs, cfg.dedup)
-    removed = set(probe.exact_removed) | set(probe.near_removed)
-    # near copies by their true Jaccard to the original: the bar (>= 0.8 found >= 95%) and the rest
-    sh = functools.partial(clean.shingles, n=cfg.dedup.shingle)
-    kinds = [
-        k
-        if k == "exact"
-        else ("near_J>=0.8" if clean.jaccard(sh(probe_docs[o]), sh(probe_docs[c])) >= 0.8 else "near_J<0.8")
-        for o, c, k in injected
-    ]
-    recovery = {
-        f"{kind}_{what}": sum(
-            1
-            for (_, copy, _), k in zip(injected, kinds)
-            if k == kind and (what == "injected" or copy in removed)
-        )
-        for kind in ("exact", "near_J>=0.8", "near_J<0.8")
-        for what in ("injected", "removed")
-    }
+    recovery = clean.injected_recovery(probe_docs, injected, clean.dedupe(probe_docs, cfg.dedup), cfg.dedup)
     contam = {
         f"{a}-{b}": len(clean.contamination(splits[a], splits[b], cfg.dedup))
         for a, b in (("train", "val"), ("train", "test"), ("val", "test"))

@@ -9,6 +9,7 @@ contamination check between splits, and a leak-free split by document.
                      rows, an S-curve around `lsh_threshold`, not a cutoff. Every candidate is therefore checked
                      by its true Jaccard similarity on the shingle sets and flagged only at >= `min_jaccard`.
                      Flagged pairs join clusters (union-find); the lowest index of each cluster is kept.
+  injected_recovery  how many injected copies (exact; near above and below a true Jaccard bar) a dedupe removed
   contamination      for each evaluation document, the training documents that are exact or near duplicates
                      of it (the same two-stage test)
   split              deduplicate first, then assign whole documents to train/val/test by a seeded
@@ -186,6 +187,25 @@ def dedupe(docs: list[str], cfg: DedupConfig) -> DedupReport:
     near_removed = [i for i in unique if uf.find(i) != i]
     rejected = candidates - len(pairs)
     return DedupReport(kept, exact_removed, near_removed, candidates, pairs, rejected)
+
+
+def injected_recovery(
+    docs: list[str], injected, report: DedupReport, cfg: DedupConfig, bar: float = 0.8
+) -> dict[str, int]:
+    """How many injected copies (`injected` as lab.data.synthetic.inject_duplicates lists them: original index,
+    copy index, "exact" | "near") the dedupe `report` of `docs` removed, by kind: exact copies, near copies at
+    true Jaccard >= `bar` to their original and near copies below it. {"<kind>_injected": n,
+    "<kind>_removed": n} for the kinds "exact", "near_J>=<bar>" and "near_J<<bar>", in that order."""
+    removed = set(report.exact_removed) | set(report.near_removed)
+    kinds = ("exact", f"near_J>={bar:g}", f"near_J<{bar:g}")
+    out = {f"{k}_{what}": 0 for k in kinds for what in ("injected", "removed")}
+    for orig, copy, kind in injected:
+        if kind != "exact":
+            close = jaccard(shingles(docs[orig], cfg.shingle), shingles(docs[copy], cfg.shingle)) >= bar
+            kind = kinds[1] if close else kinds[2]
+        out[f"{kind}_injected"] += 1
+        out[f"{kind}_removed"] += copy in removed
+    return out
 
 
 def contamination(train: list[str], held_out: list[str], cfg: DedupConfig) -> list[tuple[int, int, float]]:

@@ -80,6 +80,11 @@ def test_exact_copies_all_removed_and_split_is_leak_free(docs):
     assert exact and set(exact) <= set(report.exact_removed)
     near = [j for i, j, k in injected if k == "near" and _exact_jaccard(corpus[i], corpus[j]) >= 0.8]
     assert sum(j in report.near_removed for j in near) / len(near) >= 0.95
+    rec = C.injected_recovery(corpus, injected, report, CFG)  # the same counts, as e16 reports them
+    assert rec["exact_injected"] == rec["exact_removed"] == len(exact)
+    assert rec["near_J>=0.8_injected"] == len(near)
+    assert rec["near_J>=0.8_removed"] == sum(j in report.near_removed for j in near)
+    assert rec["near_J>=0.8_injected"] + rec["near_J<0.8_injected"] == len(injected) - len(exact)
     splits, _ = C.clean_split(corpus, CFG, (0.8, 0.1, 0.1), seed=0)
     names = list(splits)
     for a in names:
