@@ -19,7 +19,9 @@ GPTQ uses Hessians of each linear layer's inputs on training-split calibration w
 model, not layer by layer). Activations are quantized at every linear layer's input, found in the jaxpr
 (lab.quant.intercept), so no matmul stays float silently. QAT fine-tunes the float model for `qat_steps`
 with weights fake-quantized at each of `qat_bits` (symmetric per-channel), beside a float control trained the
-same steps (bits 0), as one vmapped sweep; "gap closed" = (L_PTQ - L_QAT) / (L_PTQ - L_float) per seed.
+same steps (bits 0), as one vmapped sweep; "gap closed" = (L_PTQ - L_QAT) / (L_PTQ - L_float) per seed,
+judged against the goal at 3 and 2 bits (at 4 bits the PTQ gap is a few thousandths of a nat and its closed
+fraction is noise, so 4 bits is reported as QAT - PTQ).
 Export: seed 0's float and int8 models through jax.export (StableHLO, serialized, reloaded and run in a
 fresh process), outputs compared with the in-process model within `export_tol`, file sizes in a table; and
 (target "onnx", the [stacks] extra) through the PyTorch port (lab.port) to ONNX, run by ONNX Runtime, outputs
@@ -75,6 +77,7 @@ EXPORT_TARGETS = ("stablehlo", "onnx")
 INT8_LOSS_MARGIN = 0.005  # nats: the issue's goal for int8 per-channel
 INT8_AGREEMENT = 0.99
 QAT_CLOSE = 0.5  # fraction of the PTQ gap QAT should close
+QAT_GOAL_MAX_BITS = 3  # the issue's goal is at 3 and 2 bits; wider QAT runs are reported, not judged
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class E14Config:
     gptq_damp: float = 0.01  # fraction of the mean Hessian diagonal added to it
     act_bits: int = 8
     outlier_ratio: float = 6.0  # an input channel is an outlier if its |x| max exceeds this x the median
-    qat_bits: tuple[int, ...] = (3, 2)
+    qat_bits: tuple[int, ...] = (4, 3, 2)
     qat_steps: int = 100
     qat_lr: float = 1e-3
     eval_windows: int = 64  # held-out windows every quantized model is evaluated on
@@ -476,17 +479,29 @@ def qat_gap_closed(qat: dict, bits: int) -> np.ndarray:
 
 
 def finding_qat(cfg: E14Config, qat: dict) -> Finding:
+    """The goal is judged at the bit widths up to QAT_GOAL_MAX_BITS; wider ones (4 bits, where round-to-nearest
+    barely hurts, so the gap is a small difference and its closed fraction noise) are reported as QAT - PTQ."""
+    judged = [b for b in cfg.qat_bits if b <= QAT_GOAL_MAX_BITS]
     parts, ev = [], []
     for b in cfg.qat_bits:
-        closed = qat_gap_closed(qat, b)
-        c = compare_to(closed, QAT_CLOSE)
-        parts.append(c.verdict("greater"))
-        ev.append(
-            f"{b} bits: PTQ {_ms(qat['control']['ptq'][str(b)]['loss'])}, QAT {_ms(qat[str(b)]['loss'])} nats, "
-            f"gap closed {_ms(closed, 3)} ({c.fmt(3)}: {parts[-1]})"
-        )
+        ptq, q = qat["control"]["ptq"][str(b)]["loss"], qat[str(b)]["loss"]
+        head = f"{b} bits: PTQ {_ms(ptq)}, QAT {_ms(q)} nats, "
+        if b in judged:
+            closed = qat_gap_closed(qat, b)
+            c = compare_to(closed, QAT_CLOSE)
+            parts.append(c.verdict("greater"))
+            ev.append(head + f"gap closed {_ms(closed, 3)} ({c.fmt(3)}: {parts[-1]})")
+        else:
+            gap = np.asarray(ptq) - np.asarray(qat["control"]["float"]["loss"])
+            d = compare(q, ptq, paired_by_seed=True)
+            ev.append(
+                head + f"PTQ gap {_ms(gap)} nats, QAT - PTQ {d.fmt()} (reported, not judged: the goal is at "
+                f"<= {QAT_GOAL_MAX_BITS} bits)"
+            )
     ev.append(f"float (fine-tuned the same {cfg.qat_steps} steps) {_ms(qat['control']['float']['loss'])}")
-    claim = f"QAT closes >= {QAT_CLOSE:.0%} of the PTQ gap at {', '.join(map(str, cfg.qat_bits))} bits"
+    if not judged:
+        ev.append(f"no bit width <= {QAT_GOAL_MAX_BITS} in qat_bits, so the goal is not measured")
+    claim = f"QAT closes >= {QAT_CLOSE:.0%} of the PTQ gap at {', '.join(map(str, judged or [f'<= {QAT_GOAL_MAX_BITS}']))} bits"
     return Finding(claim, headline(parts), "; ".join(ev))
 
 
@@ -562,7 +577,7 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
         "control fine-tuned the same steps",
         ["bits", "PTQ val loss", "QAT val loss", "QAT agreement", "gap closed"],
         note=f"Float control: {_ms(qat['control']['float']['loss'])} nats; agreement is with the original "
-        "float model's argmax.",
+        f"float model's argmax. The goal (gap closed >= {QAT_CLOSE:g}) is judged at <= {QAT_GOAL_MAX_BITS} bits.",
     )
     for b in cfg.qat_bits:
         q.add(

@@ -19,8 +19,10 @@ is a near-tie decided by roundoff: summation order, fused kernels). JAX runs wit
 Profile (seed 0's model, one process, so ratios to JAX jit compare like with like): prefill latency and
 throughput at `lengths` x `batches`, per-token decode latency at the longest length (with a KV cache where
 the stack has one: lab.model's for JAX jit, the port's own for PyTorch eager; the others recompute the
-whole sequence), compile or load time, and peak memory where measurable (NumPy's allocations via
-tracemalloc; JAX's device memory on a GPU; "n/a" elsewhere).
+whole sequence), compile or load time, and the peak bytes one prefill call allocates, each stack by its own
+allocator's accounting (lab.port.memory: tracemalloc for NumPy, XLA's compiled memory analysis for JAX jit and
+StableHLO, which on a GPU is device memory, torch.profiler's allocator events for PyTorch; "n/a" for JAX
+without jit and ONNX Runtime, which expose none).
 
 Run:      lab run e15 [--preset smoke|cpu|gpu] [--set stacks=jax_jit,numpy_f64,torch_eager] [--seeds 3]
 Redraw:   lab analyze e15
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from lab.errors import ConfigError
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig, apply, apply_cached, init_cache
 from lab.port import STACKS, missing, numpy_ref, parity
+from lab.port import memory as port_mem
 from lab.port import stablehlo as port_hlo
 from lab.quant import export as qexport
 from lab.runs import load_run, read_measurement, write_measurement
@@ -157,7 +159,7 @@ class _Stacks:
         self._jit = jax.jit(apply, static_argnums=0)
         self.load_s, self.files = {}, {}
         self._torch = self._compiled = self._sess = None
-        self._hlo = {}
+        self._hlo, self._blobs = {}, {}
 
     def forward(self, stack: str, tokens):
         m = self.cfg.model
@@ -220,7 +222,7 @@ class _Stacks:
         """StableHLO is exported for fixed shapes: one module per (B, T), each serialized and reloaded."""
         if shape not in self._hlo:
             t0 = time.perf_counter()
-            blob = port_hlo.export(self.cfg.model, self.p, np.zeros(shape, np.int32))
+            blob = self._blobs[shape] = port_hlo.export(self.cfg.model, self.p, np.zeros(shape, np.int32))
             self._hlo[shape] = port_hlo.load(blob)
             self.load_s.setdefault("stablehlo", time.perf_counter() - t0)
             if self.folder is not None and "stablehlo" not in self.files:
@@ -228,6 +230,10 @@ class _Stacks:
                 path.write_bytes(blob)
                 self.files["stablehlo"] = path
         return self._hlo[shape]
+
+    def hlo_blob(self, shape) -> bytes:
+        self.hlo(shape)
+        return self._blobs[shape]
 
     def greedy(self, stack: str, prompt, n: int):
         if stack == "numpy_f64":
@@ -274,19 +280,18 @@ def _parity(cfg: E15Config, st: _Stacks, windows: np.ndarray) -> dict:
     return out
 
 
-def _memory(stack: str, fn) -> int | None:
-    """Peak bytes of one call where measurable: NumPy's allocations (tracemalloc), JAX's device memory on a
-    GPU (peak_bytes_in_use, which covers the process's life, so an upper bound); None elsewhere."""
+def _memory(st: _Stacks, stack: str, toks) -> int | None:
+    """Peak bytes one call allocates, by the stack's own accounting (lab.port.memory.PEAK_METHOD); None where
+    the stack exposes none. Called after the stack's warm-up, so compilation is not counted."""
+    m = st.cfg.model
     if stack == "numpy_f64":
-        tracemalloc.start()
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return int(peak)
-    dev = jax.devices()[0]
-    if stack.startswith("jax") and dev.platform == "gpu":
-        stats = dev.memory_stats() or {}
-        return stats.get("peak_bytes_in_use")
+        return port_mem.numpy_peak(lambda: st.forward(stack, toks))
+    if stack == "jax_jit":
+        return port_mem.xla_peak(st._jit.lower(m, st.jp, jnp.asarray(toks, jnp.int32)).compile())
+    if stack == "stablehlo":
+        return port_mem.xla_peak(port_hlo.compile_for(st.hlo_blob(np.shape(toks)), toks))
+    if stack in ("torch_eager", "torch_compile"):
+        return port_mem.torch_peak(lambda: st.forward(stack, toks))
     return None
 
 
@@ -334,7 +339,8 @@ def _profile(cfg: E15Config, st: _Stacks) -> dict:
                     "prefill_s": sec,
                     "tokens_per_s": b * t / sec,
                     "first_call_s": warm,
-                    "peak_bytes": _memory(s, lambda toks=toks, s=s: st.forward(s, toks)),
+                    "peak_bytes": _memory(st, s, toks),
+                    "peak_method": port_mem.PEAK_METHOD[s],
                 }
         t_max = max(cfg.lengths)
         decode = {str(b): _decode_seconds(cfg, st, s, b, t_max) for b in cfg.batches}
@@ -460,14 +466,19 @@ def _tables(cfg, par, prof, files, fresh, outs):
     p = Table(
         f"Profile of seed 0's model on {prof['platform']} (median of {cfg.repeats} calls; ratios to JAX jit "
         "in the same run)",
-        ["stack", "batch x length", "prefill ms", "ratio", "tokens/s", "first call s", "peak bytes"],
-    )
+        ["stack", "batch x length", "prefill ms", "ratio", "tokens/s", "first call s", "peak bytes",
+         "peak measured by"],
+        note="Peak bytes: what one prefill call allocates above what was live before it (the parameters are "
+        "not counted), by each stack's own accounting; NumPy computes in float64. n/a: the stack exposes no "
+        "per-call allocator statistics (JAX without jit dispatches op by op; ONNX Runtime's arena).",
+    )  # fmt: skip
     for s in cfg.stacks:
         for key, r in prof["stacks"][s]["shapes"].items():
             b0 = base["shapes"][key]["prefill_s"]
             pb = r["peak_bytes"]
             p.add(s, key, f"{1e3 * r['prefill_s']:.3f}", _ratio(r["prefill_s"], b0), f"{r['tokens_per_s']:.0f}",
-                  f"{r['first_call_s']:.2f}", pb if pb is not None else "n/a")  # fmt: skip
+                  f"{r['first_call_s']:.2f}", pb if pb is not None else "n/a",
+                  r["peak_method"] or "n/a")  # fmt: skip
     d = Table(
         f"Per-token decode at position {max(cfg.lengths)}, and the first call (ratios to JAX jit)",
         [
@@ -546,6 +557,13 @@ def analyze(cfg: E15Config, out: Path):
     )
     summary = " ".join(f"[{f.verdict}] {f.claim}: {f.evidence}." for f in findings)
     summary += f" Prefill time relative to JAX jit at batch {b1}, length {t}: {speeds}."
+    peaks = [(s, prof["stacks"][s]["shapes"][f"{b1}x{t}"]) for s in cfg.stacks]
+    summary += " Peak bytes one such prefill allocates: " + ", ".join(
+        f"{s} {r['peak_bytes']} ({r['peak_method']})" for s, r in peaks if r["peak_bytes"] is not None
+    )
+    summary += (
+        "; not measurable: " + (", ".join(s for s, r in peaks if r["peak_bytes"] is None) or "none") + "."
+    )
     return outs.findings(headline([f.verdict for f in findings]), summary, findings)
 
 

@@ -5,6 +5,7 @@ the `ModelConfig`, so the same trained checkpoint runs everywhere and the differ
     torch_port.py  a PyTorch nn.Module written from our config, loaded from the tree; a simple KV cache
     onnx_port.py   that module through torch.onnx.export, run by ONNX Runtime
     stablehlo.py   jax.export (lab.quant.export): serialized StableHLO, reloaded and called
+    memory.py      peak bytes of one call by each stack's own allocator accounting
     parity.py      NumPy measures: max |Δ logits|, KL to the reference, top-1 agreement, first divergence
 
 PyTorch, ONNX and ONNX Runtime are the optional `[stacks]` extra (`pip install -e .[stacks]`);

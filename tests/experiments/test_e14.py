@@ -3,6 +3,7 @@
 bit widths, group sizes and export targets are one-line errors before anything is written; the findings on
 made-up numbers give the verdicts the rule gives."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_findings_follow_the_rule_from_the_files(smoke):
         ]
     )
     gptq = headline([compare(v["rtn"]["loss"], v["gptq"]["loss"], True).verdict("less") for v in gq.values()])
-    closed = {b: e14.qat_gap_closed(qat, b) for b in cfg.qat_bits}
+    closed = {b: e14.qat_gap_closed(qat, b) for b in cfg.qat_bits if b <= e14.QAT_GOAL_MAX_BITS}
     qat_v = headline([compare_to(c, 0.5).verdict("greater") for c in closed.values()])
     m = acts["modes"]
     act = headline(
@@ -153,8 +154,16 @@ def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_ve
         "3": {"loss": [2.2, 2.25, 2.3]},  # closes ~80%
         "2": {"loss": [4.9, 5.0, 5.1]},  # closes ~3%
     }
-    f = e14.finding_qat(cfg, qat)
+    f = e14.finding_qat(dataclasses.replace(cfg, qat_bits=(3, 2)), qat)
     assert f.verdict == "qualified" and "3 bits:" in f.evidence and "2 bits:" in f.evidence
+    assert cfg.qat_bits == (4, 3, 2)  # 4 bits is reported beside them and does not enter the verdict
+    qat["control"]["ptq"]["4"] = {"loss": [2.01, 2.02, 2.0]}
+    qat["4"] = {"loss": [2.5, 2.6, 2.7]}  # far worse than PTQ: the verdict must not move
+    f4 = e14.finding_qat(cfg, qat)
+    assert f4.verdict == "qualified" and "4 bits: PTQ" in f4.evidence and "not judged" in f4.evidence
+    assert f4.claim == f.claim == "QAT closes >= 50% of the PTQ gap at 3, 2 bits"
+    only4 = e14.finding_qat(dataclasses.replace(cfg, qat_bits=(4,)), qat)
+    assert only4.verdict == "inconclusive" and "no bit width <= 3" in only4.evidence
 
 
 @pytest.mark.parametrize("target", ["stablehlo", "onnx"])

@@ -1,7 +1,7 @@
 """Project 15 end to end at the smoke preset: every stack's parity with the float64 reference and its greedy
 continuation measured by `run` (PyTorch, ONNX Runtime and torch.compile need the [stacks] extra; the smoke
-preset leaves torch.compile out for time, tests/port compiles nothing either), the profile's shapes and
-cache flags, every finding's verdict recomputed from the files by the rule, analysis where JAX cannot
+preset leaves torch.compile out for time; tests/port compiles one small model), the profile's shapes, cache
+flags and peak bytes, every finding's verdict recomputed from the files by the rule, analysis where JAX cannot
 compute, bad settings and missing stacks as one-line errors before anything is written, and the findings on
 made-up numbers."""
 
@@ -24,6 +24,10 @@ SMOKE = e15.PRESET_TABLE["smoke"]
 @pytest.fixture(scope="module")
 def smoke(smoke_run):
     return smoke_run("e15")
+
+
+def _vocab(out):
+    return json.loads((out / "runs" / "model" / "config.json").read_text())["config"]["model"]["vocab_size"]
 
 
 def _read(out, name):
@@ -59,7 +63,14 @@ def test_every_stack_matches_the_float64_reference_and_the_profile_is_complete(s
                 r["batch"] * r["length"] / r["prefill_s"]
             )
         assert all(v > 0 for v in p["decode_s"].values())
-    assert prof["stacks"]["numpy_f64"]["shapes"]["2x16"]["peak_bytes"] > 0  # tracemalloc saw the arrays
+    v = prof["stacks"]["jax_jit"]["shapes"]["2x16"]
+    for s in SMOKE.stacks:  # each counted peak holds at least the call's own logits (float64 in NumPy)
+        r = prof["stacks"][s]["shapes"]["2x16"]
+        measurable = s not in ("jax_nojit", "onnxruntime")
+        assert (r["peak_bytes"] is not None) == measurable == (r["peak_method"] is not None)
+        if measurable:
+            assert r["peak_bytes"] >= 2 * 16 * _vocab(out) * (8 if s == "numpy_f64" else 4)
+    assert v["peak_method"] == "XLA temp + output"
 
 
 def test_findings_follow_the_rule_from_the_files(smoke):

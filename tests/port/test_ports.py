@@ -1,6 +1,7 @@
 """lab.port: the same parameters in PyTorch (eager, with its KV cache), ONNX Runtime and exported StableHLO,
-each against the NumPy float64 reference. torch.compile is not compiled here (its inductor backend takes tens of
-seconds per model on 2 cores); e15's cpu preset runs it on the published checkpoint (results/e15_stacks).
+each against the NumPy float64 reference; torch.compile (inductor, dynamic shapes, as e15 runs it) once, on the
+smallest model, as its C++ compile takes 15-20 s on 2 cores. And lab.port.memory's peak-bytes counters on
+allocations of known sizes.
 
 Tolerances (fixed): every float32 stack within 1e-4 (rtol and atol) of the float64 reference, the bound
 tests/model uses for the JAX model and the issue's goal. Parameters are drawn at a scale that keeps
@@ -182,6 +183,44 @@ def test_exported_stablehlo_reloads_and_matches_the_reference():
     with jax.default_matmul_precision("highest"):
         got = fn(tokens)
     np.testing.assert_allclose(got, numpy_ref.forward(cfg, params, tokens), rtol=TOL, atol=TOL)
+
+
+def test_torch_compile_matches_the_reference_at_two_shapes():
+    torch = _torch()
+    from lab.port import torch_port
+
+    cfg = CONFIGS["learned-layernorm-gelu-pre"]
+    params = _params(cfg, 5)
+    compiled = torch.compile(torch_port.from_params(cfg, params), dynamic=True)
+    for tokens in (_tokens(5), _tokens(6, b=2, t=7)):  # the second shape reuses the dynamic graph
+        want = numpy_ref.forward(cfg, params, tokens)
+        np.testing.assert_allclose(torch_port.logits(compiled, tokens), want, rtol=TOL, atol=TOL)
+
+
+def test_peak_bytes_count_what_a_call_allocates():
+    from lab.port import memory
+
+    assert memory.allocation_peak([4000, 8000, -4000, 2000, -8000]) == 12000
+    assert memory.allocation_peak([-100, 50]) == 0  # frees of what was allocated before the call: no peak
+
+    def numpy_call():
+        a = np.ones(1000)  # 8000 bytes
+        b = np.ones(2000)  # 16000 bytes, both live: the peak
+        del a
+        return b + 0.0  # 16000 more with b still live: 32000
+
+    assert 32000 <= memory.numpy_peak(numpy_call) < 32000 + 4096  # tracemalloc adds small Python objects
+    compiled = jax.jit(lambda x: x * 2.0).lower(np.ones((64, 64), np.float32)).compile()
+    assert memory.xla_peak(compiled) >= 64 * 64 * 4  # its output at least; the argument is not counted
+    torch = _torch()
+
+    def torch_call():
+        a = torch.empty(1000)  # 4000 bytes
+        b = torch.empty(2000)  # 8000: 12000 live
+        del a
+        return b, torch.empty(500)  # 10000 live
+
+    assert memory.torch_peak(torch_call) == 12000
 
 
 def test_parity_measures_on_known_numbers():
