@@ -493,7 +493,7 @@ def finding_qat(cfg: E14Config, qat: dict) -> Finding:
             ev.append(head + f"gap closed {_ms(closed, 3)} ({c.fmt(3)}: {parts[-1]})")
         else:
             gap = np.asarray(ptq) - np.asarray(qat["control"]["float"]["loss"])
-            d = compare(q, ptq, paired_by_seed=True)
+            d = compare(ptq, q, paired_by_seed=True)  # compare(a, b) reports b - a
             ev.append(
                 head + f"PTQ gap {_ms(gap)} nats, QAT - PTQ {d.fmt()} (reported, not judged: the goal is at "
                 f"<= {QAT_GOAL_MAX_BITS} bits)"

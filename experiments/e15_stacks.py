@@ -469,7 +469,8 @@ def _tables(cfg, par, prof, files, fresh, outs):
         ["stack", "batch x length", "prefill ms", "ratio", "tokens/s", "first call s", "peak bytes",
          "peak measured by"],
         note="Peak bytes: what one prefill call allocates above what was live before it (the parameters are "
-        "not counted), by each stack's own accounting; NumPy computes in float64. n/a: the stack exposes no "
+        "not counted), by each stack's own accounting; NumPy computes in float64 and converts the parameters to "
+        "float64 inside each call, which it counts. n/a: the stack exposes no "
         "per-call allocator statistics (JAX without jit dispatches op by op; ONNX Runtime's arena).",
     )  # fmt: skip
     for s in cfg.stacks:

@@ -15,8 +15,10 @@ JAX without jit (one dispatch per op) and ONNX Runtime (its arena) expose no per
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 import tracemalloc
 
@@ -61,8 +63,9 @@ def torch_peak(fn) -> int:
     events (one per allocation and free, signed bytes), in time order, through `allocation_peak`."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    with _without_usdt_lines():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     try:
@@ -77,3 +80,27 @@ def torch_peak(fn) -> int:
         if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0  # 0: the CPU
     )
     return allocation_peak(b for _, b in mem)
+
+
+@contextlib.contextmanager
+def _without_usdt_lines():
+    """The profiler's C++ side (kineto) prints a "USDT: ... profiler_start/stop" line to the process's stderr
+    at every start and stop, which no setting turns off; file descriptor 2 goes to a scratch file for the
+    call, and every other line is written back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            kept = [
+                ln for ln in scratch.read().splitlines(keepends=True) if b"SyncActivityProfiler" not in ln
+            ]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                sys.stderr.flush()

@@ -161,6 +161,7 @@ def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_ve
     qat["4"] = {"loss": [2.5, 2.6, 2.7]}  # far worse than PTQ: the verdict must not move
     f4 = e14.finding_qat(cfg, qat)
     assert f4.verdict == "qualified" and "4 bits: PTQ" in f4.evidence and "not judged" in f4.evidence
+    assert "QAT - PTQ Δ +0.590 [" in f4.evidence  # the sign: QAT's loss minus PTQ's
     assert f4.claim == f.claim == "QAT closes >= 50% of the PTQ gap at 3, 2 bits"
     only4 = e14.finding_qat(dataclasses.replace(cfg, qat_bits=(4,)), qat)
     assert only4.verdict == "inconclusive" and "no bit width <= 3" in only4.evidence
