@@ -32,7 +32,7 @@ Redraw:   lab analyze e07
 Writes:   results/e07_long_context/
   runs/scaling.json           per method (naive, blocked, banded): temporary bytes per length, forward and
                               forward+backward; naive's without YNNPACK fusions (the control, CPU only);
-                              seconds per forward+backward call at the timed lengths
+                              seconds per call at the timed lengths, forward and forward+backward
   runs/passkey/L<n>_<variant>/  one sweep over seeds per depth n and variant (full, window, sinks)
   runs/passkey_L<n>_<variant>.npz  per seed, eval length and distance: accuracy and loss of the answer
   runs/passkey/L1_full_<scheme>/, runs/passkey_L1_full_<scheme>.npz  the same for each of `positions`
@@ -111,7 +111,7 @@ class E07Config:
     stream_mult: int = 4  # streaming at this multiple of the text model's training length
     stream_examples: int = 16
     mem_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
-    time_lengths: tuple[int, ...] = (256, 512, 1024)
+    time_lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
     time_repeats: int = 3
     mem_heads: int = 4
     mem_head_dim: int = 32
@@ -263,12 +263,12 @@ def _scaling(cfg: E07Config, progress: bool) -> dict:
             )
             if method == "naive":  # the control: the same program without XLA CPU's YNNPACK fusions
                 plain.setdefault(mode, []).append(_temp_bytes_plain(lowered))
-            if mode == "forward+backward" and t in cfg.time_lengths:  # timed below: not compiled twice
-                timed[(method, t)] = compiled
+            if t in cfg.time_lengths:  # timed below: not compiled twice
+                timed[(method, mode, t)] = compiled
     times = {}
-    jobs = [(m, t) for m in METHODS for t in cfg.time_lengths]
-    for method, t in phase(jobs, "e07 timing", progress, lambda j: f"{j[0]} T={j[1]}"):
-        prog = timed.get((method, t)) or _programs(fns[method])["forward+backward"]
+    jobs = [(m, mode, t) for mode in MODES for m in METHODS for t in cfg.time_lengths]
+    for method, mode, t in phase(jobs, "e07 timing", progress, lambda j: f"{j[0]} {j[1]} T={j[2]}"):
+        prog = timed.get((method, mode, t)) or _programs(fns[method])[mode]
         args = [jax.random.normal(jax.random.PRNGKey(i), shape(t), jnp.float32) for i in range(4)]
         jax.block_until_ready(prog(*args))  # warm up (and compile, for a length the memory phase left out)
         seconds = []
@@ -276,7 +276,7 @@ def _scaling(cfg: E07Config, progress: bool) -> dict:
             start = time.perf_counter()
             jax.block_until_ready(prog(*args))
             seconds.append(time.perf_counter() - start)
-        times.setdefault(method, []).append(seconds)
+        times.setdefault(mode, {}).setdefault(method, []).append(seconds)
     return {
         "temp_bytes": res,
         "naive_plain_temp_bytes": plain,
@@ -363,7 +363,7 @@ def analyze(cfg: E07Config, out: Path):
     text = load_runs({"full": out / "runs" / "text" / "full"})["full"]
     stream = read_measurement(out / "runs" / "streaming.npz", cfg)
     slopes = _slopes(cfg, scaling)
-    outs.table("scaling.md", _scaling_table(cfg, scaling, slopes))
+    outs.table("scaling.md", _scaling_table(cfg, scaling, slopes), _time_table(cfg, scaling))
     _scaling_plots(cfg, scaling, slopes, outs)
     summary = {k: _passkey_summary(cfg, g["accuracy"]) for k, g in grid.items()}
     outs.table("passkey.md", _passkey_table(cfg, runs, summary))
@@ -506,8 +506,30 @@ def _fmt_slope(s) -> str:
 
 
 def _time_slopes(cfg, scaling) -> dict:
+    """{(method, mode): (slope, ci95)} of the median seconds per call against T (log-log least squares)."""
     secs = scaling["seconds"]
-    return {m: loglog_slope(cfg.time_lengths, [np.median(s) for s in secs[m]]) for m in METHODS}
+    return {
+        (m, mode): loglog_slope(cfg.time_lengths, [np.median(s) for s in secs[mode][m]])
+        for m in METHODS
+        for mode in MODES
+    }
+
+
+def _time_table(cfg, scaling) -> Table:
+    t = Table(
+        f"Seconds per attention call against length T on {scaling['device']} (ms, median of {cfg.time_repeats} "
+        "after a warm-up)",
+        ["method", "pass", *[f"T={x}" for x in cfg.time_lengths], "log-log slope"],
+        note="The programs whose memory is above, run on random q, k, v (and dO) once compiled. Exact attention "
+        "does T^2 work whatever its memory (slope about 2 for naive and blocked); banded does T x window "
+        "(slope about 1). No goal: time is reported, not judged.",
+    )
+    slopes = _time_slopes(cfg, scaling)
+    for m in METHODS:
+        for mode in MODES:
+            ms = [f"{np.median(s) * 1e3:.1f}" for s in scaling["seconds"][mode][m]]
+            t.add(m, mode, *ms, _fmt_slope(slopes[(m, mode)]))
+    return t
 
 
 def _scaling_table(cfg, scaling, slopes) -> Table:
@@ -521,15 +543,7 @@ def _scaling_table(cfg, scaling, slopes) -> Table:
         "run: the bytes are XLA's plan, the same on every run. Goal: slope 2.0 ± 0.1 naive, <= 1.1 blocked "
         "and banded. Control rows (where measured, not in the verdict): the naive programs compiled with XLA "
         "CPU's YNNPACK fusions off (xla_cpu_experimental_ynn_fusion_type empty), whose plan does not change "
-        f"with T. Seconds per forward+backward call on {scaling['device']} (median of "
-        f"{cfg.time_repeats}) at T = {', '.join(map(str, cfg.time_lengths))}: "
-        + "; ".join(
-            f"{m} " + ", ".join(f"{np.median(s) * 1e3:.1f} ms" for s in scaling["seconds"][m])
-            for m in METHODS
-        )
-        + " (time log-log slopes: "
-        + ", ".join(f"{m} {_fmt_slope(s)}" for m, s in _time_slopes(cfg, scaling).items())
-        + ").",
+        "with T.",
     )
     for m in METHODS:
         for mode in MODES:
@@ -569,19 +583,16 @@ def _scaling_plots(cfg, scaling, slopes, outs) -> None:
         plots.finish(ax, f"{mode}", "sequence length T (tokens)", "temporary memory (MiB)")
     fig.suptitle("e07: attention's temporary memory against length (XLA memory_analysis, compiled only)")
     plots.save(fig, outs.plot("memory.png"))
-    fig, axes = plots.figure()
-    ax = axes[0, 0]
-    for j, m in enumerate(METHODS):
-        secs = [np.asarray(s) * 1e3 for s in scaling["seconds"][m]]
-        plots.points(ax, cfg.time_lengths, secs, m, color=f"C{j}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    plots.finish(
-        ax,
-        f"e07: forward+backward time ({scaling['device']}, each repeat)",
-        "sequence length T (tokens)",
-        "time per call (ms)",
-    )
+    fig, axes = plots.figure(ncols=2, width=5.0)
+    for i, mode in enumerate(MODES):
+        ax = axes[0, i]
+        for j, m in enumerate(METHODS):
+            secs = [np.asarray(s) * 1e3 for s in scaling["seconds"][mode][m]]
+            plots.points(ax, cfg.time_lengths, secs, m, color=f"C{j}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        plots.finish(ax, mode, "sequence length T (tokens)", "time per call (ms)")
+    fig.suptitle(f"e07: attention time against length ({scaling['device']}, each repeat)")
     plots.save(fig, outs.plot("time.png"))
 
 
