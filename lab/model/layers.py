@@ -252,15 +252,22 @@ class Attention(nn.Module):
         )
         t = x_BTD.shape[1]
         if cache is not None:
-            bias_fn = None if pos.bias is None else (lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c))
+            # blocked and banded models attend over the cache in key blocks too (linear memory in a long
+            # prefill chunk); a ring with sinks, and naive and fused models, score all slots at once
+            impl = "blocked" if c.attention in ("blocked", "banded") and not cache.sinks else "naive"
+            slopes = ops.alibi_slopes(h) if impl == "blocked" and pos.bias is _alibi else None
+            bias_fn = None
+            if pos.bias is not None and slopes is None:
+                bias_fn = lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c)  # noqa: E731
             sink_kw = {}
             if cache.sinks:  # renumbered inside the cache (its window and sinks, not the model's)
                 q_pos = cache.length + jnp.arange(t)
                 rot = _sink_rotation(pos, rewire_only, c, q_pos, cache.window, cache.sinks)
                 sink_kw = dict(sink_qkv_fn=rot)
             y, k_new, v_new = kv_cache.cached_multi_head_attention(
-                cache, layer, x_BTD, *weights, qkv_fn=qkv_fn, bias_fn=bias_fn, **sink_kw, **biases
-            )
+                cache, layer, x_BTD, *weights, qkv_fn=qkv_fn, bias_fn=bias_fn, impl=impl, slopes_H=slopes,
+                block=c.attn_block, **sink_kw, **biases,
+            )  # fmt: skip
             return y, (k_new, v_new)
         if c.attention != "naive" or c.window is not None:
             q, kk, v = ops.attention.project_qkv(x_BTD, *weights[:3], **_qkv_biases(biases), qkv_fn=qkv_fn)

@@ -156,8 +156,22 @@ def visible(key_pos_S, q_pos_T, window: int | None) -> jnp.ndarray:
     return m if window is None else m & (kp > qp - window)
 
 
+CACHE_IMPLS = ("naive", "blocked")
+
+
 def attend(
-    cache: KVCache, layer: int, q_BTHD, k_BTKD, v_BTKD, *, scale=None, bias_fn=None, q_sinks_BTHD=None
+    cache: KVCache,
+    layer: int,
+    q_BTHD,
+    k_BTKD,
+    v_BTKD,
+    *,
+    scale=None,
+    bias_fn=None,
+    q_sinks_BTHD=None,
+    impl: str = "naive",
+    slopes_H=None,
+    block: int = 64,
 ):
     """Attention of T new queries over the cache plus their own T new keys; returns (out_BTHD, new k, new v).
 
@@ -166,10 +180,31 @@ def attend(
     `bias_fn(q_pos_T, key_pos_S) -> (H, T, S)` adds a score bias from absolute positions (ALiBi); slots
     that are empty (position -1) are masked whatever their bias. With sinks, `q_sinks_BTHD` (default q)
     scores the sink keys, and `bias_fn` sees the renumbered query positions for them (module docstring).
+
+    `impl`: "naive" scores all T x S pairs at once (dot_product_attention, mask from positions); "blocked"
+    runs lab.ops.long_attention.blocked_attention over the same keys and positions, `block` keys at a time
+    with an online softmax, so a long prefill chunk never holds a T x S array (ALiBi through `slopes_H`,
+    not `bias_fn`). A ring with sinks always scores naively (its renumbered sink positions need the full
+    score matrix's bias).
     """
+    if impl not in CACHE_IMPLS:
+        raise ValueError(f"impl must be one of {CACHE_IMPLS}, got {impl!r}")
     if cache.sinks:
         return _attend_sinks(cache, layer, q_BTHD, k_BTKD, v_BTKD, scale, bias_fn, q_sinks_BTHD)
-    bias = (lambda kp, qp: None) if bias_fn is None else (lambda kp, qp: bias_fn(qp, kp))
+    if impl == "blocked" and bias_fn is not None and slopes_H is None:
+        raise ValueError("impl='blocked' takes the ALiBi bias as slopes_H, not as bias_fn")
+
+    def over(k_all, v_all, key_pos, q_pos, window):
+        if impl == "blocked":
+            return long_attention.blocked_attention(
+                q_BTHD, k_all, v_all, q_pos=q_pos, k_pos=key_pos, window=window, slopes_H=slopes_H,
+                block=block, scale=scale,
+            )  # fmt: skip
+        bias = None if bias_fn is None else bias_fn(q_pos, key_pos)
+        return dot_product_attention(
+            q_BTHD, k_all, v_all, visible(key_pos, q_pos, window), scale=scale, bias=bias
+        )
+
     t = q_BTHD.shape[1]
     q_pos = cache.length + jnp.arange(t, dtype=jnp.int32)
     k_old, v_old = cache.k[layer], cache.v[layer]
@@ -177,10 +212,7 @@ def attend(
         k_all = write(k_old, k_BTKD, cache.length)
         v_all = write(v_old, v_BTKD, cache.length)
         key_pos = jnp.where(jnp.arange(cache.size) < cache.length + t, jnp.arange(cache.size), -1)
-        out = dot_product_attention(
-            q_BTHD, k_all, v_all, visible(key_pos, q_pos, None), scale=scale, bias=bias(key_pos, q_pos)
-        )
-        return out, k_all, v_all
+        return over(k_all, v_all, key_pos, q_pos, None), k_all, v_all
     w = cache.size
     if t == 1:
         # One new token evicts position length - W, which is outside its own window: write first, attend
@@ -188,21 +220,16 @@ def attend(
         slots = _slots(cache, 1)
         k_all, v_all = _ring_write(k_old, k_BTKD, slots), _ring_write(v_old, v_BTKD, slots)
         key_pos = cache.pos.at[slots].set(q_pos)
-        out = dot_product_attention(
-            q_BTHD, k_all, v_all, visible(key_pos, q_pos, w), scale=scale, bias=bias(key_pos, q_pos)
-        )
-        return out, k_all, v_all
+        return over(k_all, v_all, key_pos, q_pos, w), k_all, v_all
     # A chunk (prefill): its early queries still need rows its later keys evict, so attend over the old
     # slots and the new rows together, then keep the newest min(T, W) rows.
     key_pos = jnp.concatenate([cache.pos, q_pos])
-    mask = visible(key_pos, q_pos, w)
-    out = dot_product_attention(
-        q_BTHD,
+    out = over(
         jnp.concatenate([k_old, k_BTKD.astype(k_old.dtype)], axis=1),
         jnp.concatenate([v_old, v_BTKD.astype(v_old.dtype)], axis=1),
-        mask,
-        scale=scale,
-        bias=bias(key_pos, q_pos),
+        key_pos,
+        q_pos,
+        w,
     )
     keep = min(t, w)
     slots = _slots(cache, t)[t - keep :]
@@ -271,11 +298,14 @@ def cached_multi_head_attention(
     qkv_fn=None,
     bias_fn=None,
     sink_qkv_fn=None,
+    impl: str = "naive",
+    slopes_H=None,
+    block: int = 64,
 ):
     """`multi_head_attention` (lab.ops.attention) of T new tokens that also attend to the cached positions.
     `qkv_fn` rewires/rotates the new q, k, v (RoPE at their absolute positions: cached keys are stored
     rotated); `bias_fn` is as in `attend`. With sinks, `sink_qkv_fn` (if given) makes the queries used
-    against the sink keys (RoPE at the renumbered positions).
+    against the sink keys (RoPE at the renumbered positions). `impl`, `slopes_H`, `block`: as in `attend`.
 
     Returns (y_BTD, k_BSKD, v_BSKD): the output and layer `layer`'s cache arrays with the new rows written.
     """
@@ -283,7 +313,18 @@ def cached_multi_head_attention(
     q_sinks = None
     if cache.sinks and sink_qkv_fn is not None:
         q_sinks = project_qkv(x_BTD, wq_DHE, wk_DKE, wv_DKE, bq_HE, bk_KE, bv_KE, sink_qkv_fn)[0]
-    o, k_all, v_all = attend(cache, layer, q, k, v, bias_fn=bias_fn, q_sinks_BTHD=q_sinks)
+    o, k_all, v_all = attend(
+        cache,
+        layer,
+        q,
+        k,
+        v,
+        bias_fn=bias_fn,
+        q_sinks_BTHD=q_sinks,
+        impl=impl,
+        slopes_H=slopes_H,
+        block=block,
+    )
     return project_out(o, wo_HED, bo_D, x_BTD.dtype), k_all, v_all
 
 

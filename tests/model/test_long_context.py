@@ -1,7 +1,7 @@
 """Project 7's model settings (model.attention, model.window, model.sinks): every way of computing attention
 (naive, blocked, banded, fused) gives the default model's logits, a window covering the sequence changes
-nothing, decoding through a ring KV cache with sinks (or a fused model through its cache) gives the full
-forward's logits, positions are renumbered inside the sink cache, and bad sizes are refused at config time.
+nothing, decoding through a ring KV cache with sinks (or a fused, blocked or banded model through its cache,
+which attends in key blocks for the latter two) gives the full forward's logits, positions are renumbered inside the sink cache, and bad sizes are refused at config time.
 
 Tolerance: rtol = atol = 1e-5 on float32 logits (two blocks of O(1) activations; the computations differ only
 in the order of float32 sums, ~1e-7), as in tests/ops/test_long_attention.py.
@@ -75,12 +75,17 @@ def test_fused_attention_in_bfloat16_is_finite_and_close_to_float32():
     np.testing.assert_allclose(got, apply(cfg, p, x), rtol=0, atol=2**-7)
 
 
-@pytest.mark.parametrize("position,window", [("rope", None), ("alibi", 5)])
-def test_decoding_a_fused_model_through_the_cache_equals_its_full_forward(position, window):
-    """The cache path keeps its own attention for every model.attention (masks from positions, since the
-    new queries are not keys 0..T-1): a prefill chunk, then one token at a time (a full cache, or a ring of
-    the model's window), gives the fused model's full-forward logits and the same greedy tokens."""
-    cfg = model(position=position, window=window, attention="fused")
+@pytest.mark.parametrize(
+    "attention,position,window",
+    [("fused", "rope", None), ("fused", "alibi", 5), ("blocked", "rope", None), ("blocked", "alibi", None),
+     ("blocked", "learned", 5), ("banded", "alibi", 5)],
+)  # fmt: skip
+def test_decoding_through_the_cache_equals_the_full_forward(attention, position, window):
+    """The cache attends with masks from positions (the new queries are not keys 0..T-1): naively for fused
+    models, in key blocks of 8 with an online softmax for blocked and banded ones (ALiBi as slopes). A
+    prefill chunk, then one token at a time (a full cache, or a ring of the model's window), gives the
+    model's full-forward logits and the same greedy tokens."""
+    cfg = model(position=position, window=window, attention=attention, attn_block=8)
     p, x = init(cfg, jax.random.PRNGKey(1)), tokens()
     want = apply(cfg, p, x)
     cache = init_cache(cfg, 2, T)

@@ -1,6 +1,7 @@
 """Tests for lab.ops.kv_cache: attention over a cache filled chunk by chunk equals a NumPy float64 attention
 over the whole sequence (causal; causal + sliding window for the ring buffer), for MHA and GQA; the ring
-buffer holds exactly the last W positions; measured bytes equal the formula.
+buffer holds exactly the last W positions, scoring naively or in key blocks (impl="blocked", whose long
+prefill XLA plans without the T x S score array); measured bytes equal the formula.
 
 Tolerance: rtol = atol = 1e-5, as in test_attention.py (float32 with O(1) inputs, head size 8, at most 24
 keys: float32-vs-float64 differences are ~1e-7; a leaked masked key or a wrong slot changes outputs at
@@ -48,13 +49,13 @@ def _qkv(t, kv, seed=0):
     )
 
 
-def _run_chunks(cache, q, k, v, chunks):
+def _run_chunks(cache, q, k, v, chunks, impl="naive"):
     """Feed the sequence through layer 0 of `cache` in chunks of the given sizes; outputs concatenated."""
     outs, start = [], 0
-    attend = jax.jit(kv_cache.attend, static_argnums=1)
+    attend = jax.jit(kv_cache.attend, static_argnums=1, static_argnames=("impl", "block"))
     for c in chunks:
         sl = slice(start, start + c)
-        o, k_new, v_new = attend(cache, 0, q[:, sl], k[:, sl], v[:, sl])
+        o, k_new, v_new = attend(cache, 0, q[:, sl], k[:, sl], v[:, sl], impl=impl, block=4)
         cache = kv_cache.advance(cache, [k_new], [v_new], c)
         outs.append(np.asarray(o))
         start += c
@@ -62,12 +63,16 @@ def _run_chunks(cache, q, k, v, chunks):
 
 
 @pytest.mark.parametrize("kv", [4, 2, 1])  # MHA, GQA, MQA
-@pytest.mark.parametrize("chunks", [[24], [5] + [1] * 19, [1] * 24, [7, 9, 1, 7]])
-def test_full_cache_equals_whole_sequence_attention(kv, chunks):
+@pytest.mark.parametrize(
+    "chunks, impl",
+    [([24], "naive"), ([5] + [1] * 19, "naive"), ([1] * 24, "naive"), ([7, 9, 1, 7], "naive"),
+     ([24], "blocked"), ([7, 9, 1, 7], "blocked")],
+)  # fmt: skip
+def test_full_cache_equals_whole_sequence_attention(kv, chunks, impl):
     t = sum(chunks)
     q, k, v = _qkv(t, kv)
     cache = kv_cache.init(1, B, 32, kv, D)  # more slots than positions: the empty ones must stay invisible
-    out, cache = _run_chunks(cache, q, k, v, chunks)
+    out, cache = _run_chunks(cache, q, k, v, chunks, impl)
     np.testing.assert_allclose(out, np_reference(q, k, v), rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(np.asarray(cache.k[0])[:, :t], k)
     np.testing.assert_array_equal(np.asarray(cache.k[0])[:, t:], 0.0)
@@ -77,18 +82,38 @@ def test_full_cache_equals_whole_sequence_attention(kv, chunks):
 
 @pytest.mark.parametrize("kv", [4, 2])
 @pytest.mark.parametrize(
-    "window, chunks", [(6, [1] * 20), (6, [4] + [1] * 16), (6, [9, 1, 1, 13]), (5, [3, 8, 2])]
-)
-def test_ring_cache_equals_sliding_window_attention_and_holds_the_last_w_positions(kv, window, chunks):
+    "window, chunks, impl",
+    [(6, [1] * 20, "naive"), (6, [4] + [1] * 16, "naive"), (6, [9, 1, 1, 13], "naive"), (5, [3, 8, 2], "naive"),
+     (6, [9, 1, 1, 13], "blocked"), (5, [3, 8, 2], "blocked")],
+)  # fmt: skip
+def test_ring_cache_equals_sliding_window_attention_and_holds_the_last_w_positions(kv, window, chunks, impl):
     t = sum(chunks)
     q, k, v = _qkv(t, kv, seed=1)
     cache = kv_cache.init(1, B, window, kv, D, ring=True)
-    out, cache = _run_chunks(cache, q, k, v, chunks)
+    out, cache = _run_chunks(cache, q, k, v, chunks, impl)
     np.testing.assert_allclose(out, np_reference(q, k, v, window), rtol=RTOL, atol=ATOL)
     pos = np.asarray(cache.pos)
     assert sorted(pos.tolist()) == list(range(t - window, t))  # the newest W positions, nothing else
     np.testing.assert_array_equal(pos % window, np.arange(window))  # position p lives in slot p mod W
     np.testing.assert_array_equal(np.asarray(cache.v[0]), v[:, pos])
+
+
+def test_a_blocked_prefill_never_holds_the_score_matrix():
+    """XLA's plan (compiled, not run) for one prefill chunk of T = S tokens into a full cache, 4 heads: naive
+    scoring keeps at least one float32 (B, H, T, S) array, and doubling T quadruples its temporaries;
+    blocked scoring (64 keys a step) holds T x 64 scores, and doubling T at most doubles them (+10%)."""
+
+    def temp(impl, t):
+        cache = kv_cache.init(1, B, t, H, D)
+        x = jax.ShapeDtypeStruct((B, t, H, D), jnp.float32)
+        fn = jax.jit(lambda c, q, k, v: kv_cache.attend(c, 0, q, k, v, impl=impl, block=64))
+        return fn.lower(cache, x, x, x).compile().memory_analysis().temp_size_in_bytes
+
+    naive, blocked = ([temp(impl, t) for t in (512, 1024)] for impl in kv_cache.CACHE_IMPLS)
+    assert naive[1] >= B * H * 1024 * 1024 * 4 and naive[1] / naive[0] >= 3.5, naive
+    assert blocked[1] / blocked[0] <= 2.2 and blocked[1] < naive[1] / 4, blocked
+    with pytest.raises(ValueError, match="impl must be one of"):
+        kv_cache.attend(kv_cache.init(1, B, 4, H, D), 0, *(jnp.zeros((B, 1, H, D)),) * 3, impl="flash")
 
 
 def test_ring_that_is_never_full_equals_the_full_cache():
