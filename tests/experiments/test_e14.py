@@ -167,6 +167,27 @@ def test_findings_on_made_up_numbers(rise8, agree8, int8_verdict, order, gran_ve
     assert only4.verdict == "inconclusive" and "no bit width <= 3" in only4.evidence
 
 
+def test_the_bits_law_recovers_a_known_one():
+    """Losses drawn from L = E + A (2^bits)^-alpha with a different E, A, alpha per seed and scheme: the fit
+    (lab.analysis.scaling, reused here) gives them back; fewer than 3 bit widths leave the law out."""
+    cfg = e14.PRESET_TABLE["cpu"]
+    truth = {
+        "sym-channel": [(2.7, 3.0, 2.0), (2.8, 5.0, 2.5), (2.6, 1.5, 1.8)],
+        "sym-tensor": [(2.7, 40.0, 3.2)] * 3,
+    }
+    ptq = {"float": {"loss": [2.7, 2.8, 2.6]}, "schemes": {}}
+    for name, seeds in truth.items():
+        ptq["schemes"][name] = {
+            str(b): {"loss": [e + a * 2.0 ** (-alpha * b) for e, a, alpha in seeds]} for b in cfg.bits
+        }
+    laws = e14.bits_laws(cfg, ptq)
+    for name, seeds in truth.items():
+        np.testing.assert_allclose(laws[name]["alpha"], [x[2] for x in seeds], rtol=1e-3)
+        np.testing.assert_allclose(laws[name]["E"], [x[0] for x in seeds], rtol=1e-5)
+        np.testing.assert_allclose(laws[name]["A"], [x[1] for x in seeds], rtol=1e-2)
+    assert e14.bits_laws(dataclasses.replace(cfg, bits=(8, 4)), ptq) is None
+
+
 @pytest.mark.parametrize("target", ["stablehlo", "onnx"])
 def test_a_missing_export_requirement_is_a_one_line_error_before_anything_is_written(
     tmp_path, capsys, monkeypatch, target
