@@ -11,6 +11,12 @@ Claims tested, all on the same clean real validation text:
      of the distribution (mass on rare tokens, distinct n-grams) and raises the loss on real data, while
      keeping every earlier generation's data beside the real data ("accumulate"; Gerstgrasser et al. 2024,
      "Is model collapse inevitable?") keeps the loss bounded.
+  3. Wrong facts are learned as facts: models trained on the statements of a small key-value fact world
+     (`fact_entities` entities, few enough to memorize in `facts_train.steps`), wrong at each of
+     `wrong_rates` (another value of the attribute), put less probability on the true values than models
+     trained on true statements only; scored by each candidate value's byte log-probability after "The
+     <attribute> of <entity> is", normalized over the attribute's values, against a learner of the
+     statements' frequencies (1 - rate, the true value still on top).
 
 The real data is the repo's real corpus (`data.name`, by default the standard library's docstrings, as e02,
 e10 and e11 use), cut into paragraph documents, cleaned before anything trains (lab.data.clean): exact
@@ -30,9 +36,11 @@ Redraw:   lab analyze e16
 Writes:   results/e16_synthetic_data/
   runs/curves/          one sweep: every data condition x seed (config.json, metrics.jsonl, checkpoints/)
   runs/collapse/gen<g>/ one sweep per generation: regimes x seeds (generation 0: seeds, on real data)
+  runs/facts/           one sweep: wrong-fact rate x seed, validated on true statements
+  runs/facts.json       per member: probability on the true values and top-1 share over the facts
   runs/data.json        cleaning report, contamination counts, realized noise rates, stream sizes
   runs/collapse.json    per generation and chain: distinct-n and rare-token mass of its samples
-  plots/curves.png, plots/crossover.png, plots/collapse.png, tables/*.md, findings.json
+  plots/curves.png, plots/crossover.png, plots/collapse.png, plots/facts.png, tables/*.md, findings.json
 """
 
 from __future__ import annotations
@@ -44,9 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, compare, headline, summarize
+from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
 from lab.analysis.findings import evidence_summary
 from lab.analysis.stats import t_quantile
 from lab.config import check, check_at_least
@@ -57,7 +66,7 @@ from lab.data.streams import MemberStreams
 from lab.experiment import Experiment
 from lab.infer import generate_cached
 from lab.infer.diversity import distinct_n
-from lab.model import ModelConfig
+from lab.model import ModelConfig, apply
 from lab.runs import load_run, read_measurement, write_measurement
 from lab.train import Member, SweepSpec, TrainConfig, train_sweep
 from lab.train.config import TRAIN_PRESETS
@@ -102,6 +111,14 @@ class E16Config:
         eval_batches=16,
         ckpt_every=80,
     )
+    # wrong facts: a small world of key-value facts (few enough to be memorized in `train.steps`), its
+    # statements wrong at each rate (another value of the attribute), one model per rate and seed; scored on
+    # the world's true facts
+    wrong_rates: tuple[float, ...] = (0.0, 0.2, 0.4)
+    fact_entities: int = 8
+    facts_train: TrainConfig = TrainConfig(
+        steps=600, batch_size=16, lr=3e-3, warmup_steps=30, eval_every=150, eval_batches=16, ckpt_every=600
+    )
     prompt_len: int = 1  # sampling prompt: tokens from the chain's own current data
     temperature: float = 1.0
     rare_mass: float = 0.1  # rare tokens: the least frequent real tokens holding this much real mass
@@ -115,7 +132,7 @@ class E16Config:
         check(
             self.data.tokenizer == "byte", f"data.tokenizer must be 'byte' here, got {self.data.tokenizer!r}"
         )
-        for name in ("noise_levels", "mix_levels", "mix_fraction", "rare_mass", "dup_rate"):
+        for name in ("noise_levels", "mix_levels", "mix_fraction", "rare_mass", "dup_rate", "wrong_rates"):
             for v in (
                 getattr(self, name) if isinstance(getattr(self, name), tuple) else (getattr(self, name),)
             ):
@@ -129,6 +146,12 @@ class E16Config:
             set(self.mix_levels) <= set(lv), f"mix_levels {self.mix_levels} must be among noise_levels {lv}"
         )
         check(0 < self.mix_fraction < 1, f"mix_fraction must be in (0, 1), got {self.mix_fraction}")
+        wr = self.wrong_rates
+        check(
+            len(wr) >= 2 and 0.0 in wr and list(wr) == sorted(set(wr)),
+            f"wrong_rates must be >= 2 distinct increasing rates including 0 (true facts only), got {wr}",
+        )
+        synthetic.FactWorld(self.data_seed, self.fact_entities)  # refuses a size out of range
         check(
             len(self.split) == 3 and all(f > 0 for f in self.split) and abs(sum(self.split) - 1) < 1e-9,
             f"split must be three fractions > 0 summing to 1 (train, val, test), got {self.split}",
@@ -160,7 +183,7 @@ PRESET_TABLE = {
         model=ModelConfig(max_len=16, n_layers=1, d_model=16, n_heads=2),
         train=TRAIN_PRESETS["smoke"], collapse_train=TRAIN_PRESETS["smoke"].replace(steps=10),
         seeds=2, real_docs=200, noise_levels=(0.0, 0.3, 0.8), mix_levels=(0.8,), generations=2,
-        collapse_tokens=2048,
+        collapse_tokens=2048, wrong_rates=(0.0, 0.5), fact_entities=4, facts_train=TRAIN_PRESETS["smoke"],
     ),
     "cpu": E16Config(),
     "gpu": E16Config(
@@ -231,6 +254,8 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
     for p in cfg.mix_levels:
         streams[f"mix@{p:g}"] = np.concatenate([streams[f"real@{p:g}"][: size - k_syn], synth[:k_syn]])
     streams["val"], streams["test"] = _bytes(splits["val"]), _bytes(splits["test"])
+    facts, wrong = fact_streams(cfg, size)
+    streams |= facts
     streams["collapse_real"] = streams["real@0"][: cfg.collapse_tokens]
     record = {
         "documents": len(docs),
@@ -243,8 +268,91 @@ def prepare(cfg: E16Config) -> tuple[dict[str, np.ndarray], dict]:
         "stream_tokens": size,
         "val_tokens": int(streams["val"].size),
         "collapse_tokens": int(streams["collapse_real"].size),
+        "wrong_facts": wrong,
     }
     return streams, record
+
+
+def fact_streams(cfg: E16Config, size: int) -> tuple[dict[str, np.ndarray], dict]:
+    """({"facts@<r>": stream of `size` bytes whose statements are wrong at rate r, for r in wrong_rates,
+    "facts_val": true statements only, another draw}, {r: realized wrong share}): documents of the small fact
+    world (`fact_entities` entities, lab.data.synthetic.facts), as many as it takes to fill `size` bytes."""
+    world = synthetic.FactWorld(cfg.data_seed, cfg.fact_entities)
+    streams, wrong = {}, {}
+    for i, r in enumerate((*cfg.wrong_rates, None)):
+        seed, n, docs, bad, total = cfg.data_seed + 31 * (i + 1), 256, [], 0, 0
+        while sum(len(d) + 2 for d in docs) < size:
+            docs, bad, total = synthetic.facts(n, world, seed, wrong_rate=r or 0.0)
+            n *= 2
+        stream = _bytes(docs)[:size]
+        if r is None:
+            streams["facts_val"] = stream[: max(size // 8, 4096)]
+        else:
+            streams[f"facts@{r:g}"] = stream
+            wrong[f"{r:g}"] = {"wrong": bad, "statements": total, "rate": bad / max(total, 1)}
+    return streams, wrong
+
+
+def fact_probe(cfg: E16Config) -> dict:
+    """Every (entity, attribute) of the fact world with every candidate value: rows of max_len + 1 bytes
+    ending in "The <attribute> of <entity> is <value>." after a true statement about another entity (the
+    context a training window has), right-aligned. Returns tokens (N, max_len + 1) uint8, the fact index
+    of each row, whether its value is the true one, and its value's length in bytes (value and ".")."""
+    world = synthetic.FactWorld(cfg.data_seed, cfg.fact_entities)
+    truth, ents = world.truth, world.entities
+    rows, owner, is_true, tail = [], [], [], []
+    for i, (e, a) in enumerate((e, a) for e in ents for a in synthetic.ATTRIBUTES):
+        other = ents[(ents.index(e) + 1) % len(ents)]
+        ctx = synthetic.fact_sentence(other, a, truth[(other, a)]) + f" The {a} of {e} is "
+        for v in synthetic.ATTRIBUTES[a]:
+            b = (ctx + v + ".").encode("utf-8")[-(cfg.model.max_len + 1) :]
+            rows.append(np.frombuffer(b.rjust(cfg.model.max_len + 1, b" "), np.uint8))
+            owner.append(i)
+            is_true.append(v == truth[(e, a)])
+            tail.append(len(v) + 1)
+    return {
+        "tokens": np.stack(rows),
+        "fact": np.asarray(owner),
+        "true": np.asarray(is_true),
+        "tail": np.asarray(tail),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _row_logprobs(model, params, tokens_NL):
+    """(M, N, L - 1): each member's log-probability of every next byte of every row."""
+
+    def one(p):
+        logp = jax.nn.log_softmax(apply(model, p, tokens_NL[:, :-1]).astype(jnp.float32), axis=-1)
+        return jnp.take_along_axis(logp, tokens_NL[:, 1:, None], axis=-1)[..., 0]
+
+    return jax.vmap(one)(params)
+
+
+def fact_scores(cfg: E16Config, model, params) -> dict:
+    """Per member (M): the probability its candidate scores (each value's summed byte log-probability,
+    normalized over the attribute's values) put on the true value, averaged over the facts, and the share
+    of facts whose true value scores highest."""
+    probe = fact_probe(cfg)
+    lp = np.asarray(_row_logprobs(model, params, jnp.asarray(probe["tokens"], jnp.int32)), np.float64)
+    cols = np.arange(lp.shape[-1])[None, :]
+    in_value = cols >= lp.shape[-1] - probe["tail"][:, None]  # (N, L - 1): the value's bytes and "."
+    score = (lp * in_value[None]).sum(-1)  # (M, N)
+    p_true, top1 = [], []
+    for f in range(int(probe["fact"].max()) + 1):
+        sel = probe["fact"] == f
+        z = score[:, sel] - score[:, sel].max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        t = np.argmax(probe["true"][sel])
+        p_true.append(p[:, t])
+        top1.append(np.argmax(p, axis=1) == t)
+    chance = float(np.mean([1 / probe["fact"].tolist().count(f) for f in range(len(p_true))]))
+    return {
+        "p_true": np.mean(p_true, axis=0).tolist(),
+        "top1": np.mean(top1, axis=0).tolist(),
+        "chance": chance,
+        "facts": len(p_true),
+    }
 
 
 def rare_tokens(real: np.ndarray, mass: float) -> np.ndarray:
@@ -327,7 +435,24 @@ def run(cfg: E16Config, out: Path, opts) -> None:
         cfg, cfg.train, [streams[n] for n in names], streams["val"], members, _info(cfg, ",".join(names))
     )
     train_sweep(out / "runs" / "curves", spec, desc="e16 curves", **kw)
+    _facts(cfg, out, streams, kw)
     _collapse(cfg, out, streams, kw)
+
+
+def _facts(cfg: E16Config, out: Path, streams: dict, kw: dict) -> None:
+    """One sweep of wrong_rates x seeds on the fact streams (validated on true statements), then the probe
+    of every member's final parameters: runs/facts.json, rate-major like the members."""
+    names = [f"facts@{r:g}" for r in cfg.wrong_rates]
+    members = [
+        Member(s, cfg.facts_train.lr, cfg.facts_train.init_scale, (c,))
+        for c in range(len(names))
+        for s in range(cfg.seeds)
+    ]
+    info = _info(cfg, "fact world: " + ",".join(names))
+    spec = _spec(cfg, cfg.facts_train, [streams[n] for n in names], streams["facts_val"], members, info)
+    train_sweep(out / "runs" / "facts", spec, desc="e16 wrong facts", **kw)
+    scores = fact_scores(cfg, spec.model, sweep_params(out / "runs" / "facts", spec))
+    write_measurement(out / "runs" / "facts.json", scores, cfg)
 
 
 def _collapse(cfg: E16Config, out: Path, streams: dict, kw: dict) -> None:
@@ -440,6 +565,51 @@ def finding_mixture(cfg: E16Config, final: dict) -> Finding:
         )
     claim = f"Replacing {cfg.mix_fraction:.0%} of noisy real data with synthetic data lowers the loss on clean real text"
     return Finding(claim, headline(parts), "; ".join(ev))
+
+
+def fact_table(cfg: E16Config, facts: dict, run) -> dict[str, dict]:
+    """Wrong-fact rate -> (seeds,) arrays: probability on the true values, top-1 share, and the final val
+    loss on true statements (the facts sweep is rate-major, like its members)."""
+    s, v = cfg.seeds, run.final_val_loss
+    return {
+        f"{r:g}": {
+            "p_true": np.asarray(facts["p_true"][i * s : (i + 1) * s]),
+            "top1": np.asarray(facts["top1"][i * s : (i + 1) * s]),
+            "loss": np.asarray(v[i * s : (i + 1) * s]),
+        }
+        for i, r in enumerate(cfg.wrong_rates)
+    }
+
+
+def finding_facts(cfg: E16Config, table: dict, facts: dict, wrong: dict) -> Finding:
+    """Wrong facts are learned: p(true value) falls from rate 0 to the largest rate (paired by seed: the
+    members of a seed share its initialization and batch keys). Tested only if the model learned the true
+    facts at rate 0 (p(true) above chance); otherwise inconclusive, and the evidence says why."""
+    lo, hi = f"{cfg.wrong_rates[0]:g}", f"{cfg.wrong_rates[-1]:g}"
+    learned = compare_to(table[lo]["p_true"], facts["chance"])
+    drop = compare(table[lo]["p_true"], table[hi]["p_true"], paired_by_seed=True)
+    ok = learned.verdict("greater") == "supported"
+    verdict = drop.verdict("less") if ok else "inconclusive"
+    per = "; ".join(
+        f"rate {r} (realized {wrong[r]['rate']:.3f}): p(true) {_ms(v['p_true'])}, top-1 {_ms(v['top1'])}, "
+        f"loss on true statements {_ms(v['loss'])} nats/byte"
+        for r, v in table.items()
+    )
+    ev = (
+        f"{facts['facts']} facts of {cfg.fact_entities} entities, {cfg.facts_train.steps} steps; {per}. "
+        f"Learned at rate {lo}: p(true) vs chance {facts['chance']:.3f} {learned.fmt()} "
+        f"({learned.verdict('greater')}); rate {hi} minus rate {lo}: {drop.fmt()}"
+        + ("" if ok else " (not judged: the model did not learn the true facts)")
+        + f". At rate {hi}, p(true) is {np.mean(table[hi]['p_true']) / np.mean(table[lo]['p_true']):.2f} of "
+        f"its value at rate {lo} and the true value scores highest for {np.mean(table[hi]['top1']):.0%} of the "
+        f"facts; a learner of the statements' frequencies would keep {1 - wrong[hi]['rate']:.2f} of it and the "
+        "true value on top of every fact (the wrong values are spread over the others)"
+    )
+    claim = (
+        f"Wrong facts are learned: at a wrong-fact rate of {float(hi):.0%} the model puts less probability on "
+        "the true values than when trained on true facts only"
+    )
+    return Finding(claim, verdict, ev)
 
 
 def collapse_series(cfg: E16Config, runs: dict, record: dict) -> dict:
@@ -601,21 +771,57 @@ def _tables(cfg, final, series, record, outs: Outputs) -> None:
     outs.table("collapse.md", g)
 
 
+def _fact_outputs(cfg, table: dict, facts: dict, wrong: dict, outs: Outputs) -> None:
+    t = Table(
+        f"Wrong facts: {facts['facts']} facts ({cfg.fact_entities} entities x {len(synthetic.ATTRIBUTES)} "
+        f"attributes), one model per wrong-fact rate and seed, {cfg.facts_train.steps} steps (mean ± sd, "
+        f"{cfg.seeds} seeds)",
+        ["wrong-fact rate", "realized", "p(true value)", "1 - realized", "top-1 true", "loss on true statements"],
+        note=f"p(true value): each candidate value's summed byte log-probability after \"The <attribute> of "
+        f"<entity> is\", normalized over the attribute's values, averaged over the facts; chance "
+        f"{facts['chance']:.3f}. 1 - realized: what a learner of the statements' frequencies would give.",
+    )  # fmt: skip
+    for r, v in table.items():
+        t.add(r, f"{wrong[r]['rate']:.3f}", _ms(v["p_true"]), f"{1 - wrong[r]['rate']:.3f}", _ms(v["top1"]),
+              _ms(v["loss"]))  # fmt: skip
+    outs.table("facts.md", t)
+    fig, axes = plots.figure(width=6.5)
+    ax = axes[0, 0]
+    rates = [float(r) for r in table]
+    plots.points(ax, rates, [v["p_true"] for v in table.values()], "p(true value)")
+    plots.points(ax, rates, [v["top1"] for v in table.values()], "top-1 is the true value")
+    realized = [1 - wrong[r]["rate"] for r in table]
+    ax.plot(rates, realized, color="grey", linestyle="--", label="1 - realized rate (frequency learner)")
+    ax.axhline(facts["chance"], color="black", linestyle=":", label=f"chance {facts['chance']:.3f}")
+    plots.finish(
+        ax,
+        f"e16: wrong facts in training, scored on the true facts ({cfg.seeds} seeds)",
+        "wrong-fact rate of the training statements",
+        "probability / share of facts",
+        outside=True,
+    )
+    plots.save(fig, outs.plot("facts.png"))
+
+
 def analyze(cfg: E16Config, out: Path):
     record = read_measurement(out / "runs" / "data.json", cfg)
     collapse = read_measurement(out / "runs" / "collapse.json", cfg)
     run = load_run(out / "runs" / "curves")
     gens = [load_run(out / "runs" / "collapse" / f"gen{g}") for g in range(cfg.generations + 1)]
+    facts = read_measurement(out / "runs" / "facts.json", cfg)
+    ftab = fact_table(cfg, facts, load_run(out / "runs" / "facts"))
     final = final_losses(cfg, run)
     series = collapse_series(cfg, gens, collapse)
     outs = Outputs(out)
     _tables(cfg, final, series, record, outs)
+    _fact_outputs(cfg, ftab, facts, record["wrong_facts"], outs)
     _plots(cfg, run, final, series, collapse, outs)
     findings = [
         finding_crossover(cfg, final),
         finding_mixture(cfg, final),
         finding_collapse(cfg, series, "replace"),
         finding_collapse(cfg, series, "accumulate"),
+        finding_facts(cfg, ftab, facts, record["wrong_facts"]),
     ]
     contam = sum(record["contamination_after_dedupe"].values())
     inj = record["injected"]

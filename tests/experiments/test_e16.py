@@ -1,6 +1,6 @@
 """Project 16 end to end at the smoke preset: every data condition trains on equal tokens and is evaluated on
-the same clean real validation text, the cleaning left no contamination, the realized noise rates match the
-stated ones, the collapse chains ran their generations, the findings follow the rule from the files, the
+the same clean real validation text, the cleaning left no contamination, the realized noise and wrong-fact
+rates match the stated ones, the fact probe has one true value per fact, the collapse chains ran their generations, the findings follow the rule from the files, the
 analysis needs no JAX; bad settings are one-line errors before anything is written; the findings on made-up
 numbers give the verdicts the rule gives."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import e16_synthetic_data as e16
-from lab.analysis import compare, headline
+from lab.analysis import compare, compare_to, headline
 from lab.cli import main
 from lab.runs import load_run, read_measurement
 
@@ -42,6 +42,17 @@ def test_conditions_share_one_validation_text_and_equal_tokens(smoke):
         nz = record["noise"][f"{p:g}"]
         for k, n in (("chars_changed", "chars"), ("tokens_selected", "tokens")):
             assert abs(nz[k] - p * nz[n]) <= 3 * math.sqrt(nz[n] * p * (1 - p)) + 1e-9
+    facts = [f"facts@{r:g}" for r in cfg.wrong_rates]
+    assert {streams[n].size for n in facts} == {record["stream_tokens"]}
+    for r in cfg.wrong_rates:  # realized wrong-fact rates within 3 binomial sd of the stated rate
+        w = record["wrong_facts"][f"{r:g}"]
+        assert abs(w["wrong"] - r * w["statements"]) <= 3 * math.sqrt(w["statements"] * r * (1 - r)) + 1e-9
+    probe = e16.fact_probe(cfg)  # one true candidate per fact, each row ending in its value and "."
+    n_facts = cfg.fact_entities * len(e16.synthetic.ATTRIBUTES)
+    assert np.bincount(probe["fact"][probe["true"]]).tolist() == [1] * n_facts
+    assert probe["tokens"].shape[1] == cfg.model.max_len + 1
+    for row, tail in zip(probe["tokens"][:20], probe["tail"][:20]):
+        assert bytes(row[-tail:]).decode()[-1] == "." and " is " in bytes(row).decode()
     # the mixture is the noisy real stream's head and the synthetic stream's head, in the stated shares
     k = int(round(cfg.mix_fraction * record["stream_tokens"]))
     for p in cfg.mix_levels:
@@ -79,6 +90,15 @@ def test_collapse_chains_and_findings_follow_the_rule_from_the_files(smoke):
     assert verdicts[0] == headline(parts) and verdicts[2] == headline(rep_parts)
     assert f["verdict"] == headline(verdicts)
     assert f"synthetic {np.mean(final['synthetic']):.3f} ±" in f["findings"][0]["evidence"]
+    facts = read_measurement(out / "runs" / "facts.json", cfg)
+    ftab = e16.fact_table(cfg, facts, load_run(out / "runs" / "facts"))
+    lo, hi = (f"{r:g}" for r in (cfg.wrong_rates[0], cfg.wrong_rates[-1]))
+    learned = compare_to(ftab[lo]["p_true"], facts["chance"]).verdict("greater") == "supported"
+    drop = compare(ftab[lo]["p_true"], ftab[hi]["p_true"], paired_by_seed=True).verdict("less")
+    assert (
+        verdicts[-1] == (drop if learned else "inconclusive") and "Wrong facts" in f["findings"][-1]["claim"]
+    )
+    assert all(0 < p <= 1 for p in facts["p_true"]) and facts["facts"] == cfg.fact_entities * 4
     for p in f["plots"]:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = (out / "findings.json").read_text()
@@ -94,6 +114,9 @@ def test_collapse_chains_and_findings_follow_the_rule_from_the_files(smoke):
         (["dedup.lsh_threshold=1.0"], "lsh_threshold must be in (0, 1) (exclusive), got 1.0"),
         (["collapse_tokens=100"], "collapse_tokens (100) is smaller than one batch of train (8 x 17 tokens)"),
         (["noise_levels=0,0.5"], "noise_levels must be >= 3 distinct increasing rates including 0"),
+        (["wrong_rates=0.2,0.4"], "wrong_rates must be >= 2 distinct increasing rates including 0"),
+        (["wrong_rates=0,1.5"], "wrong_rates must be a rate in [0, 1], got 1.5"),
+        (["fact_entities=0"], "n_entities must be >= 1, got 0"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
@@ -140,6 +163,20 @@ def test_crossover_finding_on_made_up_numbers():
     f = e16.finding_crossover(cfg, _final(cfg, [4.5, 4.5, 4.51], real))
     assert f.verdict == "qualified" and "for 0 of 3 seeds" in f.evidence
     assert n >= 3
+
+
+def test_the_wrong_facts_finding_on_made_up_numbers():
+    cfg = e16.PRESET_TABLE["cpu"]
+    wrong = {f"{r:g}": {"rate": r} for r in cfg.wrong_rates}
+    facts = {"chance": 0.11, "facts": 32}
+    row = lambda p: {"p_true": np.asarray(p), "top1": np.asarray(p), "loss": np.asarray([0.3, 0.3, 0.3])}
+    learned = {"0": row([0.6, 0.62, 0.64]), "0.2": row([0.4, 0.42, 0.41]), "0.4": row([0.3, 0.29, 0.3])}
+    assert e16.finding_facts(cfg, learned, facts, wrong).verdict == "supported"
+    flat = {"0": row([0.6, 0.62, 0.64]), "0.2": row([0.6, 0.63, 0.62]), "0.4": row([0.61, 0.6, 0.65])}
+    assert e16.finding_facts(cfg, flat, facts, wrong).verdict == "inconclusive"
+    never = {"0": row([0.1, 0.12, 0.11]), "0.2": row([0.1, 0.1, 0.1]), "0.4": row([0.05, 0.05, 0.05])}
+    f = e16.finding_facts(cfg, never, facts, wrong)  # a drop, but the facts were never learned: not judged
+    assert f.verdict == "inconclusive" and "did not learn the true facts" in f.evidence
 
 
 def test_collapse_findings_on_made_up_numbers():
