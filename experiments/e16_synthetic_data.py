@@ -795,7 +795,7 @@ def _fact_outputs(cfg, table: dict, facts: dict, wrong: dict, outs: Outputs) -> 
     ax.axhline(facts["chance"], color="black", linestyle=":", label=f"chance {facts['chance']:.3f}")
     plots.finish(
         ax,
-        f"e16: wrong facts in training, scored on the true facts ({cfg.seeds} seeds)",
+        f"e16: wrong facts, scored on true facts ({cfg.seeds} seeds)",
         "wrong-fact rate of the training statements",
         "probability / share of facts",
         outside=True,
