@@ -256,9 +256,7 @@ class Attention(nn.Module):
             # prefill chunk); a ring with sinks, and naive and fused models, score all slots at once
             impl = "blocked" if c.attention in ("blocked", "banded") and not cache.sinks else "naive"
             slopes = ops.alibi_slopes(h) if impl == "blocked" and pos.bias is _alibi else None
-            bias_fn = None
-            if pos.bias is not None and slopes is None:
-                bias_fn = lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c)  # noqa: E731
+            bias_fn = None if pos.bias is None else (lambda q_pos, k_pos: pos.bias(q_pos, k_pos, c))
             sink_kw = {}
             if cache.sinks:  # renumbered inside the cache (its window and sinks, not the model's)
                 q_pos = cache.length + jnp.arange(t)

@@ -182,20 +182,21 @@ def attend(
     scores the sink keys, and `bias_fn` sees the renumbered query positions for them (module docstring).
 
     `impl`: "naive" scores all T x S pairs at once (dot_product_attention, mask from positions); "blocked"
-    runs lab.ops.long_attention.blocked_attention over the same keys and positions, `block` keys at a time
-    with an online softmax, so a long prefill chunk never holds a T x S array (ALiBi through `slopes_H`,
-    not `bias_fn`). A ring with sinks always scores naively (its renumbered sink positions need the full
-    score matrix's bias).
+    runs a chunk of T > 1 queries through lab.ops.long_attention.blocked_attention over the same keys and
+    positions, `block` keys at a time with an online softmax, so a long prefill chunk never holds a T x S
+    array (ALiBi given as `slopes_H` as well as `bias_fn`); a single new token (T = 1) has only S scores and
+    is scored at once either way. A ring with sinks always scores naively (its renumbered sink positions
+    need the full score matrix's bias).
     """
     if impl not in CACHE_IMPLS:
         raise ValueError(f"impl must be one of {CACHE_IMPLS}, got {impl!r}")
     if cache.sinks:
         return _attend_sinks(cache, layer, q_BTHD, k_BTKD, v_BTKD, scale, bias_fn, q_sinks_BTHD)
     if impl == "blocked" and bias_fn is not None and slopes_H is None:
-        raise ValueError("impl='blocked' takes the ALiBi bias as slopes_H, not as bias_fn")
+        raise ValueError("impl='blocked' needs the ALiBi bias as slopes_H too (its blocks compute the bias)")
 
     def over(k_all, v_all, key_pos, q_pos, window):
-        if impl == "blocked":
+        if impl == "blocked" and q_BTHD.shape[1] > 1:
             return long_attention.blocked_attention(
                 q_BTHD, k_all, v_all, q_pos=q_pos, k_pos=key_pos, window=window, slopes_H=slopes_H,
                 block=block, scale=scale,
