@@ -18,8 +18,8 @@ is a near-tie decided by roundoff: summation order, fused kernels). JAX runs wit
 ("highest" precision: on a GPU the default would use TF32); PyTorch and ONNX Runtime run on the CPU.
 Profile (seed 0's model, one process, so ratios to JAX jit compare like with like): prefill latency and
 throughput at `lengths` x `batches`, per-token decode latency at the longest length (with a KV cache where
-the stack has one: lab.model's for JAX jit, the port's own for PyTorch eager; the others recompute the
-whole sequence), compile or load time, and the peak bytes one prefill call allocates, each stack by its own
+the stack has one: lab.model's for JAX jit and op by op, the port's own for PyTorch eager and torch.compile;
+NumPy, ONNX Runtime and StableHLO recompute the whole sequence), compile or load time, and the peak bytes one prefill call allocates, each stack by its own
 allocator's accounting (lab.port.memory: tracemalloc for NumPy, XLA's compiled memory analysis for JAX jit and
 StableHLO, which on a GPU is device memory, torch.profiler's allocator events for PyTorch; "n/a" for JAX
 without jit and ONNX Runtime, which expose none).
@@ -78,10 +78,10 @@ class E15Config:
     prompt_len: int = 16
     new_tokens: int = 64  # greedy continuation length
     # profile shapes; (prompts, prompt_len + new_tokens) among them reuses what parity compiled
-    lengths: tuple[int, ...] = (16, 80)  # profile: sequence lengths
+    lengths: tuple[int, ...] = (16, 48, 80)  # profile: sequence lengths
     # profile: batch sizes. Not 1: torch.compile(dynamic=True) specializes size-1 dimensions, and the recompile
     # costs a minute of inductor on 2 cores
-    batches: tuple[int, ...] = (2, 4)
+    batches: tuple[int, ...] = (2, 4, 8)
     repeats: int = 5  # timed calls per measurement (the median is reported)
 
     def __post_init__(self):
@@ -296,8 +296,9 @@ def _memory(st: _Stacks, stack: str, toks) -> int | None:
 
 
 def _decode_seconds(cfg: E15Config, st: _Stacks, stack: str, b: int, t: int) -> tuple[float, bool]:
-    """(seconds per generated token at position t - 1, with a KV cache?). JAX jit and PyTorch eager decode
-    one token from a cache holding t - 1 positions; the others recompute the whole (b, t) sequence."""
+    """(seconds per generated token at position t - 1, with a KV cache?). JAX (jit and op by op) decode one
+    token from lab.model's cache holding t - 1 positions, PyTorch (eager and torch.compile) from the port's;
+    NumPy, ONNX Runtime and StableHLO (exported for whole sequences) recompute the whole (b, t) sequence."""
     toks = np.zeros((b, t), np.int64)
     if stack == "jax_jit":
         m = cfg.model
@@ -306,16 +307,26 @@ def _decode_seconds(cfg: E15Config, st: _Stacks, stack: str, b: int, t: int) -> 
         one = jnp.zeros((b, 1), jnp.int32)
         jax.block_until_ready(step(m, st.jp, one, filled))  # compile
         return _seconds(lambda: step(m, st.jp, one, filled)[0], cfg.repeats), True
-    if stack == "torch_eager":
+    if stack == "jax_nojit":  # the same cached step, op by op
+        m = cfg.model
+        with jax.disable_jit():
+            _, filled = apply_cached(m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t))
+            one = jnp.zeros((b, 1), jnp.int32)
+            jax.block_until_ready(apply_cached(m, st.jp, one, filled))  # warm-up: each op's first dispatch
+            return _seconds(lambda: apply_cached(m, st.jp, one, filled)[0], cfg.repeats), True
+    if stack in ("torch_eager", "torch_compile"):  # the port's own cache; torch.compile wraps the same module
         import torch
 
         mod = st.torch()
+        step = mod if stack == "torch_eager" else st.compiled()
         with torch.inference_mode():
             cache = mod.new_cache(b, t)
             _, cache = mod(torch.zeros((b, t - 1), dtype=torch.long), cache)
             one = torch.zeros((b, 1), dtype=torch.long)
-            mod(one, cache)  # warm-up (the step writes position t - 1 again each time: same work)
-            return _seconds(lambda: mod(one, cache)[0], cfg.repeats), True
+            step(
+                one, cache
+            )  # warm-up, and compiling (the step writes position t - 1 again each time: same work)
+            return _seconds(lambda: step(one, cache)[0], cfg.repeats), True
     st.forward(stack, toks)
     return _seconds(lambda: st.forward(stack, toks), cfg.repeats), False
 
@@ -487,19 +498,21 @@ def _tables(cfg, par, prof, files, fresh, outs):
             "KV cache",
             *[f"decode ms (batch {b})" for b in cfg.batches],
             f"ratio (batch {cfg.batches[0]})",
+            "load s",
             "first call s (load + compile + run)",
             "ratio",
         ],
-        note="First call: seed 0's first forward in the parity run, building the stack from the parameters "
-        "(PyTorch module, ONNX export and session, StableHLO export and reload), compiling (jit, torch.compile, "
-        "XLA for the reloaded module) and running once.",
+        note="Load: building the stack from the parameters alone (PyTorch module, ONNX export and session, "
+        "StableHLO export and reload of the first shape; nothing for JAX and NumPy, which take the parameters "
+        "as they are). First call: seed 0's first forward in the parity run: loading, compiling (jit, "
+        "torch.compile, XLA for the reloaded module) and running once.",
     )
     b1 = str(cfg.batches[0])
     for s in cfg.stacks:
         r = prof["stacks"][s]
         d.add(s, "yes" if r["decode_cache"] else "no (recompute)",
               *[f"{1e3 * r['decode_s'][str(b)]:.3f}" for b in cfg.batches],
-              _ratio(r["decode_s"][b1], base["decode_s"][b1]), f"{par[s][0]['first_call_s']:.2f}",
+              _ratio(r["decode_s"][b1], base["decode_s"][b1]), f"{r['load_s']:.2f}", f"{par[s][0]['first_call_s']:.2f}",
               _ratio(par[s][0]["first_call_s"], par["jax_jit"][0]["first_call_s"]))  # fmt: skip
     outs.table("parity.md", t)
     outs.table("profile.md", p, d)

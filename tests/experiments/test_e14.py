@@ -188,6 +188,21 @@ def test_the_bits_law_recovers_a_known_one():
     assert e14.bits_laws(dataclasses.replace(cfg, bits=(8, 4)), ptq) is None
 
 
+def test_export_makes_only_the_targets_asked_for(tmp_path):
+    import jax
+
+    from lab.model import init
+
+    cfg = dataclasses.replace(e14.PRESET_TABLE["smoke"], export=("onnx",))
+    model = cfg.model.replace(vocab_size=16)
+    p0 = init(model, jax.random.PRNGKey(0))
+    val = np.random.default_rng(0).integers(0, 16, (4, model.max_len + 1))
+    res = e14._export(cfg, model, p0, val, tmp_path)
+    assert res["models"] == {} and set(res["onnx"]["models"]) == {"float", "int8"}
+    assert not list((tmp_path / "runs" / "export").glob("*.stablehlo"))
+    assert all(v["max_abs_diff_vs_jax"] <= cfg.onnx_tol for v in res["onnx"]["models"].values())
+
+
 @pytest.mark.parametrize("target", ["stablehlo", "onnx"])
 def test_a_missing_export_requirement_is_a_one_line_error_before_anything_is_written(
     tmp_path, capsys, monkeypatch, target
