@@ -7,8 +7,9 @@ Claims tested (lab.ops.long_attention builds the three computations; lab.model's
      never run, so deterministic) grows as T^2 for naive attention and linearly for blocked attention (key
      blocks with an online softmax and a recomputing custom VJP; Rabe & Staats 2021, Dao 2023
      FlashAttention-2) and banded sliding-window attention (Beltagy et al. 2020, Longformer), forward and
-     forward+backward: log-log slope 2.0 ± 0.1 naive, <= 1.1 blocked and banded. Times of a few lengths are
-     recorded beside (blocked still computes all T^2 scores: its time stays quadratic). The evidence counts
+     forward+backward: log-log slope 2.0 ± 0.1 naive, <= 1.1 blocked and banded. Seconds per call at
+     every length are recorded beside, forward and forward+backward (blocked still computes all T^2 scores:
+     its time stays quadratic). The evidence counts
      the score-sized (1 x H x T x T) buffers naive attention's plan holds at each length: XLA's CPU backend
      (jaxlib 0.10) holds five for forward+backward up to T = 512 and three from T = 1024, where a YNNPACK
      fusion starts to form dO V^T inside the softmax gradient, so one fit over the lengths bends below 2; a

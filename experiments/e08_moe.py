@@ -423,7 +423,10 @@ def _balanced_finding(d: _Data) -> Finding:
     ev += f"{cfg.train.steps} steps: largest expert share (over layers) {_ms(d.max_share(name))} vs "
     ev += f"1.5/E = {bar:.3f} ({share.fmt()}: {parts[0]}); dropped {_ms(100 * d.dropped(name), 2)}% vs "
     ev += f"{100 * DROP_BAR:g}% ({compare_to(100 * d.dropped(name), 100 * DROP_BAR).fmt(2)}: {parts[1]})"
-    claim = f"With the balance loss, E={e} top-1 routing stays balanced: max share ≤ 1.5/E, ≤ 2% dropped"
+    claim = (
+        f"With the balance loss, E={e} top-1 routing is balanced by the end of training (step "
+        f"{cfg.train.steps}): max share ≤ 1.5/E, ≤ 2% dropped"
+    )
     return Finding(claim, headline(parts), ev + ". " + _drop_diagnosis(d, name))
 
 
