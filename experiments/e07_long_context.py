@@ -389,7 +389,8 @@ def analyze(cfg: E07Config, out: Path):
         loss = {p: r.final_val_loss for p, r in load_runs(pruns).items()}
         if (1, "full") in runs:
             loss[cfg.model.position] = runs[(1, "full")].final_val_loss
-        outs.table("positions.md", _positions_table(cfg, schemes, loss))
+        losses = _position_grids(cfg, grid, out, "loss")
+        outs.table("positions.md", _positions_table(cfg, schemes, loss), _positions_loss_table(cfg, losses))
         _positions_plot(cfg, schemes, outs)
         if max(cfg.eval_lengths) > 1:
             findings.append(_finding_positions(cfg, schemes))
@@ -397,13 +398,31 @@ def analyze(cfg: E07Config, out: Path):
     return outs.findings(headline(findings), claims_summary(findings), findings)
 
 
-def _position_grids(cfg, grid, out) -> dict:
-    """{position scheme: the one-layer full-attention model's accuracy grid}: model.position's (when the
-    'full' variant ran) and each of `positions`."""
-    schemes = {cfg.model.position: grid[(1, "full")]["accuracy"]} if (1, "full") in grid else {}
+def _position_grids(cfg, grid, out, measure: str = "accuracy") -> dict:
+    """{position scheme: the one-layer full-attention model's `measure` grid ("accuracy" or the answer's
+    "loss")}: model.position's (when the 'full' variant ran) and each of `positions`."""
+    schemes = {cfg.model.position: grid[(1, "full")][measure]} if (1, "full") in grid else {}
     for p in cfg.positions:
-        schemes[p] = read_measurement(out / "runs" / f"passkey_L1_full_{p}.npz", cfg)["accuracy"]
+        schemes[p] = read_measurement(out / "runs" / f"passkey_L1_full_{p}.npz", cfg)[measure]
     return schemes
+
+
+def _positions_loss_table(cfg, losses) -> Table:
+    """The answer's loss (nats) by position scheme, over the same distances as the accuracy table."""
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    j = cfg.eval_lengths.index(top)
+    cols = ["position scheme"] + [f"d < {T} in {m * T} tokens" for m in cfg.eval_lengths]
+    cols += [f"{T} <= d < {top * T} in {top * T}"]
+    t = Table(
+        f"The same models' loss on the answer token (nats, mean ± sd over seeds; chance: ln {cfg.task.n_values} "
+        f"= {np.log(cfg.task.n_values):.3f})",
+        cols,
+    )
+    for p, loss in losses.items():
+        same = [_fmt(loss[:, i, : T - 1].mean(1)) for i, _ in enumerate(cfg.eval_lengths)]
+        unseen = loss[:, j, T - 1 : top * T - 1].mean(1) if top > 1 else np.full(loss.shape[0], np.nan)
+        t.add(p, *same, _fmt(unseen))
+    return t
 
 
 def _at_lengths(cfg, acc) -> dict:

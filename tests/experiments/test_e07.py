@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lab.analysis import compare, compare_to, headline
+from lab.analysis import compare, compare_to, headline, summarize
 from lab.analysis.curves import change_point
 from lab.cli import main
 from lab.experiment import load_config, registry
@@ -77,7 +77,10 @@ def test_tables_and_verdicts_follow_from_the_run_files(smoke):
     alibi = read_measurement(out / "runs" / "passkey_L1_full_alibi.npz", cfg)["accuracy"]
     same = [alibi[:, i, : T - 1].mean(1) for i in (0, 1)]
     assert _finding(f, "every position scheme")["verdict"] == compare(*same).verdict("less")
-    assert (out / "tables" / "positions.md").read_text().count("\n| alibi |") == 1
+    text = (out / "tables" / "positions.md").read_text()
+    assert text.count("\n| alibi |") == 2  # one row in the accuracy block, one in the answer-loss block
+    loss = read_measurement(out / "runs" / "passkey_L1_full_alibi.npz", cfg)["loss"]
+    assert f"| alibi | {summarize(loss[:, 0, : T - 1].mean(1)).fmt(3)} |" in text
     stream = read_measurement(out / "runs" / "streaming.npz", cfg)
     n = cfg.stream_mult * cfg.text_model.max_len
     assert all(
