@@ -540,12 +540,13 @@ def _time_slopes(cfg, scaling) -> dict:
 
 def _time_table(cfg, scaling) -> Table:
     t = Table(
-        f"Seconds per attention call against length T on {scaling['device']} (ms, median of {cfg.time_repeats} "
+        f"Time per attention call against length T on {scaling['device']} (ms, median of {cfg.time_repeats} "
         "after a warm-up)",
         ["method", "pass", *[f"T={x}" for x in cfg.time_lengths], "log-log slope"],
         note="The programs whose memory is above, run on random q, k, v (and dO) once compiled. Exact attention "
-        "does T^2 work whatever its memory (slope about 2 for naive and blocked); banded does T x window "
-        "(slope about 1). No goal: time is reported, not judged.",
+        "does T^2 work whatever its memory (naive and blocked) and banded T x window, so at large T the slopes "
+        "tend to 2 and 1; fixed costs per call weigh most at small T and pull a fit over all lengths below "
+        "that, and the cache sizes of the CPU bend it too. No goal: time is reported, not judged.",
     )
     slopes = _time_slopes(cfg, scaling)
     for m in METHODS:

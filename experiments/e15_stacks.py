@@ -360,7 +360,8 @@ def _profile(cfg: E15Config, st: _Stacks) -> dict:
             "decode_s": {b: v[0] for b, v in decode.items()},
             "decode_cache": next(iter(decode.values()))[1],
             "decode_length": t_max,
-            "load_s": st.load_s.get(s, 0.0),
+            # torch.compile wraps the module torch_eager built: the same load
+            "load_s": st.load_s.get("torch_eager" if s == "torch_compile" else s, 0.0),
             "first_call_s": first,
         }
     return prof
@@ -573,7 +574,9 @@ def analyze(cfg: E15Config, out: Path):
     summary += f" Prefill time relative to JAX jit at batch {b1}, length {t}: {speeds}."
     peaks = [(s, prof["stacks"][s]["shapes"][f"{b1}x{t}"]) for s in cfg.stacks]
     summary += " Peak bytes one such prefill allocates: " + ", ".join(
-        f"{s} {r['peak_bytes']} ({r['peak_method']})" for s, r in peaks if r["peak_bytes"] is not None
+        f"{s} {r['peak_bytes']} ({r['peak_method']}{'; float64, its parameter copy included' if s == 'numpy_f64' else ''})"
+        for s, r in peaks
+        if r["peak_bytes"] is not None
     )
     summary += (
         "; not measurable: " + (", ".join(s for s, r in peaks if r["peak_bytes"] is None) or "none") + "."

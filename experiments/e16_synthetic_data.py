@@ -48,6 +48,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,31 +290,52 @@ def fact_streams(cfg: E16Config, size: int) -> tuple[dict[str, np.ndarray], dict
             streams["facts_val"] = stream[: max(size // 8, 4096)]
         else:
             streams[f"facts@{r:g}"] = stream
+            bad, total = wrong_statements(stream, world)  # in the bytes kept, not in all generated
             wrong[f"{r:g}"] = {"wrong": bad, "statements": total, "rate": bad / max(total, 1)}
     return streams, wrong
 
 
+_STATEMENT = re.compile(r"The (" + "|".join(synthetic.ATTRIBUTES) + r") of (\w+) is ([^.]+)\.")
+
+
+def wrong_statements(stream: np.ndarray, world) -> tuple[int, int]:
+    """(wrong, all): the complete fact statements in a byte stream, and how many give a value other than
+    the world's true one."""
+    truth = world.truth
+    found = _STATEMENT.findall(stream.tobytes().decode("utf-8", errors="replace"))
+    return sum(v != truth[(e, a)] for a, e, v in found if (e, a) in truth), len(found)
+
+
 def fact_probe(cfg: E16Config) -> dict:
-    """Every (entity, attribute) of the fact world with every candidate value: rows of max_len + 1 bytes
-    ending in "The <attribute> of <entity> is <value>." after a true statement about another entity (the
-    context a training window has), right-aligned. Returns tokens (N, max_len + 1) uint8, the fact index
-    of each row, whether its value is the true one, and its value's length in bytes (value and ".")."""
+    """Every (entity, attribute) of the fact world with every candidate value, one row of max_len + 1 bytes
+    each: the same context for every candidate of a fact (the end of "<a true statement about another
+    entity> The <attribute> of <entity> is ", cut to leave room for the attribute's longest value), then the
+    value and ".", then spaces (after the scored bytes: a causal model's scores do not see them). At the
+    cpu preset (max_len 32) the context keeps "<attribute> of <entity> is " whole; a small max_len cuts
+    into it. Returns tokens (N, max_len + 1) uint8, each row's fact index, whether its value is the true
+    one, the value, where it starts and its length in bytes (value and ".")."""
     world = synthetic.FactWorld(cfg.data_seed, cfg.fact_entities)
-    truth, ents = world.truth, world.entities
-    rows, owner, is_true, tail = [], [], [], []
+    truth, ents, width = world.truth, world.entities, cfg.model.max_len + 1
+    rows, owner, is_true, values, start, tail = [], [], [], [], [], []
     for i, (e, a) in enumerate((e, a) for e in ents for a in synthetic.ATTRIBUTES):
         other = ents[(ents.index(e) + 1) % len(ents)]
-        ctx = synthetic.fact_sentence(other, a, truth[(other, a)]) + f" The {a} of {e} is "
+        longest = max(len((v + ".").encode("utf-8")) for v in synthetic.ATTRIBUTES[a])
+        ctx = (synthetic.fact_sentence(other, a, truth[(other, a)]) + f" The {a} of {e} is ").encode("utf-8")
+        ctx = ctx[-(width - longest) :]
         for v in synthetic.ATTRIBUTES[a]:
-            b = (ctx + v + ".").encode("utf-8")[-(cfg.model.max_len + 1) :]
-            rows.append(np.frombuffer(b.rjust(cfg.model.max_len + 1, b" "), np.uint8))
+            b = ctx + (v + ".").encode("utf-8")
+            rows.append(np.frombuffer(b.ljust(width, b" "), np.uint8))
             owner.append(i)
             is_true.append(v == truth[(e, a)])
-            tail.append(len(v) + 1)
+            values.append(v)
+            start.append(len(ctx))
+            tail.append(len(b) - len(ctx))
     return {
         "tokens": np.stack(rows),
         "fact": np.asarray(owner),
         "true": np.asarray(is_true),
+        "value": values,
+        "start": np.asarray(start),
         "tail": np.asarray(tail),
     }
 
@@ -335,8 +357,10 @@ def fact_scores(cfg: E16Config, model, params) -> dict:
     of facts whose true value scores highest."""
     probe = fact_probe(cfg)
     lp = np.asarray(_row_logprobs(model, params, jnp.asarray(probe["tokens"], jnp.int32)), np.float64)
+    # log-prob column j scores token j + 1: the value's bytes and "." are columns start - 1 .. start + tail - 2
     cols = np.arange(lp.shape[-1])[None, :]
-    in_value = cols >= lp.shape[-1] - probe["tail"][:, None]  # (N, L - 1): the value's bytes and "."
+    first = probe["start"][:, None] - 1
+    in_value = (cols >= first) & (cols < first + probe["tail"][:, None])  # (N, L - 1)
     score = (lp * in_value[None]).sum(-1)  # (M, N)
     p_true, top1 = [], []
     for f in range(int(probe["fact"].max()) + 1):
@@ -569,14 +593,12 @@ def finding_mixture(cfg: E16Config, final: dict) -> Finding:
 
 def fact_table(cfg: E16Config, facts: dict, run) -> dict[str, dict]:
     """Wrong-fact rate -> (seeds,) arrays: probability on the true values, top-1 share, and the final val
-    loss on true statements (the facts sweep is rate-major, like its members)."""
-    s, v = cfg.seeds, run.final_val_loss
+    loss on true statements; members picked by their rate index (extra 0), the probe's lists being in the
+    sweep's member order."""
+    rate = run.extra(0).astype(int)
+    p, top = np.asarray(facts["p_true"]), np.asarray(facts["top1"])
     return {
-        f"{r:g}": {
-            "p_true": np.asarray(facts["p_true"][i * s : (i + 1) * s]),
-            "top1": np.asarray(facts["top1"][i * s : (i + 1) * s]),
-            "loss": np.asarray(v[i * s : (i + 1) * s]),
-        }
+        f"{r:g}": {"p_true": p[rate == i], "top1": top[rate == i], "loss": run.final_val_loss[rate == i]}
         for i, r in enumerate(cfg.wrong_rates)
     }
 

@@ -74,11 +74,11 @@ def torch_peak(fn) -> int:
             events = json.load(f)["traceEvents"]
     finally:
         os.remove(path)
-    mem = sorted(
-        (e["ts"], e["args"]["Bytes"])
-        for e in events
-        if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0  # 0: the CPU
-    )
+    mem = sorted(  # by time only (a stable sort keeps the recorded order of events at the same time)
+        ((e["ts"], e["args"]["Bytes"]) for e in events
+         if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == 0),  # 0: the CPU
+        key=lambda ev: ev[0],
+    )  # fmt: skip
     return allocation_peak(b for _, b in mem)
 
 

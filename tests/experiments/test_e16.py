@@ -44,15 +44,24 @@ def test_conditions_share_one_validation_text_and_equal_tokens(smoke):
             assert abs(nz[k] - p * nz[n]) <= 3 * math.sqrt(nz[n] * p * (1 - p)) + 1e-9
     facts = [f"facts@{r:g}" for r in cfg.wrong_rates]
     assert {streams[n].size for n in facts} == {record["stream_tokens"]}
-    for r in cfg.wrong_rates:  # realized wrong-fact rates within 3 binomial sd of the stated rate
+    world = e16.synthetic.FactWorld(cfg.data_seed, cfg.fact_entities)
+    for r in cfg.wrong_rates:  # realized wrong-fact rates (in the stream trained on) within 3 sd of the rate
         w = record["wrong_facts"][f"{r:g}"]
+        assert (w["wrong"], w["statements"]) == e16.wrong_statements(streams[f"facts@{r:g}"], world)
+        assert w["statements"] > 50
         assert abs(w["wrong"] - r * w["statements"]) <= 3 * math.sqrt(w["statements"] * r * (1 - r)) + 1e-9
     probe = e16.fact_probe(cfg)  # one true candidate per fact, each row ending in its value and "."
     n_facts = cfg.fact_entities * len(e16.synthetic.ATTRIBUTES)
     assert np.bincount(probe["fact"][probe["true"]]).tolist() == [1] * n_facts
     assert probe["tokens"].shape[1] == cfg.model.max_len + 1
-    for row, tail in zip(probe["tokens"][:20], probe["tail"][:20]):
-        assert bytes(row[-tail:]).decode()[-1] == "." and " is " in bytes(row).decode()
+    for row, v, start, tail in zip(probe["tokens"], probe["value"], probe["start"], probe["tail"]):
+        assert bytes(row[start - 1 : start + tail]) == f" {v}.".encode()  # the value's bytes, nothing else
+    for f in range(n_facts):  # every candidate of a fact scored after the same context, at the same place
+        rows = probe["fact"] == f
+        assert (
+            len(set(probe["start"][rows])) == 1
+            and len({bytes(r[: probe["start"][rows][0]]) for r in probe["tokens"][rows]}) == 1
+        )
     # the mixture is the noisy real stream's head and the synthetic stream's head, in the stated shares
     k = int(round(cfg.mix_fraction * record["stream_tokens"]))
     for p in cfg.mix_levels:
