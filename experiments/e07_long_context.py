@@ -410,7 +410,6 @@ def _position_grids(cfg, grid, out, measure: str = "accuracy") -> dict:
 def _positions_loss_table(cfg, losses) -> Table:
     """The answer's loss (nats) by position scheme, over the same distances as the accuracy table."""
     T, top = cfg.task.seq_len, max(cfg.eval_lengths)
-    j = cfg.eval_lengths.index(top)
     cols = ["position scheme"] + [f"d < {T} in {m * T} tokens" for m in cfg.eval_lengths]
     cols += [f"{T} <= d < {top * T} in {top * T}"]
     t = Table(
@@ -419,9 +418,8 @@ def _positions_loss_table(cfg, losses) -> Table:
         cols,
     )
     for p, loss in losses.items():
-        same = [_fmt(loss[:, i, : T - 1].mean(1)) for i, _ in enumerate(cfg.eval_lengths)]
-        unseen = loss[:, j, T - 1 : top * T - 1].mean(1) if top > 1 else np.full(loss.shape[0], np.nan)
-        t.add(p, *same, _fmt(unseen))
+        a = _same_and_unseen(cfg, loss)
+        t.add(p, *[_fmt(a["same"][m]) for m in cfg.eval_lengths], _fmt(a["unseen"]))
     return t
 
 
@@ -437,10 +435,17 @@ def _at_lengths(cfg, acc) -> dict:
     for row in acc[:, j, : top * T - 1]:
         where, before, after = change_point(d, row)
         cps.append(where if before - after >= DROP * (1 - chance) else np.nan)
+    return _same_and_unseen(cfg, acc) | {"collapse": np.asarray(cps, np.float64)}
+
+
+def _same_and_unseen(cfg, grid) -> dict:
+    """Per seed, of a (seeds, eval lengths, distances) grid: the mean at the training distances (d < T) in
+    sequences of each eval length ("same"), and at the distances never trained in the longest ("unseen")."""
+    T, top = cfg.task.seq_len, max(cfg.eval_lengths)
+    j = cfg.eval_lengths.index(top)
     return {
-        "same": {m: acc[:, i, : T - 1].mean(1) for i, m in enumerate(cfg.eval_lengths)},
-        "unseen": acc[:, j, T - 1 : top * T - 1].mean(1) if top > 1 else np.full(acc.shape[0], np.nan),
-        "collapse": np.asarray(cps, np.float64),
+        "same": {m: grid[:, i, : T - 1].mean(1) for i, m in enumerate(cfg.eval_lengths)},
+        "unseen": grid[:, j, T - 1 : top * T - 1].mean(1) if top > 1 else np.full(grid.shape[0], np.nan),
     }
 
 

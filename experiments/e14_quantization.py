@@ -449,9 +449,8 @@ def finding_int8(cfg: E14Config, ptq: dict) -> Finding:
     return Finding(claim, headline(parts), ev)
 
 
-UNIFORM_NOISE_ALPHA = (
-    2.0  # rounding error variance ~ step^2 ~ levels^-2, and near a minimum dL ~ error variance
-)
+# rounding error variance ~ step^2 ~ levels^-2, and near a minimum the loss rises with the error variance
+UNIFORM_NOISE_ALPHA = 2.0
 
 
 def bits_laws(cfg: E14Config, ptq: dict) -> dict[str, dict] | None:
@@ -585,7 +584,7 @@ def finding_activations(cfg: E14Config, acts: dict) -> Finding:
     return Finding(claim, headline(parts), ev)
 
 
-def _tables(cfg, ptq, gq, acts, qat, exp, outs):
+def _tables(cfg, ptq, gq, acts, qat, exp, laws, outs):
     t = Table(
         f"RTN PTQ of every weight matrix: val loss (nats/token) and top-1 agreement with the float model, "
         f"{cfg.eval_windows} held-out windows (mean ± sd over {cfg.seeds} seeds)",
@@ -617,7 +616,7 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
         f"(2^{cfg.act_bits - 1} - 0.5), measured against a typical (median) channel's range is what the largest "
         "channel costs the others (LLM.int8()'s finding: past 6x, the other channels lose their resolution).",
     )  # fmt: skip
-    levels = 2.0 ** (cfg.act_bits - 1) - 0.5  # lab.quant.uniform.quant_activations' symmetric absmax scale
+    levels = qz.symmetric_steps(cfg.act_bits)  # quant_activations' per-tensor scale is absmax / levels
     for layer, v in outlier_summary(cfg, acts).items():
         step = np.asarray(v["ratio"]) / levels
         o.add(layer, _ms(v["ratio"], 2), f"{np.mean(step):.2%} ± {np.std(step, ddof=1) if step.size > 1 else 0:.2%}",
@@ -660,7 +659,6 @@ def _tables(cfg, ptq, gq, acts, qat, exp, outs):
             "yes" if ok else "NO",
             f"{v['agreement_with_float']:.4f}",
         )
-    laws = bits_laws(cfg, ptq)
     if laws is None:
         outs.table("ptq.md", t)
     else:
@@ -771,7 +769,8 @@ def analyze(cfg: E14Config, out: Path):
         for n in ("ptq", "gptq", "activations", "qat", "export")
     )
     outs = Outputs(out)
-    _tables(cfg, ptq, gq, acts, qat, exp, outs)
+    laws = bits_laws(cfg, ptq)  # fitted once: the table and the summary
+    _tables(cfg, ptq, gq, acts, qat, exp, laws, outs)
     _plots(cfg, ptq, acts, qat, outs)
     findings = [
         finding_int8(cfg, ptq),
@@ -783,7 +782,7 @@ def analyze(cfg: E14Config, out: Path):
     ok = all(v["max_abs_diff_reload"] <= exp["tolerance"] for v in exp["models"].values())
     sizes = ", ".join(f"{k} {v['file_bytes']} bytes" for k, v in exp["models"].items())
     summary = evidence_summary(findings)
-    summary += _laws_sentence(bits_laws(cfg, ptq), ptq["float"]["loss"])
+    summary += _laws_sentence(laws, ptq["float"]["loss"])
     if exp["models"]:
         summary += (
             f" Export (jax.export, reloaded in a fresh process): {sizes}; outputs within {exp['tolerance']:g}: "

@@ -300,20 +300,15 @@ def _decode_seconds(cfg: E15Config, st: _Stacks, stack: str, b: int, t: int) -> 
     token from lab.model's cache holding t - 1 positions, PyTorch (eager and torch.compile) from the port's;
     NumPy, ONNX Runtime and StableHLO (exported for whole sequences) recompute the whole (b, t) sequence."""
     toks = np.zeros((b, t), np.int64)
-    if stack == "jax_jit":
+    if stack in ("jax_jit", "jax_nojit"):  # the same cached step, compiled whole or run op by op
         m = cfg.model
-        step = jax.jit(apply_cached, static_argnums=0)  # one wrapper: prefill and decode are two shapes of it
-        _, filled = step(m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t))
-        one = jnp.zeros((b, 1), jnp.int32)
-        jax.block_until_ready(step(m, st.jp, one, filled))  # compile
-        return _seconds(lambda: step(m, st.jp, one, filled)[0], cfg.repeats), True
-    if stack == "jax_nojit":  # the same cached step, op by op
-        m = cfg.model
-        with jax.disable_jit():
-            _, filled = apply_cached(m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t))
+        # one jit wrapper: prefill and decode are two shapes of it
+        step = jax.jit(apply_cached, static_argnums=0) if stack == "jax_jit" else apply_cached
+        with jax.disable_jit(stack == "jax_nojit"):
+            _, filled = step(m, st.jp, jnp.zeros((b, t - 1), jnp.int32), init_cache(m, b, t))
             one = jnp.zeros((b, 1), jnp.int32)
-            jax.block_until_ready(apply_cached(m, st.jp, one, filled))  # warm-up: each op's first dispatch
-            return _seconds(lambda: apply_cached(m, st.jp, one, filled)[0], cfg.repeats), True
+            jax.block_until_ready(step(m, st.jp, one, filled))  # compile, or each op's first dispatch
+            return _seconds(lambda: step(m, st.jp, one, filled)[0], cfg.repeats), True
     if stack in ("torch_eager", "torch_compile"):  # the port's own cache; torch.compile wraps the same module
         import torch
 
@@ -323,9 +318,7 @@ def _decode_seconds(cfg: E15Config, st: _Stacks, stack: str, b: int, t: int) -> 
             cache = mod.new_cache(b, t)
             _, cache = mod(torch.zeros((b, t - 1), dtype=torch.long), cache)
             one = torch.zeros((b, 1), dtype=torch.long)
-            step(
-                one, cache
-            )  # warm-up, and compiling (the step writes position t - 1 again each time: same work)
+            step(one, cache)  # warm-up (and compile); each step rewrites position t - 1: the same work
             return _seconds(lambda: step(one, cache)[0], cfg.repeats), True
     st.forward(stack, toks)
     return _seconds(lambda: st.forward(stack, toks), cfg.repeats), False

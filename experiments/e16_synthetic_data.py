@@ -68,6 +68,7 @@ from lab.experiment import Experiment
 from lab.infer import generate_cached
 from lab.infer.diversity import distinct_n
 from lab.model import ModelConfig, apply
+from lab.ops.losses import token_cross_entropy
 from lab.runs import load_run, read_measurement, write_measurement
 from lab.train import Member, SweepSpec, TrainConfig, train_sweep
 from lab.train.config import TRAIN_PRESETS
@@ -112,7 +113,7 @@ class E16Config:
         eval_batches=16,
         ckpt_every=80,
     )
-    # wrong facts: a small world of key-value facts (few enough to be memorized in `train.steps`), its
+    # wrong facts: a small world of key-value facts (few enough to be memorized in `facts_train.steps`), its
     # statements wrong at each rate (another value of the attribute), one model per rate and seed; scored on
     # the world's true facts
     wrong_rates: tuple[float, ...] = (0.0, 0.2, 0.4)
@@ -281,9 +282,9 @@ def fact_streams(cfg: E16Config, size: int) -> tuple[dict[str, np.ndarray], dict
     world = synthetic.FactWorld(cfg.data_seed, cfg.fact_entities)
     streams, wrong = {}, {}
     for i, r in enumerate((*cfg.wrong_rates, None)):
-        seed, n, docs, bad, total = cfg.data_seed + 31 * (i + 1), 256, [], 0, 0
+        seed, n, docs = cfg.data_seed + 31 * (i + 1), 256, []
         while sum(len(d) + 2 for d in docs) < size:
-            docs, bad, total = synthetic.facts(n, world, seed, wrong_rate=r or 0.0)
+            docs = synthetic.facts(n, world, seed, wrong_rate=r or 0.0)[0]
             n *= 2
         stream = _bytes(docs)[:size]
         if r is None:
@@ -344,11 +345,9 @@ def fact_probe(cfg: E16Config) -> dict:
 def _row_logprobs(model, params, tokens_NL):
     """(M, N, L - 1): each member's log-probability of every next byte of every row."""
 
-    def one(p):
-        logp = jax.nn.log_softmax(apply(model, p, tokens_NL[:, :-1]).astype(jnp.float32), axis=-1)
-        return jnp.take_along_axis(logp, tokens_NL[:, 1:, None], axis=-1)[..., 0]
-
-    return jax.vmap(one)(params)
+    return jax.vmap(lambda p: -token_cross_entropy(apply(model, p, tokens_NL[:, :-1]), tokens_NL[:, 1:]))(
+        params
+    )
 
 
 def fact_scores(cfg: E16Config, model, params) -> dict:
@@ -370,7 +369,7 @@ def fact_scores(cfg: E16Config, model, params) -> dict:
         t = np.argmax(probe["true"][sel])
         p_true.append(p[:, t])
         top1.append(np.argmax(p, axis=1) == t)
-    chance = float(np.mean([1 / probe["fact"].tolist().count(f) for f in range(len(p_true))]))
+    chance = float(np.mean(1 / np.bincount(probe["fact"])))  # 1 / candidates, averaged over the facts
     return {
         "p_true": np.mean(p_true, axis=0).tolist(),
         "top1": np.mean(top1, axis=0).tolist(),

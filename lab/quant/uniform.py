@@ -36,6 +36,12 @@ def int_range(bits, symmetric: bool):
     return jnp.zeros_like(bits), 2.0**bits - 1
 
 
+def symmetric_steps(bits):
+    """The symmetric absmax scale's divisor: scale = absmax / (2^(b-1) - 0.5), so the largest |x| rounds to
+    the edge of the grid rather than past it."""
+    return 2.0 ** (bits - 1) - 0.5
+
+
 def check_layout(k: int, granularity: str, group: int = 0) -> int:
     """The block length along K that shares a scale (K for "channel"), after refusing a bad layout."""
     if granularity not in GRANULARITIES:
@@ -63,7 +69,7 @@ def calibrate(w_KN, bits, *, symmetric: bool = True, granularity: str = "channel
     bits = jnp.asarray(bits, jnp.float32)
     if symmetric:
         absmax = jnp.max(jnp.abs(b), axis=axes, keepdims=True)
-        scale = absmax / (2.0 ** (bits - 1) - 0.5)
+        scale = absmax / symmetric_steps(bits)
         scale = jnp.where(scale < TINY, 1.0, scale)
         return scale, jnp.zeros_like(scale)
     lo = jnp.minimum(jnp.min(b, axis=axes, keepdims=True), 0.0)
@@ -118,7 +124,7 @@ def quant_activations(x_NK, bits: int = 8, *, per: str = "token", keep=None):
     if per not in ("tensor", "token"):
         raise ValueError(f"activation granularity {per!r} is not one of tensor, token")
     absmax = jnp.max(jnp.abs(inside), axis=axes, keepdims=True)
-    scale = absmax / (2.0 ** (bits - 1) - 0.5)
+    scale = absmax / symmetric_steps(bits)
     scale = jnp.where(scale < TINY, 1.0, scale)
     q = jnp.clip(jnp.round(inside / scale), -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) * scale
     return q if keep is None else jnp.where(keep[None, :], x, q)
