@@ -43,6 +43,7 @@ chosen). --steps trains nanoGPT's recipe with naive attention only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -279,6 +280,115 @@ def interleaved_timing(fns: dict, steps_per_call: dict, calls: dict, rounds: int
                 fn()
             per_step[k].append((time.perf_counter() - t0) / (calls[k] * steps_per_call[k]))
     return {k: statistics.median(v) for k, v in per_step.items()}
+
+
+def parts_timing(vocab: int, repeats: int, rounds: int) -> list[tuple[str, float, float, float]]:
+    """Where the JAX step loses or gains against PyTorch's, piece by piece at the step's own shapes:
+    [(piece, JAX ms, PyTorch ms, max |JAX - PyTorch| of the piece's outputs)], each piece timed in
+    alternating rounds (median of `rounds`, `repeats` calls each) from the same inputs, after checking that
+    both compute the same numbers. The pieces:
+      * the matmul library alone (XLA's dot against PyTorch's mm): an attention projection (768 tokens,
+        128 -> 128) and the MLP's two matmuls (128 -> 512 -> 128), each chained `repeats` times (x <- x @ w,
+        orthonormal weights) inside one JAX program and one PyTorch loop, so no call overhead counts;
+      * causal attention's core, forward and backward, per layer (B 12, H 4, T 64, head 32): our
+        lab.ops.attention (two batched matmuls around a float32 softmax) against PyTorch's fused
+        scaled_dot_product_attention, nanoGPT's choice;
+      * the whole model's loss, forward and backward: JAX inside a lax.scan of `repeats` steps, the way the
+        train step runs (one top-level call per step is slower on XLA:CPU), PyTorch eager.
+    The train step's other parts (batch sampling, clipping, AdamW, the divergence guard) are the difference
+    between the last piece and the whole step."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from lab import ops
+    from lab.model import ModelConfig, apply
+
+    d, h, n_tok = SHAPE["d_model"], SHAPE["n_heads"], BATCH * SHAPE["max_len"]
+    t_len, e = SHAPE["max_len"], SHAPE["d_model"] // SHAPE["n_heads"]
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    model, _ = torch_model(vocab)
+    params = jax.tree_util.tree_map(jnp.asarray, params_from_torch(model))
+    cfg = ModelConfig(vocab_size=vocab, **SHAPE)
+    x_np, y_np = (rng.integers(0, vocab, (BATCH, t_len)) for _ in range(2))
+    x_j, y_j = jnp.asarray(x_np, jnp.int32), jnp.asarray(y_np, jnp.int32)
+    x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    loss_j = lambda p: ops.cross_entropy(apply(cfg, p, x_j), y_j)[0]
+
+    def grads_scan(p):  # the gradient at p, `repeats` times in one program (each pass depends on the last)
+        def body(c, _):
+            loss, g = jax.value_and_grad(loss_j)(jax.tree_util.tree_map(lambda a, b: a + 0 * b, p, c))
+            return jax.tree_util.tree_map(lambda a: a * 0, g), loss
+
+        return jax.lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, p), None, length=repeats)[1][-1]
+
+    def torch_grads():
+        model.zero_grad(set_to_none=True)
+        loss = model(x_t, y_t)
+        loss.backward()
+        return loss.detach()
+
+    q, k, v, g = (normal(BATCH, t_len, h, e) for _ in range(4))
+    mask = ops.causal_mask(t_len)
+    attn_j = jax.jit(
+        lambda q, k, v, g: jax.vjp(lambda *a: ops.dot_product_attention(*a, mask), q, k, v)[1](g)
+    )
+    tq, tk, tv = (torch.from_numpy(z.transpose(0, 2, 1, 3).copy()).requires_grad_() for z in (q, k, v))
+    tg = torch.from_numpy(g.transpose(0, 2, 1, 3).copy())
+
+    def attn_t():
+        for z in (tq, tk, tv):
+            z.grad = None
+        torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).backward(tg)
+        return tuple(z.grad.transpose(1, 2) for z in (tq, tk, tv))
+
+    def chain(ws):  # x <- x @ w for each w, `repeats` times in one program: the library without dispatch
+        wj = [jnp.asarray(w) for w in ws]
+        body = lambda x, _: (functools.reduce(jnp.matmul, wj, x), None)
+        return jax.jit(lambda x: jax.lax.scan(body, x, None, length=repeats, unroll=True)[0])
+
+    def torch_chain(ws):
+        wt = [torch.from_numpy(w) for w in ws]
+
+        def run(x):
+            for _ in range(repeats):
+                for w in wt:
+                    x = x @ w
+            return x
+
+        return run
+
+    # orthonormal weights (x @ w @ w.T = x): the chains' values stay the size they start at
+    square = np.linalg.qr(normal(d, d))[0].astype(np.float32)
+    wide = np.linalg.qr(normal(4 * d, d))[0].T.astype(np.float32).copy()  # (d, 4d), orthonormal rows
+    x0 = normal(n_tok, d)
+    pieces = []
+    for name, ws in (
+        ("attention projection 768x128 @ 128x128", [square]),
+        ("MLP matmuls 768x128 @ 128x512 @ 512x128", [wide, wide.T.copy()]),
+    ):
+        fj, ft, xj, xt = chain(ws), torch_chain(ws), jnp.asarray(x0), torch.from_numpy(x0)
+        pieces.append((name, lambda fj=fj, xj=xj: fj(xj), lambda ft=ft, xt=xt: ft(xt), repeats, True))
+    qj, kj, vj, gj = map(jnp.asarray, (q, k, v, g))
+    attn = lambda: attn_j(qj, kj, vj, gj)
+    pieces.append(("causal attention core fwd+bwd, one layer", attn, attn_t, 1, False))
+    whole = jax.jit(grads_scan)
+    pieces.append(("whole model's loss fwd+bwd", lambda: whole(params), torch_grads, repeats, False))
+    out = []
+    for name, fj, ft, per_call, torch_loops in pieces:
+        got_j = jax.tree_util.tree_leaves(jax.block_until_ready(fj()))
+        got_t = ft()
+        got_t = [z.detach().numpy() for z in (got_t if isinstance(got_t, tuple) else (got_t,))]
+        diff = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(got_j, got_t, strict=True))
+        t = interleaved_timing(  # per_call: repetitions inside one JAX call (and one PyTorch call if it loops)
+            {"jax": lambda fj=fj: jax.block_until_ready(fj()), "torch": ft},
+            {"jax": per_call, "torch": per_call if torch_loops else 1},
+            {"jax": max(1, repeats // per_call), "torch": 1 if torch_loops else repeats},
+            rounds,
+        )
+        out.append((name, 1000 * t["jax"], 1000 * t["torch"], diff))
+    return out
 
 
 def torch_val_loss(model, windows) -> float:
@@ -732,6 +842,15 @@ def main(argv=None) -> int:
             f"of {ceiling:.0f} (JAX) and {tc:.0f} (PyTorch) GFLOP/s (below 1: JAX is faster; medians of "
             f"{args.rounds} alternating rounds of ~{args.time_steps // args.rounds} steps each)"
         )
+        parts = parts_timing(vocab, 5 if args.smoke else 40, args.rounds)
+        say(
+            "- where the difference is (`parts_timing`: each piece at the step's shapes, JAX / PyTorch in "
+            "alternating rounds, after checking both compute the same numbers): "
+            + "; ".join(
+                f"{n} {j:.3f} / {t:.3f} ms = {j / t:.2f} (max diff {dd:.1e})" for n, j, t, dd in parts
+            )
+        )
+        figures["parts"] = [dict(piece=n, jax_ms=j, torch_ms=t, max_abs_diff=dd) for n, j, t, dd in parts]
         if args.check_steps:
             worst, val_t, val_j = same_start_check(train, val, vocab, args.check_steps)
             say(
