@@ -381,6 +381,8 @@ def parts_timing(vocab: int, repeats: int, rounds: int) -> list[tuple[str, float
         got_t = ft()
         got_t = [z.detach().numpy() for z in (got_t if isinstance(got_t, tuple) else (got_t,))]
         diff = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(got_j, got_t, strict=True))
+        if not diff <= 1e-3:  # float32 rounding gives ~1e-6 here (1e-4 after the 80 matmuls of a chain)
+            raise RuntimeError(f"parts_timing: {name} differs between JAX and PyTorch by {diff:.2e}")
         t = interleaved_timing(  # per_call: repetitions inside one JAX call (and one PyTorch call if it loops)
             {"jax": lambda fj=fj: jax.block_until_ready(fj()), "torch": ft},
             {"jax": per_call, "torch": per_call if torch_loops else 1},
