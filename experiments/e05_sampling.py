@@ -40,11 +40,6 @@ from lab.train.loop import member_params
 from lab.viz import plots
 
 GRID_KNOBS = ("temperature", "top_k", "top_p")  # the knobs of lab.ops.sampling.SAMPLERS the grid varies
-# the summary's ending when the truncation finding is supported / qualified or refuted
-TRADES = "; truncation trades tail diversity for likelier tokens."
-MIXED = (
-    "; truncation (top-p) always cuts entropy, but does not always make tokens likelier or remove repetition."
-)
 STRONG = 0.8  # "diversity rises with entropy": per-seed Pearson r above this (e05's threshold from the start)
 METRICS = {  # the columns of tables/grid.md, each a (seeds, settings) array (as is "logp", not shown)
     "entropy": "entropy (nats/token)",
@@ -200,13 +195,14 @@ def _diversity(m: dict, grid: list) -> Finding:
     return Finding("Diversity rises with the entropy the sampler leaves", c.verdict("greater"), ev)
 
 
-def _truncation(m: dict, grid: list) -> list[Finding]:
+def _truncation(m: dict, grid: list) -> tuple[list[Finding], str]:
     """Per temperature with a top-p setting beside the unfiltered one (a, b): paired over seeds, top-p
-    lowers the entropy and raises the model's log-probability of the drawn tokens."""
+    lowers the entropy and raises the model's log-probability of the drawn tokens. Returns the finding (none
+    without such a pair) and the summary's ending, both from the counts."""
     unfiltered = [a for a, s in enumerate(grid) if s[0] > 0 and s[1:] == (0, 1.0)]
     pairs = [(a, b) for a in unfiltered for b, s in enumerate(grid) if s[:2] == grid[a][:2] and s[2] < 1]
     if not pairs:
-        return []
+        return [], "."
     by = lambda k, d: [compare(m[k][:, a], m[k][:, b], paired_by_seed=True).verdict(d) for a, b in pairs]
     per_t = lambda f: ", ".join(f(a, b, f"T={grid[a][0]:g}") for a, b in pairs)  # f(a, b, "T=...")
     cut, safe = by("entropy", "less"), by("logp", "greater")
@@ -216,10 +212,18 @@ def _truncation(m: dict, grid: list) -> list[Finding]:
     ev = f"entropy drop from top-p {grid[pairs[0][1]][2]:g}, per temperature {drop}; the model's mean "
     ev += f"log-probability (nats) of the drawn tokens rises by {rise} (paired 95% CI excluding 0: entropy "
     ev += f"lower at {cut.count('supported')} of {len(pairs)} temperatures, log-probability higher at "
-    ev += f"{safe.count('supported')} of {len(pairs)}). Truncation does not simply remove repetition: "
-    ev += f"samples ending in a loop, without -> with top-p, {loops} per temperature"
+    ev += f"{safe.count('supported')} of {len(pairs)}). Samples ending in a loop (fraction, not tested), "
+    ev += f"without -> with top-p: {loops} per temperature"
     claim = "Top-p cuts the tail: less entropy and likelier tokens at the same temperature"
-    return [Finding(claim, headline(cut + safe), ev)]
+    finding = Finding(claim, headline(cut + safe), ev)
+    ending = (
+        f"; top-p {grid[pairs[0][1]][2]:g} lowered the entropy at {cut.count('supported')} of {len(pairs)} "
+    )
+    ending += f"temperatures and made the drawn tokens likelier at {safe.count('supported')} of {len(pairs)}"
+    ending += (
+        ": truncation trades tail diversity for likelier tokens." if finding.verdict == "supported" else "."
+    )
+    return [finding], ending
 
 
 def analyze(cfg: E05Config, out: Path):
@@ -228,14 +232,14 @@ def analyze(cfg: E05Config, out: Path):
     m = _metrics(cfg, samples)
     _plot(cfg, outs, m, samples, grid)
     _tables(cfg, outs, m, samples[0], grid, vocab_decoder(read_measurement(runs / "vocab.npz", cfg)))
-    findings = [_greedy_loops(m, grid), _diversity(m, grid), *_truncation(m, grid)]
-    v = [f.verdict for f in findings] + [""]  # "" when the grid has no top-p pair
-    if v[:2] != ["supported"] * 2:
+    truncation, ending = _truncation(m, grid)
+    findings = [_greedy_loops(m, grid), _diversity(m, grid), *truncation]
+    if [f.verdict for f in findings[:2]] != ["supported"] * 2:
         summary = "The decoding choices changed the text, but not every part of the slogan held; "
         summary += "see the findings."
     else:
         summary = "One trained model, many texts: greedy decoding loops, and sampling diversifies in step "
-        summary += "with the entropy it allows" + {"": ".", "supported": TRADES}.get(v[2], MIXED)
+        summary += "with the entropy it allows" + ending
     return outs.findings(headline(findings), summary, findings)
 
 

@@ -312,7 +312,8 @@ def _decode_outputs(cfg: E09Config, d: dict, outs: Outputs) -> None:
 def _bytes_finding(cfg: E09Config, d: dict) -> Finding:
     (g1, c, b), h, mib = d["big"], cfg.model.n_heads, d["mib"]
     ev = f"measured = formula in {sum(d['exact'])}/{len(d['exact'])} cases; at context {c}, batch {b}: "
-    ev += f"{mib[(h, c, b)]:.1f} MiB for MHA vs {mib[(g1, c, b)]:.2f} MiB for G={g1} ({h // g1}× less)"
+    ev += f"{mib[(h, c, b)]:.1f} MiB for MHA vs {mib[(g1, c, b)]:.2f} MiB for G={g1} "
+    ev += f"({mib[(h, c, b)] / mib[(g1, c, b)]:.3g}× less; H/G = {h // g1})"
     return Finding("KV-cache bytes shrink by H/G", "supported" if all(d["exact"]) else "refuted", ev)
 
 
@@ -332,18 +333,22 @@ def _speed_finding(cfg: E09Config, d: dict) -> Finding:
         f"context {c} × batch {b} ({d['mib'][(h, c, b)]:.2f} MiB MHA cache): {_x(d['speed'][(g1, c, b)])}"
         for c, b in cases
     )
-    ratio, top = h // g1, float(np.exp(faster.ci95[1]))
+    ratio, top = d["mib"][(h, cb, bb)] / d["mib"][(g1, cb, bb)], float(np.exp(faster.ci95[1]))  # measured
     ev = f"G={g1} vs MHA per decode step, {_repeats(d)} timed calls each: {every}. By the rule per case: "
     ev += "; ".join(f"{word} at {', '.join(where)}" for word, where in said.items())
     ev += f". Largest cache against 1× (margin ×/÷{1 + SPEEDUP_MARGIN:g}): {verdicts[0]}; log speedup there "
-    ev += f"minus at the smallest: {more.fmt(2)}: {verdicts[1]}. G={g1} reads {ratio}× fewer cache bytes per "
+    ev += f"minus at the smallest: {more.fmt(2)}: {verdicts[1]}. G={g1} reads {ratio:.3g}× fewer cache bytes per "
     ev += "step, while the weight matmuls, norms and per-call overhead are the same for every G"
     if np.isfinite(top):
         ev += (
             f"; at the largest cache the speedup's CI ends {'below' if top < ratio else 'at or above'} that "
         )
-        ev += f"{ratio}× ({top:.2f}×)"
-    claim = "Fewer K/V heads speed up decoding where reading the K/V cache dominates a step, not elsewhere"
+        ev += f"{ratio:.3g}× ({top:.2f}×)"
+    # Only the fewest K/V heads are decided (other G are in the decode table, judged case by case there).
+    claim = (
+        f"The fewest K/V heads (G={g1}) speed up decoding where reading the K/V cache dominates a step, and "
+        "more there than where the cache is smallest"
+    )
     return Finding(claim, headline(verdicts), ev)
 
 

@@ -462,14 +462,22 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
     judged = [
         i for i in f["probes"] if 0 < ci[f"above_alpha{i}"][0] and ci[f"above_alpha{i}"][1] <= ALPHA_MAX
     ]
-    off = [i for i in judged if _two_sided(ci[f"res{i}"], 0.0) == "supported"]
+    # The claim is a threshold: every judged size at and below the largest one off the law is a sub-finding of
+    # its own (a smaller size whose residual is still noise weakens it to qualified); sizes above it are on
+    # the law, as the claim expects.
+    decided = {i: _two_sided(ci[f"res{i}"], 0.0) for i in judged}
+    off = [i for i in judged if decided[i] == "supported"]
+    below = [i for i in judged if off and g.n[i] <= max(g.n[j] for j in off)]
+    noise = [i for i in below if decided[i] != "supported"]
+    sizes = lambda idx: ", ".join(f"{g.names[i]} (N={g.n[i]:.3g})" for i in idx)
     parts = [
         f"{g.names[i]} (N={g.n[i]:.3g}) {_num(f['point'][f'res{i}'], sign='+')} {_ci(ci[f'res{i}'])}"
         + ("" if i in judged else f", not judged: the law above has alpha {_ci(ci[f'above_alpha{i}'])}")
         for i in f["probes"]
     ]
     where = (
-        f"residuals stop being noise at and below {g.names[max(off)]} (N={g.n[max(off)]:.3g})"
+        f"the residual's CI excludes zero at {sizes(off)}"
+        + (f"; it does not at {sizes(noise)}, smaller still" if noise else "")
         if off
         else "no judged size's residual CI excludes zero"
         if judged
@@ -480,7 +488,7 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
     )
     return Finding(
         "the smallest sizes fall off the law fitted on the sizes above them (a size too small for the law)",
-        "supported" if off else "inconclusive",
+        headline([decided[i] for i in below]),
         f"{where}; observed minus predicted (nats/token, law on the larger sizes, largest budget): "
         + "; ".join(parts),
     )

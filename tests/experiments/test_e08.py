@@ -76,8 +76,10 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     )
     loss = {n: _final(out / "runs" / n) for n in ("dense", "moe-E2")}
     assert f["findings"][2]["verdict"] == compare(loss["dense"], loss["moe-E2"]).verdict("less")
-    # the headline: routing and equal compute only (the breaks and the step time are reported beside it)
-    assert f["verdict"] == headline([f["findings"][0]["verdict"], f["findings"][2]["verdict"]])
+    # the headline: equal compute where routing (its condition) is supported, else inconclusive (the breaks
+    # and the step time are reported beside it)
+    routing, compute = f["findings"][0]["verdict"], f["findings"][2]["verdict"]
+    assert f["verdict"] == (compute if routing == "supported" else "inconclusive")
     table = (out / "tables" / "variants.md").read_text()
     assert "| dense | — | — | — | — | " in table and f"{np.mean(loss['dense']):.3f} ±" in table
     cost = read_measurement(out / "runs" / "cost.json", cfg)
@@ -151,16 +153,17 @@ def _made_up(with_share, without_share) -> "e08._Data":
 @pytest.mark.parametrize(
     "with_, without, verdict, said",
     [
-        ([0.26, 0.27, 0.26], [0.90, 0.91, 0.92], "supported", "in 3/3 seeds without it (collapse in most"),
+        ([0.26, 0.27, 0.26], [0.90, 0.91, 0.92], "supported", "in 3/3 seeds without it"),
         # less balanced without it (supported) but far from collapsed (refuted): the rule says qualified
-        ([0.26, 0.27, 0.26], [0.30, 0.31, 0.29], "qualified", "0/3 seeds without it — it did not collapse"),
-        ([0.30, 0.31, 0.30], [0.25, 0.25, 0.26], "refuted", "in 0/3 seeds without it — it did not collapse"),
-        ([0.26, 0.27, 0.26], [0.30, 0.95, 0.31], "inconclusive", "in 1/3 seeds without it — it did not"),
+        ([0.26, 0.27, 0.26], [0.30, 0.31, 0.29], "qualified", "in 0/3 seeds without it"),
+        ([0.30, 0.31, 0.30], [0.25, 0.25, 0.26], "refuted", "in 0/3 seeds without it"),
+        ([0.26, 0.27, 0.26], [0.30, 0.95, 0.31], "inconclusive", "in 1/3 seeds without it"),
     ],
 )
-def test_collapse_is_decided_by_the_rule_and_said_when_it_did_not_happen(with_, without, verdict, said):
+def test_collapse_is_decided_by_the_rule_and_the_count_is_only_counted(with_, without, verdict, said):
     f = e08._collapse_finding(_made_up(with_, without))
     assert f.verdict == verdict and said in f.evidence, f.evidence
+    assert "most seeds" not in f.evidence  # a raw count is not a verdict: no wording beyond the CI's
 
 
 def _timed(**ms) -> "e08._Data":
@@ -224,3 +227,13 @@ def test_analyze_counts_capacity_slots_as_the_dispatch_does():
                 for factor in (0.1, 1.0, 1.25, 2.0):
                     assert e08._capacity_slots(n, experts, k, factor) == capacity(n, experts, k, factor)
     assert e08._capacity_slots(1024, 4, 1, 1.25) == 320
+
+
+def test_the_conditional_claims_headline_is_the_conclusion_only_where_the_condition_holds():
+    from lab.analysis import Finding
+
+    f = lambda v: Finding("c", v, "e")
+    assert e08.conditional_headline(f("supported"), f("refuted")) == "refuted"
+    assert e08.conditional_headline(f("supported"), f("supported")) == "supported"
+    for cond in ("qualified", "refuted", "inconclusive"):
+        assert e08.conditional_headline(f(cond), f("supported")) == "inconclusive"

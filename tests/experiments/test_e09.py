@@ -82,7 +82,7 @@ def _decode(cfg, seconds):
     "fast_big, fast_small, verdict",
     [
         (3.0, 1.0, "supported"),  # faster with the big cache only
-        (3.0, 3.0, "qualified"),  # faster everywhere: "not elsewhere" fails to hold
+        (3.0, 3.0, "qualified"),  # faster everywhere: "more there than with the smallest cache" fails
         (1.0, 1.0, "refuted"),  # no speedup anywhere: inside 1 ± SPEEDUP_MARGIN
     ],
 )

@@ -110,7 +110,8 @@ def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdic
     f = e13._fits(cfg, g)
     held, small = e13.finding_held_out(g, f), e13.finding_too_small(g, f)
     assert held.verdict == "supported", held.evidence
-    assert small.verdict == "supported" and "at and below s0 " in small.evidence, small.evidence
+    assert small.verdict == "supported" and "excludes zero at s0 (N=" in small.evidence, small.evidence
+    assert "does not at" not in small.evidence, small.evidence
     assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
     tpp = e13.finding_tokens_per_param(g, f)
     assert "not decided" not in tpp.evidence, tpp.evidence  # a determined L(N, D): the rule decides
@@ -134,3 +135,22 @@ def test_a_flat_grid_judges_no_size_too_small():
     small, tpp = e13.finding_too_small(g, f), e13.finding_tokens_per_param(g, f)
     assert small.verdict == "inconclusive" and "not judged" in small.evidence, small.evidence
     assert tpp.verdict == "inconclusive" and "not decided" in tpp.evidence, tpp.evidence
+
+
+def test_a_smaller_size_still_in_the_noise_makes_too_small_qualified():
+    """The threshold reading: sizes at and below the largest one off the law are the sub-findings. s1 is off,
+    s0 (smaller) is still noise -> qualified; s2 above the threshold is on the law, as the claim expects."""
+    n = np.asarray([1e4, 5e4, 1e5, 1e6, 2e6, 4e6])
+    g = e13._Grid([f"s{i}" for i in range(n.size)], n, np.asarray([1.0]), [], {})
+    res = {0: (-0.1, 0.05), 1: (-0.2, -0.05), 2: (-0.1, 0.1)}
+    f = {
+        "probes": [0, 1, 2],
+        "ci": {f"res{i}": r for i, r in res.items()} | {f"above_alpha{i}": (0.1, 0.3) for i in res},
+        "point": {f"res{i}": sum(r) / 2 for i, r in res.items()},
+    }
+    small = e13.finding_too_small(g, f)
+    assert small.verdict == "qualified", small.evidence
+    assert "excludes zero at s1 (N=5e+04); it does not at s0 (N=1e+04)" in small.evidence, small.evidence
+    res[0] = (-0.3, -0.1)  # both off: supported
+    f["ci"]["res0"] = res[0]
+    assert e13.finding_too_small(g, f).verdict == "supported"
