@@ -1,6 +1,7 @@
 """Project 10 end to end at the smoke preset: run, analyze from disk, report; and bad configs are refused
 before anything is written or compiled."""
 
+import dataclasses
 import json
 import shutil
 
@@ -168,3 +169,30 @@ def test_rmsnorm_equal_within_the_margin_only_when_the_interval_lies_inside_it(r
 def test_removing_the_norm_hurts_most_at_high_lr_is_decided_not_asserted(none, verdict):
     f = e10._no_norm(_made_up(layernorm_pre_gelu=BASE, none_pre_gelu=none))
     assert f.verdict == verdict and "minus at lr" in f.evidence, f.evidence
+
+
+class _StubRuns:
+    """Final losses by variant (seeds,), for the activation-clause finding alone."""
+
+    def __init__(self, cfg, losses):
+        self.cfg, self.losses = cfg, losses
+
+    def compare(self, a, b, lr, p=False):
+        c = compare(self.losses[a], self.losses[b])
+        return c, f"{b} vs {a} at lr {lr:g}: {c.fmt(p=p)}"
+
+
+@pytest.mark.parametrize(
+    "relu_shift, verdict",
+    [(0.001, "supported"), (0.5, "refuted"), (0.05, "inconclusive")],
+)
+def test_the_activation_clause_is_an_equivalence_within_the_margin(relu_shift, verdict):
+    """Every activation within ±EQUAL_MARGIN of GELU (supported), one wholly outside (refuted), one whose CI
+    crosses the margin's edge (inconclusive): the claim's second clause is decided, not assumed."""
+    cfg = dataclasses.replace(e10.PRESET_TABLE["cpu"], activations=("gelu", "relu"))
+    base = np.array([3.000, 3.004, 2.996])
+    jitter = np.array([0.0, 0.03, -0.03]) if relu_shift == 0.05 else np.zeros(3)
+    losses = {e10.BASE: base, f"{e10.BASE_NORM}-relu": base + relu_shift + jitter}
+    f = e10._activations_matter_less(_StubRuns(cfg, losses))
+    assert f.verdict == verdict, f.evidence
+    assert f"{int(verdict == 'supported')} of 1 CIs lie inside ±{e10.EQUAL_MARGIN:g}" in f.evidence
