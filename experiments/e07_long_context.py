@@ -122,9 +122,13 @@ class E07Config:
     # there varies by 0.025-0.028 between seeds, so 3 seeds give a 95% CI of about ±0.07, wider than the
     # margin (qualified at 3 seeds, 2026-12-04); 5 seeds give about ±0.03. The cpu preset took 211 s with 5.
     seeds: int = 5
+    # The seed count was raised after seeing seeds 0-4 (of which 0-2 decided the raise), so the published
+    # verdicts come from fresh seeds 5-9 (DESIGN convention 15: a choice made on some seeds is tested on others).
+    first_seed: int = 5
 
     def __post_init__(self):
         check_at_least(self, 1, "seeds", "eval_examples", "stream_examples", "time_repeats", "depths")
+        check_at_least(self, 0, "first_seed")
         check_at_least(self, 1, "mem_heads", "mem_head_dim", "eval_lengths")
         check_at_least(self, 2, "stream_mult")  # streaming is scored past the training length
         check(self.window >= 1, f"window must be >= 1, got {self.window}")
@@ -215,20 +219,20 @@ def run(cfg: E07Config, out: Path, opts) -> None:
     write_measurement(out / "runs" / "scaling.json", _scaling(cfg, opts.progress), cfg)
     for depth, variant in [(n, v) for n in cfg.depths for v in cfg.variants]:
         model = _model(cfg, variant, depth)
-        spec = SweepSpec(model, cfg.train, cfg.task, seed_members(cfg.seeds, cfg.train))
+        spec = SweepSpec(model, cfg.train, cfg.task, seed_members(cfg.seeds, cfg.train, first=cfg.first_seed))
         run_dir = out / "runs" / "passkey" / f"L{depth}_{variant}"
         train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e07 passkey {depth} layer(s), {variant}")
         m = _passkey_grid(cfg, model, sweep_params(run_dir, spec))
         write_measurement(out / "runs" / f"passkey_L{depth}_{variant}.npz", m, cfg)
     for pos in cfg.positions:  # the one-layer full-attention model with each other position scheme
         model = _model(cfg, "full", 1).replace(position=pos)
-        spec = SweepSpec(model, cfg.train, cfg.task, seed_members(cfg.seeds, cfg.train))
+        spec = SweepSpec(model, cfg.train, cfg.task, seed_members(cfg.seeds, cfg.train, first=cfg.first_seed))
         run_dir = out / "runs" / "passkey" / f"L1_full_{pos}"
         train_sweep(run_dir, spec, **opts.train_kw(), desc=f"e07 passkey 1 layer, full, {pos} positions")
         m = _passkey_grid(cfg, model, sweep_params(run_dir, spec))
         write_measurement(out / "runs" / f"passkey_L1_full_{pos}.npz", m, cfg)
     lm = text_lm(cfg.data, cfg.text_model)
-    spec = SweepSpec.text(lm, cfg.text_train, seed_members(cfg.seeds, cfg.text_train))
+    spec = SweepSpec.text(lm, cfg.text_train, seed_members(cfg.seeds, cfg.text_train, first=cfg.first_seed))
     train_sweep(out / "runs" / "text" / "full", spec, **opts.train_kw(), desc="e07 text, full attention")
     params = sweep_params(out / "runs" / "text" / "full", spec)
     write_measurement(out / "runs" / "streaming.npz", _streaming(cfg, lm, params), cfg)

@@ -90,6 +90,9 @@ class E08Config:
     train: TrainConfig = TrainConfig(steps=400, warmup_steps=20, eval_every=50, ckpt_every=200)
     data: DataConfig = DataConfig()
     seeds: int = 3
+    # The step count was chosen from the drop rates of seeds 0-2 (above), so the published verdicts come from
+    # fresh seeds 3-5 (DESIGN convention 15: a choice made on some seeds is tested on others).
+    first_seed: int = 3
     experts: tuple[int, ...] = (2, 4, 8)  # E of the top-1 MoE variants
     main_experts: int = 4  # the E whose routing is broken on purpose and compared
     top_k: int = 2  # the top-k variant of E_main
@@ -108,6 +111,7 @@ class E08Config:
 
     def __post_init__(self):
         check_at_least(self, 1, "seeds", "experts", "main_experts", "measure_batches", "timing_steps")
+        check_at_least(self, 0, "first_seed")
         check_at_least(self, 2, "timing_repeats")  # a CI needs two values
         check_distinct(self, "experts")
         check_choices(self, "extra_variants", EXTRA_VARIANTS)
@@ -208,7 +212,9 @@ def check_config(cfg: E08Config) -> None:
 # --- run: every JAX computation, written to files ------------------------------------------------------------
 def run(cfg: E08Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
-    members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
+    members = members_grid(
+        range(cfg.first_seed, cfg.first_seed + cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]
+    )
     models = variants(cfg, lm.model)
     b, t = cfg.train.batch_size, lm.model.max_len
     n = cfg.measure_batches * b * t

@@ -340,7 +340,8 @@ class SweepRunner:
         return self.compile_eval(state, data)(state, data)
 
 
-def seed_members(seeds: int, tcfg: TrainConfig, extras=((),)) -> list[Member]:
-    """Seeds 0..seeds-1 of one training recipe (its peak lr and init scale), for each of `extras`: the
-    members of an experiment that repeats one setting over seeds (`members_grid` with one lr and scale)."""
-    return members_grid(range(seeds), [tcfg.lr], [tcfg.init_scale], extras)
+def seed_members(seeds: int, tcfg: TrainConfig, extras=((),), first: int = 0) -> list[Member]:
+    """Seeds first..first+seeds-1 of one training recipe (its peak lr and init scale), for each of `extras`:
+    the members of an experiment that repeats one setting over seeds (`members_grid` with one lr and scale).
+    `first` > 0 gives fresh seeds, to test a choice made on seeds 0.. (DESIGN convention 15)."""
+    return members_grid(range(first, first + seeds), [tcfg.lr], [tcfg.init_scale], extras)
