@@ -384,12 +384,19 @@ def _reverse(cfg: E01Config, outs: Outputs, m: dict) -> Finding:
     for k, r in enumerate(scores.values()):
         ax.scatter([k - 0.1] * len(r["exact"]), r["exact"], alpha=0.5, color="C0")
         ax.scatter([k + 0.1] * len(r["token"]), r["token"], alpha=0.5, color="C1")
-    plots.points(ax, x - 0.1, [r["exact"] for r in scores.values()], "whole word exact (greedy)")
-    plots.points(ax, x + 0.1, [r["token"] for r in scores.values()], "per answer token")
+    plots.points(
+        ax,
+        x - 0.1,
+        [r["exact"] for r in scores.values()],
+        "whole word exact, greedy (fraction of held-out words)",
+    )
+    plots.points(
+        ax, x + 0.1, [r["token"] for r in scores.values()], "per answer token (fraction of answer tokens)"
+    )
     ax.set_xticks(range(len(scores)), list(scores))
     ax.set_ylim(-0.05, 1.05)
     title = f"Spelling held-out words backwards ({cfg.reverse.steps} steps)"
-    plots.finish(ax, title, "tokenizer", "accuracy (fraction of held-out words)")
+    plots.finish(ax, title, "tokenizer", "accuracy (fraction)")
     plots.save(fig, outs.plot("reverse.png"))
     cuts = [(w, "|".join(p)) for w, p in m["reverse_examples"]]
     columns = ["tokenizer", "answer tokens (mean)", "exact match", "per-token accuracy"]
@@ -463,7 +470,7 @@ def _near(e: dict, group: str) -> Finding:
     if c.verdict("less") == "supported":
         ev += ", and below them"
     ev += ". One-hot ids give exactly 0 for every pair; random pairs of the trained table sit at "
-    ev += f"{summarize(e['random pairs']).mean:+.3f}, not 0 (a shared direction), so 'together' means above them"
+    ev += f"{summarize(e['random pairs']).mean:+.3f}, so 'together' means above them, not above 0"
     if group == "case pairs" and verdict != "supported":
         ev += ". A possible reason, not tested here: with tied input/output embeddings a token's vector also "
         ev += "encodes what follows it and where it occurs (' The' opens sentences, ' the' sits inside them)"
@@ -480,8 +487,9 @@ def analyze(cfg: E01Config, out: Path) -> Findings:
     write_png(outs.plot("tokens.png"), panels)
     findings = [_compression(cfg, outs, m["compression"]), _lm_finding(cfg, outs, m["lm"])]
     findings += [_reverse(cfg, outs, m), *_embeddings(outs, m["embeddings"])]
-    verdict = headline(findings[1:3])  # the claim: what the same model learns at the same compute
-    summary = f"The claim ({verdict}) is decided by what the same model learns at the same compute: "
+    verdict = headline(findings[1:3])  # the claim: what the same model learns (equal FLOPs; equal steps)
+    summary = f"The claim ({verdict}) is decided by what the same model learns (language modelling at equal "
+    summary += "training FLOPs, reversal at equal steps): "
     summary += (
         claims_summary(findings[1:3]) + " Also measured: " + claims_summary(findings[:1] + findings[3:])
     )

@@ -289,10 +289,10 @@ def _step(cfg, m, labels, outs) -> Finding:
         "supported" if diff < STEP_TOLERANCE else "refuted",
         f"max |p_step - p_batched| = {diff:.2g} over {max(cfg.heads)} heads x {cfg.model.max_len} queries "
         + (
-            "(float32; tolerance 1e-5)"
+            f"(float32; tolerance {STEP_TOLERANCE:g})"
             if cfg.model.dtype == "float32"
             else f"(q, k, v in {cfg.model.dtype} as the model makes them, scores and softmax in float32; "
-            "tolerance 1e-5)"
+            f"tolerance {STEP_TOLERANCE:g})"
         ),
     )
 

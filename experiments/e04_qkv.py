@@ -288,7 +288,7 @@ def _same_by_design(cfg: E04Config) -> str:
     """The title's last lines: which curves coincide by construction (told apart by their line styles)."""
     vs, lines = set(cfg.variants), ""
     if vs & set(SWAPS):
-        lines += "\nBy design, swaps only relabel Q, K, V: their curves track intact's"
+        lines += "\nBy design, swaps only relabel Q, K, V (whether their curves track intact's is a finding)"
     if {"zero_q", "zero_k"} <= vs:
         lines += "\nBy design, zero_q ≡ zero_k: either way every score is 0"
     return lines

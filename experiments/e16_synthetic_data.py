@@ -350,6 +350,15 @@ def _row_logprobs(model, params, tokens_NL):
     )
 
 
+def _frequency_top(rate: float, k: int) -> str:
+    """Whether a learner of the statements' frequencies keeps the true value on top of every fact: the true
+    value has frequency 1 - rate, each of the other k - 1 candidates at most rate / (k - 1) when the wrong
+    values are spread evenly over them (k: the fewest candidates of any fact)."""
+    if 1 - rate > rate / (k - 1):
+        return f" and the true value on top of every fact (1 - {rate:.3f} > {rate:.3f} / {k - 1}, the wrong values spread over the others)"
+    return f", but not the true value on top of every fact (1 - {rate:.3f} <= {rate:.3f} / {k - 1})"
+
+
 def fact_scores(cfg: E16Config, model, params) -> dict:
     """Per member (M): the probability its candidate scores (each value's summed byte log-probability,
     normalized over the attribute's values) put on the true value, averaged over the facts, and the share
@@ -375,6 +384,7 @@ def fact_scores(cfg: E16Config, model, params) -> dict:
         "top1": np.mean(top1, axis=0).tolist(),
         "chance": chance,
         "facts": len(p_true),
+        "fewest_candidates": int(np.bincount(probe["fact"]).min()),
     }
 
 
@@ -623,8 +633,12 @@ def finding_facts(cfg: E16Config, table: dict, facts: dict, wrong: dict) -> Find
         + ("" if ok else " (not judged: the model did not learn the true facts)")
         + f". At rate {hi}, p(true) is {np.mean(table[hi]['p_true']) / np.mean(table[lo]['p_true']):.2f} of "
         f"its value at rate {lo} and the true value scores highest for {np.mean(table[hi]['top1']):.0%} of the "
-        f"facts; a learner of the statements' frequencies would keep {1 - wrong[hi]['rate']:.2f} of it and the "
-        "true value on top of every fact (the wrong values are spread over the others)"
+        f"facts; a learner of the statements' frequencies would keep {1 - wrong[hi]['rate']:.2f} of it"
+        + (  # measured since 2026-12-04
+            _frequency_top(wrong[hi]["rate"], facts["fewest_candidates"])
+            if "fewest_candidates" in facts
+            else ""
+        )
     )
     claim = (
         f"Wrong facts are learned: at a wrong-fact rate of {float(hi):.0%} the model puts less probability on "

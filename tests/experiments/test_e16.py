@@ -177,10 +177,14 @@ def test_crossover_finding_on_made_up_numbers():
 def test_the_wrong_facts_finding_on_made_up_numbers():
     cfg = e16.PRESET_TABLE["cpu"]
     wrong = {f"{r:g}": {"rate": r} for r in cfg.wrong_rates}
-    facts = {"chance": 0.11, "facts": 32}
+    facts = {"chance": 0.11, "facts": 32, "fewest_candidates": 8}
     row = lambda p: {"p_true": np.asarray(p), "top1": np.asarray(p), "loss": np.asarray([0.3, 0.3, 0.3])}
     learned = {"0": row([0.6, 0.62, 0.64]), "0.2": row([0.4, 0.42, 0.41]), "0.4": row([0.3, 0.29, 0.3])}
     assert e16.finding_facts(cfg, learned, facts, wrong).verdict == "supported"
+    older = e16.finding_facts(
+        cfg, learned, {"chance": 0.11, "facts": 32}, wrong
+    )  # a measurement before the count
+    assert older.evidence.startswith("32 facts of") and "true value on top" not in older.evidence
     flat = {"0": row([0.6, 0.62, 0.64]), "0.2": row([0.6, 0.63, 0.62]), "0.4": row([0.61, 0.6, 0.65])}
     assert e16.finding_facts(cfg, flat, facts, wrong).verdict == "inconclusive"
     never = {"0": row([0.1, 0.12, 0.11]), "0.2": row([0.1, 0.1, 0.1]), "0.4": row([0.05, 0.05, 0.05])}
@@ -205,3 +209,10 @@ def test_collapse_findings_on_made_up_numbers():
     series = {"replace": better, "accumulate": collapse}
     assert e16.finding_collapse(cfg, series, "replace").verdict == "refuted"
     assert e16.finding_collapse(cfg, series, "accumulate").verdict == "refuted"
+
+
+def test_the_frequency_learners_top_value_is_computed_not_assumed():
+    """1 - r against r / (k - 1): the true value stays on top below r = (k - 1) / k, not above it."""
+    assert e16._frequency_top(0.406, 8).startswith(" and the true value on top of every fact")
+    assert e16._frequency_top(0.9, 8).startswith(", but not the true value on top")
+    assert e16._frequency_top(0.6, 2).startswith(", but not")
