@@ -317,39 +317,46 @@ def _bytes_finding(cfg: E09Config, d: dict) -> Finding:
     return Finding("KV-cache bytes shrink by H/G", "supported" if all(d["exact"]) else "refuted", ev)
 
 
-def _speed_finding(cfg: E09Config, d: dict) -> Finding:
-    """The fewest K/V heads against MHA, on the log scale: faster where the cache is largest (the speedup's
-    CI above 1×; refuted inside ×/÷(1 + SPEEDUP_MARGIN)), and more so there than where it is smallest (the
-    difference of the two log speedups, a contrast of four groups of repeats, above 0)."""
-    (g1, cb, bb), (_, cs, bs), h, lg = d["big"], d["small"], cfg.model.n_heads, d["log"]
-    faster = d["speed"][d["big"]]
-    more = contrast([lg[(g1, cb, bb)], lg[(h, cb, bb)], lg[(g1, cs, bs)], lg[(h, cs, bs)]], [-1, 1, 1, -1])
+def _speed_of(cfg: E09Config, d: dict, g: int) -> tuple[list[str], str]:
+    """G key/value heads against MHA, on the log scale: faster where the cache is largest (the speedup's CI
+    above 1×; refuted inside ×/÷(1 + SPEEDUP_MARGIN)), and more so there than where it is smallest (the
+    difference of the two log speedups, a contrast of four groups of repeats, above 0). Returns the two
+    verdicts and the evidence."""
+    (_, cb, bb), (_, cs, bs), h, lg = d["big"], d["small"], cfg.model.n_heads, d["log"]
+    faster = d["speed"][(g, cb, bb)]
+    more = contrast([lg[(g, cb, bb)], lg[(h, cb, bb)], lg[(g, cs, bs)], lg[(h, cs, bs)]], [-1, 1, 1, -1])
     verdicts = [faster.verdict("greater", LOG_MARGIN), more.verdict("greater")]
     cases = sorted({(c, b) for (_, c, b) in d["speed"]}, key=lambda cb: d["mib"][(h, *cb)])
     said = {}
     for c, b in cases:
-        said.setdefault(_speed_word(d["speed"][(g1, c, b)]), []).append(f"context {c} × batch {b}")
+        said.setdefault(_speed_word(d["speed"][(g, c, b)]), []).append(f"context {c} × batch {b}")
     every = "; ".join(
-        f"context {c} × batch {b} ({d['mib'][(h, c, b)]:.2f} MiB MHA cache): {_x(d['speed'][(g1, c, b)])}"
+        f"context {c} × batch {b} ({d['mib'][(h, c, b)]:.2f} MiB MHA cache): {_x(d['speed'][(g, c, b)])}"
         for c, b in cases
     )
-    ratio, top = d["mib"][(h, cb, bb)] / d["mib"][(g1, cb, bb)], float(np.exp(faster.ci95[1]))  # measured
-    ev = f"G={g1} vs MHA per decode step, {_repeats(d)} timed calls each: {every}. By the rule per case: "
+    ratio, top = d["mib"][(h, cb, bb)] / d["mib"][(g, cb, bb)], float(np.exp(faster.ci95[1]))  # measured
+    ev = f"G={g} vs MHA per decode step, {_repeats(d)} timed calls each: {every}. By the rule per case: "
     ev += "; ".join(f"{word} at {', '.join(where)}" for word, where in said.items())
     ev += f". Largest cache against 1× (margin ×/÷{1 + SPEEDUP_MARGIN:g}): {verdicts[0]}; log speedup there "
-    ev += f"minus at the smallest: {more.fmt(2)}: {verdicts[1]}. G={g1} reads {ratio:.3g}× fewer cache bytes per "
+    ev += f"minus at the smallest: {more.fmt(2)}: {verdicts[1]}. G={g} reads {ratio:.3g}× fewer cache bytes per "
     ev += "step, while the weight matmuls, norms and per-call overhead are the same for every G"
     if np.isfinite(top):
         ev += (
             f"; at the largest cache the speedup's CI ends {'below' if top < ratio else 'at or above'} that "
         )
         ev += f"{ratio:.3g}× ({top:.2f}×)"
-    # Only the fewest K/V heads are decided (other G are in the decode table, judged case by case there).
+    return verdicts, ev
+
+
+def _speed_finding(cfg: E09Config, d: dict) -> Finding:
+    """Every G below n_heads (GQA and MQA) against MHA, each by `_speed_of`; the parts composed by headline."""
+    shared = sorted(g for g in cfg.groups if g < cfg.model.n_heads)
+    parts = [_speed_of(cfg, d, g) for g in shared]
     claim = (
-        f"The fewest K/V heads (G={g1}) speed up decoding where reading the K/V cache dominates a step, and "
-        "more there than where the cache is smallest"
+        f"Fewer K/V heads (G = {', '.join(map(str, shared))}) speed up decoding where reading the K/V cache "
+        "dominates a step, and more there than where the cache is smallest"
     )
-    return Finding(claim, headline(verdicts), ev)
+    return Finding(claim, headline([v for vs, _ in parts for v in vs]), " | ".join(ev for _, ev in parts))
 
 
 def analyze(cfg: E09Config, out: Path):

@@ -135,3 +135,24 @@ def test_bad_configs_are_one_line_errors(capsys, tmp_path, override, fragment):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and fragment in err[0], err
     assert not (tmp_path / "e09_gqa").exists()
+
+
+def test_every_shared_g_is_decided_not_only_the_fewest():
+    """GQA (G=2) as well as MQA (G=1): MQA faster with the big cache only (supported), G=2 no faster anywhere
+    (refuted inside the margin) -> the parts disagree: qualified, and the evidence covers both."""
+    cfg = e09.E09Config(decode_contexts=(128, 1024), decode_batches=(1, 64), groups=(1, 2, 4))
+    jitter = np.array([1.0, 1.01, 0.99])
+    seconds = {}
+    for c in cfg.decode_contexts:
+        for b in cfg.decode_batches:
+            big = (c, b) == (1024, 64)
+            seconds[(4, c, b)] = list(1e-3 * jitter)
+            seconds[(2, c, b)] = list(1e-3 * jitter[::-1])
+            seconds[(1, c, b)] = list(1e-3 * jitter[::-1] / (3.0 if big else 1.0))
+    finding = e09._speed_finding(cfg, e09._decode_data(cfg, _decode(cfg, seconds)))
+    assert finding.verdict == "qualified", finding.evidence
+    assert (
+        "(G = 1, 2)" in finding.claim
+        and "G=1 vs MHA" in finding.evidence
+        and "G=2 vs MHA" in finding.evidence
+    )
