@@ -50,7 +50,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
+from lab.analysis import (
+    Finding,
+    Outputs,
+    Table,
+    compare,
+    compare_to,
+    conditional_headline,
+    headline,
+    summarize,
+)
 from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -58,7 +67,7 @@ from lab.model import PRESETS, ModelConfig, flops
 from lab.model.transformer import apply_with_aux, init, param_count
 from lab.report import recorded_provenance
 from lab.runs import load_runs, read_measurement, read_rows, write_measurement
-from lab.train import SweepSpec, TrainConfig, members_grid, train_sweep
+from lab.train import SweepSpec, TrainConfig, seed_members, train_sweep
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import sweep_params
 from lab.train.state import init_state
@@ -212,9 +221,7 @@ def check_config(cfg: E08Config) -> None:
 # --- run: every JAX computation, written to files ------------------------------------------------------------
 def run(cfg: E08Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
-    members = members_grid(
-        range(cfg.first_seed, cfg.first_seed + cfg.seeds), [cfg.train.lr], [cfg.train.init_scale]
-    )
+    members = seed_members(cfg.seeds, cfg.train, first=cfg.first_seed)
     models = variants(cfg, lm.model)
     b, t = cfg.train.batch_size, lm.model.max_len
     n = cfg.measure_batches * b * t
@@ -701,12 +708,12 @@ def _variants_table(d: _Data, outs: Outputs) -> None:
 
 
 def _tokens_table(d: _Data, outs: Outputs, top: int = 8) -> None:
-    """Seed 0 of the main MoE: each expert's most frequent first-choice tokens, per layer."""
+    """The first seed of the main MoE: each expert's most frequent first-choice tokens, per layer."""
     cfg, name = d.cfg, _main(d.cfg)
     counts = d.routing[f"{name}:counts"][0]  # (L, E, V)
     text = d.routing["token_text"]
     t = Table(
-        f"{name}, seed 0: each expert's most frequent tokens (first choice, {cfg.measure_batches} validation "
+        f"{name}, seed {cfg.first_seed}: each expert's most frequent tokens (first choice, {cfg.measure_batches} validation "
         "batches)",
         ["block", "expert", "share of tokens", "most frequent tokens (count, % of that token's occurrences)"],
         note="A token id's share going to one expert near 100% means the router decides by token identity.",
@@ -774,12 +781,6 @@ def analyze(cfg: E08Config, out: Path):
     )
     summary += "; the breaks and step time are reported beside it."
     return outs.findings(verdict, summary, findings + ([speed] if speed else []))
-
-
-def conditional_headline(condition: Finding, conclusion: Finding) -> str:
-    """The verdict on "if <condition>, <conclusion>": the conclusion's verdict where the condition is
-    supported, else inconclusive (the conclusion was not tested under its condition)."""
-    return conclusion.verdict if condition.verdict == "supported" else "inconclusive"
 
 
 EXPERIMENT = Experiment(

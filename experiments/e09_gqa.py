@@ -81,6 +81,9 @@ class E09Config:
         check_distinct(self, "groups", "decode_contexts", "decode_batches")
         check(all(h % g == 0 for g in self.groups), f"groups must divide model.n_heads ({h})")
         check(h in self.groups, f"groups must include model.n_heads ({h}): the MHA reference and control")
+        check(
+            min(self.groups) < h, f"groups must include a G below model.n_heads ({h}): the shared K/V heads"
+        )
         msg = f"decode_steps must be in [1, min(decode_contexts)), got {self.decode_steps}"
         check(1 <= self.decode_steps < min(self.decode_contexts), msg)
 
@@ -369,12 +372,12 @@ def analyze(cfg: E09Config, out: Path):
     parts += [_bytes_finding(cfg, d), _speed_finding(cfg, d)]
     aside = _scratch_finding(cfg, q)  # not part of the claim: the uptrained models saw more steps
     g1, speed = big[0], parts[3]
-    summary = f"Decoding ({speed.verdict}): MQA (G={g1}) vs MHA, {_x(d['speed'][big])} at context {big[1]} × "
-    summary += f"batch {big[2]} ({_speed_word(d['speed'][big])}) and {_x(d['speed'][small])} at context "
-    summary += f"{small[1]} × batch {small[2]} ({_speed_word(d['speed'][small])}), with a {h // g1}× smaller "
-    summary += (
-        f"cache. Quality ({parts[1].verdict}): converting a trained MHA model by mean-pooling took the "
-    )
+    fewest = f"{'MQA ' if g1 == 1 else ''}(G={g1})"
+    summary = f"Decoding ({speed.verdict}, every G < {h}): {fewest} vs MHA, {_x(d['speed'][big])} at context "
+    summary += f"{big[1]} × batch {big[2]} ({_speed_word(d['speed'][big])}) and {_x(d['speed'][small])} at "
+    summary += f"context {small[1]} × batch {small[2]} ({_speed_word(d['speed'][small])}), with a "
+    summary += f"{d['mib'][(h, big[1], big[2])] / d['mib'][big]:.3g}× smaller cache (measured). Quality "
+    summary += f"({parts[1].verdict}): converting a trained MHA model by mean-pooling took the "
     summary += f"val loss from {_ms(q['mha'])} to {_ms(q['before'][g1])} for G={g1}; {cfg.uptrain_steps} "
     summary += f"uptraining steps brought it to {_ms(q['after'][g1])} (MHA with the same steps: "
     summary += f"{_ms(q['after'][h])})."

@@ -58,8 +58,9 @@ the exponents are compared; (4) the learning rate follows a fixed rule, not a pe
 papers, and there is no cooldown; (5) 960 small steps is early training, where a larger model's advantage is how
 fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
-on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero is where
-residuals stop being noise, judged only where that law is determined (its alpha's CI inside (0, 1]: a
+on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero (either
+sign: "off the law") is the threshold, and every judged size at or below it is decided on its own
+(qualified when one of them is still noise), judged only where that law is determined (its alpha's CI inside (0, 1]: a
 flat or runaway law extrapolated downward predicts anything). The criterion is relative to the law of the
 larger sizes: where the larger sizes themselves bend away (as at the cpu preset's tiny budgets), the
 small ones are flagged against that.
@@ -477,7 +478,7 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
     ]
     where = (
         f"the residual's CI excludes zero at {sizes(off)}"
-        + (f"; it does not at {sizes(noise)}, smaller still" if noise else "")
+        + (f"; it does not at {sizes(noise)}, at or below the largest of those" if noise else "")
         if off
         else "no judged size's residual CI excludes zero"
         if judged

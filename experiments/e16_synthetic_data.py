@@ -354,6 +354,8 @@ def _frequency_top(rate: float, k: int) -> str:
     """Whether a learner of the statements' frequencies keeps the true value on top of every fact: the true
     value has frequency 1 - rate, each of the other k - 1 candidates at most rate / (k - 1) when the wrong
     values are spread evenly over them (k: the fewest candidates of any fact)."""
+    if k < 2:  # one candidate: the true value is the only one, on top whatever the rate
+        return " and the true value on top of every fact (it is the only candidate)"
     if 1 - rate > rate / (k - 1):
         return f" and the true value on top of every fact (1 - {rate:.3f} > {rate:.3f} / {k - 1}, the wrong values spread over the others)"
     return f", but not the true value on top of every fact (1 - {rate:.3f} <= {rate:.3f} / {k - 1})"

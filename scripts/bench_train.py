@@ -14,7 +14,9 @@ beta2 0.99, clip 1.0), bias off. In one process it measures:
   * JAX: compile time, steady-state ms/step and tokens/s of the jitted step (lab.train), and model
     FLOPs utilization (lab.model.flops) against JAX's ceiling;
   * PyTorch eager, the same model and step (batch sampling, forward, backward, clipping, AdamW), and
-    the ratio of step times.
+    the ratio of step times;
+  * where the two differ (`parts_timing`): an attention projection, the MLP's matmuls, the attention core
+    and the whole forward+backward, each timed in both after checking they compute the same numbers.
 With --steps N it then:
   * trains JAX and PyTorch from the same weights on the same batches for N steps (--check-steps) and
     compares their losses at every step and their exact val losses at the end;
@@ -287,14 +289,18 @@ def parts_timing(vocab: int, repeats: int, rounds: int) -> list[tuple[str, float
     [(piece, JAX ms, PyTorch ms, max |JAX - PyTorch| of the piece's outputs)], each piece timed in
     alternating rounds (median of `rounds`, `repeats` calls each) from the same inputs, after checking that
     both compute the same numbers. The pieces:
-      * the matmul library alone (XLA's dot against PyTorch's mm): an attention projection (768 tokens,
+      * the matmul library (XLA's dot against PyTorch's mm): an attention projection (768 tokens,
         128 -> 128) and the MLP's two matmuls (128 -> 512 -> 128), each chained `repeats` times (x <- x @ w,
-        orthonormal weights) inside one JAX program and one PyTorch loop, so no call overhead counts;
+        orthonormal weights) inside one JAX program and one PyTorch loop: no JAX call overhead counts, and
+        PyTorch's eager dispatch per matmul is part of its cost, as in its train step;
       * causal attention's core, forward and backward, per layer (B 12, H 4, T 64, head 32): our
         lab.ops.attention (two batched matmuls around a float32 softmax) against PyTorch's fused
         scaled_dot_product_attention, nanoGPT's choice;
       * the whole model's loss, forward and backward: JAX inside a lax.scan of `repeats` steps, the way the
-        train step runs (one top-level call per step is slower on XLA:CPU), PyTorch eager.
+        train step runs (one top-level call per step is slower on XLA:CPU), PyTorch eager. Each JAX pass
+        depends on the last through two elementwise ops over the parameters (a few % of its time); the check
+        compares the loss and every parameter's gradient.
+    The pieces are the naive-attention model's (the published figures'), whatever --attention is.
     The train step's other parts (batch sampling, clipping, AdamW, the divergence guard) are the difference
     between the last piece and the whole step."""
     import jax
@@ -316,18 +322,23 @@ def parts_timing(vocab: int, repeats: int, rounds: int) -> list[tuple[str, float
     x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
     loss_j = lambda p: ops.cross_entropy(apply(cfg, p, x_j), y_j)[0]
 
-    def grads_scan(p):  # the gradient at p, `repeats` times in one program (each pass depends on the last)
-        def body(c, _):
-            loss, g = jax.value_and_grad(loss_j)(jax.tree_util.tree_map(lambda a, b: a + 0 * b, p, c))
-            return jax.tree_util.tree_map(lambda a: a * 0, g), loss
+    def grads_scan(
+        p,
+    ):  # (loss, gradient) at p, `repeats` times in one program (each pass depends on the last)
+        def body(carry, _):  # carry: (loss, zeros that make the next pass depend on this one, gradient)
+            loss, g = jax.value_and_grad(loss_j)(jax.tree_util.tree_map(lambda a, b: a + 0 * b, p, carry[1]))
+            return (loss, jax.tree_util.tree_map(lambda a: a * 0, g), g), None
 
-        return jax.lax.scan(body, jax.tree_util.tree_map(jnp.zeros_like, p), None, length=repeats)[1][-1]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, p)
+        loss, _, grads = jax.lax.scan(body, (jnp.float32(0), zeros, zeros), None, length=repeats)[0]
+        return loss, grads
 
-    def torch_grads():
+    def torch_grads():  # (loss, gradient) in the JAX parameters' layout and leaf order
         model.zero_grad(set_to_none=True)
         loss = model(x_t, y_t)
         loss.backward()
-        return loss.detach()
+        grads = params_from_state({k: p.grad.numpy() for k, p in model.named_parameters()})
+        return (loss.detach(), *(torch.from_numpy(np.array(g)) for g in jax.tree_util.tree_leaves(grads)))
 
     q, k, v, g = (normal(BATCH, t_len, h, e) for _ in range(4))
     mask = ops.causal_mask(t_len)
@@ -407,10 +418,16 @@ def torch_val_loss(model, windows) -> float:
 
 def params_from_torch(model):
     """Our parameter dict holding the PyTorch model's weights (nn.Linear stores out x in)."""
+    return params_from_state({k: v.detach().numpy() for k, v in model.state_dict().items()})
+
+
+def params_from_state(state: dict):
+    """Our parameter dict from NumPy arrays named as torch_model's state_dict: its weights, or their
+    gradients (the same layout change)."""
     import jax.numpy as jnp
 
     d, h = SHAPE["d_model"], SHAPE["n_heads"]
-    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    sd = {k: np.asarray(v, np.float32) for k, v in state.items()}
     heads = lambda w: w.T.reshape(d, h, d // h)
     params = {"wte": sd["wte.weight"], "wpe": sd["wpe.weight"], "norm_f": {"scale": sd["ln_f.weight"]}}
     for i in range(SHAPE["n_layers"]):
@@ -844,10 +861,12 @@ def main(argv=None) -> int:
             f"of {ceiling:.0f} (JAX) and {tc:.0f} (PyTorch) GFLOP/s (below 1: JAX is faster; medians of "
             f"{args.rounds} alternating rounds of ~{args.time_steps // args.rounds} steps each)"
         )
-        parts = parts_timing(vocab, 5 if args.smoke else 40, args.rounds)
+        parts = parts_timing(vocab, 5 if args.smoke else 40, args.rounds)  # the naive-attention model's
         say(
             "- where the difference is (`parts_timing`: each piece at the step's shapes, JAX / PyTorch in "
-            "alternating rounds, after checking both compute the same numbers): "
+            "alternating rounds, after checking both compute the same numbers"
+            + ("" if args.attention == "naive" else "; the naive-attention model's pieces, not --attention's")
+            + "): "
             + "; ".join(
                 f"{n} {j:.3f} / {t:.3f} ms = {j / t:.2f} (max diff {dd:.1e})" for n, j, t, dd in parts
             )

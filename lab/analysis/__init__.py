@@ -8,12 +8,13 @@ Every experiment's `analyze` uses these instead of writing its own:
     contrast(groups, weights)            a weighted sum of group means (e.g. a difference of differences)
                                          with its Welch-Satterthwaite CI, decided by the same rule
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)
+    conditional_headline(cond, concl)    the verdict on "if cond, concl": concl's where cond is supported
     Finding, Findings                    what findings.json holds
     Table, Outputs                       Markdown tables (every cell escaped), the record of plots and tables
     cell, escape, code                   a table cell made safe (\\x07, \\n, \\|); that escaping; a code span
 """
 
-from lab.analysis.findings import VERDICTS, Finding, Findings, headline
+from lab.analysis.findings import VERDICTS, Finding, Findings, conditional_headline, headline
 from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, summarize
 from lab.analysis.tables import Outputs, Table, cell, code, escape
 
@@ -31,6 +32,7 @@ __all__ = [
     "contrast",
     "decide",
     "escape",
+    "conditional_headline",
     "headline",
     "summarize",
 ]

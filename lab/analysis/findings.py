@@ -36,6 +36,15 @@ def headline(parts) -> str:
     return "refuted" if "refuted" in vs else "inconclusive"
 
 
+def conditional_headline(condition, conclusion) -> str:
+    """The verdict on "if <condition>, <conclusion>" (verdict strings or `Finding`s): the conclusion's verdict
+    where the condition is supported, else inconclusive (the conclusion was not tested under its
+    condition). A condition is a precondition, not a vote: `headline` would call supported + refuted
+    "qualified"."""
+    cond, concl = (p.verdict if isinstance(p, Finding) else p for p in (condition, conclusion))
+    return concl if cond == "supported" else "inconclusive"
+
+
 @dataclass
 class Finding:
     """One sub-claim, its verdict (decided by lab.analysis.stats.decide or `headline`) and its numbers."""

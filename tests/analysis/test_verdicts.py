@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lab.analysis import Finding, compare, compare_to, decide, headline
+from lab.analysis import Finding, compare, compare_to, conditional_headline, decide, headline
 
 BASE = np.array([1.00, 1.01, 0.99, 1.00, 1.02])
 
@@ -106,3 +106,21 @@ def test_claims_summary_states_every_sub_verdict_in_order():
     parts = [Finding("A holds", "supported", "x"), Finding("B holds", "refuted", "y")]
     assert claims_summary(parts) == "[supported] A holds. [refuted] B holds."
     assert claims_summary([]) == ""
+
+
+@pytest.mark.parametrize(
+    "condition, conclusion, want",
+    [
+        ("supported", "refuted", "refuted"),  # headline would call this pair qualified
+        ("supported", "supported", "supported"),
+        ("supported", "inconclusive", "inconclusive"),
+        ("qualified", "supported", "inconclusive"),  # the condition does not hold: the conclusion is untested
+        ("refuted", "refuted", "inconclusive"),
+        ("inconclusive", "supported", "inconclusive"),
+    ],
+)
+def test_a_conditional_claim_takes_its_conclusions_verdict_only_under_its_condition(
+    condition, conclusion, want
+):
+    assert conditional_headline(condition, conclusion) == want
+    assert conditional_headline(Finding("c", condition, "e"), Finding("d", conclusion, "e")) == want

@@ -222,3 +222,12 @@ def test_naive_mechanism_names_where_the_plan_changes():
     text = e07._naive_mechanism(cfg, steady, "forward+backward")
     assert "changing most" not in text and "slope between the last two lengths 2.000" in text
     assert "4.01..4.24 buffers" in text
+
+
+def test_first_seed_is_checked_and_the_cpu_preset_uses_fresh_seeds():
+    import experiments.e07_long_context as e07
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="first_seed must be >= 0"):
+        e07.E07Config(first_seed=-1)
+    assert e07.PRESET_TABLE["cpu"].first_seed == 5  # the seed count was chosen on seeds 0-4

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from experiments import e08_moe as e08
-from lab.analysis import compare, compare_to, headline
+from lab.analysis import compare, compare_to, conditional_headline, headline
 from lab.cli import main
+from lab.errors import ConfigError
 from lab.runs import read_measurement, read_rows
 
 
@@ -78,8 +79,7 @@ def test_findings_follow_the_rule_from_the_files(smoke):
     assert f["findings"][2]["verdict"] == compare(loss["dense"], loss["moe-E2"]).verdict("less")
     # the headline: equal compute where routing (its condition) is supported, else inconclusive (the breaks
     # and the step time are reported beside it)
-    routing, compute = f["findings"][0]["verdict"], f["findings"][2]["verdict"]
-    assert f["verdict"] == (compute if routing == "supported" else "inconclusive")
+    assert f["verdict"] == conditional_headline(f["findings"][0]["verdict"], f["findings"][2]["verdict"])
     table = (out / "tables" / "variants.md").read_text()
     assert "| dense | — | — | — | — | " in table and f"{np.mean(loss['dense']):.3f} ±" in table
     cost = read_measurement(out / "runs" / "cost.json", cfg)
@@ -229,11 +229,7 @@ def test_analyze_counts_capacity_slots_as_the_dispatch_does():
     assert e08._capacity_slots(1024, 4, 1, 1.25) == 320
 
 
-def test_the_conditional_claims_headline_is_the_conclusion_only_where_the_condition_holds():
-    from lab.analysis import Finding
-
-    f = lambda v: Finding("c", v, "e")
-    assert e08.conditional_headline(f("supported"), f("refuted")) == "refuted"
-    assert e08.conditional_headline(f("supported"), f("supported")) == "supported"
-    for cond in ("qualified", "refuted", "inconclusive"):
-        assert e08.conditional_headline(f(cond), f("supported")) == "inconclusive"
+def test_first_seed_is_checked_and_e08_runs_from_it():
+    with pytest.raises(ConfigError, match="first_seed must be >= 0"):
+        e08.E08Config(first_seed=-1)
+    assert e08.PRESET_TABLE["cpu"].first_seed == 3  # fresh seeds: the step count was chosen on 0-2

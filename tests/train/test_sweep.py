@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from lab.train import init_sweep, members_grid
+from lab.train import TrainConfig, init_sweep, members_grid, seed_members
 from lab.train.sweep import SweepRunner, padded_size, resolve
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -74,3 +74,11 @@ def test_auto_strategy_rules():
     assert resolve("auto", 12, cpu, 1e8) == ("shard", cpu)  # 12 -> 16: a third more, still worth it
     with pytest.raises(ValueError, match="unknown sweep strategy"):
         resolve("fastest", 4)
+
+
+def test_seed_members_can_start_at_a_fresh_seed():
+    """first=k gives seeds k..k+n-1 of the same recipe (fresh seeds for a choice made on 0..k-1)."""
+    tcfg = TrainConfig(steps=1, lr=3e-3)
+    assert [m.seed for m in seed_members(3, tcfg, first=5)] == [5, 6, 7]
+    assert [m.seed for m in seed_members(2, tcfg)] == [0, 1]
+    assert {m.lr for m in seed_members(3, tcfg, first=5)} == {3e-3}
