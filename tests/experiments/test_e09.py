@@ -78,6 +78,18 @@ def _decode(cfg, seconds):
     return {"n_heads": cfg.model.n_heads, "layers": 2, "head_dim": 8, "rows": rows}
 
 
+def _made_up_speedups(cfg, speedup):
+    """Decode data where G < 4 runs speedup(g, big) times faster than MHA (G=4), big: the largest cache."""
+    jitter = np.array([1.0, 1.01, 0.99])
+    seconds = {}
+    for c in cfg.decode_contexts:
+        for b in cfg.decode_batches:
+            seconds[(4, c, b)] = list(1e-3 * jitter)
+            for g in (g for g in cfg.groups if g < 4):
+                seconds[(g, c, b)] = list(1e-3 * jitter[::-1] / speedup(g, (c, b) == (1024, 64)))
+    return e09._decode_data(cfg, _decode(cfg, seconds))
+
+
 @pytest.mark.parametrize(
     "fast_big, fast_small, verdict",
     [
@@ -88,14 +100,8 @@ def _decode(cfg, seconds):
 )
 def test_speed_verdict_follows_made_up_timings(fast_big, fast_small, verdict):
     cfg = e09.E09Config(decode_contexts=(128, 1024), decode_batches=(1, 64), groups=(1, 4))
-    jitter = np.array([1.0, 1.01, 0.99])
-    seconds = {}
-    for c in cfg.decode_contexts:
-        for b in cfg.decode_batches:
-            big = (c, b) == (1024, 64)
-            seconds[(4, c, b)] = list(1e-3 * jitter)
-            seconds[(1, c, b)] = list(1e-3 * jitter[::-1] / (fast_big if big else fast_small))
-    finding = e09._speed_finding(cfg, e09._decode_data(cfg, _decode(cfg, seconds)))
+    d = _made_up_speedups(cfg, lambda g, big: fast_big if big else fast_small)
+    finding = e09._speed_finding(cfg, d)
     assert finding.verdict == verdict, finding.evidence
 
 
@@ -141,15 +147,7 @@ def test_every_shared_g_is_decided_not_only_the_fewest():
     """GQA (G=2) as well as MQA (G=1): MQA faster with the big cache only (supported), G=2 no faster anywhere
     (refuted inside the margin) -> the parts disagree: qualified, and the evidence covers both."""
     cfg = e09.E09Config(decode_contexts=(128, 1024), decode_batches=(1, 64), groups=(1, 2, 4))
-    jitter = np.array([1.0, 1.01, 0.99])
-    seconds = {}
-    for c in cfg.decode_contexts:
-        for b in cfg.decode_batches:
-            big = (c, b) == (1024, 64)
-            seconds[(4, c, b)] = list(1e-3 * jitter)
-            seconds[(2, c, b)] = list(1e-3 * jitter[::-1])
-            seconds[(1, c, b)] = list(1e-3 * jitter[::-1] / (3.0 if big else 1.0))
-    finding = e09._speed_finding(cfg, e09._decode_data(cfg, _decode(cfg, seconds)))
+    finding = e09._speed_finding(cfg, _made_up_speedups(cfg, lambda g, big: 3.0 if g == 1 and big else 1.0))
     assert finding.verdict == "qualified", finding.evidence
     assert (
         "(G = 1, 2)" in finding.claim
