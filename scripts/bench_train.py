@@ -322,9 +322,9 @@ def parts_timing(vocab: int, repeats: int, rounds: int) -> list[tuple[str, float
     x_t, y_t = torch.from_numpy(x_np), torch.from_numpy(y_np)
     loss_j = lambda p: ops.cross_entropy(apply(cfg, p, x_j), y_j)[0]
 
-    def grads_scan(
-        p,
-    ):  # (loss, gradient) at p, `repeats` times in one program (each pass depends on the last)
+    def grads_scan(p):
+        """(loss, gradient) at p, `repeats` times in one program (each pass depends on the last)."""
+
         def body(carry, _):  # carry: (loss, zeros that make the next pass depend on this one, gradient)
             loss, g = jax.value_and_grad(loss_j)(jax.tree_util.tree_map(lambda a, b: a + 0 * b, p, carry[1]))
             return (loss, jax.tree_util.tree_map(lambda a: a * 0, g), g), None
