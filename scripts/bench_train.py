@@ -784,6 +784,7 @@ def main(argv=None) -> int:
     if args.check_steps is None:
         args.check_steps = args.steps or 300
 
+    from lab.errors import LabError
     from lab.runtime import init_jax
 
     init_jax(args.devices)
@@ -802,7 +803,10 @@ def main(argv=None) -> int:
         if args.json:
             write_json(args.json, figures, lines)
         return 0
-    train, val, vocab = load_tokens(args.data)
+    try:
+        train, val, vocab = load_tokens(args.data)
+    except LabError as e:  # a missing, empty or corrupted corpus: one line, exit 2
+        p.exit(2, f"bench_train.py: error: --data {args.data}: {e}\n")
     if args.smoke:  # the same code paths; exact val losses over 32 windows, not every one of val's
         val = val[: 32 * SHAPE["max_len"] + 1]
     dev = jax.devices()[0]

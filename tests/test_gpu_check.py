@@ -209,9 +209,14 @@ def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
         (["--compare-attention", "fused"], "--compare-attention goes with --shape gpt2-small"),
         (["--shape", "gpt2-small", "--compare-attention", "naive"], "is --attention already"),
         (["--attention", "flash"], "argument --attention: invalid choice: 'flash'"),
+        (["--smoke", "--data", "file:/nonexistent/corpus.txt"], "does not exist"),
+        (["--smoke", "--data", "EMPTY"], "is empty or only whitespace"),
     ],
 )
-def test_bench_train_refuses_bad_attention_options_in_one_line(args, message, capsys):
+def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, capsys, tmp_path):
+    if "EMPTY" in args:
+        (tmp_path / "empty.txt").write_text("  \n")
+        args = [f"file:{tmp_path / 'empty.txt'}" if a == "EMPTY" else a for a in args]
     with pytest.raises(SystemExit) as e:
         _script("bench_train").main(args)
     err = capsys.readouterr().err.strip().splitlines()
