@@ -273,9 +273,8 @@ def _extrapolation(cfg, v, best, chance) -> Finding:
         alibi = compare_to(v[(mask, "alibi")][1], SOLVED * chance)
         parts.append(alibi.verdict("less"))
         at_t = f"ALiBi at T vs {SOLVED} x chance: {alibi.fmt()}"
-        if (
-            best[mask] != "alibi"
-        ):  # how far ALiBi's loss at T is from the best encoding's (no verdict of its own)
+        # how far ALiBi's loss at T is from the best encoding's (reported, no verdict of its own)
+        if best[mask] != "alibi":
             gap = compare(v[(mask, "alibi")][1], v[(mask, best[mask])][1])
             at_t += f"; ALiBi minus {best[mask]} at T: {gap.fmt()} nats"
         ev.append(at_t)
