@@ -27,6 +27,7 @@ from lab import ops
 from lab.model.config import ModelConfig
 from lab.ops import kv_cache, long_attention
 from lab.ops import moe as moe_ops
+from lab.ops.linear import linear
 
 normal = nn.initializers.normal
 
@@ -306,18 +307,18 @@ class MLP(nn.Module):
         fn, gated = ACTIVATIONS[c.activation]
         w1 = self.param("w1", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt)
         w2 = self.param("w2", _out_init(c), (c.ff_dim, c.d_model)).astype(dt)
-        hid = x_BTD @ w1
+        hid = linear(x_BTD, w1)
         if c.bias:
             hid = hid + self.param("b1", nn.initializers.zeros, (c.ff_dim,)).astype(dt)
         if gated:  # w1 is the gate, w3 the linear "up" projection
-            up = x_BTD @ self.param("w3", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt)
+            up = linear(x_BTD, self.param("w3", normal(c.init_std), (c.d_model, c.ff_dim)).astype(dt))
             if c.bias:
                 up = up + self.param("b3", nn.initializers.zeros, (c.ff_dim,)).astype(dt)
             act = fn(hid, up)
         else:
             act = fn(hid)
         self.sow("intermediates", "hidden", act)
-        y = act @ w2
+        y = linear(act, w2)
         if c.bias:
             y = y + self.param("b2", nn.initializers.zeros, (c.d_model,)).astype(dt)
         return y

@@ -12,6 +12,7 @@ from lab.ops.attention import (
     multi_head_attention,
 )
 from lab.ops.fence import cotangent_fence
+from lab.ops.linear import linear
 from lab.ops.losses import cross_entropy, token_cross_entropy
 from lab.ops.masks import bidirectional_mask, causal_mask, combine_masks, padding_mask, prefix_lm_mask
 from lab.ops.norms import layer_norm, rms_norm
@@ -33,6 +34,7 @@ __all__ = [
     "gelu",
     "gelu_tanh",
     "layer_norm",
+    "linear",
     "multi_head_attention",
     "padding_mask",
     "prefix_lm_mask",
