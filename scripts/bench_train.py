@@ -48,6 +48,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -705,6 +706,13 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=10, help="train steps per compiled call (lax.scan)")
     p.add_argument("--seeds", type=int, default=3, help="models trained for --steps (one vmapped sweep)")
     p.add_argument("--devices", type=int, default=1, help="host CPU devices to expose (default 1)")
+    p.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="pin the process (JAX's and PyTorch's threads) to this many of its CPU cores before either starts "
+        "(default: every core it may use); --write records the run in a section of its own",
+    )
     p.add_argument("--no-torch", action="store_true")
     p.add_argument(
         "--check-steps",
@@ -785,8 +793,14 @@ def main(argv=None) -> int:
         args.check_steps = args.steps or 300
 
     from lab.errors import LabError
-    from lab.runtime import init_jax
+    from lab.runtime import available_cores, init_jax
 
+    if args.cores is not None:  # before JAX and PyTorch size their thread pools from the affinity mask
+        if not 1 <= args.cores <= available_cores():
+            p.error(
+                f"--cores must be between 1 and {available_cores()} (the cores it may use), got {args.cores}"
+            )
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     init_jax(args.devices)
     import jax
 
@@ -812,8 +826,8 @@ def main(argv=None) -> int:
     dev = jax.devices()[0]
     label = attention_label(args.attention, "float32", SHAPE["d_model"] // SHAPE["n_heads"])
     say(
-        f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}); "
-        f"shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call, "
+        f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}), "
+        f"{available_cores()} CPU core(s); shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call, "
         f"attention {label}"
     )
     ceiling, n = jax_ceiling((256, 512)) if args.smoke else jax_ceiling()
@@ -940,7 +954,11 @@ def main(argv=None) -> int:
     if args.write:
         from lab.report import record_benchmark
 
-        record_benchmark("train", "Training step (nanoGPT CPU recipe)", "bench_train.py", argv, lines)
+        if args.cores is None:
+            record_benchmark("train", "Training step (nanoGPT CPU recipe)", "bench_train.py", argv, lines)
+        else:  # a pinned run sits beside the machine's, not in place of it
+            title = f"Training step (nanoGPT CPU recipe) on {args.cores} pinned core(s)"
+            record_benchmark(f"train-{args.cores}core", title, "bench_train.py", argv, lines)
     return 0
 
 

@@ -211,6 +211,8 @@ def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
         (["--attention", "flash"], "argument --attention: invalid choice: 'flash'"),
         (["--smoke", "--data", "file:/nonexistent/corpus.txt"], "does not exist"),
         (["--smoke", "--data", "EMPTY"], "is empty or only whitespace"),
+        (["--smoke", "--cores", "0"], "--cores must be between 1 and"),
+        (["--smoke", "--cores", "4096"], "(the cores it may use), got 4096"),
     ],
 )
 def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, capsys, tmp_path):
