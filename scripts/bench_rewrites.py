@@ -35,8 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 LOSS_TOLERANCE = 1e-5  # |loss difference| allowed over the first chunk where the rewrite reorders sums
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"bench_rewrites.py: error: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--data", default=None, help="corpus (e.g. tinyshakespeare or file:PATH); default synthetic"
     )
@@ -65,7 +70,12 @@ def main(argv=None) -> int:
     init_jax(1)
     import bench_train as bt
 
-    train, val, vocab = bt.load_tokens(args.data)
+    from lab.errors import LabError
+
+    try:
+        train, val, vocab = bt.load_tokens(args.data)
+    except LabError as e:  # a missing, empty or corrupted corpus: one line, exit 2 (exit 1 is a failed check)
+        p.exit(2, f"bench_rewrites.py: error: --data {args.data}: {e}\n")
     names = ("fence", "linear") if args.rewrite == "all" else (args.rewrite,)
     ok = [_bench(name, REWRITES[name], train, val, vocab, args, argv) for name in names]
     return 0 if all(ok) else 1
@@ -108,6 +118,8 @@ def _bench(name, rewrite, train, val, vocab, args, argv) -> bool:
     import bench_train as bt
     import jax
 
+    from lab.runtime import available_cores
+
     title, undo, count, exact = rewrite
     lines = []
 
@@ -136,7 +148,7 @@ def _bench(name, rewrite, train, val, vocab, args, argv) -> bool:
         args.rounds,
     )
     say(
-        f"JAX {jax.__version__} on 1 x {jax.devices()[0].device_kind}; nanoGPT CPU shape {bt.SHAPE}, batch {bt.BATCH}"
+        f"JAX {jax.__version__} on 1 x {jax.devices()[0].device_kind}, {available_cores()} CPU core(s); nanoGPT CPU shape {bt.SHAPE}, batch {bt.BATCH}"
     )
     say(
         f"- with the rewrite {1000 * t['lab']:.1f} ms/step, without {1000 * t['undone']:.1f} ms/step: "

@@ -5,6 +5,7 @@
     python scripts/bench_train.py --write                           # also update results/benchmarks.md
     python scripts/bench_train.py --shape gpt2-small --dtype bfloat16   # GPT-2 small on an accelerator: MFU
     python scripts/bench_train.py --attention fused                 # the timed JAX step with another attention
+    python scripts/bench_train.py --cores 1                         # both frameworks pinned to one core
     python scripts/bench_train.py --shape gpt2-small --dtype bfloat16 --compare-attention fused  # both, one process
 
 Shape (nanoGPT's README, "I only have a macbook"): char-level, n_layer 4, n_head 4, n_embd 128,
@@ -710,8 +711,9 @@ def main(argv=None) -> int:
         "--cores",
         type=int,
         default=None,
-        help="pin the process (JAX's and PyTorch's threads) to this many of its CPU cores before either starts "
-        "(default: every core it may use); --write records the run in a section of its own",
+        help="pin the main thread to this many of the logical CPUs it may use before JAX and PyTorch start, so "
+        "every thread they start runs there (default: all of them); --write records the run in a section of "
+        "its own (Linux)",
     )
     p.add_argument("--no-torch", action="store_true")
     p.add_argument(
@@ -796,6 +798,8 @@ def main(argv=None) -> int:
     from lab.runtime import available_cores, init_jax
 
     if args.cores is not None:  # before JAX and PyTorch size their thread pools from the affinity mask
+        if not hasattr(os, "sched_setaffinity"):
+            p.error("--cores needs an affinity mask to pin to (os.sched_setaffinity: Linux)")
         if not 1 <= args.cores <= available_cores():
             p.error(
                 f"--cores must be between 1 and {available_cores()} (the cores it may use), got {args.cores}"

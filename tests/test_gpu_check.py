@@ -223,3 +223,18 @@ def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, 
         _script("bench_train").main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--smoke", "--data", "file:/nonexistent/corpus.txt"], "does not exist"),
+        (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+        (["--rewrite", "remat"], "argument --rewrite: invalid choice: 'remat'"),
+    ],
+)
+def test_bench_rewrites_refuses_bad_options_and_corpora_in_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        _script("bench_rewrites").main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0], err

@@ -27,7 +27,7 @@ from lab import ops
 from lab.model.config import ModelConfig
 from lab.ops import kv_cache, long_attention
 from lab.ops import moe as moe_ops
-from lab.ops.linear import linear
+from lab.ops.matmul import linear
 
 normal = nn.initializers.normal
 

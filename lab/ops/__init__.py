@@ -12,9 +12,9 @@ from lab.ops.attention import (
     multi_head_attention,
 )
 from lab.ops.fence import cotangent_fence
-from lab.ops.linear import linear
 from lab.ops.losses import cross_entropy, token_cross_entropy
 from lab.ops.masks import bidirectional_mask, causal_mask, combine_masks, padding_mask, prefix_lm_mask
+from lab.ops.matmul import linear
 from lab.ops.norms import layer_norm, rms_norm
 from lab.ops.positional import alibi_bias, alibi_slopes, apply_rope, rope_angles, sinusoidal_positions
 

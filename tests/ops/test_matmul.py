@@ -1,4 +1,4 @@
-"""lab.ops.linear: x @ w over the last axis as one 2-D matmul. Same values and gradients as a float64 NumPy
+"""lab.ops.linear (lab/ops/matmul.py): x @ w over the last axis as one 2-D matmul. Same values and gradients as a float64 NumPy
 reference, and what it is for: XLA:CPU computes the weight's gradient without a transposed copy."""
 
 import re
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.ops.linear import linear
+from lab.ops.matmul import linear
 
 
 def _data():
