@@ -7,7 +7,7 @@ contraction over both leading axes, which XLA:CPU compiles as a dot fed by a tra
 gradient. With the leading axes merged first (a free reshape), the same gradient is a 2-D dot over the rows
 and no copy is made. In the nanoGPT CPU benchmark (4 layers, d_model 128, batch 12 x 64, one core) the MLP's
 eight weight-gradient dots took 8.7 ms and their copies 0.9 ms of a 46 ms step; written this way the dots take
-6.3 ms, no copies, and the step 42.6 ms. On two cores the step is 3-4% faster (scripts/bench_rewrites.py measured 0.97).
+6.3 ms, no copies, and the step 42.6 ms. On two cores the step is 3-5% faster (scripts/bench_rewrites.py: 0.97 and 0.95 in two runs).
 The values agree with `x @ w`'s to float32 rounding, not always bit for bit: the weight's gradient is the same
 sum in another order, and under vmap (a sweep's stacked members) XLA may pick another kernel for the forward
 matmul too. (In the benchmark's unbatched step the forward values were bit for bit the same.)
