@@ -42,7 +42,10 @@ def test_table_and_verdicts_follow_from_the_run_files(smoke):
     for p in cfg.positions:
         final = load_run(out / "runs" / "causal" / p).final_val_loss
         if compare_to(final, 0.5 * chance).verdict("less") == "supported":
-            best = read_measurement(out / "runs" / f"causal_{p}.npz", cfg)["at_offset"].max(axis=(1, 2))
+            m = read_measurement(out / "runs" / f"causal_{p}.npz", cfg)
+            s = cfg.seeds  # each seed's head with the most weight on the first batch, read on the second
+            pick = [np.unravel_index(np.argmax(m["at_offset"][i]), m["at_offset"][i].shape) for i in range(s)]
+            best = np.array([m["at_offset_heldout"][i][pick[i]] for i in range(s)])
             parts.append(compare_to(best, 0.5).verdict("greater"))
     heads = next(x for x in f["findings"] if "positional head" in x["claim"])
     assert heads["verdict"] == headline(parts)
@@ -57,10 +60,14 @@ def test_table_and_verdicts_follow_from_the_run_files(smoke):
     assert (out / "findings.json").read_text() == before
 
 
-@pytest.mark.parametrize("weight,verdict", [(0.9, "supported"), (0.1, "refuted")])
-def test_hand_made_measurements_give_the_known_verdict(smoke, tmp_path, weight, verdict):
-    """Only `learned` solves the task (val loss 0.01 against chance elsewhere); its heads put `weight` on
-    key t-offset, so "models that solve the task have a positional head" is decided by that weight."""
+@pytest.mark.parametrize(
+    "weight,heldout,verdict", [(0.9, 0.9, "supported"), (0.1, 0.1, "refuted"), (0.9, 0.1, "refuted")]
+)
+def test_hand_made_measurements_give_the_known_verdict(smoke, tmp_path, weight, heldout, verdict):
+    """Only `learned` solves the task (val loss 0.01 against chance elsewhere). Its first head puts `weight`
+    on key t-offset on the sequences it is chosen on (the others 0.05) and `heldout` on the others, so "models
+    that solve the task have a positional head" is decided by `heldout`: a head that looks positional only on
+    the sequences it was chosen on does not count."""
     _, out = smoke
     copy = tmp_path / out.name
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
@@ -74,13 +81,31 @@ def test_hand_made_measurements_give_the_known_verdict(smoke, tmp_path, weight, 
         metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
         path = copy / "runs" / f"causal_{p}.npz"
         m = read_measurement(path, cfg)
-        m["at_offset"] = np.full_like(m["at_offset"], weight)
+        m["at_offset"] = np.full_like(m["at_offset"], 0.05)
+        m["at_offset"][:, 0, 0] = weight
+        m["at_offset_heldout"] = np.full_like(m["at_offset"], 0.05)
+        m["at_offset_heldout"][:, 0, 0] = heldout
         write_measurement(path, m, cfg)
     assert main(["analyze", "e02", "--results", str(tmp_path)]) == 0
     f = json.loads((copy / "findings.json").read_text())
     heads = next(x for x in f["findings"] if "positional head" in x["claim"])
     assert heads["verdict"] == verdict and "causal learned solves the task" in heads["evidence"]
     assert "causal alibi solves" not in heads["evidence"]
+
+
+def test_a_measurement_without_held_out_head_scores_is_refused_in_one_line(smoke, tmp_path, capsys):
+    _, out = smoke
+    copy = tmp_path / out.name
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg, path = _cfg(copy), copy / "runs" / "causal_learned.npz"
+    m = read_measurement(path, cfg)
+    del m["at_offset_heldout"]  # as an older run measured it
+    write_measurement(path, m, cfg)
+    before = (copy / "findings.json").read_text()
+    assert main(["analyze", "e02", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "causal_learned.npz has no held-out head scores" in err[0], err
+    assert (copy / "findings.json").read_text() == before
 
 
 @pytest.mark.parametrize(
