@@ -310,10 +310,8 @@ def _positional_heads(cfg, v, chance) -> Finding:
     """Each model that solves the task (loss < SOLVED x chance) has a head with > FOCUSED on key t-offset,
     the head chosen on some sequences and its weight read on others."""
     k, sharp = cfg.task.offset, {key: chosen_head_weight(d) for key, d in v.items()}
-    ev = [
-        f"{m} {p}: best head (chosen on 16 sequences, read on 16 others) puts {summarize(a).fmt(2)} on key t-{k}"
-        for (m, p), a in sharp.items()
-    ]
+    ev = [f"{m} {p}: best head puts {summarize(a).fmt(2)} on key t-{k}" for (m, p), a in sharp.items()]
+    ev[0] = f"each model's best head chosen on 16 sequences, its weight read on 16 others: {ev[0]}"
     solved = [key for key in v if compare_to(v[key][1], SOLVED * chance).verdict("less") == "supported"]
     tests = {key: compare_to(sharp[key], FOCUSED) for key in solved}
     ev += [f"{m} {p} solves the task; its best head vs {FOCUSED}: {c.fmt()}" for (m, p), c in tests.items()]
