@@ -14,7 +14,8 @@ Redraw:   lab analyze e02
 Writes:   results/e02_positional/
   runs/<mask>/<position>/      one sweep of seeds per (mask, encoding)
   runs/<mask>_<position>.npz   measured on its checkpoints: val loss at each longer length; per seed, layer
-                               and head the attention entropy and weight on key t-offset; seed 0's maps
+                               and head the attention entropy and weight on key t-offset (that weight
+                               also on 16 other sequences, where the chosen head is read); seed 0's maps
   plots/encoding_3d.gif, .png  a toy token vector's sinusoidal and RoPE paths (run draws them: no model)
   plots/*.png, tables/positional.md, findings.json
 """
