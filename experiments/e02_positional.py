@@ -163,13 +163,12 @@ def analyze(cfg: E02Config, out: Path) -> Findings:
     keys, outs = [(m, p) for m in cfg.masks for p in cfg.positions], Outputs(out)
     runs = load_runs({k: out / "runs" / k[0] / k[1] for k in keys})
     v = {k: read_measurement(out / "runs" / f"{k[0]}_{k[1]}.npz", cfg) for k in keys}
-    for k, d in v.items():
+    for k, d in v.items():  # v[(mask, position)][mult]: (S,) val loss at mult x T
         if "at_offset_heldout" not in d:  # measured before heads were read on held-out sequences
             raise DataError(
                 f"{out / 'runs' / f'{k[0]}_{k[1]}.npz'} has no held-out head scores (an older run); "
                 "rerun it: lab run e02 --fresh"
             )
-    for k, d in v.items():  # v[(mask, position)][mult]: (S,) val loss at mult x T
         d.update({x: d[f"val_loss_x{x}"] if x > 1 else runs[k].final_val_loss for x in cfg.eval_lengths})
     chance, bounds = float(np.log(cfg.task.n_symbols)), dict(zip(MASKS, order_blind_losses(cfg.task)))
     outs.table("positional.md", _table(cfg, v, chance, bounds))

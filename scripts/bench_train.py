@@ -831,8 +831,8 @@ def main(argv=None) -> int:
     label = attention_label(args.attention, "float32", SHAPE["d_model"] // SHAPE["n_heads"])
     say(
         f"JAX {jax.__version__} on {len(jax.devices())} x {dev.device_kind} ({dev.platform}), "
-        f"{available_cores()} CPU core(s); shape {SHAPE}, batch {BATCH}, vocab {vocab}, {args.chunk} steps per compiled call, "
-        f"attention {label}"
+        f"{available_cores()} CPU core(s); shape {SHAPE}, batch {BATCH}, vocab {vocab}, "
+        f"{args.chunk} steps per compiled call, attention {label}"
     )
     ceiling, n = jax_ceiling((256, 512)) if args.smoke else jax_ceiling()
     say(f"- JAX float32 matmul ceiling: {ceiling:.0f} GFLOP/s (best square size {n})")
@@ -958,11 +958,10 @@ def main(argv=None) -> int:
     if args.write:
         from lab.report import record_benchmark
 
-        if args.cores is None:
-            record_benchmark("train", "Training step (nanoGPT CPU recipe)", "bench_train.py", argv, lines)
-        else:  # a pinned run sits beside the machine's, not in place of it
-            title = f"Training step (nanoGPT CPU recipe) on {args.cores} pinned core(s)"
-            record_benchmark(f"train-{args.cores}core", title, "bench_train.py", argv, lines)
+        section, title = "train", "Training step (nanoGPT CPU recipe)"
+        if args.cores is not None:  # a pinned run sits beside the machine's, not in place of it
+            section, title = f"train-{args.cores}core", f"{title} on {args.cores} pinned core(s)"
+        record_benchmark(section, title, "bench_train.py", argv, lines)
     return 0
 
 
