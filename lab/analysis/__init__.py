@@ -7,6 +7,8 @@ Every experiment's `analyze` uses these instead of writing its own:
                                          margin) by the written rule in lab.analysis.stats; .fmt()
     contrast(groups, weights)            a weighted sum of group means (e.g. a difference of differences)
                                          with its Welch-Satterthwaite CI, decided by the same rule
+    held_out_choice(values)              a best setting chosen on other seeds: per seed, the setting best on
+                                         the rest, and its value at that seed (convention 15)
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)
     conditional_headline(cond, concl)    the verdict on "if cond, concl": concl's where cond is supported
     Finding, Findings                    what findings.json holds
@@ -15,7 +17,7 @@ Every experiment's `analyze` uses these instead of writing its own:
 """
 
 from lab.analysis.findings import VERDICTS, Finding, Findings, conditional_headline, headline
-from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, summarize
+from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, held_out_choice, summarize
 from lab.analysis.tables import Outputs, Table, cell, code, escape
 
 __all__ = [
@@ -34,5 +36,6 @@ __all__ = [
     "escape",
     "conditional_headline",
     "headline",
+    "held_out_choice",
     "summarize",
 ]

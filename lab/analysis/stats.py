@@ -246,6 +246,26 @@ def contrast(groups, weights) -> Comparison:
     return Comparison(est, (est - q * se, est + q * se), t, dof, min(1.0, 2.0 * _t_sf(abs(t), dof)))
 
 
+def held_out_choice(values: dict, lower: bool = True) -> tuple[list, np.ndarray]:
+    """A best setting chosen on other seeds (leave one seed out; DESIGN convention 15): for each seed s,
+    the key of `values` (key -> per-seed values, (S,)) whose mean over the seeds other than s is lowest
+    (highest with lower=False), and that setting's value at seed s. So each seed's value is read from data
+    its choice did not see, and the result can be tested like any per-seed values. Non-finite values are
+    left out of the means; a seed with nothing to choose on (one seed only) gets None and NaN."""
+    keys = list(values)
+    x = np.stack([np.asarray(values[k], np.float64) for k in keys])  # (settings, S)
+    picks, out = [], np.full(x.shape[1], np.nan)
+    for s in range(x.shape[1]):
+        rest = np.delete(x, s, axis=1)
+        ok = np.isfinite(rest)
+        score = np.where(ok, rest, 0.0).sum(1) / np.maximum(ok.sum(1), 1)
+        score = np.where(ok.any(1), score if lower else -score, np.inf)
+        i = int(np.argmin(score)) if np.isfinite(score).any() else None
+        picks.append(None if i is None else keys[i])
+        out[s] = np.nan if i is None else x[i, s]
+    return picks, out
+
+
 def principal_components(x, k: int) -> np.ndarray:
     """The rows of `x` (N, D), centred, projected on their top `k` principal axes (the right singular
     vectors of the centred matrix, largest first): (N, k) coordinates, e.g. to draw embeddings in 2-D

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lab.analysis.stats import _t_sf, contrast, paired, summarize, t_quantile, welch
+from lab.analysis.stats import _t_sf, contrast, held_out_choice, paired, summarize, t_quantile, welch
 
 
 @pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 10.0])
@@ -102,3 +102,17 @@ def test_contrast_without_an_interval_is_inconclusive():
     assert k.diff == pytest.approx(1.5) and k.verdict("greater") == "inconclusive"
     with pytest.raises(ValueError, match="2 groups but 3 weights"):
         contrast([[1.0, 2.0], [3.0, 4.0]], [1, 1, 1])
+
+
+def test_held_out_choice_reads_each_seed_with_the_setting_best_on_the_other_seeds():
+    # in-sample, b has the lower mean (3 against 3.33); seed 0 alone makes a look best, so the held-out choice
+    # reads seed 0 with b (best on seeds 1-2) and seeds 1 and 2 with a (best on the seeds that include 0)
+    picks, values = held_out_choice({"a": [0.0, 5.0, 5.0], "b": [3.0, 3.0, 3.0]})
+    assert picks == ["b", "a", "a"] and values.tolist() == [3.0, 5.0, 5.0]
+    picks, values = held_out_choice({"a": [0.0, 5.0, 5.0], "b": [3.0, 3.0, 3.0]}, lower=False)
+    assert picks == ["a", "b", "b"] and values.tolist() == [0.0, 3.0, 3.0]
+    # a diverged (NaN) seed is left out of the means it enters; one seed leaves nothing to choose on
+    picks, values = held_out_choice({"a": [np.nan, 1.0, 1.0], "b": [2.0, 2.0, 2.0]})
+    assert picks == ["a", "a", "a"] and np.isnan(values[0]) and values[1:].tolist() == [1.0, 1.0]
+    picks, values = held_out_choice({"a": [1.0], "b": [2.0]})
+    assert picks == [None] and np.isnan(values).all()
