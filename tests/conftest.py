@@ -56,6 +56,18 @@ from lab.model import ModelConfig  # noqa: E402
 from lab.train.config import TrainConfig  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's caches of compiled programs after each test file. Every program XLA:CPU compiles keeps
+    about six memory mappings while a cache holds it, and Linux refuses a process more than
+    vm.max_map_count (65,530 by default): the whole suite in one process held 60,905 by
+    tests/experiments/test_e04.py and crashed (SIGSEGV, exit 139) compiling the next program a few files
+    later. With this, each file starts from a few hundred. A program another file needs again is read back
+    from the session's persistent compilation cache, not compiled again."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model config, train config, task): a sorting task small enough to compile in about a second."""
