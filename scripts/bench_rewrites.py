@@ -107,7 +107,8 @@ def _moves(hlo: str) -> str:
     return f"{len(MOVE.findall(hlo))} copy/transpose instructions"
 
 
-# name: (section title, (module, attribute, replacement) that undoes it, what to count in each compiled program, must losses be identical)
+# name: (section title, (module, attribute, replacement) that undoes it, what to count in each compiled
+#        program, must losses be identical)
 REWRITES = {
     "fence": ("Gradient fences (lab.ops.cotangent_fence)", _undo_fence, _largest_fusion, True),
     "linear": ("Merged-row matmuls in the MLP (lab.ops.linear)", _undo_linear, _moves, False),

@@ -1,5 +1,6 @@
-"""lab.ops.linear (lab/ops/matmul.py): x @ w over the last axis as one 2-D matmul. Same values and gradients as a float64 NumPy
-reference, and what it is for: XLA:CPU computes the weight's gradient without a transposed copy."""
+"""lab.ops.linear (lab/ops/matmul.py): x @ w over the last axis as one 2-D matmul. Same values and gradients
+as a float64 NumPy reference, and what it is for: XLA:CPU computes the weight's gradient without a transposed
+copy."""
 
 import re
 
