@@ -38,9 +38,21 @@ MANIFEST = "lab_sha256.json"  # {"files": {relative path: sha256}} of a step's f
 TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's temporary step directories: <step>.orbax-checkpoint-tmp-<n>
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().split(". See full TensorStore details")[0]  # the rest is a dump of its spec
-    return text.splitlines()[0][:200] if text else type(e).__name__
+def _first_line(e: BaseException, width: int = 240) -> str:
+    """`e`'s message as one line of at most about `width` characters. TensorStore's messages chain every
+    layer's context ("Error opening "zarr" driver: Error reading ...: <the cause>") and append dumps of its
+    specs; the dumps are dropped, and a chain still too long keeps its start and its end (the cause),
+    each cut at a space, with " ... " between."""
+    text = str(e).strip().split(". See full TensorStore details")[0]
+    line = text.splitlines()[0].split(" [tensorstore_spec")[0].strip() if text else ""
+    if not line:
+        return type(e).__name__
+    if len(line) <= width:
+        return line
+    half = (width - 5) // 2
+    head = line[:half].rsplit(" ", 1)[0]
+    tail = line[-half:].split(" ", 1)[-1]
+    return f"{head} ... {tail}"
 
 
 class _DropOrphanedTaskErrors(logging.Filter):
@@ -51,8 +63,32 @@ class _DropOrphanedTaskErrors(logging.Filter):
         return "exception was never retrieved" not in str(record.msg)
 
 
+def _drop_closed_loop_echoes() -> None:
+    """From now on, drop unraisable "Event loop is closed" errors; any other goes to the hook before.
+
+    A restore that fails leaves sibling reads in flight; they finish after Orbax has closed the restore's
+    event loop, and each one's callback then raises "Event loop is closed" where no one can catch it: one
+    traceback through sys.unraisablehook each, dozens for one damaged checkpoint, at any moment after the
+    failure (also after the restore has returned). So the filter stays for the rest of the process."""
+    before = sys.unraisablehook
+    if getattr(before, "_lab_drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            before(unraisable)
+
+    hook._lab_drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
 @contextlib.contextmanager
 def _quiet_failed_reads():
+    """Silence the echoes of a restore that fails (the failure itself is reported in one line): asyncio's
+    "Task exception was never retrieved" for the sibling reads, and their late callbacks
+    (`_drop_closed_loop_echoes`)."""
+    _drop_closed_loop_echoes()
     log = logging.getLogger("asyncio")
     f = _DropOrphanedTaskErrors()
     log.addFilter(f)

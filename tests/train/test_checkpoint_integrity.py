@@ -30,6 +30,8 @@ def _lines(err):
     return [line for line in err.splitlines() if line.strip()]
 
 
+# A failed restore's late reads used to print dozens of "Event loop is closed" tracebacks (unraisable).
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, tiny, capsys):
     cfg, tcfg, task = tiny
     members = members_grid([0, 1], [3e-3])
@@ -46,6 +48,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     step, _ = latest_state(run, cfg, tcfg, members)  # what the dashboard and `run`'s measurements read
     (line,) = _lines(capsys.readouterr().err)
     assert step == 10 and "damaged (step 20: does not restore" in line and "using step 10 instead" in line
+    assert "tensorstore_spec" not in line and len(line) < 300 + len(str(ckdir))
 
     # Resuming: restored from step 10, metrics cut back to it, retrained to the same bytes.
     r = train_sweep(run, spec, progress=False)
@@ -65,6 +68,18 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     assert (run / "metrics.jsonl").read_bytes() == full  # nothing written or lost
     with pytest.raises(CheckpointError, match="no checkpoint in .* can be restored"):
         latest_state(run, cfg, tcfg, members)
+
+
+def test_a_long_chained_message_keeps_its_start_and_its_cause_without_spec_dumps():
+    chain = "OUT_OF_RANGE: " + "".join(f'Error opening "layer{i}" driver: ' for i in range(12))
+    e = ValueError(chain + 'Requested byte range [0, 6761) is not valid [tensorstore_spec=\'{"a": 1}\']. See full')
+    short = ckpt._first_line(e)
+    assert len(short) <= 240 and short.startswith("OUT_OF_RANGE: Error opening") and " ... " in short
+    assert short.endswith("Requested byte range [0, 6761) is not valid")  # the cause, spec dump dropped
+    head, tail = short.split(" ... ")
+    assert chain.startswith(head + " ") and (" " + tail) in e.args[0]  # each side cut at a space
+    assert ckpt._first_line(ValueError("short\nsecond line")) == "short"
+    assert ckpt._first_line(ValueError("")) == "ValueError"
 
 
 def test_a_failed_save_removes_orbax_temporary_directory_and_says_so_in_one_line(tmp_path, monkeypatch):
