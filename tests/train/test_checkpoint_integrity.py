@@ -72,7 +72,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
 
 def test_a_long_chained_message_keeps_its_start_and_its_cause_without_spec_dumps():
     chain = "OUT_OF_RANGE: " + "".join(f'Error opening "layer{i}" driver: ' for i in range(12))
-    e = ValueError(chain + 'Requested byte range [0, 6761) is not valid [tensorstore_spec=\'{"a": 1}\']. See full')
+    e = ValueError(
+        chain + "Requested byte range [0, 6761) is not valid [tensorstore_spec='{\"a\": 1}']. See full"
+    )
     short = ckpt._first_line(e)
     assert len(short) <= 240 and short.startswith("OUT_OF_RANGE: Error opening") and " ... " in short
     assert short.endswith("Requested byte range [0, 6761) is not valid")  # the cause, spec dump dropped
