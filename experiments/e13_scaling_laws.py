@@ -58,12 +58,13 @@ the exponents are compared; (4) the learning rate follows a fixed rule, not a pe
 papers, and there is no cooldown; (5) 960 small steps is early training, where a larger model's advantage is how
 fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
-on the sizes above it predicts it; the largest size whose residual's bootstrap CI excludes zero (either
-sign: "off the law") is the threshold, and every judged size at or below it is decided on its own
-(qualified when one of them is still noise), judged only where that law is determined (its alpha's CI inside (0, 1]: a
-flat or runaway law extrapolated downward predicts anything). The criterion is relative to the law of the
-larger sizes: where the larger sizes themselves bend away (as at the cpu preset's tiny budgets), the
-small ones are flagged against that.
+on the sizes above it predicts it. The verdict is on the smallest size, fixed by the grid in advance: its
+residual's bootstrap CI excludes zero (either sign: "off the law") or not. The largest size whose CI excludes
+zero is reported as the threshold, a description read on the same seeds rather than a verdict. A size is
+judged only where the law above it is determined (its alpha's CI inside (0, 1]: a flat or runaway law
+extrapolated downward predicts anything). The criterion is relative to the law of the larger sizes: where
+the larger sizes themselves bend away (as at the cpu preset's tiny budgets), the small ones are flagged
+against that.
 """
 
 from __future__ import annotations
@@ -455,43 +456,55 @@ def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
 
 
 def finding_too_small(g: _Grid, f: dict) -> Finding:
-    """A size is judged only against a law that is determined: the bootstrap CI of the law-above's alpha lies
+    """The test is fixed by the grid before any result: the smallest size against the law fitted on the
+    sizes above it, two-sided (off the law either way). The other sizes below the three largest are each
+    read against the law above them, and the largest whose residual's CI excludes zero is reported as the
+    threshold: a description, not a verdict (it is picked by those same residuals, and picking the largest
+    of several by whether its CI excludes zero, then testing it, could only say yes).
+
+    A size is judged only against a law that is determined: the bootstrap CI of the law-above's alpha lies
     inside (0, ALPHA_MAX]. A flat law (alpha's CI reaching 0) or a runaway one (alpha's CI beyond 1, far
     steeper than any published exponent, 0.07-0.4) extrapolated downward predicts anything, and a residual
     against it says nothing."""
-    ci = f["ci"]
-    judged = [
-        i for i in f["probes"] if 0 < ci[f"above_alpha{i}"][0] and ci[f"above_alpha{i}"][1] <= ALPHA_MAX
-    ]
-    # The claim is a threshold: every judged size at and below the largest one off the law is a sub-finding of
-    # its own (a smaller size whose residual is still noise weakens it to qualified); sizes above it are on
-    # the law, as the claim expects.
+    ci, probes = f["ci"], f["probes"]
+    judged = [i for i in probes if 0 < ci[f"above_alpha{i}"][0] and ci[f"above_alpha{i}"][1] <= ALPHA_MAX]
     decided = {i: _two_sided(ci[f"res{i}"], 0.0) for i in judged}
     off = [i for i in judged if decided[i] == "supported"]
-    below = [i for i in judged if off and g.n[i] <= max(g.n[j] for j in off)]
-    noise = [i for i in below if decided[i] != "supported"]
-    sizes = lambda idx: ", ".join(f"{g.names[i]} (N={g.n[i]:.3g})" for i in idx)
+
+    def size(i):
+        return f"{g.names[i]} (N={g.n[i]:.3g})"
+
     parts = [
-        f"{g.names[i]} (N={g.n[i]:.3g}) {_num(f['point'][f'res{i}'], sign='+')} {_ci(ci[f'res{i}'])}"
-        + ("" if i in judged else f", not judged: the law above has alpha {_ci(ci[f'above_alpha{i}'])}")
-        for i in f["probes"]
+        f"{size(i)} {_num(f['point'][f'res{i}'], sign='+')} {_ci(ci[f'res{i}'])}"
+        + (
+            f" ({decided[i]})"
+            if i in judged
+            else f", not judged: the law above has alpha {_ci(ci[f'above_alpha{i}'])}"
+        )
+        for i in probes
     ]
-    where = (
-        f"the residual's CI excludes zero at {sizes(off)}"
-        + (f"; it does not at {sizes(noise)}, at or below the largest of those" if noise else "")
+    if not probes:
+        where = "no size has 3 larger ones to fit on (needs >= 4 sizes)"
+    elif 0 not in judged:
+        where = (
+            f"the smallest size, {size(0)}, is not judged: the law fitted on the sizes above it is not "
+            f"determined (its alpha's CI is not inside (0, {ALPHA_MAX:g}])"
+        )
+    else:
+        where = (
+            f"the smallest size, {size(0)}: the residual's CI {'excludes' if 0 in off else 'includes'} zero"
+        )
+    threshold = (
+        f"; the largest size whose residual's CI excludes zero (the threshold, read on these seeds, not a "
+        f"verdict): {size(max(off, key=lambda i: g.n[i]))}"
         if off
-        else "no judged size's residual CI excludes zero"
-        if judged
-        else "no size could be judged: the law fitted on the sizes above each one is not determined "
-        f"(its alpha's CI is not inside (0, {ALPHA_MAX:g}])"
-        if parts
-        else "no size has 3 larger ones to fit on (needs >= 4 sizes below the largest three)"
+        else ""
     )
     return Finding(
-        "the smallest sizes fall off the law fitted on the sizes above them (a size too small for the law)",
-        headline([decided[i] for i in below]),
-        f"{where}; observed minus predicted (nats/token, law on the larger sizes, largest budget): "
-        + "; ".join(parts),
+        "the smallest size falls off the law fitted on the sizes above it (a size too small for the law)",
+        decided.get(0, "inconclusive"),
+        f"{where}{threshold}; observed minus predicted (nats/token, law on the larger sizes, largest budget), "
+        "each size below the largest three: " + "; ".join(parts),
     )
 
 

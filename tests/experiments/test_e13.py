@@ -110,8 +110,8 @@ def test_made_up_losses_from_a_law_with_a_too_small_size_give_the_numbers_verdic
     f = e13._fits(cfg, g)
     held, small = e13.finding_held_out(g, f), e13.finding_too_small(g, f)
     assert held.verdict == "supported", held.evidence
-    assert small.verdict == "supported" and "excludes zero at s0 (N=" in small.evidence, small.evidence
-    assert "does not at" not in small.evidence, small.evidence
+    assert small.verdict == "supported" and "s0 (N=1e+04): the residual's CI excludes zero" in small.evidence
+    assert "(the threshold, read on these seeds, not a verdict): s0 (N=" in small.evidence, small.evidence
     assert f["point"]["alpha"] == pytest.approx(0.3, abs=0.1)
     tpp = e13.finding_tokens_per_param(g, f)
     assert "not decided" not in tpp.evidence, tpp.evidence  # a determined L(N, D): the rule decides
@@ -137,9 +137,10 @@ def test_a_flat_grid_judges_no_size_too_small():
     assert tpp.verdict == "inconclusive" and "not decided" in tpp.evidence, tpp.evidence
 
 
-def test_a_smaller_size_still_in_the_noise_makes_too_small_qualified():
-    """The threshold reading: sizes at and below the largest one off the law are the sub-findings. s1 is off,
-    s0 (smaller) is still noise -> qualified; s2 above the threshold is on the law, as the claim expects."""
+def test_too_small_is_decided_on_the_smallest_size_and_the_threshold_only_described():
+    """The verdict is the smallest size's, fixed in advance; the largest size off the law is reported as the
+    threshold, never judged (it is picked by the residuals it would be judged on). s1 is off, s0 (the smallest)
+    is still noise -> inconclusive, threshold s1; s0 off as well -> supported; s0 not judged -> inconclusive."""
     n = np.asarray([1e4, 5e4, 1e5, 1e6, 2e6, 4e6])
     g = e13._Grid([f"s{i}" for i in range(n.size)], n, np.asarray([1.0]), [], {})
     res = {0: (-0.1, 0.05), 1: (-0.2, -0.05), 2: (-0.1, 0.1)}
@@ -149,8 +150,14 @@ def test_a_smaller_size_still_in_the_noise_makes_too_small_qualified():
         "point": {f"res{i}": sum(r) / 2 for i, r in res.items()},
     }
     small = e13.finding_too_small(g, f)
-    assert small.verdict == "qualified", small.evidence
-    assert "excludes zero at s1 (N=5e+04); it does not at s0 (N=1e+04), at or below" in small.evidence
-    res[0] = (-0.3, -0.1)  # both off: supported
-    f["ci"]["res0"] = res[0]
+    assert small.verdict == "inconclusive", small.evidence
+    assert "s0 (N=1e+04): the residual's CI includes zero; the largest size whose" in small.evidence
+    assert "not a verdict): s1 (N=5e+04);" in small.evidence and "s1 (N=5e+04) -0.125" in small.evidence
+    f["ci"]["res0"] = (-0.3, -0.1)  # the smallest off as well: supported
     assert e13.finding_too_small(g, f).verdict == "supported"
+    f["ci"]["res2"] = (0.05, 0.2)  # off on the other side: the threshold moves up, the verdict stays
+    small = e13.finding_too_small(g, f)
+    assert small.verdict == "supported" and "not a verdict): s2 (N=1e+05);" in small.evidence
+    f["ci"]["above_alpha0"] = (0.0, 0.3)  # the law above s0 not determined: s0 is not judged
+    small = e13.finding_too_small(g, f)
+    assert small.verdict == "inconclusive" and "s0 (N=1e+04), is not judged" in small.evidence
