@@ -32,7 +32,7 @@ Writes:   results/e11_objectives/
   runs/<objective>/   one sweep over seeds per objective (config.json, metrics.jsonl, checkpoints/)
   runs/probes.json    per objective, per seed: next-token, fill-in (reranked and left-only) and probe
                       accuracies; the probe's majority baseline
-  runs/samples.json   prompts, the true continuation and each objective's (seed 0)
+  runs/samples.json   prompts, the true continuation and each objective's (its first seed)
   plots/loss.png, plots/probes.png, tables/objectives.md, tables/samples.md, findings.json
 """
 
@@ -55,9 +55,10 @@ from lab.infer.objectives import generate_prefix, unmask
 from lab.model import PRESETS, ModelConfig, apply
 from lab.model.transformer import capture
 from lab.runs import load_runs, read_measurement, write_measurement
-from lab.train import SweepSpec, TrainConfig, members_grid
+from lab.train import SweepSpec, TrainConfig
 from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import sweep_params, train_sweeps
+from lab.train.sweep import seed_members
 from lab.viz import plots
 
 CLAIM = (
@@ -77,6 +78,9 @@ class E11Config:
     train: TrainConfig = TrainConfig(steps=300, lr=3e-3, warmup_steps=30, eval_every=50, ckpt_every=300)
     data: DataConfig = DataConfig()
     seeds: int = 3
+    # RoPE was chosen on a trial of seed 0 (above), so the published verdicts come from fresh seeds 3-5 (DESIGN
+    # convention 15: a choice made on some seeds is tested on others).
+    first_seed: int = 3
     mask_rate: float = 0.15  # masked LM: the fraction of positions selected
     mask_frac: float = 0.8  # of the selected: replaced by the mask token
     random_frac: float = 0.1  # ... by a random token (the rest are kept)
@@ -92,6 +96,7 @@ class E11Config:
 
     def __post_init__(self):
         check_at_least(self, 1, "seeds", "samples", "prompt_len", "sample_new", "fim_candidates")
+        check_at_least(self, 0, "first_seed")
         check_at_least(self, 4, "probe_windows")  # two per half of the probe, at least
         check(self.probe_l2 > 0, f"probe_l2 must be > 0, got {self.probe_l2}")
         check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
@@ -155,7 +160,7 @@ def run(cfg: E11Config, out: Path, opts) -> None:
     lm = text_lm(cfg.data, cfg.model)
     n_text = lm.model.vocab_size
     model = lm.model.replace(vocab_size=n_text + 1)  # + the mask token (id n_text), the same for all three
-    members = members_grid(range(cfg.seeds), [cfg.train.lr], [cfg.train.init_scale])
+    members = seed_members(cfg.seeds, cfg.train, first=cfg.first_seed)
     tasks = _tasks(cfg, n_text + 1)
     specs = {
         o: SweepSpec(
@@ -400,7 +405,7 @@ def _tables(cfg: E11Config, runs, probes, samples, outs: Outputs) -> None:
         )
     outs.table("objectives.md", t)
     s = Table(
-        f"Samples (seed 0, temperature {cfg.temperature:g}): {cfg.sample_new} tokens after a {cfg.prompt_len}-"
+        f"Samples (seed {cfg.first_seed}, temperature {cfg.temperature:g}): {cfg.sample_new} tokens after a {cfg.prompt_len}-"
         "token held-out prompt; mlm by iterative unmasking (most confident position first)",
         ["prompt", "true continuation", *OBJECTIVES],
     )

@@ -26,10 +26,15 @@ def smoke(smoke_run):
 def test_every_stage_trained_through_the_driver(smoke):
     _, out = smoke
     cfg = e12.PRESET_TABLE["smoke"]
+    assert cfg.first_seed == e12.PRESET_TABLE["cpu"].first_seed == 3
     for name in SWEEPS:
         d = out / "runs" / name
         config = json.loads((d / "config.json").read_text())["config"]
         assert len(config["members"]) == cfg.seeds and (d / "checkpoints").is_dir()
+        # fresh seeds (the instruction-tuning length was chosen on 0-2); extra[0] stays the member's index
+        assert [(m["seed"], m["extra"][0]) for m in config["members"]] == [
+            (cfg.first_seed + i, i) for i in range(cfg.seeds)
+        ]
         assert max(r["step"] for r in read_rows(d / "metrics.jsonl")) == getattr(cfg, name).steps
         # on CPU under the default strategy every stage is one vmapped program (no padded members)
         assert json.loads((d / "timing.json").read_text())["strategy"] == "vmap", name
@@ -125,6 +130,7 @@ def test_over_optimization_finding_on_made_up_curves():
         (["clip=0"], "clip must be > 0, got 0.0"),
         (["ppo_epochs=0"], "ppo_epochs must be >= 1, got 0"),
         (["n_pairs=0"], "preference data cannot be empty"),
+        (["first_seed=-1"], "first_seed must be >= 0, got -1"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
