@@ -455,6 +455,11 @@ def finding_tokens_per_param(g: _Grid, f: dict) -> Finding:
     )
 
 
+CLAIM_TOO_SMALL = (
+    "the smallest size falls off the law fitted on the sizes above it (a size too small for the law)"
+)
+
+
 def finding_too_small(g: _Grid, f: dict) -> Finding:
     """The test is fixed by the grid before any result: the smallest size against the law fitted on the
     sizes above it, two-sided (off the law either way). The other sizes below the three largest are each
@@ -477,15 +482,17 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
     parts = [
         f"{size(i)} {_num(f['point'][f'res{i}'], sign='+')} {_ci(ci[f'res{i}'])}"
         + (
-            f" ({decided[i]})"
+            f" ({'off the law' if i in off else 'CI includes zero'})"
             if i in judged
             else f", not judged: the law above has alpha {_ci(ci[f'above_alpha{i}'])}"
         )
         for i in probes
     ]
     if not probes:
-        where = "no size has 3 larger ones to fit on (needs >= 4 sizes)"
-    elif 0 not in judged:
+        return Finding(
+            CLAIM_TOO_SMALL, "inconclusive", "no size has 3 larger ones to fit on (needs >= 4 sizes)"
+        )
+    if 0 not in judged:
         where = (
             f"the smallest size, {size(0)}, is not judged: the law fitted on the sizes above it is not "
             f"determined (its alpha's CI is not inside (0, {ALPHA_MAX:g}])"
@@ -495,13 +502,13 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
             f"the smallest size, {size(0)}: the residual's CI {'excludes' if 0 in off else 'includes'} zero"
         )
     threshold = (
-        f"; the largest size whose residual's CI excludes zero (the threshold, read on these seeds, not a "
-        f"verdict): {size(max(off, key=lambda i: g.n[i]))}"
+        f"; the largest judged size whose residual's CI excludes zero (the threshold, read on these seeds, "
+        f"not a verdict): {size(max(off, key=lambda i: g.n[i]))}"
         if off
         else ""
     )
     return Finding(
-        "the smallest size falls off the law fitted on the sizes above it (a size too small for the law)",
+        CLAIM_TOO_SMALL,
         decided.get(0, "inconclusive"),
         f"{where}{threshold}; observed minus predicted (nats/token, law on the larger sizes, largest budget), "
         "each size below the largest three: " + "; ".join(parts),

@@ -138,6 +138,21 @@ def apply_overrides(cfg: Any, assignments: list[str]) -> Any:
     return cfg
 
 
+ABSENT = "lab_absent"  # field metadata: the value a record written before the field existed was made with
+
+
+def since(default: Any, absent: Any) -> Any:
+    """A config field added with a `default` that changes what the code does (say, `first_seed`: fresh seeds
+    where older runs trained seeds 0..): records written before the field existed were made as with
+    `absent`, and reading them (`from_dict`, `fill_defaults`) fills in that value, not today's default, so
+    an old run is neither mislabelled nor taken for a new one."""
+    return dataclasses.field(default=default, metadata={ABSENT: absent})
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(to_dict(value) if dataclasses.is_dataclass(value) else value))
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -156,6 +171,9 @@ def from_dict(cls: type, data: dict) -> Any:
         elif typing.get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
+    for f in dataclasses.fields(cls):  # absent from an older record: what that record was made with
+        if f.name not in data and ABSENT in f.metadata:
+            kwargs[f.name] = f.metadata[ABSENT]
     return cls(**kwargs)
 
 
@@ -165,6 +183,7 @@ def fill_defaults(stored: dict, cls: type) -> dict:
 
     A field added to a config class after a run was recorded is then compared at its default value: if
     the current config uses the default (the behaviour the old code had), the run is still the same run.
+    A field whose default is not the old behaviour is declared with `since` and filled with its `absent`.
     """
     out = dict(stored)
     for f in dataclasses.fields(cls):
@@ -173,13 +192,12 @@ def fill_defaults(stored: dict, cls: type) -> dict:
             if dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
                 out[f.name] = fill_defaults(out[f.name], tp)
             continue
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = json.loads(
-                json.dumps(to_dict(f.default) if dataclasses.is_dataclass(f.default) else f.default)
-            )
+        if ABSENT in f.metadata:
+            out[f.name] = _json(f.metadata[ABSENT])
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = _json(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-            out[f.name] = json.loads(json.dumps(to_dict(value) if dataclasses.is_dataclass(value) else value))
+            out[f.name] = _json(f.default_factory())
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 import pytest
 
+from experiments import e11_objectives as e11
 from lab import config as C
 from lab.errors import ConfigError
 from lab.model import ModelConfig
@@ -77,6 +78,24 @@ def test_round_trip_through_json_dict():
     assert C.from_dict(Outer, C.to_dict(cfg)) == cfg
     with pytest.raises(ConfigError):
         C.from_dict(Outer, {"bogus": 1})
+
+
+@dataclass(frozen=True)
+class Later:
+    inner: Inner = Inner()
+    first_seed: int = C.since(3, absent=0)  # added later, with a default the older records were not made with
+
+
+def test_a_record_older_than_a_field_reads_as_it_was_made():
+    old = {"inner": {"n": 2}}  # written before first_seed (and most of Inner's fields) existed
+    assert C.from_dict(Later, old) == Later(inner=Inner(n=2), first_seed=0)
+    assert C.fill_defaults(old, Later) == C.to_dict(Later(inner=Inner(n=2), first_seed=0))
+    assert (
+        Later().first_seed == 3 and C.from_dict(Later, C.to_dict(Later())) == Later()
+    )  # new records keep theirs
+    stored = C.to_dict(e11.PRESET_TABLE["cpu"])
+    del stored["first_seed"]  # a run recorded before 769f791 trained seeds 0-2
+    assert C.from_dict(e11.E11Config, stored).first_seed == 0
 
 
 def test_diff_lists_changed_keys():

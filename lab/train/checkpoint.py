@@ -41,17 +41,18 @@ TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's temporary step directories: <step>
 def _first_line(e: BaseException, width: int = 240) -> str:
     """`e`'s message as one line of at most about `width` characters. TensorStore's messages chain every
     layer's context ("Error opening "zarr" driver: Error reading ...: <the cause>") and append dumps of its
-    specs; the dumps are dropped, and a chain still too long keeps its start and its end (the cause),
-    each cut at a space, with " ... " between."""
+    specs; the dumps are dropped, and a chain still too long keeps its start and its end (the cause), each
+    cut at a space where its part has one, with " ... " between."""
     text = str(e).strip().split(". See full TensorStore details")[0]
     line = text.splitlines()[0].split(" [tensorstore_spec")[0].strip() if text else ""
     if not line:
         return type(e).__name__
     if len(line) <= width:
         return line
-    half = (width - 5) // 2
-    head = line[:half].rsplit(" ", 1)[0]
-    tail = line[-half:].split(" ", 1)[-1]
+    half = max(1, (width - 5) // 2)
+    head, tail = line[: half + 1], line[-(half + 1) :]  # one more: a part that ends at a space keeps its word
+    head = head.rsplit(" ", 1)[0] if " " in head else head[:half]
+    tail = tail.split(" ", 1)[1] if " " in tail else tail[1:]
     return f"{head} ... {tail}"
 
 
@@ -85,9 +86,10 @@ def _drop_closed_loop_echoes() -> None:
 
 @contextlib.contextmanager
 def _quiet_failed_reads():
-    """Silence the echoes of a restore that fails (the failure itself is reported in one line): asyncio's
-    "Task exception was never retrieved" for the sibling reads, and their late callbacks
-    (`_drop_closed_loop_echoes`)."""
+    """Around every restore: if it fails (the failure itself is reported in one line), silence its echoes,
+    asyncio's "Task exception was never retrieved" for the sibling reads and their late callbacks. The
+    second filter is installed for the rest of the process on the first restore (`_drop_closed_loop_echoes`),
+    since those callbacks come after the restore has returned."""
     _drop_closed_loop_echoes()
     log = logging.getLogger("asyncio")
     f = _DropOrphanedTaskErrors()
@@ -162,7 +164,8 @@ class Checkpoints:
     def restore(self, step: int, abstract_state):
         """Restore `step` into the structure of `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
         try:
-            return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            with _quiet_failed_reads():
+                return self._mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
         except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise many kinds; each means "cannot"
             raise CheckpointError(
                 f"checkpoint {self.directory}/{step} cannot be restored into this config ({_first_line(e)}); "

@@ -151,13 +151,20 @@ def test_too_small_is_decided_on_the_smallest_size_and_the_threshold_only_descri
     }
     small = e13.finding_too_small(g, f)
     assert small.verdict == "inconclusive", small.evidence
-    assert "s0 (N=1e+04): the residual's CI includes zero; the largest size whose" in small.evidence
-    assert "not a verdict): s1 (N=5e+04);" in small.evidence and "s1 (N=5e+04) -0.125" in small.evidence
+    assert "s0 (N=1e+04): the residual's CI includes zero; the largest judged size whose" in small.evidence
+    assert "not a verdict): s1 (N=5e+04);" in small.evidence
+    assert "s0 (N=1e+04) -0.025 [95% CI -0.100, 0.050] (CI includes zero)" in small.evidence
+    assert "s1 (N=5e+04) -0.125 [95% CI -0.200, -0.050] (off the law)" in small.evidence
     f["ci"]["res0"] = (-0.3, -0.1)  # the smallest off as well: supported
     assert e13.finding_too_small(g, f).verdict == "supported"
     f["ci"]["res2"] = (0.05, 0.2)  # off on the other side: the threshold moves up, the verdict stays
     small = e13.finding_too_small(g, f)
     assert small.verdict == "supported" and "not a verdict): s2 (N=1e+05);" in small.evidence
+    f["ci"]["above_alpha2"] = (0.0, 0.3)  # s2 (off) not judged: the threshold is the largest judged size off
+    small = e13.finding_too_small(g, f)
+    assert small.verdict == "supported" and "not a verdict): s1 (N=5e+04);" in small.evidence
     f["ci"]["above_alpha0"] = (0.0, 0.3)  # the law above s0 not determined: s0 is not judged
     small = e13.finding_too_small(g, f)
     assert small.verdict == "inconclusive" and "s0 (N=1e+04), is not judged" in small.evidence
+    small = e13.finding_too_small(g, {**f, "probes": []})  # fewer than 4 sizes: nothing to fit on
+    assert small.verdict == "inconclusive" and small.evidence.startswith("no size has 3 larger ones")
