@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -327,5 +328,8 @@ def bootstrap_seeds(
 
 
 def interval(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile 95% interval (2.5%, 97.5%) of bootstrap samples, NaN resamples left out."""
-    return np.nanpercentile(samples, 2.5, axis=axis), np.nanpercentile(samples, 97.5, axis=axis)
+    """The percentile 95% interval (2.5%, 97.5%) of bootstrap samples, NaN resamples left out; a statistic
+    with no finite resample (an optimum that no fitted law has) gets NaN bounds, without NumPy's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        return np.nanpercentile(samples, 2.5, axis=axis), np.nanpercentile(samples, 97.5, axis=axis)

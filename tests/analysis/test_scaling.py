@@ -2,6 +2,8 @@
 stated tolerances, the gradient the L-BFGS follows is the objective's (finite differences in float64), the
 compute-optimal split matches a brute-force search, and every function is pure."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -162,7 +164,12 @@ def test_a_failed_statistic_is_nan_not_a_crash():
     def stat(m):
         raise ValueError("degenerate")
 
-    assert np.isnan(scaling.bootstrap_seeds([np.ones((2, 1))], stat, n=3)).all()
+    samples = scaling.bootstrap_seeds([np.ones((2, 1))], stat, n=3)
+    assert np.isnan(samples).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy "All-NaN slice" warning: NaN bounds are the answer
+        lo, hi = scaling.interval(np.column_stack([samples, [1.0, 2.0, 3.0]]))
+    assert np.isnan([lo[0], hi[0]]).all() and 1.0 <= lo[1] < hi[1] <= 3.0
 
 
 @pytest.mark.parametrize("sizes", [[1e4, 1e5], [1e4, 1e4, 1e5]])

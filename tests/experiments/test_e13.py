@@ -24,11 +24,13 @@ def smoke(smoke_run):
 def test_each_size_is_one_sweep_over_seeds_with_counts_from_closed_forms(smoke):
     _, out = smoke
     cfg = e13.PRESET_TABLE["smoke"]
+    assert cfg.first_seed == e13.PRESET_TABLE["cpu"].first_seed == 4
     sizes = read_measurement(out / "runs" / "sizes.json", cfg)
     for depth, width in cfg.shapes:
         s = sizes[e13.size_name(depth, width)]
         conf = json.loads((out / "runs" / e13.size_name(depth, width) / "config.json").read_text())["config"]
-        assert [m["seed"] for m in conf["members"]] == list(range(cfg.seeds))
+        # fresh seeds (the budgets and lr rule were redesigned on seeds 0-3)
+        assert [m["seed"] for m in conf["members"]] == list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
         v, t = s["vocab_size"], cfg.model.max_len
         # blocks: 4 d^2 attention + 8 d^2 MLP + two norm scales; then the final norm
         assert s["params"]["non_embedding"] == depth * (12 * width**2 + 2 * width) + width
@@ -84,6 +86,7 @@ def test_the_held_out_finding_follows_from_the_metrics(smoke):
         (["budgets=64,1280,2560"], "token budget 64 is smaller than one batch"),
         (["train.min_lr_ratio=0.1"], "train.min_lr_ratio must be 1 here"),
         (["lr_width=0"], "lr_width must be >= 1"),
+        (["first_seed=-1"], "first_seed must be >= 0, got -1"),
     ],
 )
 def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys, sets, needle):
