@@ -5,7 +5,7 @@ import json
 import pytest
 
 import experiments
-from lab.analysis.findings import Finding, Findings
+from lab.analysis.findings import HOW_TO_READ, Finding, Findings
 from lab.errors import DataError
 from lab.experiment import registry
 from lab.report import render
@@ -36,6 +36,7 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
     assert "- **sub claim** — *supported*. 2.000 ± 0.010 vs 3.000 ± 0.020" in text
     assert "| 1.000 ± 0.100 | x |" in text and f"![p]({exp.name}/plots/p.png)" in text
     assert "3 seeds per variant" in text
+    assert text.index(HOW_TO_READ) < text.index("| experiment | claim | verdict |")  # how to read, first
     (d / "findings.json").unlink()
     assert f"| {exp.id} | {exp.claim} | not run |" in render(exps, tmp_path)
 

@@ -16,11 +16,12 @@ Every experiment's `analyze` uses these instead of writing its own:
     cell, escape, code                   a table cell made safe (\\x07, \\n, \\|); that escaping; a code span
 """
 
-from lab.analysis.findings import VERDICTS, Finding, Findings, conditional_headline, headline
+from lab.analysis.findings import HOW_TO_READ, VERDICTS, Finding, Findings, conditional_headline, headline
 from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, held_out_choice, summarize
 from lab.analysis.tables import Outputs, Table, cell, code, escape
 
 __all__ = [
+    "HOW_TO_READ",
     "VERDICTS",
     "Comparison",
     "Finding",

@@ -13,6 +13,19 @@ from dataclasses import asdict, dataclass, field
 
 VERDICTS = ("supported", "qualified", "refuted", "inconclusive")
 
+# How a reader of REPORT.md should read a verdict: `decide` (stats.py) and `headline` (below), in words.
+HOW_TO_READ = (
+    "How each verdict is decided, by one rule for every finding (`lab/analysis/stats.py`): a finding compares "
+    "per-seed values and takes the 95% confidence interval of the difference. **Supported**: the interval "
+    "excludes zero on the claimed side. **Refuted**: it lies wholly on the other side, or inside a margin "
+    "stated in advance (any effect is negligible). A claim of no difference is supported only when the "
+    "interval lies inside its margin and refuted when it lies wholly outside. **Inconclusive**: anything "
+    "else, including an interval that few seeds leave wide. An experiment's verdict composes its findings': "
+    "all alike gives that verdict; some supporting and some not gives **qualified**; otherwise refuted if "
+    "any refutes, else inconclusive. A choice made after seeing the data (the best setting, the best head) "
+    "is tested on other seeds or other data."
+)
+
 
 def headline(parts) -> str:
     """One verdict composed from sub-verdicts (strings or `Finding`s), each decided on its own:
