@@ -283,8 +283,8 @@ def _mask_recovers(v, best, chance, bounds, m="causal") -> Finding:
         headline([below.verdict("less"), most.verdict("greater")]),  # beats it; closes half the gap
         f"causal none {_fmt(none)} vs the causal order-blind optimum {bound:.3f} (guess from the bag of the "
         f"prefix; uniform chance {chance:.3f}; vs the optimum - {SLACK}: {below.fmt()}) and the best "
-        f"encoding ({_picked(picks)}) {_fmt(b)}: it closes {summarize(recovered).fmt(2)} of the gap between them "
-        f"(0 = no order recovered, 1 = as good as the best encoding; vs half: {most.fmt()})",
+        f"encoding ({_picked(picks)}) {_fmt(b)}: it closes {summarize(recovered).fmt(2)} of the gap between "
+        f"them (0 = no order recovered, 1 = as good as the best encoding; vs half: {most.fmt()})",
     )
 
 

@@ -60,7 +60,7 @@ from lab.analysis import (
     headline,
     summarize,
 )
-from lab.config import check, check_at_least, check_causal, check_choices, check_distinct, since
+from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
 from lab.model import PRESETS, ModelConfig, flops
@@ -72,6 +72,7 @@ from lab.train.config import TRAIN_PRESETS
 from lab.train.loop import sweep_params
 from lab.train.state import init_state
 from lab.train.step import train_steps
+from lab.train.sweep import fresh_seeds
 from lab.viz import plots
 
 CLAIM = "Capacity scales better than compute, if routing works: a balanced MoE beats dense at equal compute."
@@ -101,7 +102,7 @@ class E08Config:
     seeds: int = 3
     # The step count was chosen from the drop rates of seeds 0-2 (above), so the published verdicts come from
     # fresh seeds 3-5 (DESIGN convention 15: a choice made on some seeds is tested on others).
-    first_seed: int = since(3, absent=0)  # runs recorded before first_seed existed: seeds 0..
+    first_seed: int = fresh_seeds(3)
     experts: tuple[int, ...] = (2, 4, 8)  # E of the top-1 MoE variants
     main_experts: int = 4  # the E whose routing is broken on purpose and compared
     top_k: int = 2  # the top-k variant of E_main

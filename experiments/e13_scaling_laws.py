@@ -44,9 +44,9 @@ any size's result, the held-out one included, but the redesign followed that fir
 published runs use fresh seeds (first_seed). What it costs: each size trains 4 seeds x 245,760 = 983,040
 tokens, 4x the first version. On 2026-12-04 the whole cpu preset took 284 s on 2 cores, 291 s on 2026-12-05
 (337k tokens/s at 1x32 down to 6.3k at 4x256, whose training alone took 156 s; tables/sizes.md has each size's
-compile and train seconds), within the issue's 10 minutes for e13. The largest size is 4x256, 3.1e6 non-embedding parameters
-(10^6.5, the issue's CPU range; it was 4x160, 10^6.1, until a measurement showed it fits the time), and the
-gpu preset carries larger sizes and budgets.
+compile and train seconds), within the issue's 10 minutes for e13. The largest size is 4x256, 3.1e6
+non-embedding parameters (10^6.5, the issue's CPU range; it was 4x160, 10^6.1, until a measurement showed it
+fits the time), and the gpu preset carries larger sizes and budgets.
 
 Why a tiny regime differs from Kaplan et al. (alpha_N 0.076) and Chinchilla (E 1.82, A 482, B 2085,
 alpha 0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.02 to ~20 tokens per
@@ -60,10 +60,10 @@ papers, and there is no cooldown; (5) 960 small steps is early training, where a
 fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it. The verdict is on the smallest size, fixed by the grid in advance: its
-residual's bootstrap CI excludes zero (either sign: "off the law") or not. The largest size whose CI excludes
-zero is reported as the threshold, a description read on the same seeds rather than a verdict. A size is
-judged only where the law above it is determined (its alpha's CI inside (0, 1]: a flat or runaway law
-extrapolated downward predicts anything). The criterion is relative to the law of the larger sizes: where
+residual's bootstrap CI excludes zero (either sign: "off the law") or not. The largest judged size whose CI
+excludes zero is reported as the threshold, a description read on the same seeds rather than a verdict. A
+size is judged only where the law above it is determined (its alpha's CI inside (0, 1]: a flat or runaway
+law extrapolated downward predicts anything). The criterion is relative to the law of the larger sizes: where
 the larger sizes themselves bend away, the small ones are flagged against that. At the cpu preset, seeds 0-3
 put L2-D48 and L2-D64 off the law (both below it) and not L1-D32; the published fresh seeds 4-7 put no size
 off it.
@@ -81,7 +81,7 @@ import numpy as np
 
 from lab.analysis import Finding, Outputs, Table, decide, headline, scaling, summarize
 from lab.analysis.findings import evidence_summary
-from lab.config import check, check_at_least, since
+from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
 from lab.model import ModelConfig
@@ -89,7 +89,7 @@ from lab.model.flops import train_flops_per_token
 from lab.runs import load_run, read_measurement, write_measurement
 from lab.train import SweepSpec, TrainConfig, train_sweep
 from lab.train.config import TRAIN_PRESETS
-from lab.train.sweep import seed_members
+from lab.train.sweep import fresh_seeds, seed_members
 from lab.viz import plots
 
 KAPLAN_ALPHA_N = 0.076  # Kaplan et al. 2020, L(N) at convergence
@@ -117,7 +117,7 @@ class E13Config:
     # The budgets and the learning-rate rule were redesigned after a first version on seeds 0-3 stayed on the
     # plateau (above), so the published verdicts come from fresh seeds 4-7 (DESIGN convention 15: a choice made
     # on some seeds is tested on others).
-    first_seed: int = since(4, absent=0)  # runs recorded before first_seed existed: seeds 0..
+    first_seed: int = fresh_seeds(4)
     bootstrap: int = 200  # resamples over seeds for every interval
 
     def __post_init__(self):

@@ -15,9 +15,9 @@ VERDICTS = ("supported", "qualified", "refuted", "inconclusive")
 
 # How a reader of REPORT.md should read a verdict: `decide` (stats.py) and `headline` (below), in words.
 HOW_TO_READ = (
-    "How each verdict is decided, by one rule for every finding (`lab/analysis/stats.py`): a finding compares "
-    "per-seed values, with each other or with a stated reference, and takes the 95% confidence interval of the "
-    "difference (of a fitted quantity, a bootstrap over seeds). **Supported**: the interval "
+    "How each verdict is decided, by one rule for every finding (`lab/analysis/stats.py`): a finding "
+    "compares per-seed values, with each other or with a stated reference, and takes the 95% confidence "
+    "interval of the difference (of a fitted quantity, a bootstrap over seeds). **Supported**: the interval "
     "excludes zero on the claimed side. **Refuted**: it lies wholly on the other side, or inside a margin "
     "stated in advance (any effect is negligible). A claim of no difference is supported only when the "
     "interval lies inside its margin and refuted when it lies wholly outside. **Inconclusive**: anything "

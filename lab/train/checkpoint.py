@@ -97,7 +97,9 @@ def _quiet_failed_reads():
     try:
         yield
     finally:
-        gc.collect()  # the orphaned tasks are logged when collected: collect them while filtered
+        # the orphaned tasks are logged when collected: collect them while filtered (on every restore, since
+        # a failed one's traceback still holds them until its caller's handler ends)
+        gc.collect()
         log.removeFilter(f)
 
 

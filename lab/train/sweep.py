@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lab.config import since
 from lab.errors import ConfigError
 from lab.model import ModelConfig
 from lab.model.flops import train_flops_per_step
@@ -338,6 +339,13 @@ class SweepRunner:
 
     def evaluate(self, state, data) -> dict:
         return self.compile_eval(state, data)(state, data)
+
+
+def fresh_seeds(first: int):
+    """The `first_seed` field of an experiment config that publishes from seeds `first`.. because a setting
+    was chosen on seeds 0.. (DESIGN convention 15). A run recorded before the field existed trained seeds
+    0.., and reads back with first_seed 0 (lab.config.since)."""
+    return since(first, absent=0)
 
 
 def seed_members(seeds: int, tcfg: TrainConfig, extras=((),), first: int = 0) -> list[Member]:
