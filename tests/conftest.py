@@ -46,8 +46,12 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 
 import jax  # noqa: E402
 
-# Must happen before any JAX array exists; 8 devices let the sweep tests shard a sweep axis for real.
+# Must happen before any JAX array exists; 8 devices let the sweep tests shard a sweep axis for real. The
+# backend starts here, so that a test whose first JAX work is `lab.cli.main` (its init_jax asks for one device
+# per core) cannot start it with 2: test_e13.py then test_loop.py in one process did, and a test that needs 8
+# devices failed.
 jax.config.update("jax_num_cpu_devices", 8)
+assert len(jax.devices("cpu")) == 8
 
 import pytest  # noqa: E402
 
