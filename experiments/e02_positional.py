@@ -3,11 +3,11 @@
 Claim tested: attention alone is blind to order; a transformer knows where a token is only through an
 injected position signal (or, causally, through the mask). Every encoding (none, sinusoidal as Vaswani et
 al., learned, RoPE, ALiBi; lab.ops.positional) is trained, bidirectional and causal, to copy the symbol
-`offset` places back (lab.data.tasks.ShiftedCopy). We measure the collapse without position (a causal
-model can recover order from its mask, Haviv et al. 2022), each head's attention entropy and weight on
-the key the task needs, and the loss at 2T and 4T after training at T (the ALiBi paper: ALiBi extrapolates,
-sinusoidal and learned do not; learned positions end at T, so the model refuses: "cannot run"). Our
-bidirectional ALiBi, -m|i - j| (the paper's is causal), cannot tell left from right nor solve this task.
+`offset` places back (lab.data.tasks.ShiftedCopy). We measure the collapse without position (and whether a
+causal model recovers order from its mask, as Haviv et al. 2022 report), each head's attention entropy and
+weight on the key the task needs, and the loss at 2T and 4T after training at T (the ALiBi paper: ALiBi
+extrapolates, sinusoidal and learned do not; learned positions end at T, so the model refuses: "cannot run").
+Our bidirectional ALiBi, -m|i - j| (the paper's is causal), cannot tell left from right nor solve this task.
 
 Run:      lab run e02 [--preset smoke|cpu|gpu] [--seeds 3]
 Redraw:   lab analyze e02
