@@ -23,11 +23,11 @@ Along the way, on a character-level model trained from scratch (lab.align.data h
 
 Every training (pretraining, finetuning, instruction tuning, reward model, PPO, DPO) is a sweep over seeds
 through lab.train.train_sweep, with metrics, checkpoints and resume.
-The cpu preset took 307 s on 2 quiet cores in `lab run all` at 25e8d2b and 195 s run alone (`lab run e12
---fresh`, 769f791, 2026-12-05): within the house's 5 minutes and the issue's 8. The instruction-tuning stage
-needs thousands of steps for held-out exact match to reach the 0.9 goal (the summarize skill is learned late
-and at a seed-dependent step), and that stage is most of the run. On CPU the sweeps run as one vmapped program
-on one device when the strategy is left to `auto` (see `run`).
+The cpu preset took 195 s run alone on 2 cores (`lab run e12 --fresh`, 769f791, 2026-12-05), within the
+house's 5 minutes and the issue's 8; inside `lab run all` at 25e8d2b it took 307 s. The instruction-tuning
+stage needs thousands of steps for held-out exact match to reach the 0.9 goal (the summarize skill is learned
+late and at a seed-dependent step), and that stage is most of the run. On CPU the sweeps run as one vmapped
+program on one device when the strategy is left to `auto` (see `run`).
 
 Run:      lab run e12 [--preset smoke|cpu|gpu] [--set kl_coef=0.1] [--seeds 3]
 Redraw:   lab analyze e12
