@@ -44,9 +44,9 @@ any size's result, the held-out one included, but the redesign followed that fir
 published runs use fresh seeds (first_seed). What it costs: each size trains 4 seeds x 245,760 = 983,040
 tokens, 4x the first version. On 2026-12-04 the whole cpu preset took 284 s on 2 cores, and 291 s for the
 published run of 2026-12-05 (346k tokens/s at 1x32 down to 6.1k at 4x256, whose training alone took 161 s;
-tables/sizes.md has each size's compile and train seconds), within the issue's 10 minutes for e13. The largest size is 4x256, 3.1e6
-non-embedding parameters (10^6.5, the issue's CPU range; it was 4x160, 10^6.1, until a measurement showed it
-fits the time), and the gpu preset carries larger sizes and budgets.
+tables/sizes.md has each size's compile and train seconds), within the issue's 10 minutes for e13. The
+largest size is 4x256, 3.1e6 non-embedding parameters (10^6.5, the issue's CPU range; it was 4x160, 10^6.1,
+until a measurement showed it fits the time), and the gpu preset carries larger sizes and budgets.
 
 Why a tiny regime differs from Kaplan et al. (alpha_N 0.076) and Chinchilla (E 1.82, A 482, B 2085,
 alpha 0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.02 to ~20 tokens per
@@ -479,6 +479,10 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
     steeper than any published exponent, 0.07-0.4) extrapolated downward predicts anything, and a residual
     against it says nothing."""
     ci, probes = f["ci"], f["probes"]
+    if not probes:
+        return Finding(
+            CLAIM_TOO_SMALL, "inconclusive", "no size has 3 larger ones to fit on (needs >= 4 sizes)"
+        )
     judged = [i for i in probes if 0 < ci[f"above_alpha{i}"][0] and ci[f"above_alpha{i}"][1] <= ALPHA_MAX]
     decided = {i: _two_sided(ci[f"res{i}"], 0.0) for i in judged}
     off = [i for i in judged if decided[i] == "supported"]
@@ -495,10 +499,6 @@ def finding_too_small(g: _Grid, f: dict) -> Finding:
         )
         for i in probes
     ]
-    if not probes:
-        return Finding(
-            CLAIM_TOO_SMALL, "inconclusive", "no size has 3 larger ones to fit on (needs >= 4 sizes)"
-        )
     if 0 not in judged:
         where = (
             f"the smallest size, {size(0)}, is not judged: the law fitted on the sizes above it is not "

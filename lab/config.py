@@ -150,7 +150,7 @@ def since(default: Any, absent: Any) -> Any:
 
 
 def _json(value: Any) -> Any:
-    return json.loads(json.dumps(to_dict(value) if dataclasses.is_dataclass(value) else value))
+    return to_dict(value) if dataclasses.is_dataclass(value) else json.loads(json.dumps(value))
 
 
 def to_dict(cfg: Any) -> dict:
