@@ -253,15 +253,18 @@ def token_shuffle(text: str, rate: float, rng: random.Random) -> tuple[str, int]
 
 def near_copy(text: str, edit_rate: float, rng: random.Random) -> str:
     """A near-duplicate of `text`: each whitespace token independently with probability `edit_rate` replaced by
-    a random lower-case word of 3-7 letters; if none was chosen, one random token is (so it is never an exact
-    copy)."""
+    a random lower-case word of 3-7 letters other than the token it replaces; if none was chosen, one random
+    token is (so a text with any token is never copied exactly)."""
     check_rate("edit_rate", edit_rate)
     tokens = text.split()
     picked = [i for i in range(len(tokens)) if rng.random() < edit_rate]
     if not picked and tokens:
         picked = [rng.randrange(len(tokens))]
     for i in picked:
-        tokens[i] = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 7)))
+        word = tokens[i]
+        while word == tokens[i]:  # a draw equal to the token would leave it unedited
+            word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 7)))
+        tokens[i] = word
     return " ".join(tokens)
 
 

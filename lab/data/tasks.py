@@ -390,7 +390,11 @@ class Passkey:
         return self._batch(kb, batch_size, self.seq_len, distance)
 
     def at_distance(self, key, batch_size: int, seq_len: int, distance):
-        """A batch of `seq_len` tokens with the value exactly `distance` (1..seq_len-1) before the query."""
+        """A batch of `seq_len` tokens with the value exactly `distance` (1..seq_len-1) before the query. A
+        traced `distance` (e.g. under lax.map) cannot be checked here: outside that range the batch has no
+        value to retrieve."""
+        if isinstance(distance, (int, np.integer)):
+            check(0 < distance < seq_len, f"passkey distance must be in 1..{seq_len - 1}, got {distance}")
         return self._batch(key, batch_size, seq_len, jnp.full((batch_size,), distance))
 
     def check_data(self, data) -> None:

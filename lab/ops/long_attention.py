@@ -371,7 +371,8 @@ def banded_attention(
     if slopes_H is not None:
         slopes = f32(slopes_H).reshape(kv, g)
         s = s + jax.vmap(lambda a, c: _bias(slopes, a, c), out_axes=0)(qp, kp)[None]
-    if sinks:
+    # A window spanning all T positions holds every sink already (and T may be fewer than the sinks).
+    if sinks and w < t:
         ks, vs = f32(k_BTKD[:, :sinks]), f32(v_BTKD[:, :sinks])
         q_for_sinks = qb if q_sinks_BTHD is None else f32(blocks(q_sinks_BTHD)).reshape(qb.shape) * scale
         ss = jnp.einsum("bnqkgd,bskd->bnkgqs", q_for_sinks, ks)  # (B, nq, K, G, blk, sinks)

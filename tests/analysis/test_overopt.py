@@ -31,10 +31,16 @@ def test_best_of_n_kl_is_log_n_minus_n_minus_one_over_n():
         assert np.mean(dens * np.log(dens)) == pytest.approx(float(overopt.bon_kl(n)), abs=1e-6)
 
 
+# Gao et al. (2022)'s forms written out here, independently of overopt.FORMS: d (alpha - beta d) for best-of-n,
+# d (alpha - beta log d) for RL, with d the square root of the KL
+GAO = {"bon": lambda d, a, b: d * (a - b * d), "rl": lambda d, a, b: d * (a - b * np.log(d))}
+
+
 @pytest.mark.parametrize("form", ["bon", "rl"])
 def test_fit_recovers_known_coefficients(form):
     d = np.linspace(0.1, 3.0, 25)
-    gain = overopt.curve(0.8, 0.3, d, form)
+    gain = GAO[form](d, 0.8, 0.3)
+    np.testing.assert_allclose(overopt.curve(0.8, 0.3, d, form), gain, rtol=1e-12, atol=1e-12)
     a, b, r2 = overopt.fit(d, gain, form)
     assert (a, b, r2) == pytest.approx((0.8, 0.3, 1.0), abs=1e-9)
     noisy = gain + np.random.default_rng(1).normal(0, 0.05, d.size)

@@ -29,5 +29,8 @@ def test_training_draws_every_distance():
 
 
 def test_bad_sizes_are_refused():
+    for distance in (0, 12, 13):  # 0: the query would overwrite the value; >= seq_len: it is never placed
+        with pytest.raises(ConfigError, match=r"distance must be in 1\.\.11, got"):
+            Passkey(seq_len=12).at_distance(jax.random.PRNGKey(0), 2, 12, distance)
     with pytest.raises(ConfigError, match="n_values must be >= 2"):
         Passkey(n_values=1)

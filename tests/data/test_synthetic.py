@@ -92,6 +92,14 @@ def test_injected_duplicates_rate():
     assert _within_3sigma(exact, len(injected), 0.5)
 
 
+def test_a_near_copy_is_never_exact_even_when_a_draw_repeats_the_word():
+    # seed 73492 draws "the" for the one token it edits in "the cat sat": the draw must be made again
+    text = "the cat sat"
+    for seed in (73492, *range(200)):
+        copy = S.near_copy(text, 0.0, random.Random(seed))
+        assert copy != text and sum(a != b for a, b in zip(copy.split(), text.split())) == 1, (seed, copy)
+
+
 def test_noisy_documents_realize_the_level():
     docs = S.stories(300, 1)
     _, stats = S.noisy_documents(docs, 0.25, seed=0)

@@ -111,6 +111,12 @@ def test_window_at_least_t_is_full_causal_exactly():
         assert np.array_equal(la.blocked_attention(q, k, v, window=w, block=16), blocked)
     # banded sums each query's keys in slabs of its own, not in reference's order: equal within rounding
     np.testing.assert_allclose(la.banded_attention(q, k, v, T + 3, block=16), full, rtol=RTOL, atol=ATOL)
+    # more sinks than positions (a short prompt under a model with sinks): every key is in the window
+    for f in (la.banded_attention, la.blocked_attention, la.reference_attention):
+        got = f(q[:, :3], k[:, :3], v[:, :3], window=8, sinks=4)
+        np.testing.assert_allclose(
+            got, la.reference_attention(q[:, :3], k[:, :3], v[:, :3]), rtol=RTOL, atol=ATOL
+        )
 
 
 def test_sliding_window_mask_counts():
@@ -126,20 +132,23 @@ def grad(fn):
     return jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * w), (0, 1, 2)))
 
 
-@pytest.mark.parametrize("case", ["causal", "window+sinks", "window+padding"])
+@pytest.mark.parametrize("case", ["causal", "window+sinks", "window+padding", "window+alibi"])
 def test_gradients_equal_the_naive_ones(case):
-    kw = CASES[case]
+    kw = CASES[case.replace("+alibi", "")]
     q, k, v = qkv(4, 2)
     valid = None if "valid" not in kw else jnp.asarray(kw["valid"])
     common = dict(window=kw.get("window"), sinks=kw.get("sinks", 0), kv_valid_BS=valid)
+    if case.endswith("alibi"):  # the bias recomputed in the backward pass (no sinks: none to renumber)
+        common["slopes_H"] = alibi_slopes(4)
     want = grad(lambda q, k, v: la.reference_attention(q, k, v, **common))(q, k, v)
     got = grad(lambda q, k, v: la.blocked_attention(q, k, v, block=8, **common))(q, k, v)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
     if kw.get("window"):
         band = lambda q, k, v: la.banded_attention(
-            q, k, v, kw["window"], sinks=kw.get("sinks", 0), kv_valid_BT=valid, block=16
-        )
+            q, k, v, kw["window"], sinks=kw.get("sinks", 0), kv_valid_BT=valid, slopes_H=common.get("slopes_H"),
+            block=16,
+        )  # fmt: skip
         for a, b in zip(grad(band)(q, k, v), want):
             np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
