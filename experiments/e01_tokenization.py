@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.analysis import Finding, Findings, Outputs, Table, compare, headline, summarize
+from lab.analysis import Finding, Findings, Outputs, Table, beside, compare, headline, summarize
 from lab.analysis.findings import claims_summary
 from lab.analysis.geometry import mean_cosine, nearest, pca, unit_rows
 from lab.config import check, check_at_least, check_causal, check_distinct
@@ -493,7 +493,7 @@ def analyze(cfg: E01Config, out: Path) -> Findings:
     summary += (
         claims_summary(findings[1:3]) + " Also measured: " + claims_summary(findings[:1] + findings[3:])
     )
-    return outs.findings(verdict, summary, findings)
+    return outs.findings(verdict, summary, [beside(findings[0]), *findings[1:3], *map(beside, findings[3:])])
 
 
 EXPERIMENT = Experiment(

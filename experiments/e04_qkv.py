@@ -33,7 +33,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, code, compare, compare_to, escape, headline, summarize
+from lab.analysis import (
+    Finding,
+    Outputs,
+    Table,
+    beside,
+    code,
+    compare,
+    compare_to,
+    escape,
+    headline,
+    summarize,
+)
 from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, TextLM, text_lm
 from lab.data.tasks import Sort
@@ -467,7 +478,8 @@ def analyze(cfg: E04Config, out: Path):
     outs.table("qkv_variants.md", _variants_table(cfg, d))
     _plots(cfg, d, outs)
     f1, f2, f3 = swaps_before_training(cfg, d), removals_hurt(cfg, d), swaps_after_training(cfg, d)
-    findings = [f1, f2, f3, lr_threshold(cfg, d, outs), stacking_blocks(cfg, d, outs)]
+    # the learning-rate threshold and depth are beside the claim (about Q, K and V)
+    findings = [f1, f2, f3, beside(lr_threshold(cfg, d, outs)), beside(stacking_blocks(cfg, d, outs))]
     outs.table("samples.md", *_samples_tables(read_measurement(out / "runs" / "samples.json", cfg)))
     # The claim by the rule: swapping hurts at training time (each swap's "greater" verdict), zeroing or
     # tying hurts (finding 2), and swapping a trained model's projections hurts (finding 3).

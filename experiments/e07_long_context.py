@@ -555,8 +555,9 @@ def _time_table(cfg, scaling) -> Table:
         ["method", "pass", *[f"T={x}" for x in cfg.time_lengths], "log-log slope"],
         note="The programs whose memory is above, run on random q, k, v (and dO) once compiled. Exact attention "
         "does T^2 work whatever its memory (naive and blocked) and banded T x window, so at large T the slopes "
-        "tend to 2 and 1; fixed costs per call weigh most at small T and pull a fit over all lengths below "
-        "that, and the cache sizes of the CPU bend it too. No goal: time is reported, not judged.",
+        "tend to 2 and 1. A fit over all lengths can land on either side: fixed costs per call weigh most at "
+        "small T and pull it below, and outgrowing the CPU's caches at large T pushes it above. No goal: time "
+        "is reported, not judged.",
     )
     slopes = _time_slopes(cfg, scaling)
     for m in METHODS:

@@ -54,6 +54,7 @@ from lab.analysis import (
     Finding,
     Outputs,
     Table,
+    beside,
     compare,
     compare_to,
     conditional_headline,
@@ -409,9 +410,9 @@ def _drop_diagnosis(d: _Data, name: str) -> str:
     worst = over.max(0)  # (M, evals): the largest over layers, as the finding counts it
     pct = lambda x, k=2: _ms(100 * np.asarray(x), k)
     noise, seen = noise_drop(n, m.moe_experts, cap), float(np.mean(d.dropped(name)))
-    if implied.mean() >= 0.5 * seen:
+    if implied.mean() > 0.5 * seen:  # "most": more than half
         why = "most of the drops are the router's lasting imbalance, not the noise of the group's size"
-    elif noise >= 0.5 * seen:
+    elif noise > 0.5 * seen:
         why = "most of the drops are the sampling noise of a group this small"
     else:
         why = "neither accounts for most of the drops (the imbalance moves from batch to batch)"
@@ -746,8 +747,8 @@ def analyze(cfg: E08Config, out: Path):
     main, has = _main(cfg), lambda kind: _name(cfg, kind) in d.runs
     balanced, compute = _balanced_finding(d), _compute_finding(d)
     findings = [balanced]
-    findings += [_collapse_finding(d)] if has("nobalance") else []
-    findings += [_capacity_finding(d)] if has("small-capacity") else []
+    findings += [beside(_collapse_finding(d))] if has("nobalance") else []  # the breaks
+    findings += [beside(_capacity_finding(d))] if has("small-capacity") else []
     findings += [compute]
     platform = recorded_provenance(out).get("devices", {}).get("platform", "unknown platform")
     speed = _speed_finding(d, platform) if "dense-wide" in _timed(cfg) else None
@@ -781,7 +782,7 @@ def analyze(cfg: E08Config, out: Path):
         else f" The headline is inconclusive: routing, the claim's condition, is {balanced.verdict}"
     )
     summary += "; the breaks and step time are reported beside it."
-    return outs.findings(verdict, summary, findings + ([speed] if speed else []))
+    return outs.findings(verdict, summary, findings + ([beside(speed)] if speed else []))
 
 
 EXPERIMENT = Experiment(

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.analysis import Finding, Findings, Outputs, Table, compare, contrast, headline, summarize
+from lab.analysis import Finding, Findings, Outputs, Table, beside, compare, contrast, headline, summarize
 from lab.config import check, check_at_least, check_causal, check_choices, check_distinct
 from lab.data.pipeline import DataConfig, text_lm
 from lab.experiment import Experiment
@@ -371,8 +371,8 @@ def analyze(cfg: E10Config, out: Path) -> Findings:
     gated = [a for a in cfg.activations if a in GATED_ACTIVATIONS]
     no_norm = [_no_norm(r), _growth(r, acts)] if "none-pre" in cfg.norms else []
     post = [_post_norm(r, posts)] if posts else []
-    findings = no_norm + ([_rmsnorm(r)] if "rmsnorm-pre" in cfg.norms else []) + post
-    findings += [_gated(r, gated)] if gated else []
+    findings = no_norm + ([beside(_rmsnorm(r))] if "rmsnorm-pre" in cfg.norms else []) + post
+    findings += [beside(_gated(r, gated))] if gated else []
     matter = [_activations_matter_less(r)] if len(cfg.activations) > 1 else []
     summary = (
         f"{len(vs)} variants x {cfg.seeds} seeds x lr {cfg.lrs[0]:g} / {cfg.lrs[1]:g}, {cfg.train.steps} "

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, summarize
+from lab.analysis import Finding, Outputs, Table, beside, compare, compare_to, headline, summarize
 from lab.analysis.probe import bracket_depth_inside, probe_accuracy
 from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
@@ -438,7 +438,7 @@ def analyze(cfg: E11Config, out: Path):
     summary += (
         f"{per['mlm']:.1f} of {cfg.model.max_len} positions per window, the prefix LM on {per['prefix']:.1f}."
     )
-    return outs.findings(headline([nt, fim]), summary, [nt, fim, probe])
+    return outs.findings(headline([nt, fim]), summary, [nt, fim, beside(probe)])
 
 
 EXPERIMENT = Experiment(

@@ -64,7 +64,7 @@ from lab.align.rlhf import (
     reward_model_loss,
     reward_score,
 )
-from lab.analysis import Finding, Outputs, Table, compare, compare_to, headline, overopt, summarize
+from lab.analysis import Finding, Outputs, Table, beside, compare, compare_to, headline, overopt, summarize
 from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.tasks import PromptAnswer, TextWindows
@@ -829,12 +829,12 @@ def analyze(cfg: E12Config, out: Path):
     summary += " Beside the claim (not voting in the headline): " + " ".join(
         f"[{f.verdict}] {f.claim}." for f in others
     )
-    return outs.findings(verdict, summary, claim + others)
+    return outs.findings(verdict, summary, claim + [beside(f) for f in others])
 
 
 EXPERIMENT = Experiment(
     name="e12_alignment",
-    title="Alignment: RLHF reshapes preferences, not skills",
+    title="Alignment: finetuning, instruction tuning, a reward model, RLHF with PPO, and DPO",
     claim="After RLHF, instruction-task skills stay where instruction tuning left them while the rewarded feature's frequency moves.",
     config_class=E12Config,
     presets=PRESET_TABLE,

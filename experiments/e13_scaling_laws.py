@@ -48,16 +48,16 @@ tables/sizes.md has each size's compile and train seconds), within the issue's 1
 largest size is 4x256, 3.1e6 non-embedding parameters (10^6.5, the issue's CPU range; it was 4x160, 10^6.1,
 until a measurement showed it fits the time), and the gpu preset carries larger sizes and budgets.
 
-Why a tiny regime differs from Kaplan et al. (alpha_N 0.076) and Chinchilla (E 1.82, A 482, B 2085,
-alpha 0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.02 to ~20 tokens per
-parameter, mostly far below Chinchilla's ~20, so the data term dominates and Kaplan's L(N) (trained to
-convergence) is not what a fixed budget measures: the L(N) exponent at a fixed budget is not alpha_N; (2) the
-unembedding (d_model x vocabulary) is a large share of the FLOPs of a model with d_model 32, and Kaplan's
-N leaves it out, so the smallest models get compute that N does not count; (3) losses are nats per BPE-512
-token of Python docs, not GPT-2 tokens of web text, so E, A and B are on another scale altogether and only
-the exponents are compared; (4) the learning rate follows a fixed rule, not a per-size tuning as in the
-papers, and there is no cooldown; (5) 960 small steps is early training, where a larger model's advantage is how
-fast it learns, not the capacity a converged law describes.
+Why a tiny regime differs from Kaplan et al. (alpha_N 0.076) and Chinchilla (E 1.82, A 482, B 2085, alpha
+0.35, beta 0.37, Besiroglu et al.'s refit): (1) our models see D/N from ~0.02 to ~20 tokens per parameter,
+mostly far below Chinchilla's ~20, so the data term B/D^beta stays large (about half the loss in the published
+fit) and Kaplan's L(N) (trained to convergence) is not what a fixed budget measures: the L(N) exponent at a
+fixed budget is not alpha_N; (2) the unembedding (d_model x vocabulary) is a large share of the FLOPs of a
+model with d_model 32, and Kaplan's N leaves it out, so the smallest models get compute that N does not count;
+(3) losses are nats per BPE-512 token of Python docs, not GPT-2 tokens of web text, so E, A and B are on
+another scale altogether and only the exponents are compared; (4) the learning rate follows a fixed rule, not
+a per-size tuning as in the papers, and there is no cooldown; (5) 960 small steps is early training, where a
+larger model's advantage is how fast it learns, not the capacity a converged law describes.
 "How small is too small" is computed, not assumed: for each size below the three largest, the law fitted
 on the sizes above it predicts it. The verdict is on the smallest size, fixed by the grid in advance: its
 residual's bootstrap CI excludes zero (either sign: "off the law") or not. The largest judged size whose CI
@@ -79,7 +79,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.analysis import Finding, Outputs, Table, decide, headline, scaling, summarize
+from lab.analysis import Finding, Outputs, Table, beside, decide, headline, scaling, summarize
 from lab.analysis.findings import evidence_summary
 from lab.config import check, check_at_least
 from lab.data.pipeline import DataConfig, text_lm
@@ -387,6 +387,17 @@ def _ci(ci, d=3) -> str:
     return f"[95% CI {_num(ci[0], d)}, {_num(ci[1], d)}]"
 
 
+# A fitted E below this share of the smallest mean loss leaves the objective flat in E: the bootstrap's refits,
+# which start at the full-data fit, then leave E where it starts, and their spread is no measure of it.
+E_FLOOR = 0.01
+E_UNDETERMINED = f"not determined (E < {E_FLOOR:.0%} of the loss, where the objective is flat in it)"
+
+
+def _e_interval(g: _Grid, e: float, ci, fmt) -> str:
+    """E's bootstrap interval formatted by `fmt`, or why it is not given."""
+    return fmt(ci) if e >= E_FLOOR * float(np.min(g.mean)) else E_UNDETERMINED
+
+
 def _two_sided(ci, ref: float) -> str:
     """The verdict on "differs from ref": supported when the CI excludes ref (either side), else inconclusive."""
     shifted = (ci[0] - ref, ci[1] - ref)
@@ -429,7 +440,8 @@ def finding_exponents(g: _Grid, f: dict) -> Finding:
         f"L(N) at {g.d[-1]:.0f} tokens: alpha_N {p['ln_alpha']:.3f} {_ci(ci['ln_alpha'])}, "
         f"{p['ln_alpha'] / KAPLAN_ALPHA_N:.1f}x Kaplan's {KAPLAN_ALPHA_N} ({parts['kaplan']}); "
         f"L(N, D): alpha {p['alpha']:.3f} {_ci(ci['alpha'])} vs 0.35 ({parts['alpha']}), beta {p['beta']:.3f} "
-        f"{_ci(ci['beta'])} vs 0.37 ({parts['beta']}); E {p['E']:.3f} {_ci(ci['E'])}, A {p['A']:.3g}, "
+        f"{_ci(ci['beta'])} vs 0.37 ({parts['beta']}); E {p['E']:.3g} {_e_interval(g, p['E'], ci['E'], _ci)}, "
+        f"A {p['A']:.3g}, "
         f"B {p['B']:.3g} nats/token of a BPE-{g.sizes[g.names[0]]['vocab_size']} vocabulary (Chinchilla's E 1.82, A 482, B 2085 are per GPT-2 token of web "
         "text: not comparable)",
     )
@@ -575,15 +587,13 @@ def _tables(cfg, g: _Grid, f: dict, outs: Outputs) -> None:
         "E, A and B are on another scale and only the exponents compare; one learning-rate rule by width, no "
         "per-size tuning, no cooldown; and every run is early training.",
     )
+    span = lambda c: f"{c[0]:.4g} … {c[1]:.4g}"
+    interval = lambda key, e: _e_interval(g, p[key], ci[key], span) if e else span(ci[key])
     for key, label, ref in (("ln_E", "E", ""), ("ln_A", "A", ""), ("ln_alpha", "alpha_N", "Kaplan 0.076")):
-        fits.add("L(N)", label, f"{p[key]:.4g}", f"{ci[key][0]:.4g} … {ci[key][1]:.4g}", ref)
+        fits.add("L(N)", label, f"{p[key]:.4g}", interval(key, label == "E"), ref)
     for key in ("E", "A", "alpha", "B", "beta"):
         fits.add(
-            "L(N, D)",
-            key,
-            f"{p[key]:.4g}",
-            f"{ci[key][0]:.4g} … {ci[key][1]:.4g}",
-            f"Chinchilla {CHINCHILLA[key]:g}",
+            "L(N, D)", key, f"{p[key]:.4g}", interval(key, key == "E"), f"Chinchilla {CHINCHILLA[key]:g}"
         )
     fits.add(
         "L(N, D)",
@@ -669,7 +679,7 @@ def analyze(cfg: E13Config, out: Path):
         finding_too_small(g, f),
     ]
     summary = evidence_summary(findings)
-    return outs.findings(headline([findings[0].verdict]), summary, findings)
+    return outs.findings(headline(findings[:1]), summary, [findings[0], *map(beside, findings[1:])])
 
 
 EXPERIMENT = Experiment(

@@ -58,7 +58,8 @@ def _section(exp, f: Findings, results: Path) -> str:
         "",
     ]
     for sub in f.findings:
-        out += [f"- **{sub.claim}** — *{sub.verdict}*. {sub.evidence}"]
+        aside = "" if sub.votes else " (beside the claim: not voting)"
+        out += [f"- **{sub.claim}** — *{sub.verdict}*{aside}. {sub.evidence}"]
     out.append("")
     for t in f.tables:
         path = results / exp.name / t

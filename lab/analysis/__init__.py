@@ -12,11 +12,20 @@ Every experiment's `analyze` uses these instead of writing its own:
     headline(parts)                      one verdict from sub-findings (qualified only when they disagree)
     conditional_headline(cond, concl)    the verdict on "if cond, concl": concl's where cond is supported
     Finding, Findings                    what findings.json holds
+    beside(finding)                      the finding reported beside the claim: decided, not composed
     Table, Outputs                       Markdown tables (every cell escaped), the record of plots and tables
     cell, escape, code                   a table cell made safe (\\x07, \\n, \\|); that escaping; a code span
 """
 
-from lab.analysis.findings import HOW_TO_READ, VERDICTS, Finding, Findings, conditional_headline, headline
+from lab.analysis.findings import (
+    HOW_TO_READ,
+    VERDICTS,
+    Finding,
+    Findings,
+    beside,
+    conditional_headline,
+    headline,
+)
 from lab.analysis.stats import Comparison, compare, compare_to, contrast, decide, held_out_choice, summarize
 from lab.analysis.tables import Outputs, Table, cell, code, escape
 
@@ -28,6 +37,7 @@ __all__ = [
     "Findings",
     "Outputs",
     "Table",
+    "beside",
     "cell",
     "code",
     "compare",

@@ -2,14 +2,15 @@
 
 findings.json (written by `lab analyze`, rendered by `lab report`):
     {"experiment", "title", "claim", "verdict", "summary",
-     "findings": [{"claim", "verdict", "evidence"}],   # sub-claims, each with numbers
+     "findings": [{"claim", "verdict", "evidence", "votes"}],   # sub-claims, each with numbers; votes:
+                                                                 # composed into the headline, or beside it
      "tables": [relative paths of Markdown tables], "plots": [relative paths of PNGs],
      "seeds", "preset", "generated_by"}
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 VERDICTS = ("supported", "qualified", "refuted", "inconclusive")
 
@@ -21,10 +22,13 @@ HOW_TO_READ = (
     "excludes zero on the claimed side. **Refuted**: it lies wholly on the other side, or inside a margin "
     "stated in advance (any effect is negligible). A claim of no difference is supported only when the "
     "interval lies inside its margin and refuted when it lies wholly outside. **Inconclusive**: anything "
-    "else, including an interval that few seeds leave wide. An experiment's verdict composes its findings': "
-    "all alike gives that verdict; some supporting and some not gives **qualified**; otherwise refuted if "
-    "any refutes, else inconclusive. A choice made after seeing the data (the best setting, the best head) "
-    "is tested on other seeds or other data."
+    "else, including an interval that few seeds leave wide. An experiment's verdict composes the verdicts "
+    "of the findings that test its claim: all alike gives that verdict; some supporting and some not gives "
+    '**qualified**; otherwise refuted if any refutes, else inconclusive. A claim with a condition ("if '
+    "routing works, ...\") takes its conclusion's verdict where the condition is supported and is "
+    "inconclusive otherwise. Findings marked *beside the claim* (a break that shows why a piece matters, an "
+    "aside, this machine's timing) are decided by the same rule and reported, but do not vote. A choice made "
+    "after seeing the data (the best setting, the best head) is tested on other seeds or other data."
 )
 
 
@@ -61,15 +65,20 @@ def conditional_headline(condition, conclusion) -> str:
 
 @dataclass
 class Finding:
-    """One sub-claim, its verdict (decided by lab.analysis.stats.decide or `headline`) and its numbers."""
+    """One sub-claim, its verdict (decided by lab.analysis.stats.decide or `headline`) and its numbers.
+    `votes`: whether the experiment's headline composes this verdict; False for a finding reported beside
+    the claim (`beside`), which REPORT.md marks so."""
 
     claim: str
     verdict: str
     evidence: str
+    votes: bool = True
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+        if not isinstance(self.votes, bool):
+            raise ValueError(f"votes {self.votes!r} is not true or false")
 
 
 @dataclass(kw_only=True)
@@ -100,6 +109,12 @@ class Findings:
         d = dict(d)
         d["findings"] = [Finding(**f) for f in d.get("findings", [])]
         return cls(**d)
+
+
+def beside(finding: Finding) -> Finding:
+    """The finding, marked as reported beside the claim: decided by the same rule, not composed into the
+    experiment's headline."""
+    return replace(finding, votes=False)
 
 
 def claims_summary(findings) -> str:

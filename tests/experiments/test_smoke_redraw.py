@@ -9,9 +9,12 @@ most of one redraw's time (measured on 2 cores: 16 s for all 17 in one child, ~5
 
 import json
 import shutil
+from pathlib import Path
 
 import experiments
 from lab.experiment import registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_smoke_run_redraws_the_same_findings_where_jax_cannot_compute(
@@ -30,3 +33,24 @@ def test_every_smoke_run_redraws_the_same_findings_where_jax_cannot_compute(
         assert after == json.loads((out / "findings.json").read_text()), f"{exp_id}: the redraw differs"
         missing = [rel for rel in after["plots"] if not (root / out.name / rel).is_file()]
         assert not missing, f"{exp_id}: listed but missing: {missing}"
+
+
+# Experiments whose headline is not the plain composition of their voting findings, each tested in its own file:
+# e04 composes each swap's own "hurts" verdict (its first finding states the opposite, "costs nothing"), and
+# e08's claim has a condition (lab.analysis.conditional_headline).
+NOT_PLAIN = {"e04", "e08"}
+
+
+def test_every_headline_composes_exactly_the_findings_that_vote(smoke_run):
+    """REPORT.md says an experiment's verdict composes the findings that test its claim and that the ones
+    marked beside it do not vote: so a finding left out of the headline must be marked, in every smoke run
+    and in every published result."""
+    from lab.analysis import Findings, headline
+
+    for exp in registry(experiments).values():
+        if exp.id in NOT_PLAIN:
+            continue
+        published = ROOT / "results" / exp.name / "findings.json"
+        for path in [smoke_run(exp.id)[1] / "findings.json", *([published] if published.exists() else [])]:
+            f = Findings.from_dict(json.loads(path.read_text()))
+            assert f.verdict == headline([x for x in f.findings if x.votes]), f"{path}: {f.verdict}"
