@@ -390,7 +390,9 @@ def _ci(ci, d=3) -> str:
 # A fitted E below this share of the smallest mean loss leaves the objective flat in E: the bootstrap's refits,
 # which start at the full-data fit, then leave E where it starts, and their spread is no measure of it.
 E_FLOOR = 0.01
-E_UNDETERMINED = f"not determined (E < {E_FLOOR:.0%} of the loss, where the objective is flat in it)"
+E_UNDETERMINED = (
+    f"(interval not determined: E < {E_FLOOR:.0%} of the loss, where the objective is flat in it)"
+)
 
 
 def _e_interval(g: _Grid, e: float, ci, fmt) -> str:
