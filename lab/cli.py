@@ -661,12 +661,10 @@ def cmd_run(args) -> int:
         if exp.check is not None:
             exp.check(cfg)
     settings = _run_settings(args.set)
-    from lab.runtime import check_process_args, init_jax
+    from lab.runtime import init_jax, process_args
 
-    check_process_args(args.coordinator, args.num_processes, args.process_id)
-    init_jax(
-        _cpu_devices(settings.mesh, args.num_processes), args.coordinator, args.num_processes, args.process_id
-    )
+    job = process_args(args.coordinator, args.num_processes, args.process_id)  # the flags, or JAX_* variables
+    init_jax(_cpu_devices(settings.mesh, job[1]), *job)
     from lab.fileio import is_writer
     from lab.train.memory import check_config_fits
     from lab.train.mesh import check_config

@@ -64,28 +64,65 @@ def init_jax(
                 "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
                 "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
             )
-        check_process_args(coordinator, num_processes, process_id)
+        coordinator, num_processes, process_id = process_args(coordinator, num_processes, process_id)
         # CPU devices of different processes talk over gloo (no effect on GPU/TPU backends).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        try:
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+        except ValueError as e:  # what JAX could not work out from the arguments and the environment
+            from lab.errors import ConfigError
+
+            raise ConfigError(
+                f"jax.distributed.initialize: {e} (give --coordinator, --num-processes and --process-id, or "
+                "set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+            ) from None
         _distributed = True
         from lab.fileio import set_writer
 
         set_writer(jax.process_index() == 0)
 
 
-def check_process_args(coordinator, num_processes, process_id) -> None:
-    """One-line errors for a malformed coordinator address or process numbers (None: from the environment)."""
+FLAGS = ("--coordinator", "--num-processes", "--process-id")
+ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def process_args(coordinator=None, num_processes=None, process_id=None) -> tuple:
+    """(coordinator, num_processes, process_id): the flags where any is given, else JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID from the environment (JAX itself reads only the first; with neither
+    number set, all stay None for JAX to work out, as on a cluster it detects), checked either way (one-line
+    ConfigErrors)."""
+    from lab.errors import ConfigError
+
+    values = [os.environ.get(k) or None for k in ENV]
+    if coordinator is None and num_processes is None and process_id is None and values[0] and any(values[1:]):
+        if not all(values[1:]):
+            raise ConfigError(f"{ENV[1]} and {ENV[2]} go together (with {ENV[0]})")
+        for name, v in zip(ENV[1:], values[1:]):
+            if v is not None and not v.isdigit():
+                raise ConfigError(f"{name}={v!r} must be a whole number")
+        coordinator, num_processes, process_id = (
+            values[0],
+            *(None if v is None else int(v) for v in values[1:]),
+        )
+        check_process_args(coordinator, num_processes, process_id, names=ENV)
+    else:
+        check_process_args(coordinator, num_processes, process_id)
+    return coordinator, num_processes, process_id
+
+
+def check_process_args(coordinator, num_processes, process_id, names=FLAGS) -> None:
+    """One-line errors for a malformed coordinator address or process numbers (None: from the environment),
+    naming them as `names` (the flags, or the environment variables)."""
     from lab.errors import ConfigError
 
     if coordinator is not None:
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"--coordinator {coordinator!r} must be HOST:PORT with a port in 1..65535")
+            raise ConfigError(f"{names[0]} {coordinator!r} must be HOST:PORT with a port in 1..65535")
     if num_processes is not None and num_processes < 1:
-        raise ConfigError(f"--num-processes must be >= 1, got {num_processes}")
+        raise ConfigError(f"{names[1]} must be >= 1, got {num_processes}")
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-        raise ConfigError(f"--process-id must be in 0..{num_processes - 1}, got {process_id}")
+        raise ConfigError(f"{names[2]} must be in 0..{num_processes - 1}, got {process_id}")
 
 
 def sync(name: str) -> None:

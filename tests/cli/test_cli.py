@@ -95,6 +95,29 @@ def test_bad_arguments(capsys, tmp_path, args, fragment):
 
 
 @pytest.mark.parametrize(
+    "env, fragment",
+    [
+        (
+            {"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+            "JAX_NUM_PROCESSES='two' must be a whole number",
+        ),
+        ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "JAX_PROCESS_ID must be in 0..1, got 2"),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "localhost", "JAX_NUM_PROCESSES": "1", "JAX_PROCESS_ID": "0"},
+            "JAX_COORDINATOR_ADDRESS 'localhost' must be HOST:PORT",
+        ),
+        ({"JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES and JAX_PROCESS_ID go together"),
+    ],
+)
+def test_a_bad_job_in_jax_variables_is_refused_in_one_line(capsys, tmp_path, monkeypatch, env, fragment):
+    for k, v in {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", **env}.items():
+        monkeypatch.setenv(k, v)
+    code, _, err = run_cli(capsys, "run", "e04", "--results", str(tmp_path / "r"))
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
     "content, fragment",
     [
         (None, "does not exist"),

@@ -2,6 +2,9 @@
 
     python tests/train/mesh_worker.py RUN_DIR COORDINATOR NUM_PROCESSES PROCESS_ID DEVICES_PER_PROCESS
 
+With COORDINATOR "env" the job is read from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID
+(lab.runtime.process_args) instead of being passed in.
+
 Trains `spec()` (the tiny sweep the test also trains in one process) with `MESH` over every device of every
 process, through the one driver; process 0 writes metrics.jsonl, every process writes its checkpoint shards.
 """
@@ -28,7 +31,10 @@ def spec() -> SweepSpec:
 def main(run_dir, coordinator, num_processes, process_id, devices):
     from lab.runtime import init_jax
 
-    init_jax(int(devices), coordinator, int(num_processes), int(process_id))
+    if coordinator == "env":
+        init_jax(int(devices))
+    else:
+        init_jax(int(devices), coordinator, int(num_processes), int(process_id))
     import jax
 
     from lab.train import train_sweep

@@ -8,6 +8,7 @@ tiny model; the issue sets 1e-5 relative, and measured differences are ~2e-7.
 """
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -148,12 +149,16 @@ def _free_port() -> int:
 
 def test_two_processes_of_four_devices_train_like_one_process_of_eight(whole, tmp_path):
     two, port = tmp_path / "two", _free_port()
+    # process 0 is given the job as arguments (lab run's flags); process 1 reads it from JAX's variables
+    job = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    argv = [[f"127.0.0.1:{port}", "2", "0", "4"], ["env", "2", "1", "4"]]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(two), f"127.0.0.1:{port}", "2", str(i), "4"],
+            [sys.executable, str(WORKER), str(two), *argv[i]],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **job} if i else None,
         )
         for i in range(2)
     ]
