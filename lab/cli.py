@@ -789,5 +789,28 @@ def main(argv=None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `lab` command: main's exit status. After an error, library threads may still wait for work that
+    will never come (Orbax's signalling threads after a checkpoint save failed wait forever, and a
+    non-daemon thread keeps the interpreter from exiting): they get two seconds to end, then the process
+    exits anyway, with its error already said and the failed save's temporary files already removed."""
+    import threading
+    import time
+
+    code = main()
+    if code:
+        deadline = time.monotonic() + 2.0
+        for t in threading.enumerate():
+            if t is not threading.main_thread() and not t.daemon:
+                t.join(max(0.0, deadline - time.monotonic()))
+        if any(
+            t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()
+        ):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -135,6 +135,11 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
         self.directory = Path(directory).absolute()
+        if self.directory.exists() and not self.directory.is_dir():  # refused before anything trains
+            raise CheckpointError(
+                f"{self.directory} is not a directory, and checkpoints are written there: move it away, or "
+                "pass --results DIR to write elsewhere"
+            )
         opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._mngr = ocp.CheckpointManager(self.directory, options=opts)
         self._unsealed: list[int] = []  # steps saved by this process whose manifest is not written yet

@@ -168,9 +168,11 @@ def test_list_and_config(capsys):
 
 
 def test_exit_status_from_a_real_process():
-    p = subprocess.run(
-        [sys.executable, "-m", "lab.cli", "run", "nope"], capture_output=True, text=True, timeout=120
-    )
+    """`python -m lab.cli`, exactly as lab.sh runs it, with a thread left waiting forever as Orbax's are after
+    a failed checkpoint save: the error is said, and the process ends with status 2 instead of hanging."""
+    stuck = "import runpy, sys, threading; threading.Thread(target=threading.Event().wait).start(); "
+    stuck += "sys.argv[1:] = ['run', 'nope']; runpy.run_module('lab.cli', run_name='__main__')"
+    p = subprocess.run([sys.executable, "-c", stuck], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unknown experiment 'nope'" in p.stderr
 
 

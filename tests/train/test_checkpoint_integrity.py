@@ -123,3 +123,6 @@ def test_a_failed_save_removes_orbax_temporary_directory_and_says_so_in_one_line
     monkeypatch.undo()
     mngr.close()
     shutil.rmtree(tmp_path / "ck")
+    (tmp_path / "ck").write_text("a file where the checkpoint directory goes")  # refused before any save
+    with pytest.raises(CheckpointError, match=r"ck is not a directory, and checkpoints are written there"):
+        ckpt.manager(tmp_path / "ck")
