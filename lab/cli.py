@@ -666,7 +666,14 @@ def cmd_run(args) -> int:
     job = process_args(args.coordinator, args.num_processes, args.process_id)  # the flags, or JAX_* variables
     init_jax(_cpu_devices(settings.mesh, job[1]), *job)
     from lab.fileio import is_writer
+    from lab.ops.long_attention import FUSED_IMPLEMENTATIONS
     from lab.train.memory import check_config_fits
+
+    fused = os.environ.get("LAB_FUSED_ATTENTION", "auto")  # read when a fused model first runs: checked now
+    if fused not in FUSED_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"LAB_FUSED_ATTENTION={fused!r} is not allowed; allowed: {', '.join(FUSED_IMPLEMENTATIONS)}"
+        )
     from lab.train.mesh import check_config
 
     for exp, cfg in resolved:  # sizes that cannot fit in memory are refused before anything is written

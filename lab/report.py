@@ -64,7 +64,10 @@ def _section(exp, f: Findings, results: Path) -> str:
     for t in f.tables:
         path = results / exp.name / t
         if path.exists():
-            out += [path.read_text(encoding="utf-8").rstrip(), ""]
+            try:
+                out += [path.read_text(encoding="utf-8").rstrip(), ""]
+            except UnicodeDecodeError:
+                raise DataError(f"{path} is not valid UTF-8 (corrupted); rerun `lab analyze {exp.id}`") from None
     for p in f.plots:
         out += [f"![{Path(p).stem}]({exp.name}/{p})", ""]
     return "\n".join(out)

@@ -35,10 +35,8 @@ from lab.errors import CheckpointError, DataError
 from lab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, is_writer, read_json
 from lab.provenance import git_commit
 
+
 # --- metrics.jsonl ----------------------------------------------------------------------------------------
-_FLOAT_KEYS_MAY_BE_NONFINITE = ("loss", "grad_norm", "val_loss", "val_accuracy", "lr")
-
-
 def clean_float(v):
     """A float as JSON can hold it: NaN -> null, ±inf -> "inf" / "-inf"."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -61,20 +59,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"metrics file {path} does not exist; run the experiment first (lab run ...)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise DataError(f"{path}:{i + 1}: corrupted metrics line (not JSON)") from None
-        for k in _FLOAT_KEYS_MAY_BE_NONFINITE:
-            if k in row:
-                row[k] = _restore(row[k])
-        rows.append(row)
-    return rows
+    return [row for _, row in _rows(path)]
 
 
 def truncate_after(path: str | os.PathLike, step: int) -> None:
@@ -82,15 +67,37 @@ def truncate_after(path: str | os.PathLike, step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    atomic_write_text(path, "".join(line + "\n" for line, row in _rows(path) if row["step"] <= step))
+
+
+def _rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) for each row of a metrics file, each checked (non-finite values restored); a torn final
+    line (a kill while writing) is left out; anything else that is not a metrics row is a DataError."""
+    fix = "; pass --fresh to train its run again"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"metrics file {path} is not valid UTF-8 (corrupted){fix}") from None
+    out = []
+    for i, line in enumerate(lines):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
-        if row.get("step", 0) <= step:
-            keep.append(line + "\n")
-    atomic_write_text(path, "".join(keep))
+            if i == len(lines) - 1:
+                break
+            raise DataError(f"{path}:{i + 1}: corrupted metrics line (not JSON){fix}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{i + 1}: corrupted metrics row (not a JSON object){fix}")
+        for k, v in row.items():
+            v = row[k] = v if k in ("step", "member") else _restore(v)
+            whole = k in ("step", "member")
+            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or (whole and v < 0):
+                what = "a whole number >= 0" if whole else "a number"
+                raise DataError(f"{path}:{i + 1}: corrupted metrics row ({k}={v!r} is not {what}){fix}")
+        if "step" not in row:
+            raise DataError(f"{path}:{i + 1}: corrupted metrics row (no step){fix}")
+        out.append((line, row))
+    return out
 
 
 # --- one writer per directory ---------------------------------------------------------------------------------
@@ -192,7 +199,10 @@ def check_or_write_config(
             return
     if path.exists():
         try:
-            have = read_json(path).get("config", {})
+            doc = read_json(path)
+            have = doc.get("config", {}) if isinstance(doc, dict) else None
+            if not isinstance(have, dict):
+                raise ValueError("not a config")
         except (ValueError, OSError):
             raise CheckpointError(f"{path} is unreadable or corrupted; pass --fresh to start over") from None
         if upgrade is not None:

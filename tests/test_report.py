@@ -5,7 +5,7 @@ import json
 import pytest
 
 import experiments
-from lab.analysis.findings import HOW_TO_READ, Finding, Findings
+from lab.analysis.findings import HOW_TO_READ, Finding, Findings, beside
 from lab.errors import DataError
 from lab.experiment import registry
 from lab.report import render
@@ -23,7 +23,10 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
         claim="A claim.",
         verdict="qualified",
         summary="It depends.",
-        findings=[Finding("sub claim", "supported", "2.000 ± 0.010 vs 3.000 ± 0.020")],
+        findings=[
+            Finding("sub claim", "supported", "2.000 ± 0.010 vs 3.000 ± 0.020"),
+            beside(Finding("an aside", "refuted", "1.0 vs 1.0")),
+        ],
         tables=["tables/t.md"],
         plots=["plots/p.png"],
         seeds=3,
@@ -34,6 +37,7 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
     assert f"| [{exp.id}](#{exp.name}) | A claim. | **QUALIFIED** |" in text
     assert "**Verdict: QUALIFIED.** It depends." in text
     assert "- **sub claim** — *supported*. 2.000 ± 0.010 vs 3.000 ± 0.020" in text
+    assert "- **an aside** — *refuted* (beside the claim: not voting). 1.0 vs 1.0" in text
     assert "| 1.000 ± 0.100 | x |" in text and f"![p]({exp.name}/plots/p.png)" in text
     assert "3 seeds per variant" in text
     assert text.index(HOW_TO_READ) < text.index("| experiment | claim | verdict |")  # how to read, first
@@ -43,9 +47,23 @@ def test_report_renders_findings_and_lists_unrun(tmp_path):
 
 def test_corrupted_findings_are_an_error(tmp_path):
     exp = next(iter(registry(experiments).values()))
-    (tmp_path / exp.name).mkdir()
-    (tmp_path / exp.name / "findings.json").write_text('{"experiment": "x", "verdict": "great"')
+    (tmp_path / exp.name / "tables").mkdir(parents=True)
+    path = tmp_path / exp.name / "findings.json"
+    path.write_text('{"experiment": "x", "verdict": "great"')
     with pytest.raises(DataError, match="corrupted"):
+        render([exp], tmp_path)
+    good = Findings(
+        verdict="supported", summary="s", findings=[Finding("c", "supported", "e")], tables=["tables/t.md"]
+    )
+    for key, bad in (("claim", 5), ("votes", "yes"), ("evidence", None)):  # well-formed JSON, wrong types
+        d = good.to_dict()
+        d["findings"][0][key] = bad
+        path.write_text(json.dumps(d))
+        with pytest.raises(DataError, match=f"findings.json is corrupted .*{key}"):
+            render([exp], tmp_path)
+    path.write_text(json.dumps(good.to_dict()))
+    (tmp_path / exp.name / "tables" / "t.md").write_bytes(b"| a |\n|---|\n| \xff |\n")
+    with pytest.raises(DataError, match=r"t.md is not valid UTF-8 \(corrupted\); rerun `lab analyze"):
         render([exp], tmp_path)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from lab.errors import CheckpointError, DataError
 from lab.runs import (
+    check_or_write_config,
     check_runs_complete,
     expected_steps,
     load_run,
@@ -197,3 +198,11 @@ def test_one_writer_per_directory_and_a_killed_holder_does_not_block(tmp_path):
         holder.wait(timeout=60)
     with lock(d):
         assert int(lock_path(d).read_text()) == os.getpid()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"config": 5}', '{"config": [1]}', "{", "\udcff"])
+def test_a_run_config_that_is_not_a_config_is_refused_in_one_line(tmp_path, content):
+    (tmp_path / "config.json").write_text(content, errors="surrogateescape")
+    with pytest.raises(CheckpointError, match=r"config.json is unreadable or corrupted; pass --fresh"):
+        check_or_write_config(tmp_path, {"steps": 1})
+    assert (tmp_path / "config.json").read_text(errors="surrogateescape") == content  # left as it was

@@ -79,6 +79,7 @@ class Finding:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
         if not isinstance(self.votes, bool):
             raise ValueError(f"votes {self.votes!r} is not true or false")
+        _check_types(self, claim=str, evidence=str)
 
 
 @dataclass(kw_only=True)
@@ -100,6 +101,10 @@ class Findings:
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+        text = dict.fromkeys(("summary", "experiment", "title", "claim", "preset", "generated_by"), str)
+        _check_types(self, **text, seeds=int, tables=list, plots=list)
+        for name in ("tables", "plots"):
+            _check_types(self, **{f"{name}[{i}]": str for i in range(len(getattr(self, name)))})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +114,15 @@ class Findings:
         d = dict(d)
         d["findings"] = [Finding(**f) for f in d.get("findings", [])]
         return cls(**d)
+
+
+def _check_types(obj, **types) -> None:
+    """ValueError unless each named field of `obj` (or item, "name[i]") has its type (a bool is no int)."""
+    for name, t in types.items():
+        field_name, _, i = name.partition("[")
+        v = getattr(obj, field_name) if not i else getattr(obj, field_name)[int(i[:-1])]
+        if not isinstance(v, t) or (t is int and isinstance(v, bool)):
+            raise ValueError(f"{name} {v!r} is not a {t.__name__}")
 
 
 def beside(finding: Finding) -> Finding:

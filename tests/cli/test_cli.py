@@ -107,9 +107,14 @@ def test_bad_arguments(capsys, tmp_path, args, fragment):
             "JAX_COORDINATOR_ADDRESS 'localhost' must be HOST:PORT",
         ),
         ({"JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES and JAX_PROCESS_ID go together"),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "", "LAB_FUSED_ATTENTION": "flash"},
+            "LAB_FUSED_ATTENTION='flash' is not",
+        ),
     ],
 )
 def test_a_bad_job_in_jax_variables_is_refused_in_one_line(capsys, tmp_path, monkeypatch, env, fragment):
+    """The job's environment variables (JAX's, and the lab's choice of fused attention) are checked up front."""
     for k, v in {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1", **env}.items():
         monkeypatch.setenv(k, v)
     code, _, err = run_cli(capsys, "run", "e04", "--results", str(tmp_path / "r"))

@@ -25,6 +25,33 @@ def test_torn_last_line_is_ignored_but_torn_middle_line_is_an_error(tmp_path):
         read_rows(p)
 
 
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b'{"step": 1, "member": 0}\n\xff\n', "is not valid UTF-8 (corrupted)"),
+        (
+            b'{"step": 1, "member": 0}\n5\n{"step": 2}\n',
+            "m.jsonl:2: corrupted metrics row (not a JSON object)",
+        ),
+        (
+            b'{"step": 1, "val_loss": "abc"}\n',
+            "m.jsonl:1: corrupted metrics row (val_loss='abc' is not a number)",
+        ),
+        (b'{"step": -1, "member": 0}\n', "(step=-1 is not a whole number >= 0)"),
+        (b'{"step": 1, "member": true}\n', "(member=True is not a whole number >= 0)"),
+        (b'{"member": 0, "loss": 1.0}\n', "m.jsonl:1: corrupted metrics row (no step)"),
+    ],
+)
+def test_a_damaged_metrics_file_is_one_error_for_reading_and_for_resuming(tmp_path, content, fragment):
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(content)
+    for read in (read_rows, lambda p: truncate_after(p, 1)):  # analysis reads; a resumed run cuts back
+        with pytest.raises(DataError, match="pass --fresh") as e:
+            read(p)
+        assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert p.read_bytes() == content  # nothing rewritten
+
+
 def test_truncate_after_keeps_rows_up_to_step(tmp_path):
     p = tmp_path / "m.jsonl"
     with MetricsWriter(p) as w:
