@@ -129,12 +129,17 @@ def override(cfg: Any, key: str, text: str, _prefix: str = "") -> Any:
 
 
 def apply_overrides(cfg: Any, assignments: list[str]) -> Any:
-    """Apply ``key=value`` strings in order."""
+    """Apply ``key=value`` strings in order; a key given twice is refused (which one was meant?)."""
+    given = {}
     for a in assignments:
         if "=" not in a:
             raise ConfigError(f"--set expects key=value, got {a!r}")
         key, _, text = a.partition("=")
-        cfg = override(cfg, key.strip(), text.strip())
+        key, text = key.strip(), text.strip()
+        if key in given:
+            raise ConfigError(f"--set {key} is given twice ({given[key]!r}, then {text!r}); give it once")
+        given[key] = text
+        cfg = override(cfg, key, text)
     return cfg
 
 

@@ -133,6 +133,15 @@ def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds
     if preset not in exp.presets:
         raise ConfigError(f"unknown preset {preset!r} for {exp.id}; allowed: {', '.join(exp.presets)}")
     cfg = exp.presets[preset]
+    keys = [a.partition("=")[0].strip() for a in sets]
+    for key, flag, given in (("seeds", "--seeds", seeds), ("data.name", "--data", data)):
+        if given is not None and key in keys:
+            raise ConfigError(f"{flag} and --set {key}= both set {key}; give one")
+    if "model.vocab_size" in keys:  # every experiment takes it from its tokenizer or its task
+        raise ConfigError(
+            "model.vocab_size is set by the experiment from its tokenizer or task, not by --set (for BPE, set "
+            "data.bpe_vocab_size)"
+        )
     cfg = config_lib.apply_overrides(cfg, own_sets(sets))
     if seeds is not None:
         if seeds < 1:

@@ -86,6 +86,22 @@ def assert_one_line_error(code, err, fragment):
         (["run", "e04", "--set", "lr_sweep=0.01,inf"], "lr_sweep='inf' is not allowed"),
         (["run", "e04", "--data", "file:/dev/zero"], "is not a regular file (a device, pipe or socket)"),
         (["run", "e04", "--set", "model.d_model=1000000000"], "parameters (n_layers=2, d_model=1000000000"),
+        (
+            ["run", "e04", "--set", "train.steps=5", "--set", "train.steps=7"],
+            "train.steps is given twice ('5', then",
+        ),
+        (
+            ["run", "e04", "--seeds", "2", "--set", "seeds=3"],
+            "--seeds and --set seeds= both set seeds; give one",
+        ),
+        (
+            ["run", "e04", "--data", "tinyshakespeare", "--set", "data.name=x"],
+            "--data and --set data.name= both",
+        ),
+        (
+            ["run", "e04", "--set", "model.vocab_size=99"],
+            "model.vocab_size is set by the experiment from its",
+        ),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, args, fragment):
