@@ -10,15 +10,23 @@ shakespeare_char shape (4 layers, d_model 128, block 64; batch 16, the nearest t
   * per-device bytes at fsdp = 1, 2, 4, 8: the parameters and AdamW state read from the arrays' shardings,
     and the compiled train step's arguments + temporaries from XLA's memory analysis (deterministic), beside
     the 1/n line (fsdp=1's bytes / n).
+
+Bad input (an unknown option, --devices not a power of two >= 2, --steps or --repeats below 1) is refused in
+one line on stderr with exit status 2, before JAX starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for _path in (HERE.parent, HERE):  # this checkout's lab, and _script_args beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SHAPE = dict(n_layers=4, d_model=128, n_heads=4, max_len=64)
 BATCH = 16
@@ -26,7 +34,9 @@ SMOKE_HELP = "tiny sizes, to check the script runs end to end (tests/test_readme
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _script_args import Parser, at_least
+
+    p = Parser(prog="bench_mesh.py", description=__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=8, help="host CPU devices (a power of two, at least 2)")
     p.add_argument("--steps", type=int, default=20, help="steps per timed call")
     p.add_argument("--repeats", type=int, default=5)
@@ -35,6 +45,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.devices < 2 or args.devices & (args.devices - 1):
         p.error(f"--devices must be a power of two >= 2, got {args.devices}")
+    at_least(p, args, steps=1, repeats=1)
     shape, batch = dict(SHAPE), BATCH
     if args.smoke:
         shape, batch = dict(n_layers=1, d_model=32, n_heads=2, max_len=16), 8

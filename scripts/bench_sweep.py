@@ -7,15 +7,23 @@ strategy of lab.train.sweep: "loop" (members one after another, each its own com
 (one program on one device) and "shard" (the vmapped program with its sweep axis over the host's CPU
 devices), and prints steady-state throughput of each as a ratio to "loop". It also prints which strategy
 "auto" picks. Compilation is excluded; each timing is the median of --repeats runs.
+
+Bad input (an unknown option or strategy, a count below 1) is refused in one line on stderr with exit status
+2, before JAX starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for _path in (HERE.parent, HERE):  # this checkout's lab, and _script_args beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SHAPES = {
     # the issue's tiny shape and nanoGPT's shakespeare_char CPU recipe
@@ -30,16 +38,28 @@ SMOKE_HELP = "tiny sizes, to check the script runs end to end (tests/test_readme
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from _script_args import Parser, at_least
+
+    from lab.cli import STRATEGIES  # lab.train.sweep's, without importing JAX
+
+    p = Parser(prog="bench_sweep.py", description=__doc__.splitlines()[0])
     p.add_argument("--shape", default="both", choices=[*SHAPES, "both"])
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--steps", type=int, default=50, help="steps per timed call")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--devices", type=int, default=None, help="host CPU devices (default: cores, max 8)")
-    p.add_argument("--strategies", default="loop,vmap,shard,auto", help="loop first: ratios are vs loop")
+    p.add_argument(
+        "--strategies",
+        default="loop,vmap,shard,auto",
+        help=f"comma-separated, of: {', '.join(STRATEGIES)}; loop first: ratios are vs loop",
+    )
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = p.parse_args(argv)
+    at_least(p, args, members=1, steps=1, repeats=1, devices=1)
+    unknown = [x for x in args.strategies.split(",") if x not in STRATEGIES]
+    if unknown:
+        p.error(f"--strategies: unknown {unknown[0]!r}; allowed: {', '.join(STRATEGIES)}")
     if args.smoke:
         args.shape, args.members, args.steps, args.repeats, args.write = "tiny", 2, 2, 1, False
         args.strategies = "loop,auto"  # the script's whole path with two compilations, not four

@@ -9,18 +9,24 @@ tokens HF's vocabulary also has (the two break count ties differently, so the vo
 at the tail). Then encoding throughput on the whole corpus: our pure-Python encoder with an empty and with
 a warm pre-token cache, tiktoken's Rust core on our ranks, and HF's encoder. Each time is the best of
 --repeats runs. MB are megabytes of UTF-8 text (10^6 bytes).
+
+Bad input (an unknown option or corpus, a missing, empty or corrupted file, a vocabulary size below 256,
+--repeats below 1) is refused in one line on stderr with exit status 2, before anything is trained: every
+corpus is loaded before the first timing.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+for _path in (HERE.parent, HERE):  # this checkout's lab, and _script_args beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def corpus_text(name: str) -> tuple[str, str]:
@@ -84,15 +90,37 @@ SMOKE_HELP = "tiny sizes, to check the script runs end to end (tests/test_readme
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="pystdlib,tinyshakespeare")
-    p.add_argument("--vocab", default="4096,8192")
-    p.add_argument("--repeats", type=int, default=2)
+    from _script_args import Parser, at_least, int_list
+
+    from lab.data.corpora import corpus_names
+    from lab.errors import LabError
+
+    p = Parser(prog="bench_tokenizer.py", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data",
+        default="pystdlib,tinyshakespeare",
+        help=f"comma-separated corpora, of: {', '.join(corpus_names())}, file:PATH",
+    )
+    p.add_argument("--vocab", default="4096,8192", help="comma-separated vocabulary sizes, each >= 256")
+    p.add_argument("--repeats", type=int, default=2, help="runs per timing (the best is kept)")
     p.add_argument("--write", action="store_true", help="update results/benchmarks.md")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = p.parse_args(argv)
+    at_least(p, args, repeats=1)
+    int_list(p, "--vocab", args.vocab, 256)  # 256 byte tokens, then the merges
+    names = args.data.split(",")
+    unknown = [n for n in names if n not in corpus_names() and not n.startswith("file:")]
+    if unknown:
+        p.error(f"--data: unknown corpus {unknown[0]!r}; allowed: {', '.join(corpus_names())}, or file:PATH")
     if args.smoke:
         args.data, args.vocab, args.repeats, args.write = "pydocs", "300", 1, False
+        names = [args.data]
+    corpora = []
+    for name in names:  # all of them before any timing: a missing or corrupted file is refused first
+        try:
+            corpora.append(corpus_text(name))
+        except LabError as e:
+            p.exit(2, f"bench_tokenizer.py: error: --data {name}: {e}\n")
 
     from lab.tokenizer import byte_to_char, train_bpe
     from lab.tokenizer.bpe import Tokenizer
@@ -107,8 +135,7 @@ def main(argv=None) -> int:
     to_char = byte_to_char()
 
     train_rows, enc_rows = [], []
-    for name in args.data.split(","):
-        label, text = corpus_text(name)
+    for label, text in corpora:
         mb = len(text.encode("utf-8")) / 1e6
         ours_tok = None
         for vocab in [int(v) for v in args.vocab.split(",")]:
@@ -117,9 +144,10 @@ def main(argv=None) -> int:
             if have_hf:
                 t_hf, hf = best_of(args.repeats, hf_train, text, vocab)
                 hf_vocab = set(hf.get_vocab())
-                ours_strings = ["".join(to_char[b] for b in ours_tok.token_bytes(i)) for i in range(vocab)]
+                made = ours_tok.vocab_size  # fewer than vocab where the corpus ran out of pairs
+                ours_strings = ["".join(to_char[b] for b in ours_tok.token_bytes(i)) for i in range(made)]
                 row.update(
-                    hf_s=t_hf, ratio=t_ours / t_hf, shared=sum(s in hf_vocab for s in ours_strings) / vocab
+                    hf_s=t_hf, ratio=t_ours / t_hf, shared=sum(s in hf_vocab for s in ours_strings) / made
                 )
             train_rows.append(row)
             print(row, flush=True)

@@ -41,6 +41,10 @@ on a GPU in bfloat16, cuDNN's flash attention unless LAB_FUSED_ATTENTION=xla), b
 (64) keys per step, banded gets a window of the whole block (model.window = max_len: full causal attention,
 the same function). The description line and the JSON record it (for fused, with the implementation
 chosen). --steps trains nanoGPT's recipe with naive attention only.
+
+Bad input (an unknown option, a count out of range, --steps not a multiple of --chunk, a --json path that is
+a directory or cannot be made, a missing or corrupted corpus) is refused in one line on stderr with exit
+status 2, before anything is timed.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+HERE = Path(__file__).resolve().parent
+for _path in (HERE.parent, HERE):  # this checkout's lab, and _script_args beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SHAPE = dict(n_layers=4, n_heads=4, d_model=128, max_len=64)
 BATCH = 12
@@ -689,17 +698,15 @@ def mfu_table(f: dict) -> list[str]:
 
 
 def write_json(path: Path, figures: dict, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**figures, "lines": lines}, indent=1) + "\n", encoding="utf-8")
+    from lab.fileio import atomic_write_text
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(2, f"bench_train.py: error: {message} (see --help)\n")
+    atomic_write_text(path, json.dumps({**figures, "lines": lines}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
-    p = _Parser(description=__doc__.splitlines()[0])
+    from _script_args import Parser, at_least, writable
+
+    p = Parser(prog="bench_train.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="corpus for --steps (e.g. tinyshakespeare or file:PATH)")
     p.add_argument("--steps", type=int, default=0, help="also train this many steps and report val loss")
     p.add_argument("--time-steps", type=int, default=300, help="steps timed for ms/step, per framework")
@@ -763,6 +770,9 @@ def main(argv=None) -> int:
         "process, and print the step-time ratio to --attention's",
     )
     args = p.parse_args(argv)
+    at_least(p, args, steps=0, time_steps=1, rounds=1, chunk=1, seeds=1, devices=1, check_steps=0, batch=1)
+    if args.json is not None:
+        args.json = writable(p, "--json", args.json)
     if args.compare_attention is not None and args.shape == "nanogpt-cpu":
         p.error(
             "--compare-attention goes with --shape gpt2-small (the nanoGPT recipe compares JAX with PyTorch)"
@@ -775,10 +785,9 @@ def main(argv=None) -> int:
         given = [f for f, v in (("--steps", args.steps), ("--data", args.data), ("--write", args.write)) if v]
         if given:
             p.error(f"{', '.join(given)}: only with --shape nanogpt-cpu; --shape {args.shape} measures speed")
-        if args.batch is not None and args.batch < 1:
-            p.error(f"--batch must be >= 1, got {args.batch}")
     elif args.dtype != "float32" or args.batch is not None:
         p.error("--dtype and --batch go with --shape gpt2-small; nanogpt-cpu is float32 at batch 12")
+    given_steps = args.steps
     if args.smoke:
         args.steps, args.time_steps, args.rounds, args.seeds = min(args.steps, 20), 10, 1, 1
         args.check_steps, args.schedules, args.dev, args.write = (
@@ -791,6 +800,9 @@ def main(argv=None) -> int:
     unknown = [x for x in schedules if x not in RECIPES]
     if unknown or not schedules:
         p.error(f"--schedules: unknown {unknown or 'empty'}; allowed: {', '.join(RECIPES)}")
+    if args.steps % args.chunk:  # the driver logs every --chunk steps and checkpoints at the end
+        cut = f" (--smoke cut {given_steps} to {args.steps})" if args.steps != given_steps else ""
+        p.error(f"--steps {args.steps}{cut} must be 0 or a multiple of --chunk ({args.chunk})")
     if args.check_steps is None:
         args.check_steps = args.steps or 300
 

@@ -24,7 +24,6 @@ Everything runs on 127.0.0.1 and in temporary directories. The exit status is 1 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -42,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "scripts"):  # this checkout's lab, and _script_args beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Compiling tiny programs dominates; LLVM's optimizations off makes it about 3x faster (as tests/conftest.py).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -884,7 +884,9 @@ What is tried (scripts/fuzz.py's docstring defines each column):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from _script_args import Parser
+
+    ap = Parser(prog="fuzz.py", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few cases of each kind (for the test suite)")
     ap.add_argument("--write", action="store_true", help="write the table to results/reliability.md")
     ap.add_argument("--verbose", action="store_true", help="also print every case and what it got")

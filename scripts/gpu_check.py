@@ -55,8 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # this checkout's lab, even from a venv installed from another checkout
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "scripts"):  # this checkout's lab, even from a venv installed from another
+    if str(_path) not in sys.path:  # checkout; and _script_args beside this file
+        sys.path.insert(0, str(_path))
 
 SEEDS = 2  # the fewest that still give each verdict a spread over seeds
 
@@ -516,8 +517,12 @@ def main(argv=None) -> int:
     only = [x.strip() for x in args.only.split(",")] if args.only is not None else None
     if only is not None and (not all(only) or len(set(only)) != len(only)):
         p.error(f"--only must list distinct experiment ids separated by commas, got {args.only!r}")
-    if args.out.exists() and args.out.is_dir():
-        p.error(f"--out {args.out} is a directory; give a file name")
+    # Both before anything is made: a --scratch that is a file, or an --out under one, is refused here rather
+    # than after the scratch directory has been created.
+    from _script_args import writable
+
+    writable(p, "--scratch", args.scratch, directory=True)
+    writable(p, "--out", args.out)
 
     t_start = time.monotonic()
     deadline = t_start + args.budget if args.budget else None
