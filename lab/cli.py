@@ -250,6 +250,7 @@ def cmd_tokenizer_train(args) -> int:
     compile_pattern(args.pattern)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise ConfigError(f"--out {args.out} already exists and is not empty; choose a new directory")
+    _check_path("--out", args.out, write=True)  # a directory that can be made, before the training
     corpus = load_corpus(args.data)
     from tqdm import tqdm
 
@@ -577,35 +578,41 @@ def cmd_config(args) -> int:
 def _check_results(root: Path, write: bool) -> None:
     """Refuse a `--results` root that is not a directory (or, to write, cannot be made or written) in one
     line, before anything is written."""
-    root = Path(root)
+    _check_path("--results", root, write)
+
+
+def _check_path(flag: str, path: Path, write: bool, directory: bool = True) -> None:
+    """Refuse `flag`'s path in one line, before any work: one that cannot be read as asked, or exists as the
+    other kind (a file where a directory is wanted, or the reverse); to write, one whose nearest existing
+    ancestor is no directory or cannot be written in. Creates nothing."""
+    path = Path(path)
     try:
-        os.stat(root)
+        os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         pass
     except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
-        raise ConfigError(f"--results {str(root)[:120]!r}: {getattr(e, 'strerror', None) or e}") from None
-    if root.exists() and not root.is_dir():
-        raise ConfigError(
-            f"--results {root} exists and is not a directory; give a directory (new or existing)"
-        )
+        raise ConfigError(f"{flag} {str(path)[:120]!r}: {getattr(e, 'strerror', None) or e}") from None
+    if directory and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} exists and is not a directory; give a directory (new or existing)")
+    if not directory and path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
     if not write:
         return
-    existing = root
+    dest = path if directory else path.parent
+    existing = dest
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"--results {root}: {existing} is not a directory; give a directory path")
+        raise ConfigError(f"{flag} {path}: {existing} is not a directory; give a path inside a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--results {root}: {existing} is not writable; give a directory you can write to")
-    if existing != root:  # os.access says yes to root in /proc or on a read-only mount: try it
+        raise ConfigError(f"{flag} {path}: {existing} is not writable; give a path you can write to")
+    if existing != dest:  # os.access says yes to root in /proc or on a read-only mount: try it
         import tempfile
 
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".lab-probe-", dir=existing))
         except OSError as e:
-            raise ConfigError(
-                f"--results {root}: cannot create it in {existing} ({e.strerror or e})"
-            ) from None
+            raise ConfigError(f"{flag} {path}: cannot create it in {existing} ({e.strerror or e})") from None
 
 
 def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
@@ -726,12 +733,12 @@ def cmd_compare(args) -> int:
     # JSON only, like analyze: it never loads the registry (the experiments' modules import JAX).
     from lab.compare import compare_trees, render
 
+    if args.out is not None:
+        _check_path("--out", args.out, write=True, directory=False)
     c = compare_trees(args.a, args.b)
     text, changed = render(c), len(c.changes())
     if args.out is None:
         print(text, end="")
-    elif args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a directory; give a file name")
     else:
         from lab.fileio import atomic_write_text
 

@@ -67,7 +67,9 @@ def _section(exp, f: Findings, results: Path) -> str:
             try:
                 out += [path.read_text(encoding="utf-8").rstrip(), ""]
             except UnicodeDecodeError:
-                raise DataError(f"{path} is not valid UTF-8 (corrupted); rerun `lab analyze {exp.id}`") from None
+                raise DataError(
+                    f"{path} is not valid UTF-8 (corrupted); rerun `lab analyze {exp.id}`"
+                ) from None
     for p in f.plots:
         out += [f"![{Path(p).stem}]({exp.name}/{p})", ""]
     return "\n".join(out)

@@ -102,6 +102,23 @@ def assert_one_line_error(code, err, fragment):
             ["run", "e04", "--set", "model.vocab_size=99"],
             "model.vocab_size is set by the experiment from its",
         ),
+        (  # refused before the corpus loads and the tokenizer trains
+            [
+                "tokenizer",
+                "train",
+                "--data",
+                "file:/nonexistent",
+                "--vocab-size",
+                "300",
+                "--out",
+                "/dev/null/tok",
+            ],
+            "--out /dev/null/tok: /dev/null is not a directory",
+        ),
+        (
+            ["compare", "/nonexistent/a", "/nonexistent/b", "--out", "/dev/null/c.md"],
+            "/dev/null is not a directory",
+        ),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, args, fragment):
