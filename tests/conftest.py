@@ -128,6 +128,24 @@ def smoke_run(smoke_root):
     return run
 
 
+@pytest.fixture(scope="session")
+def script():
+    """`script("bench_train")` -> scripts/bench_train.py loaded as a module (scripts are files, not a package),
+    so a test can call its `main(argv)` in-process."""
+    import importlib.util
+    import sys
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"lab_script_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def pytest_unconfigure(config):
     if _OWN_COMPILE_CACHE:  # only the process that made it (xdist's workers inherit it)
         shutil.rmtree(_OWN_COMPILE_CACHE, ignore_errors=True)

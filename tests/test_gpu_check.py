@@ -10,7 +10,6 @@ the script's default, every experiment `lab list` shows, takes over 5 minutes on
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -104,16 +103,8 @@ def test_bad_input_is_one_line_and_exit_status_2(args, message, tmp_path):
     assert not (tmp_path / "gpu.md").exists()
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"lab_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_peak_table_by_device_kind():
-    bench = _script("bench_train")
+def test_peak_table_by_device_kind(script):
+    bench = script("bench_train")
     assert bench.peak_bf16("NVIDIA H200")[0] == 989e12
     assert bench.peak_bf16("NVIDIA H100 80GB HBM3")[0] == 989e12  # SXM
     assert bench.peak_bf16("NVIDIA H100 PCIe")[0] == 756e12
@@ -123,10 +114,10 @@ def test_peak_table_by_device_kind():
         assert peak is None and repr(kind) in why
 
 
-def test_gpu_figures_render(tmp_path):
+def test_gpu_figures_render(tmp_path, script):
     """What only a GPU run prints, rendered from made-up H200 figures (no GPU here): the MFU cell, the
     Markdown's status and tables, and the section of results/benchmarks.md."""
-    bench, check = _script("bench_train"), _script("gpu_check")
+    bench, check = script("bench_train"), script("gpu_check")
     train = dict(
         shape="gpt2-small", device_kind="NVIDIA H200", dtype="bfloat16", parameters=124_475_904, batch=16,
         block=1024, ms_per_step=50.0, tokens_per_s=327_680.0, compile_s=30.0, flops_per_step=14.0e12,
@@ -176,11 +167,11 @@ def test_gpu_figures_render(tmp_path):
     assert "No GPU run is recorded yet" in check.benchmarks_section()
 
 
-def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
+def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path, script):
     """run_pieces with 2 jobs: two pieces that each wait for the other's file can only both finish if they
     run at the same time; a piece still running at the deadline is killed, and one not yet started is
     skipped."""
-    check = _script("gpu_check")
+    check = script("gpu_check")
 
     def piece(name, code):
         return check.Piece(name, ["-c", code], name)
@@ -215,12 +206,12 @@ def test_pieces_run_side_by_side_and_the_budget_stops_them(tmp_path):
         (["--smoke", "--cores", "4096"], "(the cores it may use), got 4096"),
     ],
 )
-def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, capsys, tmp_path):
+def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, capsys, tmp_path, script):
     if "EMPTY" in args:
         (tmp_path / "empty.txt").write_text("  \n")
         args = [f"file:{tmp_path / 'empty.txt'}" if a == "EMPTY" else a for a in args]
     with pytest.raises(SystemExit) as e:
-        _script("bench_train").main(args)
+        script("bench_train").main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and message in err[0], err
 
@@ -233,8 +224,8 @@ def test_bench_train_refuses_bad_options_and_corpora_in_one_line(args, message, 
         (["--rewrite", "remat"], "argument --rewrite: invalid choice: 'remat'"),
     ],
 )
-def test_bench_rewrites_refuses_bad_options_and_corpora_in_one_line(args, message, capsys):
+def test_bench_rewrites_refuses_bad_options_and_corpora_in_one_line(args, message, capsys, script):
     with pytest.raises(SystemExit) as e:
-        _script("bench_rewrites").main(args)
+        script("bench_rewrites").main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and message in err[0], err

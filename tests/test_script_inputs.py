@@ -6,7 +6,6 @@ anything. Each script's main(argv) runs in this process: every case here returns
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -88,14 +87,6 @@ CASES = {
 }
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"lab_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _stand_ins(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "FILE").write_text("text\n")
     (tmp_path / "DIR").mkdir()
@@ -117,11 +108,11 @@ def _fill(text: str, paths: dict[str, str]) -> str:
     "name, args, message",
     [pytest.param(n, a, m, id=f"{n} {' '.join(a)}") for n, cases in CASES.items() for a, m in cases],
 )
-def test_bad_input_is_one_line_exit_2_and_creates_nothing(name, args, message, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(name, args, message, tmp_path, capsys, script):
     paths = _stand_ins(tmp_path)
     args = [_fill(a, paths) for a in args]
     before = _tree(tmp_path)
-    script = _script(name)
+    script = script(name)
     with pytest.raises(SystemExit) as e:
         script.main(args)
     err = capsys.readouterr().err
