@@ -152,4 +152,5 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={"model.d_model": "widths", "model.max_len": "the task (n_items)"},
 )

@@ -348,4 +348,5 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={"model.max_len": "the task (task.seq_len)"},
 )

@@ -305,5 +305,6 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={"model.n_heads": "heads"},
     check=lambda cfg: text_lm(cfg.data, cfg.model).check(),
 )

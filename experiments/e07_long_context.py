@@ -996,5 +996,17 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={
+        "model.n_layers": "depths",
+        "model.max_len": "the task (task.seq_len)",
+        **{
+            f"model.{k}": "the variant (full attention; window and sinks)"
+            for k in ("attention", "window", "sinks")
+        },
+        **{
+            f"text_model.{k}": "the variant (full attention; text_window, text_sinks)"
+            for k in ("attention", "window", "sinks")
+        },
+    },
     check=lambda cfg: text_lm(cfg.data, cfg.text_model).check(),
 )

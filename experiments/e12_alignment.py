@@ -840,4 +840,5 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={"model.max_len": "response_len"},
 )

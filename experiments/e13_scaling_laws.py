@@ -692,5 +692,6 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={k: "sizes (and head_dim)" for k in ("model.n_layers", "model.d_model", "model.n_heads")},
     check=check_config,
 )

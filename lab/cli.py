@@ -571,7 +571,8 @@ def cmd_config(args) -> int:
                 value = c
                 for part in key.split("."):
                     value = getattr(value, part)
-                print(f"{key} = {value}")
+                per_run = exp.per_run.get(key) if c is cfg else None
+                print(f"{key} = {value}" + (f"  # set for each run from {per_run}" if per_run else ""))
     return 0
 
 

@@ -70,6 +70,17 @@ class Experiment:
     run: Callable[[Any, Path, RunOptions], None]
     analyze: Callable[[Any, Path], Findings]
     check: Callable[[Any], None] | None = None  # validate data etc. before anything is written
+    # Config keys the experiment sets itself for each run, and from what (e03: {"model.n_heads": "heads"}):
+    # `--set` refuses them, since a value given there would not be the one the runs use.
+    set_per_run: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def per_run(self) -> dict[str, str]:
+        """set_per_run, with model.vocab_size, which every experiment takes from its tokenizer or task."""
+        return {
+            "model.vocab_size": "its tokenizer or task (for BPE: data.bpe_vocab_size)",
+            **self.set_per_run,
+        }
 
     @property
     def id(self) -> str:
@@ -137,11 +148,11 @@ def resolve_config(exp: Experiment, preset: str = DEFAULT_PRESET, sets=(), seeds
     for key, flag, given in (("seeds", "--seeds", seeds), ("data.name", "--data", data)):
         if given is not None and key in keys:
             raise ConfigError(f"{flag} and --set {key}= both set {key}; give one")
-    if "model.vocab_size" in keys:  # every experiment takes it from its tokenizer or its task
-        raise ConfigError(
-            "model.vocab_size is set by the experiment from its tokenizer or task, not by --set (for BPE, set "
-            "data.bpe_vocab_size)"
-        )
+    for key in keys:
+        if key in exp.per_run:
+            raise ConfigError(
+                f"{key} is set by {exp.id} for each run from {exp.per_run[key]}; it cannot be --set"
+            )
     cfg = config_lib.apply_overrides(cfg, own_sets(sets))
     if seeds is not None:
         if seeds < 1:

@@ -100,7 +100,7 @@ def assert_one_line_error(code, err, fragment):
         ),
         (
             ["run", "e04", "--set", "model.vocab_size=99"],
-            "model.vocab_size is set by the experiment from its",
+            "model.vocab_size is set by e04 for each run from its tokenizer or task",
         ),
         (  # refused before the corpus loads and the tokenizer trains
             [
@@ -119,6 +119,7 @@ def assert_one_line_error(code, err, fragment):
             ["compare", "/nonexistent/a", "/nonexistent/b", "--out", "/dev/null/c.md"],
             "/dev/null is not a directory",
         ),
+        (["run", "e03", "--set", "model.n_heads=8"], "model.n_heads is set by e03 for each run from heads"),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, args, fragment):
@@ -203,6 +204,7 @@ def test_list_and_config(capsys):
     assert any(line.startswith("e04  e04_qkv") and "not interchangeable" in line for line in lines)
     code, out, _ = run_cli(capsys, "config", "e04", "--preset", "smoke", "--set", "train.steps=7")
     assert code == 0 and "train.steps = 7\n" in out and "model.n_layers = 1\n" in out
+    assert "model.vocab_size = 256  # set for each run from its tokenizer or task" in out  # not a --set key
 
 
 def test_exit_status_from_a_real_process():
