@@ -407,6 +407,8 @@ def cmd_dashboard(args) -> int:
         )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}")
+    if not args.host.strip():  # "" binds every interface; say 0.0.0.0 to mean that
+        raise ConfigError("--host must name an address (127.0.0.1, or 0.0.0.0 for every interface), got ''")
     if not 1 <= args.max_tokens <= 4096:
         raise ConfigError(f"--max-tokens must be in [1, 4096], got {args.max_tokens}")
     if not 1 <= args.max_concurrent <= 64:

@@ -64,6 +64,18 @@ class _DropOrphanedTaskErrors(logging.Filter):
         return "exception was never retrieved" not in str(record.msg)
 
 
+class _DropMetadataParseErrors(logging.Filter):
+    """Orbax logs "Failed to json parse Metadata file" (with the file's content) whenever it lists a step
+    whose _CHECKPOINT_METADATA is damaged, before the lab has said anything: the damage is reported in the
+    lab's one line (the manifest's digest differs, or the step does not restore), so this echo is dropped."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Failed to json parse Metadata file")
+
+
+logging.getLogger("absl").addFilter(_DropMetadataParseErrors())
+
+
 def _drop_closed_loop_echoes() -> None:
     """From now on, drop unraisable "Event loop is closed" errors; any other goes to the hook before.
 

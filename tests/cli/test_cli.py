@@ -120,6 +120,7 @@ def assert_one_line_error(code, err, fragment):
             "/dev/null is not a directory",
         ),
         (["run", "e03", "--set", "model.n_heads=8"], "model.n_heads is set by e03 for each run from heads"),
+        (["dashboard", "--host", ""], "--host must name an address"),
     ],
 )
 def test_bad_arguments(capsys, tmp_path, args, fragment):

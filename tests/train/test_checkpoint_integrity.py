@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -126,3 +127,18 @@ def test_a_failed_save_removes_orbax_temporary_directory_and_says_so_in_one_line
     (tmp_path / "ck").write_text("a file where the checkpoint directory goes")  # refused before any save
     with pytest.raises(CheckpointError, match=r"ck is not a directory, and checkpoints are written there"):
         ckpt.manager(tmp_path / "ck")
+
+
+def test_a_damaged_metadata_file_is_said_in_one_line_without_orbax_echoes(tmp_path, capsys, caplog):
+    mngr, state = ckpt.manager(tmp_path / "ck"), {"w": jnp.arange(4.0)}
+    mngr.save(10, state)
+    mngr.save(20, state)
+    mngr.close()
+    meta = tmp_path / "ck" / "20" / "_CHECKPOINT_METADATA"
+    meta.write_text(meta.read_text()[:10])  # cut short, as a full disk or a bad copy leaves it
+    capsys.readouterr()
+    with caplog.at_level("ERROR"):
+        step, _ = ckpt.restore_latest(tmp_path / "ck", jax.eval_shape(lambda: state))
+    (line,) = _lines(capsys.readouterr().err)
+    assert step == 10 and "step 20: _CHECKPOINT_METADATA has changed since it was saved" in line
+    assert not [r for r in caplog.records if "Metadata file" in r.getMessage()]  # Orbax's own echo, dropped
