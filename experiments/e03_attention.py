@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lab import ops
-from lab.analysis import Finding, Findings, Outputs, Table, compare, compare_to, headline, summarize
+from lab.analysis import Finding, Findings, Outputs, Table, beside, compare, compare_to, headline, summarize
 from lab.analysis.attention import head_scores
 from lab.analysis.findings import claims_summary
 from lab.config import check, check_at_least, check_causal, check_distinct
@@ -175,8 +175,9 @@ def analyze(cfg: E03Config, out: Path) -> Findings:
         for h in cfg.heads:
             plots.band(ax, runs[h].val_steps, runs[h].val_loss, f"{h} head(s) of size {D // h}")
     findings += [_more_heads(cfg, runs, m)] if len(cfg.heads) > 1 else []
-    findings += [_causal(cfg, m, outs), _step(cfg, m, labels, outs)]
-    return outs.findings(headline(findings), claims_summary(findings), findings)
+    # checks along the way (the model is causal; the step-by-step attention equals the batched one): beside
+    findings += [beside(_causal(cfg, m, outs)), beside(_step(cfg, m, labels, outs))]
+    return outs.findings(headline([f for f in findings if f.votes]), claims_summary(findings), findings)
 
 
 def _specialization(cfg, m, outs) -> Finding:

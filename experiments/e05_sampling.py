@@ -184,7 +184,8 @@ def _greedy_loops(m: dict, grid: list) -> Finding:
     ev += f"({loops.fmt(2)}); repeated 4-grams: greedy {summarize(m['rep4'][:, 0]).fmt(3)} vs "
     ev += f"{summarize(rep_s).fmt(3)} ({rep.fmt()}; paired over seeds)"
     verdict = headline([rep.verdict("greater"), loops.verdict("greater")])
-    return Finding("Greedy decoding falls into repetition loops; sampling does not", verdict, ev)
+    claim = "Greedy decoding falls into repetition loops more than pure sampling at T >= 0.8 does"
+    return Finding(claim, verdict, ev)
 
 
 def _diversity(m: dict, grid: list) -> Finding:

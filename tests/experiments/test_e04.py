@@ -45,18 +45,25 @@ def test_verdicts_follow_the_rule_on_the_run_files(smoke):
     _, out = smoke
     f = json.loads((out / "findings.json").read_text())["findings"]
     whole = np.load(out / "runs" / "interventions.npz")
-    before, removals, after = [], [], []
+    before, hurts, removals, after = [], [], [], []
     for t in e04.TASKS:
         fin = _finals(out, t)
         margin = e04.MARGIN  # stated in advance, the same for every comparison
         before.append(compare(fin["intact"], fin["swap_qk"]).verdict("equal", margin))
+        hurts.append(compare(fin["intact"], fin["swap_qk"]).verdict("greater", margin))
         removals.append(compare(fin["intact"], fin["zero_v"]).verdict("greater", margin))
         w = dict(zip(e04.ALL_VARIANTS, whole[f"{t}_whole"]))
         for v in e04.SWAPS:
             c = compare(w["intact"], w[v], paired_by_seed=True)
             after.append(c.verdict("greater", margin))
-            assert c.fmt() in f[2]["evidence"]
-    assert [x["verdict"] for x in f[:3]] == [headline(before), headline(removals), headline(after)]
+            assert c.fmt() in f[3]["evidence"]
+    verdicts = [headline(before), headline(hurts), headline(removals), headline(after)]
+    assert [x["verdict"] for x in f[:4]] == verdicts and [x["votes"] for x in f[:4]] == [
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_table_numbers_come_from_the_metrics_on_disk(smoke):
@@ -86,7 +93,7 @@ def test_made_up_measurements_give_the_known_verdicts(smoke, tmp_path):
         s["text"][0]["trained"] = "a\x07b|c`d\ne"
         write_measurement(copy / "runs" / "samples.json", s, cfg)
         found = e04.analyze(cfg, copy)
-        assert found.findings[2].verdict == want
+        assert found.findings[3].verdict == want
     table = (copy / "tables" / "samples.md").read_text()
     # control bytes escaped, cell syntax defused
     assert "`a\\x07b\\|c'd\\ne`" in table and "\x07" not in table

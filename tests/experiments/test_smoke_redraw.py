@@ -35,10 +35,9 @@ def test_every_smoke_run_redraws_the_same_findings_where_jax_cannot_compute(
         assert not missing, f"{exp_id}: listed but missing: {missing}"
 
 
-# Experiments whose headline is not the plain composition of their voting findings, each tested in its own file:
-# e04 composes each swap's own "hurts" verdict (its first finding states the opposite, "costs nothing"), and
+# The experiment whose headline is not the plain composition of its voting findings, tested in its own file:
 # e08's claim has a condition (lab.analysis.conditional_headline).
-NOT_PLAIN = {"e04", "e08"}
+NOT_PLAIN = {"e08"}
 
 
 def test_every_headline_composes_exactly_the_findings_that_vote(smoke_run):
