@@ -21,8 +21,9 @@ so its hidden size is round(2 d_ff / 3) (lab.model.config.ModelConfig.ff_dim): M
 the two-matrix MLP's to within d_model per block (exactly here: d_ff = 256 -> 171, 3 x 64 x 171 = 32832
 vs 2 x 64 x 256 = 32768, +0.2%).
 
-Gradient clipping is off in this experiment (train.grad_clip=0): it is itself a stabilizer, and with it
-on, Adam's bounded steps plus clipping hide most of what the norms do. "Failed" below means a run whose
+Gradient clipping is off in this experiment (train.grad_clip=0): it is itself a stabilizer, and with it on,
+Adam's bounded steps plus clipping could hide what the norms do (not measured here: `--set train.grad_clip=1`
+runs that comparison). "Failed" below means a run whose
 loss went non-finite (recorded as divergence, lab.train.step) or that ended above the untrained model's
 validation loss; comparisons count a failed run at the untrained model's loss (it learned nothing).
 """
