@@ -440,7 +440,8 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
     if len(depths) < 2:
         return Finding("Stacking more blocks lowers the loss", "inconclusive", "one depth only")
     lo, hi, c = depths[0], depths[-1], compare(finals[depths[0]], finals[depths[-1]])
-    ev = f"{lo} block(s) {_fmt(finals[lo])} vs {hi} blocks {_fmt(finals[hi])} ({c.fmt()}), at equal steps "
+    ev = f"{lo} block(s) {_fmt(finals[lo])} vs {hi} blocks {_fmt(finals[hi])} ({hi} minus {lo}: {c.fmt()}), "
+    ev += "at equal steps "
     ev += "(deeper models cost more compute per step)"
     return Finding("Stacking more blocks lowers the loss at equal steps", c.verdict("less"), ev)
 

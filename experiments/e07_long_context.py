@@ -506,14 +506,14 @@ def _finding_positions(cfg, schemes) -> Finding:
     parts, ev = [], []
     for p, acc in schemes.items():
         a = _at_lengths(cfg, acc)
-        c = compare(a["same"][1], a["same"][top])
+        c = compare(a["same"][1], a["same"][top], paired_by_seed=True)  # each seed's model at both lengths
         parts.append(c.verdict("less"))
         ev.append(
-            f"{p}: {_fmt(a['same'][1])} in {T} vs {_fmt(a['same'][top])} in {top * T} ({c.fmt()}: {parts[-1]}); "
-            f"unseen distances {_fmt(a['unseen'])}"
+            f"{p}: {_fmt(a['same'][1])} in {T} vs {_fmt(a['same'][top])} in {top * T} ({top * T} minus {T}: "
+            f"{c.fmt()}: {parts[-1]}); unseen distances {_fmt(a['unseen'])}"
         )
     return Finding(
-        f"With every position scheme ({', '.join(schemes)}), one-layer full attention retrieves items at its "
+        f"Per position scheme ({', '.join(schemes)}), one-layer full attention retrieves items at its "
         f"training distances (d < {T}) less well in sequences {top}x the training length",
         headline(parts),
         "mean accuracy over d < T, per scheme: " + "; ".join(ev),
@@ -962,27 +962,28 @@ def _finding_length(cfg, grid) -> Finding:
     at_t, same_d = full[:, i, : T - 1].mean(1), full[:, j, : T - 1].mean(1)
     far = full[:, j, T - 1 : top * T - 1].mean(1)
     inside = grid[(1, "window")]["accuracy"][:, j, : W - 1].mean(1)
-    falls, holds = compare(at_t, same_d), compare_to(inside, INSIDE)
+    falls, holds = compare(at_t, same_d, paired_by_seed=True), compare_to(inside, INSIDE)  # same models
     return Finding(
         f"At {top}x the training length, full attention retrieves items at its training distances (d < {T}) "
         f"less well, while a window model still retrieves inside its window ({cfg.model.position} positions)",
         headline([falls.verdict("less"), holds.verdict("greater")]),
         f"one-layer full attention, mean accuracy over d < {T}: {_fmt(at_t)} in sequences of {T} vs "
-        f"{_fmt(same_d)} in sequences of {top * T} ({falls.fmt()}); at the unseen distances {T}..{top * T - 1}: "
+        f"{_fmt(same_d)} in sequences of {top * T} ({top * T} minus {T}: {falls.fmt()}); at the unseen distances {T}..{top * T - 1}: "
         f"{_fmt(far)}; one-layer window, d < {W} at {top * T}: {_fmt(inside)} (vs {INSIDE}: {holds.fmt()})",
     )
 
 
 def _finding_streaming(cfg, stream) -> Finding:
     p = _stream_parts(cfg, stream)
-    c = compare(p["window"], p["sinks"])
+    c = compare(p["window"], p["sinks"], paired_by_seed=True)  # each seed's model on the same streams
     T = cfg.text_model.max_len
     return Finding(
         f"Streaming at {cfg.stream_mult}x the training length, sinks + window keep the loss of a full-attention "
         "model lower than the window alone",
         c.verdict("less"),
         f"held-out loss at positions {T}..{cfg.stream_mult * T - 1}: sinks + window {_fmt(p['sinks'])} vs window "
-        f"only {_fmt(p['window'])} ({c.fmt()}); full attention past T {_fmt(p['full'])}",
+        f"only {_fmt(p['window'])} (sinks minus window, paired by seed: {c.fmt()}); full attention past T "
+        f"{_fmt(p['full'])}",
     )
 
 

@@ -229,7 +229,7 @@ def _scratch_finding(cfg: E09Config, q: dict) -> Finding:
         parts.append(c.verdict("less"))
         up, fresh = _ms(q["after"][g]), _ms(q["scratch"][g])  # uptrained, trained from scratch
         ev.append(f"G={g}: uptrained ({steps}+{k} steps) {up} vs scratch ({steps} steps) {fresh} ({c.fmt()})")
-    claim = "An uptrained conversion is at least as good as the same GQA model trained from scratch"
+    claim = "An uptrained conversion reaches a lower loss than the same GQA model trained from scratch"
     note = ". The uptrained models saw more steps in total, as in Ainslie et al., whose point is that "
     note += "uptraining is cheaper than pretraining a GQA model."
     return Finding(claim, headline(parts), "; ".join(ev) + note)

@@ -626,7 +626,8 @@ def finding_instruct(m) -> Finding:
     c = compare(ft, it, paired_by_seed=True)
     goal = "met" if it.min() >= 0.9 and ft.max() <= 0.1 else "not met"
     return Finding(
-        "Instruction tuning (loss on responses) follows held-out instructions that plain finetuning on the same text does not",
+        "Instruction tuning (loss on responses) follows held-out instructions better than plain finetuning on "
+        "the same text",
         c.verdict("greater"),
         f"mean exact match over {len(D.SKILLS)} skills {summarize(it).fmt()} vs {summarize(ft).fmt()} ({c.fmt()}); "
         f"the goal >= 0.9 vs <= 0.1 in every seed: {goal}",
