@@ -999,6 +999,7 @@ EXPERIMENT = Experiment(
     analyze=analyze,
     set_per_run={
         "model.n_layers": "depths",
+        "text_model.vocab_size": "its tokenizer (data.bpe_vocab_size for BPE)",
         "model.max_len": "the task (task.seq_len)",
         **{
             f"model.{k}": "the variant (full attention; window and sinks)"

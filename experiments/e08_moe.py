@@ -793,5 +793,10 @@ EXPERIMENT = Experiment(
     presets=PRESET_TABLE,
     run=run,
     analyze=analyze,
+    set_per_run={
+        f"model.moe_{k}": "its variants (main_experts, experts, top_k, capacity_factor, small_capacity, "
+        "balance_coef, z_coef, moe_every)"
+        for k in ("experts", "top_k", "capacity_factor", "balance_coef", "z_coef", "every")
+    },
     check=check_config,
 )

@@ -595,7 +595,8 @@ def finding_activations(cfg: E14Config, acts: dict) -> Finding:
         f"Per-tensor {cfg.act_bits}-bit activations cost more than per-token, and keeping the outlier "
         "channels float lowers that cost"
     )
-    return Finding(claim, conditional_headline(*parts), ev)
+    # the cost is both a clause of the claim (no cost refutes it) and the condition of the second clause
+    return Finding(claim, "refuted" if parts[0] == "refuted" else conditional_headline(*parts), ev)
 
 
 def _tables(cfg, ptq, gq, acts, qat, exp, laws, outs):

@@ -673,8 +673,11 @@ def cmd_run(args) -> int:
     settings = _run_settings(args.set)
     from lab.runtime import init_jax, process_args
 
-    job = process_args(args.coordinator, args.num_processes, args.process_id)  # the flags, or JAX_* variables
-    init_jax(_cpu_devices(settings.mesh, job[1]), *job)
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    job = process_args(
+        *flags
+    )  # the flags, or JAX's variables: checked now, and how many processes share the mesh
+    init_jax(_cpu_devices(settings.mesh, job[1]), *flags)
     from lab.fileio import is_writer
     from lab.ops.long_attention import FUSED_IMPLEMENTATIONS
     from lab.train.memory import check_config_fits

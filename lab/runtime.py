@@ -56,15 +56,16 @@ def init_jax(
         pass  # backends already initialized (e.g. inside a test session that configured them itself)
     global _distributed
     explicit = coordinator is not None or num_processes is not None or process_id is not None
-    if (explicit or any(os.environ.get(k) for k in _DISTRIBUTED_ENV)) and not _distributed:
-        if explicit and (coordinator is None or num_processes is None or process_id is None):
-            from lab.errors import ConfigError
+    if explicit and (coordinator is None or num_processes is None or process_id is None):
+        from lab.errors import ConfigError
 
-            raise ConfigError(
-                "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
-                "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
-            )
-        coordinator, num_processes, process_id = process_args(coordinator, num_processes, process_id)
+        raise ConfigError(
+            "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
+            "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+        )
+    job = process_args(coordinator, num_processes, process_id)  # the arguments, or JAX's variables
+    if (explicit or any(os.environ.get(k) for k in _DISTRIBUTED_ENV)) and not _distributed:
+        coordinator, num_processes, process_id = job
         # CPU devices of different processes talk over gloo (no effect on GPU/TPU backends).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         try:
@@ -88,26 +89,25 @@ ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 def process_args(coordinator=None, num_processes=None, process_id=None) -> tuple:
     """(coordinator, num_processes, process_id): the flags where any is given, else JAX_COORDINATOR_ADDRESS,
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID from the environment (JAX itself reads only the first; with neither
-    number set, all stay None for JAX to work out, as on a cluster it detects), checked either way (one-line
-    ConfigErrors)."""
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID from the environment (JAX itself reads only the first; one left unset
+    stays None, for JAX to work out on a cluster it detects), checked either way (one-line ConfigErrors)."""
     from lab.errors import ConfigError
 
-    values = [os.environ.get(k) or None for k in ENV]
-    if coordinator is None and num_processes is None and process_id is None and values[0] and any(values[1:]):
-        if not all(values[1:]):
-            raise ConfigError(f"{ENV[1]} and {ENV[2]} go together (with {ENV[0]})")
-        for name, v in zip(ENV[1:], values[1:]):
-            if v is not None and not v.isdigit():
-                raise ConfigError(f"{name}={v!r} must be a whole number")
-        coordinator, num_processes, process_id = (
-            values[0],
-            *(None if v is None else int(v) for v in values[1:]),
-        )
-        check_process_args(coordinator, num_processes, process_id, names=ENV)
-    else:
+    if coordinator is not None or num_processes is not None or process_id is not None:
         check_process_args(coordinator, num_processes, process_id)
-    return coordinator, num_processes, process_id
+        return coordinator, num_processes, process_id
+    values = [os.environ.get(k) or None for k in ENV]
+    for name, v in zip(ENV[1:], values[1:]):
+        if v is not None and not v.isdigit():
+            raise ConfigError(f"{name}={v!r} must be a whole number")
+    if values[0] is None and any(values[1:]) and not os.environ.get("LAB_DISTRIBUTED"):
+        raise ConfigError(  # else this would run as one process, unasked
+            f"{' and '.join(n for n, v in zip(ENV[1:], values[1:]) if v)} set without {ENV[0]}: set it too, or "
+            "LAB_DISTRIBUTED=1 for a cluster JAX detects"
+        )
+    job = (values[0], *(None if v is None else int(v) for v in values[1:]))
+    check_process_args(*job, names=ENV)
+    return job
 
 
 def check_process_args(coordinator, num_processes, process_id, names=FLAGS) -> None:

@@ -393,8 +393,9 @@ class Passkey:
         """A batch of `seq_len` tokens with the value exactly `distance` (1..seq_len-1) before the query. A
         traced `distance` (e.g. under lax.map) cannot be checked here: outside that range the batch has no
         value to retrieve."""
-        if isinstance(distance, (int, np.integer)):
-            check(0 < distance < seq_len, f"passkey distance must be in 1..{seq_len - 1}, got {distance}")
+        if not isinstance(distance, jax.core.Tracer) and np.ndim(distance) == 0:  # a concrete number
+            d = int(np.asarray(distance))
+            check(0 < d < seq_len, f"passkey distance must be in 1..{seq_len - 1}, got {d}")
         return self._batch(key, batch_size, seq_len, jnp.full((batch_size,), distance))
 
     def check_data(self, data) -> None:

@@ -141,7 +141,10 @@ def test_bad_arguments(capsys, tmp_path, args, fragment):
             {"JAX_COORDINATOR_ADDRESS": "localhost", "JAX_NUM_PROCESSES": "1", "JAX_PROCESS_ID": "0"},
             "JAX_COORDINATOR_ADDRESS 'localhost' must be HOST:PORT",
         ),
-        ({"JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES and JAX_PROCESS_ID go together"),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "", "JAX_PROCESS_ID": "0"},
+            "JAX_PROCESS_ID set without JAX_COORDINATOR",
+        ),
         (
             {"JAX_COORDINATOR_ADDRESS": "", "LAB_FUSED_ATTENTION": "flash"},
             "LAB_FUSED_ATTENTION='flash' is not",

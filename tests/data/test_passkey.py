@@ -29,7 +29,8 @@ def test_training_draws_every_distance():
 
 
 def test_bad_sizes_are_refused():
-    for distance in (0, 12, 13):  # 0: the query would overwrite the value; >= seq_len: it is never placed
+    # 0: the query would overwrite the value; >= seq_len: it is never placed (as any concrete number)
+    for distance in (0, 12, 13, np.int32(0), np.array(12), jax.numpy.int32(12)):
         with pytest.raises(ConfigError, match=r"distance must be in 1\.\.11, got"):
             Passkey(seq_len=12).at_distance(jax.random.PRNGKey(0), 2, 12, distance)
     with pytest.raises(ConfigError, match="n_values must be >= 2"):
