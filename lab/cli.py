@@ -250,7 +250,7 @@ def cmd_tokenizer_train(args) -> int:
     compile_pattern(args.pattern)
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise ConfigError(f"--out {args.out} already exists and is not empty; choose a new directory")
-    _check_path("--out", args.out, write=True)  # a directory that can be made, before the training
+    config_lib.check_path("--out", args.out, write=True)  # a directory that can be made, before training
     corpus = load_corpus(args.data)
     from tqdm import tqdm
 
@@ -581,41 +581,7 @@ def cmd_config(args) -> int:
 def _check_results(root: Path, write: bool) -> None:
     """Refuse a `--results` root that is not a directory (or, to write, cannot be made or written) in one
     line, before anything is written."""
-    _check_path("--results", root, write)
-
-
-def _check_path(flag: str, path: Path, write: bool, directory: bool = True) -> None:
-    """Refuse `flag`'s path in one line, before any work: one that cannot be read as asked, or exists as the
-    other kind (a file where a directory is wanted, or the reverse); to write, one whose nearest existing
-    ancestor is no directory or cannot be written in. Creates nothing."""
-    path = Path(path)
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
-        raise ConfigError(f"{flag} {str(path)[:120]!r}: {getattr(e, 'strerror', None) or e}") from None
-    if directory and path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} exists and is not a directory; give a directory (new or existing)")
-    if not directory and path.is_dir():
-        raise ConfigError(f"{flag} {path} is a directory; give a file name")
-    if not write:
-        return
-    dest = path if directory else path.parent
-    existing = dest
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{flag} {path}: {existing} is not a directory; give a path inside a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {existing} is not writable; give a path you can write to")
-    if existing != dest:  # os.access says yes to root in /proc or on a read-only mount: try it
-        import tempfile
-
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".lab-probe-", dir=existing))
-        except OSError as e:
-            raise ConfigError(f"{flag} {path}: cannot create it in {existing} ({e.strerror or e})") from None
+    config_lib.check_path("--results", root, write)
 
 
 def _check_clean_for_published(results: Path, allow_dirty: bool) -> None:
@@ -673,21 +639,18 @@ def cmd_run(args) -> int:
     settings = _run_settings(args.set)
     from lab.runtime import init_jax, process_args
 
+    # the flags, or JAX's variables: checked now, and how many processes share the mesh
     flags = (args.coordinator, args.num_processes, args.process_id)
-    job = process_args(
-        *flags
-    )  # the flags, or JAX's variables: checked now, and how many processes share the mesh
-    init_jax(_cpu_devices(settings.mesh, job[1]), *flags)
+    init_jax(_cpu_devices(settings.mesh, process_args(*flags)[1]), *flags)
     from lab.fileio import is_writer
-    from lab.ops.long_attention import FUSED_IMPLEMENTATIONS
+    from lab.ops.long_attention import fused_choice
     from lab.train.memory import check_config_fits
-
-    fused = os.environ.get("LAB_FUSED_ATTENTION", "auto")  # read when a fused model first runs: checked now
-    if fused not in FUSED_IMPLEMENTATIONS:
-        raise ConfigError(
-            f"LAB_FUSED_ATTENTION={fused!r} is not allowed; allowed: {', '.join(FUSED_IMPLEMENTATIONS)}"
-        )
     from lab.train.mesh import check_config
+
+    try:
+        fused_choice()  # read when a fused model first runs: checked before anything trains
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     for exp, cfg in resolved:  # sizes that cannot fit in memory are refused before anything is written
         check_config_fits(cfg, what=f"{exp.id} --preset {args.preset}")
@@ -740,7 +703,7 @@ def cmd_compare(args) -> int:
     from lab.compare import compare_trees, render
 
     if args.out is not None:
-        _check_path("--out", args.out, write=True, directory=False)
+        config_lib.check_path("--out", args.out, write=True, directory=False)
     c = compare_trees(args.a, args.b)
     text, changed = render(c), len(c.changes())
     if args.out is None:

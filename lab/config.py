@@ -5,7 +5,8 @@ Every config in the lab is a frozen (hence hashable) dataclass, so it can be a s
 overrides such as ``--set train.steps=500 --set model.n_layers=2`` into a new config, checking each key
 against the dataclass fields and each value against the field's annotated type; out-of-range values are
 refused by the dataclasses' own ``__post_init__`` checks. Errors are `ConfigError`s that name the key and
-what is allowed.
+what is allowed. The `check*` helpers serve those checks; `check_path` does the same for a path option
+(`lab run --results`, `--out`, the scripts' output paths).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from lab.errors import ConfigError
@@ -264,3 +267,37 @@ def check_choices(cfg, name: str, allowed, required=()) -> None:
 def check_causal(model, why: str) -> None:
     """A model config whose experiment needs a causal language model (`why` says what for)."""
     check(model.mask == "causal", f"model.mask must be 'causal': {why}")
+
+
+def check_path(flag: str, path: Path, write: bool, directory: bool = True) -> None:
+    """Refuse `flag`'s path in one line, before any work: one that cannot be read as asked, or exists as the
+    other kind (a file where a directory is wanted, or the reverse); to write, one whose nearest existing
+    ancestor is no directory or cannot be written in. Creates nothing."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
+        raise ConfigError(f"{flag} {str(path)[:120]!r}: {getattr(e, 'strerror', None) or e}") from None
+    if directory and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} exists and is not a directory; give a directory (new or existing)")
+    if not directory and path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
+    if not write:
+        return
+    dest = path if directory else path.parent
+    existing = dest
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is not a directory; give a path inside a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable; give a path you can write to")
+    if existing != dest:  # os.access says yes to root in /proc or on a read-only mount: try it
+        import tempfile
+
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".lab-probe-", dir=existing))
+        except OSError as e:
+            raise ConfigError(f"{flag} {path}: cannot create it in {existing} ({e.strerror or e})") from None

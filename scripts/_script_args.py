@@ -12,6 +12,9 @@ import argparse
 import os
 from pathlib import Path
 
+from lab.config import check_path
+from lab.errors import ConfigError
+
 
 class Parser(argparse.ArgumentParser):
     """Give `prog` (the script's file name): under pytest argparse's default would be pytest's."""
@@ -40,27 +43,16 @@ def int_list(p: argparse.ArgumentParser, flag: str, text: str, low: int) -> list
 
 
 def writable(p: argparse.ArgumentParser, flag: str, path: Path, *, directory: bool = False) -> Path:
-    """Refuse an output path the script could not write at its end: for a file, an existing directory or
-    other non-regular file; for a directory, an existing non-directory; for either, a nearest existing
-    ancestor that is not a directory or not writable. Creates nothing; returns the absolute path."""
+    """Refuse an output path the script could not write at its end (lab.config.check_path: an existing path
+    of the other kind, a nearest existing ancestor that is no directory or not writable), and for a file also
+    an existing non-regular file. Creates nothing; returns the absolute path."""
     if "\0" in str(path):
         p.error(f"{flag} {str(path)[:120]!r}: a path cannot hold a NUL byte")
     path = Path(os.path.abspath(path))
     try:
-        if path.exists():
-            if directory and not path.is_dir():
-                p.error(f"{flag} {path} exists and is not a directory; give a directory (new or existing)")
-            if not directory and path.is_dir():
-                p.error(f"{flag} {path} is a directory; give a file name")
-            if not directory and not path.is_file():
-                p.error(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file name")
-        existing = path if directory else path.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            p.error(f"{flag} {path}: {existing} is not a directory; give a path inside a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            p.error(f"{flag} {path}: {existing} is not writable; give a path you can write to")
-    except (OSError, ValueError) as e:  # a name too long, a symlink loop, a NUL byte
-        p.error(f"{flag} {str(path)[:120]!r}: {getattr(e, 'strerror', None) or e}")
+        check_path(flag, path, write=True, directory=directory)
+    except ConfigError as e:
+        p.error(str(e))
+    if not directory and path.exists() and not path.is_file():
+        p.error(f"{flag} {path} is not a regular file (a device, pipe or socket); give a file name")
     return path
