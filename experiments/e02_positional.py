@@ -312,11 +312,10 @@ def _extrapolation(cfg, v, best, chance) -> Finding:
             gap = compare(best[mask][1], v[(mask, "alibi")][1])  # compare(a, b): mean(b) - mean(a)
             at_t += f"; ALiBi minus the best encoding ({_picked(best[mask][0])}) at T: {gap.fmt()} nats"
         ev.append(at_t)
+    verdict = headline(list(parts.values())) if "alibi" in parts and len(parts) > 1 else "inconclusive"
     return Finding(
         f"ALiBi extrapolates to {top}x the training length; sinusoidal and learned do not ({mask})",
-        headline(list(parts.values()))
-        if "alibi" in parts and len(parts) > 1
-        else "inconclusive",  # vs others
+        verdict,  # ALiBi against the others: inconclusive without both
         "; ".join(ev),
     )
 

@@ -327,19 +327,25 @@ def _finding(d: Measured, claim: str, variants, phase: str, direction: str, desc
     return Finding(claim, verdict, "; ".join([line(t, v) for t, v in pairs] + list(notes)) or "not run")
 
 
-def swaps_before_training(cfg: E04Config, d: Measured) -> Finding:
-    claim = "Swapping two projections before training costs nothing (a relabeling)"
+def _swaps_trained(cfg: E04Config, d: Measured, claim: str, direction: str) -> Finding:
+    """Each swap trained from the start against intact, judged in `direction`."""
     describe = lambda t, v: f"{_fmt(d.finals[(t, v)])} vs intact {_fmt(d.finals[(t, 'intact')])}"
-    return _finding(d, claim, [v for v in SWAPS if v in cfg.variants], "train", "equal", describe)
+    return _finding(d, claim, [v for v in SWAPS if v in cfg.variants], "train", direction, describe)
+
+
+def swaps_before_training(cfg: E04Config, d: Measured) -> Finding:
+    return _swaps_trained(
+        cfg, d, "Swapping two projections before training costs nothing (a relabeling)", "equal"
+    )
 
 
 def swaps_hurt(cfg: E04Config, d: Measured) -> Finding:
     """The claim's "swapping breaks a transformer", before training: the same comparisons as
     `swaps_before_training`, judged in the claim's direction (hurts) instead of the relabeling's (costs
     nothing)."""
-    claim = "Swapping two projections before training hurts (the claim's direction)"
-    describe = lambda t, v: f"{_fmt(d.finals[(t, v)])} vs intact {_fmt(d.finals[(t, 'intact')])}"
-    return _finding(d, claim, [v for v in SWAPS if v in cfg.variants], "train", "greater", describe)
+    return _swaps_trained(
+        cfg, d, "Swapping two projections before training hurts (the claim's direction)", "greater"
+    )
 
 
 def removals_hurt(cfg: E04Config, d: Measured) -> Finding:
@@ -441,8 +447,7 @@ def stacking_blocks(cfg: E04Config, d: Measured, outs: Outputs) -> Finding:
         return Finding("Stacking more blocks lowers the loss", "inconclusive", "one depth only")
     lo, hi, c = depths[0], depths[-1], compare(finals[depths[0]], finals[depths[-1]])
     ev = f"{lo} block(s) {_fmt(finals[lo])} vs {hi} blocks {_fmt(finals[hi])} ({hi} minus {lo}: {c.fmt()}), "
-    ev += "at equal steps "
-    ev += "(deeper models cost more compute per step)"
+    ev += "at equal steps (deeper models cost more compute per step)"
     return Finding("Stacking more blocks lowers the loss at equal steps", c.verdict("less"), ev)
 
 

@@ -89,10 +89,12 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
         if not isinstance(row, dict):
             raise DataError(f"{path}:{i + 1}: corrupted metrics row (not a JSON object){fix}")
         for k, v in row.items():
-            v = row[k] = v if k in ("step", "member") else _restore(v)
-            whole = k in ("step", "member")
-            if isinstance(v, bool) or not isinstance(v, int if whole else (int, float)) or (whole and v < 0):
-                what = "a whole number >= 0" if whole else "a number"
+            if k in ("step", "member"):
+                ok, what = isinstance(v, int) and v >= 0, "a whole number >= 0"
+            else:
+                v = row[k] = _restore(v)
+                ok, what = isinstance(v, (int, float)), "a number"
+            if not ok or isinstance(v, bool):
                 raise DataError(f"{path}:{i + 1}: corrupted metrics row ({k}={v!r} is not {what}){fix}")
         if "step" not in row:
             raise DataError(f"{path}:{i + 1}: corrupted metrics row (no step){fix}")

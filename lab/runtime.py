@@ -56,13 +56,6 @@ def init_jax(
         pass  # backends already initialized (e.g. inside a test session that configured them itself)
     global _distributed
     explicit = coordinator is not None or num_processes is not None or process_id is not None
-    if explicit and (coordinator is None or num_processes is None or process_id is None):
-        from lab.errors import ConfigError
-
-        raise ConfigError(
-            "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
-            "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
-        )
     job = process_args(coordinator, num_processes, process_id)  # the arguments, or JAX's variables
     if (explicit or any(os.environ.get(k) for k in _DISTRIBUTED_ENV)) and not _distributed:
         coordinator, num_processes, process_id = job
@@ -93,9 +86,15 @@ def process_args(coordinator=None, num_processes=None, process_id=None) -> tuple
     stays None, for JAX to work out on a cluster it detects), checked either way (one-line ConfigErrors)."""
     from lab.errors import ConfigError
 
-    if coordinator is not None or num_processes is not None or process_id is not None:
-        check_process_args(coordinator, num_processes, process_id)
-        return coordinator, num_processes, process_id
+    given = (coordinator, num_processes, process_id)
+    if any(x is not None for x in given):
+        check_process_args(*given)
+        if any(x is None for x in given):
+            raise ConfigError(
+                "--coordinator, --num-processes and --process-id go together (or set JAX_COORDINATOR_ADDRESS, "
+                "JAX_NUM_PROCESSES and JAX_PROCESS_ID)"
+            )
+        return given
     values = [os.environ.get(k) or None for k in ENV]
     for name, v in zip(ENV[1:], values[1:]):
         if v is not None and not v.isdigit():

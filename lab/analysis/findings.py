@@ -104,7 +104,9 @@ class Findings:
         text = dict.fromkeys(("summary", "experiment", "title", "claim", "preset", "generated_by"), str)
         _check_types(self, **text, seeds=int, tables=list, plots=list)
         for name in ("tables", "plots"):
-            _check_types(self, **{f"{name}[{i}]": str for i in range(len(getattr(self, name)))})
+            for path in getattr(self, name):
+                if not isinstance(path, str):
+                    raise ValueError(f"{name} holds {path!r}, not a path")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,10 +119,9 @@ class Findings:
 
 
 def _check_types(obj, **types) -> None:
-    """ValueError unless each named field of `obj` (or item, "name[i]") has its type (a bool is no int)."""
+    """ValueError unless each named field of `obj` has its type (a bool is no int)."""
     for name, t in types.items():
-        field_name, _, i = name.partition("[")
-        v = getattr(obj, field_name) if not i else getattr(obj, field_name)[int(i[:-1])]
+        v = getattr(obj, name)
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
             raise ValueError(f"{name} {v!r} is not a {t.__name__}")
 

@@ -396,14 +396,23 @@ def banded_attention(
 FUSED_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
 
+def fused_choice() -> str:
+    """LAB_FUSED_ATTENTION: auto (the default: `fused_implementation`'s rule), xla or cudnn; ValueError for
+    anything else."""
+    choice = os.environ.get("LAB_FUSED_ATTENTION", "auto")
+    if choice not in FUSED_IMPLEMENTATIONS:
+        raise ValueError(
+            f"LAB_FUSED_ATTENTION={choice!r} is not allowed; allowed: {', '.join(FUSED_IMPLEMENTATIONS)}"
+        )
+    return choice
+
+
 def fused_implementation(dtype, head_dim: int, has_bias: bool, platform: str | None = None) -> str:
     """The `implementation` `fused_attention` passes to `jax.nn.dot_product_attention`: "cudnn" (flash
     attention) on a GPU for bfloat16/float16 inputs with a head size that is a multiple of 8 up to 128 and no
     score bias (cuDNN would round an ALiBi bias to the input dtype), "xla" otherwise; LAB_FUSED_ATTENTION
     (auto, xla or cudnn) overrides it. `platform` defaults to JAX's default backend."""
-    choice = os.environ.get("LAB_FUSED_ATTENTION", "auto")
-    if choice not in FUSED_IMPLEMENTATIONS:
-        raise ValueError(f"LAB_FUSED_ATTENTION={choice!r}; allowed: {', '.join(FUSED_IMPLEMENTATIONS)}")
+    choice = fused_choice()
     if choice != "auto":
         return choice
     platform = jax.default_backend() if platform is None else platform
